@@ -1,0 +1,47 @@
+# void-pipeline: `make demo` runs the whole pipeline on the embedded default; `make test` runs every check.
+PYTHON ?= python3
+ENVS := $(PYTHON) -m void_pipeline.lib.environments
+ORCH = $(shell $(ENVS) path orchestrator)
+PY = $(ORCH)/bin/python
+export PYTHONPATH := $(CURDIR)
+export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
+
+.PHONY: setup demo test lint format typecheck unit ui mlflow-ui devnet-up devnet-seed devnet-down bench
+
+setup:  ## build (or reuse) the cached environments: orchestrator (Python) and devnet (Node)
+	@$(ENVS) ensure orchestrator devnet >/dev/null
+
+demo: setup  ## local AT Protocol world + demo corpus + every asset materialized
+	$(PY) -m void_pipeline demo
+
+test: setup lint typecheck unit  ## lint, type checks and the test suite
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: setup
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+typecheck: setup
+	$(PY) -m mypy
+
+unit: setup  ## pytest's exit 5 (no tests collected) means a broken suite: say so and fail
+	@$(PY) -m pytest $(PYTEST_ARGS) || { c=$$?; [ $$c -ne 5 ] || echo "pytest collected no tests: failing" >&2; exit $$c; }
+
+ui: setup  ## the Dagster web UI on http://127.0.0.1:3000
+	@mkdir -p $(DAGSTER_HOME)
+	$(ORCH)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+devnet-up: setup
+	$(PY) -m void_pipeline devnet up
+
+devnet-seed: setup
+	$(PY) -m void_pipeline devnet seed
+
+devnet-down: setup
+	$(PY) -m void_pipeline devnet down
+
+bench: setup  ## seeding benchmark at 50k agent posts (minutes)
+	$(PY) benchmarks/seed_bench.py --agent-posts 50000

@@ -1,0 +1,3 @@
+from void_pipeline.cli import main
+
+raise SystemExit(main())

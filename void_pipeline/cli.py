@@ -1,0 +1,150 @@
+"""``void-pipeline``: the local AT Protocol world (devnet) and the end-to-end demo.
+
+void-pipeline devnet up        start a PLC and two PDSes on loopback (detached; state in .data/devnet)
+void-pipeline devnet seed      generate the synthetic void corpus and seed it (manifest in .data/devnet/seed)
+void-pipeline devnet status    print the running devnet's endpoints
+void-pipeline devnet down      stop it, by process id
+void-pipeline demo             up + seed the demo corpus + materialize every asset, then stop
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from void_pipeline.lib import paths
+from void_pipeline.lib.corpus import COLLECTIONS, CorpusSpec, generate
+from void_pipeline.lib.devnet import Devnet, DevnetError, DevnetInfo, is_service_alive, stop_devnet
+from void_pipeline.lib.seeding import seed_corpus
+
+DEMO_AGENT_POSTS = 2000
+
+
+def devnet_up(state_dir: Path, plc_port: int | None, pds_port: int | None) -> DevnetInfo:
+    devnet = Devnet(state_dir, plc_port=plc_port, pds_ports=(pds_port,))
+    info = devnet.start()
+    print(f"devnet up ({state_dir})")
+    print(describe(info))
+    return info
+
+
+def describe(info: DevnetInfo) -> str:
+    lines = [f"  PLC  {info.plc.url}  (pid {info.plc.pid})"]
+    for pds in info.pds:
+        lines.append(f"  PDS  {pds.url}  {pds.name}, handles *{pds.handle_domain}  (pid {pds.pid})")
+    lines.append(f"  logs {Path(info.state_dir) / 'logs'}")
+    return "\n".join(lines)
+
+
+def endpoints(info: DevnetInfo, alive: bool) -> dict[str, object]:
+    return {
+        "running": alive,
+        "plc_url": info.plc_url,
+        "pds": {p.name: {"url": p.url, "handle_domain": p.handle_domain} for p in info.pds},
+        "appview_url": info.appview_url,
+    }
+
+
+def devnet_seed(state_dir: Path, agent_posts: int, seed: int) -> None:
+    info = DevnetInfo.load(state_dir)
+    spec = CorpusSpec(seed=seed, agent_posts=agent_posts)
+    corpus = generate(spec)
+    print(f"[seed] generated {len(corpus.records):,} records for {len(corpus.accounts)} accounts (seed {seed})")
+    out = paths.seed_dir(state_dir)
+    result = seed_corpus(info, corpus, out_dir=out)
+    counts = result.manifest.group_by("collection").len().sort("collection")
+    for collection in COLLECTIONS:
+        n = counts.filter(counts["collection"] == collection)["len"].sum()
+        print(f"  {collection:<28} {n:>8,}")
+    print(f"agent: {corpus.agent.handle} = {result.accounts[corpus.agent.handle].did}")
+    print(f"ground truth: {out}")
+
+
+def materialize_all() -> int:
+    """Materialize every asset of the code location through the Dagster CLI, so runs show in the UI."""
+    from void_pipeline.definitions import defs
+
+    keys = [key.to_user_string() for key in defs.resolve_all_asset_keys()]
+    if not keys:
+        print("no assets are defined yet: nothing to materialize")
+        return 0
+    home = paths.dagster_home()
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    cmd = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "void_pipeline.definitions", "--select", "*"]
+    return subprocess.run(cmd, env=env, check=False).returncode
+
+
+def demo(agent_posts: int, seed: int, keep_devnet: bool) -> int:
+    state_dir = paths.devnet_dir()
+    try:
+        existing = DevnetInfo.load(state_dir)
+        if any(is_service_alive(p) for p in existing.processes()):
+            stop_devnet(existing)
+    except DevnetError:
+        pass
+    info = devnet_up(state_dir, None, None)
+    try:
+        devnet_seed(state_dir, agent_posts, seed)
+        code = materialize_all()
+    finally:
+        if not keep_devnet:
+            stop_devnet(info)
+            print("devnet stopped")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="void-pipeline", description=__doc__.split("\n")[0])
+    parser.add_argument("--state-dir", type=Path, default=None, help="devnet state folder (default .data/devnet)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    devnet = sub.add_parser("devnet", help="the local AT Protocol world")
+    devnet_sub = devnet.add_subparsers(dest="action", required=True)
+    up = devnet_sub.add_parser("up", help="start a PLC and two PDSes on 127.0.0.1")
+    up.add_argument("--plc-port", type=int, default=None, help="preferred PLC port (another is taken if busy)")
+    up.add_argument("--pds-port", type=int, default=None, help="preferred port of the agent's PDS")
+    seed = devnet_sub.add_parser("seed", help="generate the synthetic corpus and seed it")
+    seed.add_argument("--agent-posts", type=int, default=DEMO_AGENT_POSTS, help="scale N: the agent's posts")
+    seed.add_argument("--seed", type=int, default=7, help="generator seed (same seed, same corpus)")
+    status = devnet_sub.add_parser("status", help="print the running devnet's endpoints")
+    status.add_argument("--json", action="store_true", help="endpoints as JSON (no secrets), for configuration")
+    devnet_sub.add_parser("down", help="stop the devnet by process id")
+    demo_cmd = sub.add_parser("demo", help="devnet + demo corpus + materialize every asset")
+    demo_cmd.add_argument("--agent-posts", type=int, default=DEMO_AGENT_POSTS)
+    demo_cmd.add_argument("--seed", type=int, default=7)
+    demo_cmd.add_argument("--keep-devnet", action="store_true", help="leave the devnet running afterwards")
+    args = parser.parse_args(argv)
+    state_dir = (args.state_dir or paths.devnet_dir()).resolve()
+
+    try:
+        if args.command == "demo":
+            return demo(args.agent_posts, args.seed, args.keep_devnet)
+        if args.action == "up":
+            devnet_up(state_dir, args.plc_port, args.pds_port)
+        elif args.action == "seed":
+            devnet_seed(state_dir, args.agent_posts, args.seed)
+        elif args.action == "status":
+            info = DevnetInfo.load(state_dir)
+            alive = all(is_service_alive(p) for p in info.processes())
+            if args.json:
+                print(json.dumps(endpoints(info, alive), indent=2))
+            else:
+                print(f"devnet {'running' if alive else 'NOT running (stale state)'} since {info.started_at}")
+                print(describe(info))
+            return 0 if alive else 1
+        elif args.action == "down":
+            info = DevnetInfo.load(state_dir)
+            stopped = stop_devnet(info)
+            print(f"devnet down: stopped pids {stopped}" if stopped else "devnet was not running")
+    except DevnetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,250 @@
+"""Environments by role, built from pinned files and cached outside the repo.
+
+Each environment lives in ``$VOID_PIPELINE_CACHE`` (default ``~/.cache/void-pipeline``) under a folder named by
+the hash of its pin files, so a warm setup is a directory lookup and a changed pin builds a new environment
+beside the old one. A build runs under a file lock and is marked complete only at its very end, so a killed
+setup is rebuilt, never half-used. Standard library only: this module runs before any environment exists.
+
+    python3 -m void_pipeline.lib.environments ensure orchestrator devnet
+    python3 -m void_pipeline.lib.environments path orchestrator
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from void_pipeline.lib.paths import REPO_ROOT
+
+ENVS_DIR = REPO_ROOT / "envs"
+DEVNET_DIR = REPO_ROOT / "devnet"
+
+MIN_NODE_MAJOR = 22
+# Node from the npm registry when the machine's own is older (DESIGN §3: Node 20 fails in undici).
+NODE_NPM_VERSION = "22.23.5"
+COMPLETE_MARKER = ".complete"
+
+
+class SetupError(RuntimeError):
+    """An environment could not be built; the message says what to change."""
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("VOID_PIPELINE_CACHE", Path.home() / ".cache" / "void-pipeline"))
+
+
+def content_key(*parts: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class PythonEnv:
+    """A virtual environment installed from one pinned requirements file."""
+
+    name: str
+    pins: Path
+
+    def key(self) -> str:
+        interpreter = f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
+        return content_key(self.pins.read_bytes(), interpreter.encode(), platform.machine().encode())
+
+    def path(self) -> Path:
+        return cache_root() / "envs" / f"{self.name}-{self.key()}"
+
+    def build(self, target: Path) -> None:
+        run([sys.executable, "-m", "venv", str(target)])
+        pip = [str(target / "bin" / "python"), "-m", "pip"]
+        run([*pip, "install", "--quiet", "--upgrade", "pip"])
+        run([*pip, "install", "--quiet", "--no-deps", "-r", str(self.pins)])
+        run([*pip, "check"])
+
+
+@dataclass(frozen=True)
+class NodeEnv:
+    """The devnet's npm packages, installed with ``npm ci`` from the committed lockfile for Node >= 22."""
+
+    name: str
+    package_dir: Path
+
+    def key(self) -> str:
+        node = find_node()
+        return content_key(
+            (self.package_dir / "package.json").read_bytes(),
+            (self.package_dir / "package-lock.json").read_bytes(),
+            node_version(node).encode(),
+        )
+
+    def path(self) -> Path:
+        return cache_root() / "envs" / f"{self.name}-{self.key()}"
+
+    def build(self, target: Path) -> None:
+        node = find_node()
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("package.json", "package-lock.json"):
+            shutil.copy2(self.package_dir / name, target / name)
+        node_home = node.parent.parent
+        env = {**os.environ, "PATH": f"{node.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        # Native modules (better-sqlite3) must build against this Node's headers, not the machine's npmrc nodedir.
+        run(["npm", "ci", "--no-audit", "--no-fund", f"--nodedir={node_home}"], cwd=target, env=env)
+
+    def link(self, built: Path) -> None:
+        """Point the repo's devnet/node_modules at the cached install (the launchers import from there)."""
+        link = self.package_dir / "node_modules"
+        if link.is_symlink() or link.exists():
+            if link.is_symlink() and link.resolve() == (built / "node_modules").resolve():
+                return
+            if link.is_symlink() or link.is_file():
+                link.unlink()
+            else:
+                shutil.rmtree(link)
+        link.symlink_to(built / "node_modules", target_is_directory=True)
+
+
+ENVIRONMENTS: dict[str, PythonEnv | NodeEnv] = {
+    "orchestrator": PythonEnv("orchestrator", ENVS_DIR / "orchestrator.txt"),
+    "devnet": NodeEnv("devnet", DEVNET_DIR),
+}
+
+
+def run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
+    print(f"[setup] $ {' '.join(cmd)}", file=sys.stderr, flush=True)
+    # The child's output goes to stderr: stdout carries only what this module prints (environment paths).
+    result = subprocess.run(cmd, cwd=cwd, env=env, stdout=sys.stderr, check=False)
+    if result.returncode != 0:
+        raise SetupError(f"command failed with exit code {result.returncode}: {' '.join(cmd)}")
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure(name: str) -> Path:
+    """Return the environment's folder, building it first when no complete build for these pins exists."""
+    spec = ENVIRONMENTS[name]
+    target = spec.path()
+    if not (target / COMPLETE_MARKER).exists():
+        with locked(target.with_name(target.name + ".lock")):
+            if not (target / COMPLETE_MARKER).exists():
+                if target.exists():
+                    shutil.rmtree(target)  # an interrupted build: start again
+                started = time.monotonic()
+                print(f"[setup] building {name} environment in {target}", file=sys.stderr, flush=True)
+                try:
+                    spec.build(target)
+                except BaseException:
+                    shutil.rmtree(target, ignore_errors=True)
+                    raise
+                (target / COMPLETE_MARKER).write_text(f"built in {time.monotonic() - started:.1f}s\n")
+                print(f"[setup] {name} ready in {time.monotonic() - started:.1f}s", file=sys.stderr, flush=True)
+    if isinstance(spec, NodeEnv):
+        spec.link(target)
+    return target
+
+
+# --- Node -------------------------------------------------------------------------------------------------
+
+
+def node_version(node: Path) -> str:
+    out = subprocess.run([str(node), "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    return out.lstrip("v")
+
+
+def node_major(version: str) -> int:
+    match = re.match(r"(\d+)\.", version)
+    return int(match.group(1)) if match else 0
+
+
+def npm_node_package() -> str:
+    arch = {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine().lower())
+    if arch is None or sys.platform != "linux":
+        raise SetupError(
+            f"no Node {MIN_NODE_MAJOR}+ found and no npm Node build for {sys.platform}/{platform.machine()}: "
+            f"install Node >= {MIN_NODE_MAJOR} and set VOID_PIPELINE_NODE to its binary"
+        )
+    return f"node-linux-{arch}"
+
+
+def find_node() -> Path:
+    """Node >= 22: $VOID_PIPELINE_NODE, else the machine's node if new enough, else one installed from npm."""
+    override = os.environ.get("VOID_PIPELINE_NODE")
+    if override:
+        node = Path(override)
+        if not node.exists() or node_major(node_version(node)) < MIN_NODE_MAJOR:
+            raise SetupError(f"VOID_PIPELINE_NODE={override} is not a Node >= {MIN_NODE_MAJOR} binary")
+        return node
+    system = shutil.which("node")
+    if system and node_major(node_version(Path(system))) >= MIN_NODE_MAJOR:
+        return Path(system)
+    package = npm_node_package()
+    home = cache_root() / f"node-{NODE_NPM_VERSION}"
+    node = home / "node_modules" / package / "bin" / "node"
+    if (home / COMPLETE_MARKER).exists() and node.exists():
+        return node
+    if shutil.which("npm") is None:
+        found = f"node {node_version(Path(system))}" if system else "none"
+        raise SetupError(
+            f"Node >= {MIN_NODE_MAJOR} is required (found {found}) and npm is missing, so it cannot be "
+            f"installed: install Node >= {MIN_NODE_MAJOR} or npm"
+        )
+    with locked(home.with_name(home.name + ".lock")):
+        if not (home / COMPLETE_MARKER).exists():
+            shutil.rmtree(home, ignore_errors=True)
+            home.mkdir(parents=True)
+            print(f"[setup] installing Node {NODE_NPM_VERSION} from npm into {home}", file=sys.stderr, flush=True)
+            run(["npm", "install", "--no-save", "--no-audit", "--no-fund", f"{package}@{NODE_NPM_VERSION}"], cwd=home)
+            if node_major(node_version(node)) < MIN_NODE_MAJOR:
+                raise SetupError(f"installed {package}@{NODE_NPM_VERSION} but {node} does not run")
+            (home / COMPLETE_MARKER).write_text("ok\n")
+    return node
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python3 -m void_pipeline.lib.environments", description=__doc__.split("\n")[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    ensure_cmd = sub.add_parser("ensure", help="build the named environments if needed and print their folders")
+    ensure_cmd.add_argument("names", nargs="+", choices=sorted(ENVIRONMENTS))
+    path_cmd = sub.add_parser("path", help="print an environment's folder without building it")
+    path_cmd.add_argument("name", choices=sorted(ENVIRONMENTS))
+    sub.add_parser("node", help="print the Node >= 22 binary the devnet runs on (installing it if needed)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "ensure":
+            for name in args.names:
+                print(ensure(name))
+        elif args.command == "path":
+            print(ENVIRONMENTS[args.name].path())
+        else:
+            print(find_node())
+    except SetupError as err:
+        print(f"setup failed: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

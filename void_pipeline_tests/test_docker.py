@@ -1,0 +1,44 @@
+"""docker/ cannot be built here (no Docker engine): check statically that the files hang together."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from void_pipeline.lib.paths import REPO_ROOT
+
+DOCKER = REPO_ROOT / "docker"
+
+
+def test_every_copied_path_exists_in_the_repo() -> None:
+    for dockerfile in DOCKER.glob("*.Dockerfile"):
+        sources = [
+            line.split()[1:-1]
+            for line in dockerfile.read_text().splitlines()
+            if line.startswith("COPY ") and "--from" not in line
+        ]
+        assert sources, dockerfile
+        for group in sources:
+            for source in group:
+                assert (REPO_ROOT / source).exists(), f"{dockerfile.name} copies missing {source}"
+
+
+def test_code_location_image_installs_the_pinned_orchestrator_and_never_torch() -> None:
+    lines = (DOCKER / "code-location.Dockerfile").read_text().splitlines()
+    text = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+    assert "envs/orchestrator.txt" in text
+    assert not re.search(r"\btorch\b", text)
+    assert "void_pipeline.definitions" in text
+
+
+def test_compose_services_point_at_existing_files() -> None:
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    services = compose["services"]
+    assert {"code-location", "webserver", "daemon"} <= set(services)
+    build = services["code-location"]["build"]
+    assert (DOCKER / build["context"] / build["dockerfile"]).resolve().exists()
+    workspace = yaml.safe_load((DOCKER / "workspace.yaml").read_text())
+    assert workspace["load_from"][0]["grpc_server"]["host"] == "code-location"
+    # secrets come from the environment, never baked into the file
+    assert services["code-location"]["environment"]["VOID_APP_PASSWORD"].startswith("${")

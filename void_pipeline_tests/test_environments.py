@@ -1,0 +1,100 @@
+"""The setup mechanism: environments cached by the hash of their pins, rebuilt after an interrupted build."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from void_pipeline.lib import environments
+from void_pipeline.lib.environments import COMPLETE_MARKER, SetupError, content_key, ensure, find_node, node_major
+from void_pipeline.lib.paths import REPO_ROOT
+
+
+@dataclass(frozen=True)
+class CountingEnv:
+    """A stand-in environment whose build writes its pins into the target and counts builds."""
+
+    pins: Path
+    builds: list[Path]
+    fail: bool = False
+
+    def path(self) -> Path:
+        return environments.cache_root() / "envs" / f"counting-{content_key(self.pins.read_bytes())}"
+
+    def build(self, target: Path) -> None:
+        self.builds.append(target)
+        target.mkdir(parents=True)
+        (target / "pins.txt").write_bytes(self.pins.read_bytes())
+        if self.fail:
+            raise SetupError("network down")
+
+
+@pytest.fixture
+def counting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CountingEnv:
+    monkeypatch.setenv("VOID_PIPELINE_CACHE", str(tmp_path / "cache"))
+    pins = tmp_path / "pins.txt"
+    pins.write_text("polars==1.0\n")
+    env = CountingEnv(pins, [])
+    monkeypatch.setitem(environments.ENVIRONMENTS, "counting", env)
+    return env
+
+
+def test_warm_setup_reuses_the_cached_build(counting: CountingEnv) -> None:
+    first = ensure("counting")
+    second = ensure("counting")
+    assert first == second and len(counting.builds) == 1
+    assert (first / COMPLETE_MARKER).exists()
+    assert not str(first).startswith(str(REPO_ROOT))  # cached outside the repo
+
+
+def test_changed_pins_build_a_new_environment_beside_the_old(counting: CountingEnv) -> None:
+    old = ensure("counting")
+    counting.pins.write_text("polars==2.0\n")
+    new = ensure("counting")
+    assert new != old and old.exists() and len(counting.builds) == 2
+    assert (new / "pins.txt").read_text() == "polars==2.0\n"
+
+
+def test_an_interrupted_build_is_redone_not_used(counting: CountingEnv) -> None:
+    target = counting.path()
+    target.mkdir(parents=True)
+    (target / "half-written").write_text("")
+    built = ensure("counting")
+    assert not (built / "half-written").exists() and len(counting.builds) == 1
+
+
+def test_a_failed_build_leaves_nothing_behind(counting: CountingEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    failing = CountingEnv(counting.pins, [], fail=True)
+    monkeypatch.setitem(environments.ENVIRONMENTS, "counting", failing)
+    with pytest.raises(SetupError, match="network down"):
+        ensure("counting")
+    assert not failing.path().exists()
+
+
+def test_real_pins_exist_and_are_exact() -> None:
+    pins = (environments.ENVS_DIR / "orchestrator.txt").read_text().split()
+    assert pins and all("==" in line for line in pins)
+    names = {line.split("==")[0].lower() for line in pins}
+    assert {"dagster", "dagster-webserver", "polars", "httpx", "atproto", "mlflow"} <= names
+    assert "torch" not in names
+
+
+def test_node_is_22_or_newer() -> None:
+    node = find_node()
+    assert node_major(environments.node_version(node)) >= environments.MIN_NODE_MAJOR
+
+
+def test_a_too_old_node_override_fails_with_a_clear_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    fake = tmp_path / "node"
+    fake.write_text("#!/bin/sh\necho v20.20.2\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("VOID_PIPELINE_NODE", str(fake))
+    with pytest.raises(SetupError, match="not a Node >= 22"):
+        find_node()
+
+
+def test_node_version_parsing() -> None:
+    assert node_major("22.23.5") == 22
+    assert node_major("garbage") == 0
