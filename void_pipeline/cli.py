@@ -36,6 +36,8 @@ def describe(info: DevnetInfo) -> str:
     lines = [f"  PLC  {info.plc.url}  (pid {info.plc.pid})"]
     for pds in info.pds:
         lines.append(f"  PDS  {pds.url}  {pds.name}, handles *{pds.handle_domain}  (pid {pds.pid})")
+    if info.appview:
+        lines.append(f"  AppView {info.appview.url}  getPosts/getPostThread from the PDSes  (pid {info.appview.pid})")
     lines.append(f"  logs {Path(info.state_dir) / 'logs'}")
     return "\n".join(lines)
 
@@ -49,7 +51,8 @@ def endpoints(info: DevnetInfo, alive: bool) -> dict[str, object]:
     }
 
 
-def devnet_seed(state_dir: Path, agent_posts: int, seed: int) -> None:
+def devnet_seed(state_dir: Path, agent_posts: int, seed: int) -> str:
+    """Generate and seed the corpus; returns the agent's handle."""
     info = DevnetInfo.load(state_dir)
     spec = CorpusSpec(seed=seed, agent_posts=agent_posts)
     corpus = generate(spec)
@@ -62,21 +65,56 @@ def devnet_seed(state_dir: Path, agent_posts: int, seed: int) -> None:
         print(f"  {collection:<28} {n:>8,}")
     print(f"agent: {corpus.agent.handle} = {result.accounts[corpus.agent.handle].did}")
     print(f"ground truth: {out}")
+    return corpus.agent.handle
 
 
-def materialize_all() -> int:
-    """Materialize every asset of the code location through the Dagster CLI, so runs show in the UI."""
+def materialize_all(env_overrides: dict[str, str]) -> int:
+    """Materialize every asset through the Dagster CLI in dependency order, so runs show in the UI.
+
+    A partitioned asset runs once per partition; consecutive unpartitioned assets run together.
+    """
     from void_pipeline.definitions import defs
 
-    keys = [key.to_user_string() for key in defs.resolve_all_asset_keys()]
-    if not keys:
+    graph = defs.resolve_asset_graph()
+    order = graph.toposorted_asset_keys
+    if not order:
         print("no assets are defined yet: nothing to materialize")
         return 0
     home = paths.dagster_home()
     home.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "DAGSTER_HOME": str(home)}
-    cmd = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "void_pipeline.definitions", "--select", "*"]
-    return subprocess.run(cmd, env=env, check=False).returncode
+    env = {**os.environ, **env_overrides, "DAGSTER_HOME": str(home)}
+    base = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "void_pipeline.definitions"]
+    steps: list[tuple[list[str], str | None]] = []
+    for key in order:
+        partitions = graph.get(key).partitions_def
+        name = key.to_user_string()
+        if partitions is None:
+            if steps and steps[-1][1] is None:
+                steps[-1][0].append(name)
+            else:
+                steps.append(([name], None))
+        else:
+            steps.extend(([name], partition) for partition in partitions.get_partition_keys())
+    for names, partition in steps:
+        label = ",".join(names) + (f" [{partition}]" if partition else "")
+        print(f"[demo] materializing {label}")
+        cmd = [*base, "--select", ",".join(names), *(["--partition", partition] if partition else [])]
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            print(result.stdout[-4000:] + result.stderr[-8000:], file=sys.stderr)
+            print(f"[demo] {label} failed (exit {result.returncode})", file=sys.stderr)
+            return result.returncode
+    print(f"[demo] {len(order)} assets materialized; runs are in {home} (make ui)")
+    return 0
+
+
+def devnet_environment(info: DevnetInfo, agent_handle: str) -> dict[str, str]:
+    """The code location's environment for pointing at a devnet instead of the real network."""
+    return {
+        "VOID_ACTOR": agent_handle,
+        "VOID_PLC_URL": info.plc_url,
+        "VOID_APPVIEW_URL": info.appview_url or "",
+    }
 
 
 def demo(agent_posts: int, seed: int, keep_devnet: bool) -> int:
@@ -89,8 +127,8 @@ def demo(agent_posts: int, seed: int, keep_devnet: bool) -> int:
         pass
     info = devnet_up(state_dir, None, None)
     try:
-        devnet_seed(state_dir, agent_posts, seed)
-        code = materialize_all()
+        agent = devnet_seed(state_dir, agent_posts, seed)
+        code = materialize_all(devnet_environment(info, agent))
     finally:
         if not keep_devnet:
             stop_devnet(info)

@@ -1,11 +1,35 @@
-"""The Dagster code location: the definitions of every stage, merged.
+"""The Dagster code location: the definitions of every stage, merged, with resources from the environment.
 
 Each stage package under ``void_pipeline/defs/`` exposes ``defs``; listing them here (rather than scanning
 folders) keeps the location loadable the same way from a checkout and from an installed wheel.
+
+Environment (all optional; the defaults point at the real network):
+    VOID_ACTOR, VOID_PLC_URL, VOID_APPVIEW_URL, VOID_PDS_URL   the agent and its services
+    VOID_APP_PASSWORD                                        read by Dagster at run time, never stored
+    VOID_PIPELINE_DATA                                       where assets write (default <repo>/.data)
 """
+
+import os
 
 import dagster as dg
 
-STAGES: list[dg.Definitions] = []
+from void_pipeline.defs import ingest
+from void_pipeline.lib import paths
+from void_pipeline.resources.atproto import AtprotoEndpoint
+from void_pipeline.resources.storage import PipelineStorage
 
-defs = dg.Definitions.merge(*STAGES) if STAGES else dg.Definitions()
+
+def resources_from_environment() -> dict[str, object]:
+    endpoint = AtprotoEndpoint(
+        actor=os.environ.get("VOID_ACTOR", "void.comind.network"),
+        plc_url=os.environ.get("VOID_PLC_URL", "https://plc.directory"),
+        appview_url=os.environ.get("VOID_APPVIEW_URL", "https://public.api.bsky.app"),
+        pds_url=os.environ.get("VOID_PDS_URL") or None,
+        app_password=dg.EnvVar("VOID_APP_PASSWORD") if os.environ.get("VOID_APP_PASSWORD") else None,
+    )
+    return {"endpoint": endpoint, "storage": PipelineStorage(root=str(paths.data_root()))}
+
+
+STAGES: list[dg.Definitions] = [ingest.defs]
+
+defs = dg.Definitions.merge(*STAGES, dg.Definitions(resources=resources_from_environment()))

@@ -1,4 +1,4 @@
-"""A local AT Protocol world ("devnet"): a real PLC directory and one or more real PDSes on 127.0.0.1.
+"""A local AT Protocol world ("devnet"): a real PLC directory, real PDSes and a small AppView on 127.0.0.1.
 
 The services are the npm packages pinned in ``devnet/`` run by our own launchers (``devnet/start-plc.mjs``,
 ``devnet/start-pds.mjs``) on Node >= 22. Every start uses a fresh data directory (the PLC keeps its state in
@@ -19,8 +19,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,11 @@ import httpx
 
 from void_pipeline.lib import environments
 from void_pipeline.lib.files import write_text_atomic
+from void_pipeline.lib.paths import REPO_ROOT
 
 STATE_FILE = "devnet.json"
+APPVIEW_MODULE = "void_pipeline.lib.devnet_appview"
+LAUNCHER_MARKERS = (b"start-pds.mjs", b"start-plc.mjs", APPVIEW_MODULE.encode())
 PORT_IN_USE_EXIT = 98  # the launchers' exit code for EADDRINUSE
 
 
@@ -71,11 +75,15 @@ class DevnetInfo:
     admin_password: str
     account_secret: str  # derives the local test accounts' passwords; a loopback-only world, no real secret
     started_at: str
-    appview_url: str | None = None
+    appview: ServiceProcess | None = None
 
     @property
     def plc_url(self) -> str:
         return self.plc.url
+
+    @property
+    def appview_url(self) -> str | None:
+        return self.appview.url if self.appview else None
 
     @property
     def pds_urls(self) -> list[str]:
@@ -104,7 +112,9 @@ class DevnetInfo:
         raw: dict[str, Any] = json.loads(text)
         raw["plc"] = ServiceProcess(**raw["plc"])
         raw["pds"] = tuple(ServiceProcess(**p) for p in raw["pds"])
-        return cls(**raw)
+        raw["appview"] = ServiceProcess(**raw["appview"]) if raw.get("appview") else None
+        known = {f.name for f in fields(cls)}  # a state file from another version: keep what we understand
+        return cls(**{k: v for k, v in raw.items() if k in known})
 
     def save(self) -> Path:
         path = Path(self.state_dir) / STATE_FILE
@@ -119,7 +129,7 @@ class DevnetInfo:
         return cls.from_json(path.read_text())
 
     def processes(self) -> list[ServiceProcess]:
-        return [self.plc, *self.pds]
+        return [self.plc, *self.pds, *([self.appview] if self.appview else [])]
 
 
 @dataclass
@@ -130,6 +140,7 @@ class Devnet:
     layout: tuple[PdsLayout, ...] = DEFAULT_PDS_LAYOUT
     plc_port: int | None = None
     pds_ports: tuple[int | None, ...] = ()
+    with_appview: bool = True
     startup_timeout_s: float = 90.0
     log_level: str = "warn"
     info: DevnetInfo | None = None
@@ -177,6 +188,16 @@ class Devnet:
                         data_dir=str(data_dir),
                     )
                 )
+            appview = None
+            if self.with_appview:
+                pds_args = [arg for pds in pds_list for arg in ("--pds-url", pds.url)]
+                appview = self._start_service(
+                    "appview",
+                    [sys.executable, "-m", APPVIEW_MODULE, "--plc-url", plc.url, *pds_args],
+                    preferred_port=None,
+                    health="/xrpc/_health",
+                    env={"PYTHONPATH": str(REPO_ROOT)},
+                )
         except BaseException:
             self._kill_children()
             raise
@@ -187,6 +208,7 @@ class Devnet:
             admin_password=admin_password,
             account_secret=secrets.token_hex(16),
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            appview=appview,
         )
         self.info.save()
         return self.info
@@ -321,10 +343,7 @@ def is_service_alive(service: ServiceProcess) -> bool:
         cmdline = Path(f"/proc/{service.pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return (
-        any(arg.endswith((b"start-pds.mjs", b"start-plc.mjs")) for arg in cmdline)
-        and str(service.port).encode() in cmdline
-    )
+    return any(arg.endswith(LAUNCHER_MARKERS) for arg in cmdline) and str(service.port).encode() in cmdline
 
 
 def free_port() -> int:

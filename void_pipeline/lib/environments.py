@@ -12,7 +12,6 @@ setup is rebuilt, never half-used. Standard library only: this module runs befor
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hashlib
 import os
 import platform
@@ -21,11 +20,10 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from void_pipeline.lib.files import locked
 from void_pipeline.lib.paths import REPO_ROOT
 
 ENVS_DIR = REPO_ROOT / "envs"
@@ -128,17 +126,6 @@ def run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = No
     result = subprocess.run(cmd, cwd=cwd, env=env, stdout=sys.stderr, check=False)
     if result.returncode != 0:
         raise SetupError(f"command failed with exit code {result.returncode}: {' '.join(cmd)}")
-
-
-@contextmanager
-def locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def ensure(name: str) -> Path:

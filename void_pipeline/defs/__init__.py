@@ -1,0 +1,1 @@
+"""One package per pipeline stage; each exposes ``defs``."""

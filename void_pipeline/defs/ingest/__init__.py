@@ -1,0 +1,11 @@
+"""Ingest: the agent's repo per collection (raw_records) and every reply's ancestors (thread_context)."""
+
+import dagster as dg
+
+from void_pipeline.defs.ingest.assets import raw_records, thread_context
+from void_pipeline.defs.ingest.checks import raw_records_unique_uris, thread_context_covers_every_reply
+
+defs = dg.Definitions(
+    assets=[raw_records, thread_context],
+    asset_checks=[raw_records_unique_uris, thread_context_covers_every_reply],
+)

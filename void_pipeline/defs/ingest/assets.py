@@ -1,0 +1,149 @@
+"""raw_records (one partition per collection) and thread_context: thin wrappers over lib/export and lib/threads."""
+
+import os
+from typing import Literal
+
+import dagster as dg
+import polars as pl
+
+from void_pipeline.defs.metadata import table_schema
+from void_pipeline.lib.export import ExportOptions, export_collection, write_parquet_atomic
+from void_pipeline.lib.identity import Identity, IdentityResolver
+from void_pipeline.lib.records import DEFAULT_COLLECTIONS, POST
+from void_pipeline.lib.report import counts_table, markdown_table
+from void_pipeline.lib.resilience import ResilientHttp
+from void_pipeline.lib.threads import AncestorFetcher, PostCache, build_thread_context, own_posts_from_rows
+from void_pipeline.resources.atproto import AtprotoEndpoint
+from void_pipeline.resources.storage import PipelineStorage
+
+# The collections to export; VOID_COLLECTIONS (comma-separated) replaces the default four.
+COLLECTIONS = [c.strip() for c in os.environ.get("VOID_COLLECTIONS", ",".join(DEFAULT_COLLECTIONS)).split(",") if c]
+collection_partitions = dg.StaticPartitionsDefinition(COLLECTIONS)
+
+
+def resolve_agent(
+    endpoint: AtprotoEndpoint, storage: PipelineStorage, http: ResilientHttp
+) -> tuple[IdentityResolver, Identity]:
+    """The agent's identity (DID, handle, PDS), with DID documents cached on disk per PLC directory."""
+    resolver = endpoint.identities(http, storage.identity_cache(endpoint.plc_url))
+    agent = endpoint.agent(resolver)
+    resolver.save()
+    return resolver, agent
+
+
+class RawRecordsConfig(dg.Config):
+    method: Literal["car", "list_records"] = "car"
+    """car: one getRepo download per revision, shared by all partitions; list_records: 100 per page, resumable."""
+    incremental: bool = True
+    """Fetch only what changed since the last materialization (getRepo?since=rev)."""
+    full_refresh: bool = False
+    """Export everything again; records deleted upstream leave the table (counted in metadata)."""
+    fallback: bool = True
+    """Switch to listRecords automatically when the CAR path fails."""
+
+
+@dg.asset(
+    partitions_def=collection_partitions,
+    group_name="ingest",
+    kinds={"atproto", "polars", "parquet"},
+    description="Every record of one collection of the agent's repo, one row each; malformed ones quarantined.",
+)
+def raw_records(
+    context: dg.AssetExecutionContext, config: RawRecordsConfig, endpoint: AtprotoEndpoint, storage: PipelineStorage
+) -> dg.MaterializeResult:
+    collection = context.partition_key
+    with endpoint.http() as http:
+        _, agent = resolve_agent(endpoint, storage, http)
+        context.log.info(f"exporting {collection} of {agent.handle or agent.did} ({agent.did}) from {agent.pds_url}")
+        paths = storage.repo(agent.did)
+        options = ExportOptions(config.method, config.incremental, config.full_refresh, config.fallback)
+        result = export_collection(endpoint.pds(agent, http), agent.did, collection, paths, options, context.log.info)
+        requests = http.stats.as_dict()
+    frame = pl.read_parquet(paths.records(collection))
+    context.log.info(
+        f"{collection}: {result.fetched:,} fetched = {result.kept:,} kept + {result.quarantined:,} quarantined; "
+        f"table now {result.total_rows:,} rows ({result.new:,} new) via {result.method}"
+    )
+    sample_columns = ["created_at", "text", "reply_parent_uri", "uri"]
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": result.total_rows,
+            "dagster/column_schema": table_schema(frame),
+            "rows_new": result.new,
+            "rows_changed": result.changed,
+            "rows_removed_upstream": result.removed,
+            "fetched_this_run": result.fetched,
+            "quarantined_this_run": result.quarantined,
+            "quarantined_total": result.total_rejected,
+            "quarantined_by_reason": dg.MetadataValue.md(counts_table(result.rejected_by_reason)),
+            "method": result.method,
+            "fallback_reason": result.fallback_reason or "",
+            "incremental": not result.full,
+            "repo_rev": result.rev or "",
+            "car_bytes": result.car_bytes,
+            "car_downloaded_this_run": result.car_downloaded,
+            "http_requests": requests["requests"],
+            "http_retries": requests["retries"],
+            "http_rate_limited": requests["rate_limited"],
+            "agent_did": agent.did,
+            "path": dg.MetadataValue.path(str(paths.records(collection))),
+            "rejected_path": dg.MetadataValue.path(str(paths.rejected(collection))),
+            "sample": dg.MetadataValue.md(markdown_table(frame.sort("created_at", descending=True), sample_columns)),
+        }
+    )
+
+
+@dg.asset(
+    deps=[dg.AssetDep(raw_records, partition_mapping=dg.SpecificPartitionsPartitionMapping([POST]))],
+    group_name="ingest",
+    kinds={"atproto", "polars", "parquet"},
+    description="For every reply of the agent, its ancestor chain up to the thread root (root first).",
+)
+def thread_context(
+    context: dg.AssetExecutionContext, endpoint: AtprotoEndpoint, storage: PipelineStorage
+) -> dg.MaterializeResult:
+    with endpoint.http() as http:
+        resolver, agent = resolve_agent(endpoint, storage, http)
+        paths = storage.repo(agent.did)
+        if not paths.records(POST).exists():
+            raise dg.Failure(f"raw_records[{POST}] has not been materialized for {agent.did}: materialize it first")
+        posts = pl.read_parquet(paths.records(POST))
+        replies = posts.filter(pl.col("reply_parent_uri").is_not_null())
+        cache = PostCache(paths.post_cache)
+        context.log.info(f"{replies.height:,} replies; post cache holds {len(cache):,} posts from earlier runs")
+        fetcher = AncestorFetcher(http, endpoint.appview_url, resolver, cache, endpoint.concurrency, context.log.info)
+        frame = build_thread_context(replies, own_posts_from_rows(posts, agent.handle), fetcher)
+        resolver.save()
+        requests = http.stats.as_dict()
+    write_parquet_atomic(frame, paths.thread_context)
+    stats = fetcher.stats
+    complete = int(frame["complete"].sum()) if frame.height else 0
+    depths = frame["depth"]
+    example = frame.sort("depth", descending=True).head(1)
+    chain = example["ancestors"].to_list()[0] if example.height else []
+    chain_md = "\n".join(
+        f"{i}. **@{a['author_handle'] or a['author_did']}**: {a['text'] or '(' + str(a['reason']) + ')'}"
+        for i, a in enumerate(chain, 1)
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": frame.height,
+            "replies": replies.height,
+            "complete_chains": complete,
+            "complete_share": round(complete / frame.height, 4) if frame.height else 0.0,
+            "depth_p50": int(depths.quantile(0.5) or 0) if frame.height else 0,
+            "depth_p95": int(depths.quantile(0.95) or 0) if frame.height else 0,
+            "depth_max": int(depths.cast(pl.Int64).max() or 0) if frame.height else 0,  # type: ignore[arg-type]
+            "unavailable_ancestors": dg.MetadataValue.md(counts_table(dict(stats.unavailable))),
+            "levels": stats.levels,
+            "get_posts_calls": stats.get_posts_calls,
+            "get_record_calls": stats.get_record_calls,
+            "ancestors_from_export": stats.from_export,
+            "ancestors_from_cache": stats.from_cache,
+            "ancestors_fetched": stats.fetched,
+            "http_requests": requests["requests"],
+            "post_cache_size": len(cache),
+            "path": dg.MetadataValue.path(str(paths.thread_context)),
+            "deepest_chain": dg.MetadataValue.md(chain_md or "_no replies_"),
+        }
+    )

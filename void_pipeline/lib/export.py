@@ -1,0 +1,300 @@
+"""Export one collection of a repo to Parquet: the CAR fast path, or listRecords with a resumable checkpoint.
+
+Layout under the repo's export folder (``<data>/ingest/<did>/``)::
+
+    cars/<rev>.car                   full repo CAR, shared by every collection exported at that revision
+    cars/<rev>.since-<old>.car       diff CAR for an incremental run
+    raw_records/<collection>.parquet           kept records (RAW_SCHEMA)
+    raw_records/<collection>.rejected.parquet  quarantined records with a reason (REJECTED_SCHEMA)
+    raw_records/<collection>.state.json        last exported revision and counts
+    listing/<collection>/checkpoint.json + page-NNNNNN.json   an unfinished listRecords export
+    thread_context/thread_context.parquet, thread_context/post_cache.jsonl   (lib/threads.py)
+
+Every file is written atomically and the state last, so a killed run resumes without loss or duplicates.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+
+from void_pipeline.lib.files import locked, write_bytes_atomic, write_text_atomic
+from void_pipeline.lib.records import Rejection, normalise_record, rejected_frame, rejected_row, rows_frame
+from void_pipeline.lib.repo_car import CarError, RepoWalk, read_repo_car
+from void_pipeline.lib.resilience import TransportFailure
+from void_pipeline.lib.xrpc import XrpcClient, XrpcError
+
+Method = Literal["car", "list_records"]
+LIST_LIMIT = 100  # com.atproto.repo.listRecords maximum (101 → HTTP 400)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    method: Method = "car"
+    incremental: bool = True  # diff against the last exported revision (CAR: getRepo?since=)
+    full_refresh: bool = False  # export everything again and report records deleted upstream
+    fallback: bool = True  # CAR failure → listRecords automatically
+
+
+@dataclass
+class CollectionExport:
+    collection: str
+    method: Method
+    rev: str | None
+    full: bool
+    fetched: int = 0  # records seen this run (kept + quarantined)
+    kept: int = 0
+    quarantined: int = 0
+    new: int = 0
+    changed: int = 0
+    removed: int = 0
+    total_rows: int = 0
+    total_rejected: int = 0
+    car_bytes: int = 0
+    car_downloaded: bool = False
+    fallback_reason: str | None = None
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RepoPaths:
+    root: Path
+
+    @property
+    def cars(self) -> Path:
+        return self.root / "cars"
+
+    def records(self, collection: str) -> Path:
+        return self.root / "raw_records" / f"{collection}.parquet"
+
+    def rejected(self, collection: str) -> Path:
+        return self.root / "raw_records" / f"{collection}.rejected.parquet"
+
+    def state(self, collection: str) -> Path:
+        return self.root / "raw_records" / f"{collection}.state.json"
+
+    def listing(self, collection: str) -> Path:
+        return self.root / "listing" / collection
+
+    @property
+    def thread_context(self) -> Path:
+        return self.root / "thread_context" / "thread_context.parquet"
+
+    @property
+    def post_cache(self) -> Path:
+        return self.root / "thread_context" / "post_cache.jsonl"
+
+
+def repo_dir(data_root: Path, did: str) -> RepoPaths:
+    return RepoPaths(data_root / "ingest" / did.replace(":", "_"))
+
+
+def read_state(paths: RepoPaths, collection: str) -> dict[str, Any] | None:
+    path = paths.state(collection)
+    return dict(json.loads(path.read_text())) if path.exists() else None
+
+
+def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+# --- the CAR path -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CarSnapshot:
+    path: Path | None  # None: nothing changed since ``since``
+    rev: str
+    since: str | None
+    downloaded: bool
+    size: int
+
+
+def fetch_repo_car(pds: XrpcClient, did: str, cars_dir: Path, since: str | None) -> CarSnapshot:
+    """The repo CAR at its latest revision (full, or the diff since ``since``), downloaded once per revision."""
+    rev = str(pds.query("com.atproto.sync.getLatestCommit", did=did)["rev"])
+    if since == rev:
+        return CarSnapshot(None, rev, since, False, 0)
+    path = cars_dir / (f"{rev}.car" if since is None else f"{rev}.since-{since}.car")
+    with locked(cars_dir / ".lock"):  # partitions running side by side share one download
+        if path.exists():
+            return CarSnapshot(path, rev, since, False, path.stat().st_size)
+        data = pds.query_raw("com.atproto.sync.getRepo", did=did, since=since).content
+        write_bytes_atomic(path, data)
+    return CarSnapshot(path, rev, since, True, len(data))
+
+
+def walk_snapshot(
+    pds: XrpcClient, did: str, paths: RepoPaths, since: str | None
+) -> tuple[CarSnapshot, RepoWalk | None]:
+    """Fetch and walk the CAR; a corrupt cached or downloaded CAR is fetched once more before giving up."""
+    for attempt in range(2):
+        snapshot = fetch_repo_car(pds, did, paths.cars, since)
+        if snapshot.path is None:
+            return snapshot, None
+        try:
+            return snapshot, read_repo_car(snapshot.path.read_bytes(), expected_did=did, partial=since is not None)
+        except CarError:
+            snapshot.path.unlink(missing_ok=True)
+            if attempt == 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+# --- the listRecords path ---------------------------------------------------------------------------------
+
+
+def list_records_resumable(
+    pds: XrpcClient,
+    did: str,
+    collection: str,
+    work_dir: Path,
+    known: dict[str, str] | None,
+    log: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """All records of ``collection`` via listRecords, 100 per page, checkpointed after every page.
+
+    With ``known`` (uri → cid of what we have), stops at the first page holding nothing new: listRecords
+    returns the newest records first. A killed run resumes at the checkpoint's cursor.
+    """
+    work_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = work_dir / "checkpoint.json"
+    checkpoint: dict[str, Any] = (
+        json.loads(checkpoint_path.read_text())
+        if checkpoint_path.exists()
+        else {"cursor": None, "pages": 0, "done": False}
+    )
+    if checkpoint["pages"]:
+        log(f"[export] {collection}: resuming listRecords after page {checkpoint['pages']}")
+    while not checkpoint["done"]:
+        page = pds.query(
+            "com.atproto.repo.listRecords",
+            repo=did,
+            collection=collection,
+            limit=LIST_LIMIT,
+            cursor=checkpoint["cursor"],
+        )
+        records = page.get("records", [])
+        if records:
+            number = checkpoint["pages"] + 1
+            write_text_atomic(work_dir / f"page-{number:06d}.json", json.dumps(records))
+            checkpoint = {"cursor": page.get("cursor"), "pages": number, "done": False}
+        nothing_new = known is not None and all(known.get(r.get("uri")) == r.get("cid") for r in records)
+        # The last page can still carry a cursor: stop on an empty page (DESIGN §2).
+        if not records or page.get("cursor") is None or nothing_new:
+            checkpoint["done"] = True
+        write_text_atomic(checkpoint_path, json.dumps(checkpoint))
+        if checkpoint["pages"] % 50 == 0 and records:
+            log(f"[export] {collection}: {checkpoint['pages']} pages listed")
+    seen: dict[str, dict[str, Any]] = {}
+    for number in range(1, checkpoint["pages"] + 1):
+        for record in json.loads((work_dir / f"page-{number:06d}.json").read_text()):
+            seen.setdefault(str(record.get("uri")), record)
+    return list(seen.values())
+
+
+# --- one collection ---------------------------------------------------------------------------------------
+
+
+def export_collection(
+    pds: XrpcClient,
+    did: str,
+    collection: str,
+    paths: RepoPaths,
+    options: ExportOptions = ExportOptions(),
+    log: Callable[[str], None] = print,
+) -> CollectionExport:
+    """Export ``collection`` of ``did`` into ``paths``; returns what happened, for metadata."""
+    state = read_state(paths, collection)
+    existing = pl.read_parquet(paths.records(collection)) if paths.records(collection).exists() else None
+    incremental = options.incremental and not options.full_refresh and state is not None and existing is not None
+    method: Method = options.method
+    result = CollectionExport(collection, method, None, full=not incremental)
+    kept: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
+
+    def take(uri: str, cid: str, value: Any, rkey: str) -> None:
+        outcome = normalise_record(did, collection, rkey, cid, value)
+        if isinstance(outcome, Rejection):
+            rejected.append(rejected_row(uri, cid, collection, outcome, value))
+        else:
+            kept.append(outcome)
+
+    if method == "car":
+        since = state.get("rev") if incremental and state else None
+        try:
+            snapshot, walk = walk_snapshot(pds, did, paths, since)
+            result.rev, result.car_bytes, result.car_downloaded = snapshot.rev, snapshot.size, snapshot.downloaded
+            if walk is not None:
+                for record in walk.in_collection(collection):
+                    take(f"at://{did}/{collection}/{record.rkey}", record.cid, record.value, record.rkey)
+                for problem in walk.problems:
+                    if problem.key.startswith(f"{collection}/") or not problem.key:
+                        uri = f"at://{did}/{problem.key}" if problem.key else ""
+                        rejected.append(
+                            rejected_row(uri, problem.cid, collection, Rejection(problem.reason, "from the CAR"), None)
+                        )
+        except (CarError, TransportFailure, XrpcError) as err:
+            if not options.fallback:
+                raise
+            result.fallback_reason = f"{type(err).__name__}: {err}"
+            log(f"[export] {collection}: CAR path failed ({result.fallback_reason}); falling back to listRecords")
+            method = result.method = "list_records"
+            kept.clear()
+            rejected.clear()
+
+    if method == "list_records":
+        result.rev = str(pds.query("com.atproto.sync.getLatestCommit", did=did)["rev"])
+        known = (
+            dict(zip(existing["uri"], existing["cid"], strict=True)) if incremental and existing is not None else None
+        )
+        for listed in list_records_resumable(pds, did, collection, paths.listing(collection), known, log):
+            uri, cid = str(listed.get("uri", "")), str(listed.get("cid", ""))
+            if not uri.startswith(f"at://{did}/{collection}/"):
+                rejected.append(rejected_row(uri, cid, collection, Rejection("malformed_uri", uri), listed))
+                continue
+            take(uri, cid, listed.get("value"), uri.rsplit("/", 1)[-1])
+
+    fresh = rows_frame(kept)
+    result.fetched, result.kept, result.quarantined = len(kept) + len(rejected), len(kept), len(rejected)
+    merged = merge_rows(existing, fresh, result, full=not incremental)
+    old_rejected = pl.read_parquet(paths.rejected(collection)) if paths.rejected(collection).exists() else None
+    new_rejected = rejected_frame(rejected)
+    if old_rejected is not None and incremental:
+        new_rejected = pl.concat([old_rejected, new_rejected]).unique(subset=["uri", "cid", "reason"], keep="last")
+    write_parquet_atomic(merged, paths.records(collection))
+    write_parquet_atomic(new_rejected, paths.rejected(collection))
+    result.total_rows, result.total_rejected = merged.height, new_rejected.height
+    result.rejected_by_reason = dict(new_rejected.group_by("reason").len().iter_rows()) if new_rejected.height else {}
+    write_text_atomic(paths.state(collection), json.dumps(asdict(result), indent=2, default=str))
+    if method == "list_records":
+        shutil.rmtree(paths.listing(collection), ignore_errors=True)
+    return result
+
+
+def merge_rows(
+    existing: pl.DataFrame | None, fresh: pl.DataFrame, result: CollectionExport, full: bool
+) -> pl.DataFrame:
+    """Upsert ``fresh`` into ``existing`` by uri (a full export replaces it); counts go into ``result``."""
+    if existing is None or existing.height == 0:
+        result.new = fresh.height
+        return fresh.sort("created_at", "uri")
+    old = dict(zip(existing["uri"], existing["cid"], strict=True))
+    result.new = sum(1 for uri in fresh["uri"] if uri not in old)
+    result.changed = sum(
+        1 for uri, cid in zip(fresh["uri"], fresh["cid"], strict=True) if uri in old and old[uri] != cid
+    )
+    if full:
+        result.removed = len(set(old) - set(fresh["uri"]))
+        return fresh.sort("created_at", "uri")
+    kept_old = existing.filter(~pl.col("uri").is_in(fresh["uri"].implode()))
+    return pl.concat([kept_old, fresh]).sort("created_at", "uri")

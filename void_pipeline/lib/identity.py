@@ -1,0 +1,176 @@
+"""Who is an account and where does it live: handle → DID → DID document → PDS endpoint and handle.
+
+handle → DID: ``com.atproto.identity.resolveHandle`` on the configured services, then the handle's own
+``https://<handle>/.well-known/atproto-did``, then DNS TXT ``_atproto.<handle>``. DID → document: did:plc from
+the PLC directory, did:web from ``https://<host>/.well-known/did.json``. Every answer is cached in memory and,
+when a path is given, DID documents on disk too (JSON, written atomically, kept ``doc_ttl_s``), so a run never
+resolves the same DID twice. Handles are never persisted: they move between DIDs.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from void_pipeline.lib.files import write_text_atomic
+from void_pipeline.lib.resilience import ResilientHttp, TransportFailure
+from void_pipeline.lib.xrpc import XrpcClient, XrpcError
+
+
+class IdentityError(RuntimeError):
+    """An identity could not be resolved; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    did: str
+    handle: str | None
+    pds_url: str
+
+
+def parse_did_document(did: str, doc: dict[str, Any]) -> Identity:
+    if doc.get("id") != did:
+        raise IdentityError(f"DID document for {did} names another subject: {doc.get('id')!r}")
+    pds = next(
+        (
+            s.get("serviceEndpoint")
+            for s in doc.get("service", [])
+            if str(s.get("id", "")).endswith("#atproto_pds") and isinstance(s.get("serviceEndpoint"), str)
+        ),
+        None,
+    )
+    if not pds:
+        raise IdentityError(f"DID document for {did} has no #atproto_pds service")
+    handle = next(
+        (aka.removeprefix("at://") for aka in doc.get("alsoKnownAs", []) if str(aka).startswith("at://")), None
+    )
+    return Identity(did=did, handle=handle, pds_url=str(pds).rstrip("/"))
+
+
+class IdentityResolver:
+    def __init__(
+        self,
+        http: ResilientHttp,
+        plc_url: str,
+        handle_services: list[str] | None = None,
+        cache_path: Path | None = None,
+        use_dns: bool = True,
+        doc_ttl_s: float = 86400.0,
+    ) -> None:
+        self.http = http
+        self.plc_url = plc_url.rstrip("/")
+        self.handle_services = [s.rstrip("/") for s in (handle_services or [])]
+        self.cache_path = cache_path
+        self.use_dns = use_dns
+        self._lock = threading.Lock()
+        self._docs: dict[str, dict[str, Any]] = {}
+        self._fetched_at: dict[str, float] = {}
+        self._handles: dict[str, str] = {}
+        if cache_path is not None and cache_path.exists():
+            try:
+                saved = json.loads(cache_path.read_text())
+            except ValueError:
+                saved = {}
+            now = time.time()
+            for did, entry in saved.get("docs", {}).items():
+                if now - float(entry.get("fetched_at", 0)) < doc_ttl_s:
+                    self._docs[did], self._fetched_at[did] = entry["doc"], float(entry["fetched_at"])
+
+    def save(self) -> None:
+        if self.cache_path is not None:
+            with self._lock:
+                docs = {did: {"doc": doc, "fetched_at": self._fetched_at[did]} for did, doc in self._docs.items()}
+            write_text_atomic(self.cache_path, json.dumps({"docs": docs}, sort_keys=True))
+
+    # -- handle → DID --------------------------------------------------------------------------------------
+
+    def resolve_handle(self, handle: str) -> str:
+        handle = handle.lower().removeprefix("@")
+        with self._lock:
+            if handle in self._handles:
+                return self._handles[handle]
+        tried = []
+        did = None
+        for service in self.handle_services:
+            try:
+                did = XrpcClient(service, client=self.http).query("com.atproto.identity.resolveHandle", handle=handle)[
+                    "did"
+                ]
+                break
+            except (XrpcError, TransportFailure, KeyError) as err:
+                tried.append(f"{service}: {err}")
+        if did is None:
+            did = self._well_known(handle, tried) or (self._dns(handle, tried) if self.use_dns else None)
+        if did is None:
+            raise IdentityError(f"cannot resolve handle {handle!r}: " + "; ".join(tried))
+        with self._lock:
+            self._handles[handle] = did
+        return did
+
+    def _well_known(self, handle: str, tried: list[str]) -> str | None:
+        try:
+            response = self.http.get(f"https://{handle}/.well-known/atproto-did")
+        except TransportFailure as err:
+            tried.append(f"well-known: {err}")
+            return None
+        text = response.text.strip()
+        if response.is_success and text.startswith("did:"):
+            return text
+        tried.append(f"well-known: HTTP {response.status_code}")
+        return None
+
+    def _dns(self, handle: str, tried: list[str]) -> str | None:
+        import dns.exception
+        import dns.resolver
+
+        try:
+            answers = dns.resolver.resolve(f"_atproto.{handle}", "TXT", lifetime=5)
+        except dns.exception.DNSException as err:
+            tried.append(f"dns: {type(err).__name__}")
+            return None
+        for answer in answers:
+            text = b"".join(answer.strings).decode()
+            if text.startswith("did="):
+                return text.removeprefix("did=")
+        tried.append("dns: no did= record")
+        return None
+
+    # -- DID → document ------------------------------------------------------------------------------------
+
+    def did_document(self, did: str) -> dict[str, Any]:
+        with self._lock:
+            if did in self._docs:
+                return self._docs[did]
+        if did.startswith("did:plc:"):
+            url = f"{self.plc_url}/{did}"
+        elif did.startswith("did:web:"):
+            host = did.removeprefix("did:web:").replace("%3A", ":")
+            url = f"https://{host}/.well-known/did.json"
+        else:
+            raise IdentityError(f"unsupported DID method: {did}")
+        try:
+            response = self.http.get(url)
+        except TransportFailure as err:
+            raise IdentityError(f"cannot fetch the DID document of {did}: {err}") from err
+        if not response.is_success:
+            raise IdentityError(f"cannot fetch the DID document of {did}: HTTP {response.status_code}")
+        try:
+            doc: dict[str, Any] = response.json()
+        except ValueError as err:
+            raise IdentityError(f"the DID document of {did} is not JSON") from err
+        with self._lock:
+            self._docs[did] = doc
+            self._fetched_at[did] = time.time()
+        return doc
+
+    def identity(self, did: str) -> Identity:
+        return parse_did_document(did, self.did_document(did))
+
+    def resolve(self, actor: str) -> Identity:
+        """A handle or a DID → its identity (DID, handle, PDS)."""
+        did = actor if actor.startswith("did:") else self.resolve_handle(actor)
+        return self.identity(did)

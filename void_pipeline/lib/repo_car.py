@@ -1,0 +1,127 @@
+"""A repository CAR (``com.atproto.sync.getRepo``) walked into collection/rkey → record.
+
+The CAR holds the signed commit (its root), the Merkle Search Tree nodes and the record blocks. MST node:
+``{"l": left subtree CID | None, "e": [{"p": shared prefix length, "k": key suffix, "v": record CID,
+"t": right subtree CID | None}, ...]}``; keys are ``collection/rkey``, each entry's key is the previous key's
+first ``p`` bytes plus ``k``. A diff CAR (``getRepo?since=rev``) carries only what changed since ``rev``: absent
+nodes and records there are unchanged, not missing.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import libipld
+
+
+class CarError(ValueError):
+    """The CAR cannot be used at all (truncated, corrupt, no commit)."""
+
+
+@dataclass(frozen=True)
+class CarRecord:
+    collection: str
+    rkey: str
+    cid: str
+    value: Any  # the decoded record; normally a dict
+
+
+@dataclass(frozen=True)
+class CarProblem:
+    key: str
+    cid: str
+    reason: str
+
+
+@dataclass
+class RepoWalk:
+    did: str
+    rev: str
+    partial: bool
+    records: list[CarRecord] = field(default_factory=list)
+    problems: list[CarProblem] = field(default_factory=list)
+
+    def in_collection(self, collection: str) -> Iterator[CarRecord]:
+        return (r for r in self.records if r.collection == collection)
+
+
+def cid_str(cid: bytes) -> str:
+    return str(libipld.encode_multibase("b", cid))
+
+
+def read_repo_car(data: bytes, expected_did: str | None = None, partial: bool = False) -> RepoWalk:
+    """Decode and walk a repo CAR. ``partial`` for a diff CAR. Raises CarError when the CAR is unusable."""
+    try:
+        header, blocks = libipld.decode_car(data)
+    except Exception as err:  # libipld raises plain ValueError/OSError variants for bad bytes
+        raise CarError(f"corrupt or truncated CAR ({len(data):,} bytes): {err}") from err
+    roots = header.get("roots") or []
+    if not roots or roots[0] not in blocks:
+        raise CarError("CAR has no commit block at its root")
+    commit = blocks[roots[0]]
+    if not isinstance(commit, dict) or not {"did", "data", "rev"} <= set(commit):
+        raise CarError("CAR root is not a repo commit (needs did, data, rev)")
+    if expected_did is not None and commit["did"] != expected_did:
+        raise CarError(f"CAR is the repo of {commit['did']}, expected {expected_did}")
+    walk = RepoWalk(did=str(commit["did"]), rev=str(commit["rev"]), partial=partial)
+
+    stack: list[bytes] = [commit["data"]]  # an explicit stack of MST node CIDs (order is not significant)
+    seen: set[bytes] = set()
+    while stack:
+        node_cid = stack.pop()
+        if node_cid in seen:
+            walk.problems.append(CarProblem("", cid_str(node_cid), "mst_cycle"))
+            continue
+        seen.add(node_cid)
+        node = blocks.get(node_cid)
+        if node is None:
+            if not partial:
+                walk.problems.append(CarProblem("", cid_str(node_cid), "missing_mst_node"))
+            continue
+        if not isinstance(node, dict) or not isinstance(node.get("e"), list):
+            walk.problems.append(CarProblem("", cid_str(node_cid), "malformed_mst_node"))
+            continue
+        if node.get("l"):
+            stack.append(node["l"])
+        key = b""
+        for entry in node["e"]:
+            try:
+                key = key[: int(entry["p"])] + bytes(entry["k"])
+                value_cid = entry["v"]
+            except (KeyError, TypeError, ValueError):
+                walk.problems.append(CarProblem(key.decode(errors="replace"), "", "malformed_mst_entry"))
+                continue
+            _visit_entry(walk, blocks, key, value_cid, partial)
+            if entry.get("t"):
+                stack.append(entry["t"])
+    return walk
+
+
+def _visit_entry(walk: RepoWalk, blocks: dict[bytes, Any], key: bytes, value_cid: bytes, partial: bool) -> None:
+    text_key = key.decode(errors="replace")
+    collection, _, rkey = text_key.partition("/")
+    if not collection or not rkey:
+        walk.problems.append(CarProblem(text_key, cid_str(value_cid), "malformed_key"))
+        return
+    record = blocks.get(value_cid)
+    if record is None:
+        if not partial:
+            walk.problems.append(CarProblem(text_key, cid_str(value_cid), "missing_record_block"))
+        return
+    walk.records.append(CarRecord(collection, rkey, cid_str(value_cid), record))
+
+
+def to_json_value(value: Any) -> Any:
+    """A decoded DAG-CBOR value as JSON data: CID links → ``{"$link": cid}``, other bytes → ``{"$bytes": b64}``."""
+    if isinstance(value, dict):
+        return {str(k): to_json_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_json_value(v) for v in value]
+    if isinstance(value, bytes):
+        if value[:2] == b"\x01\x71" or value[:2] == b"\x01\x55":  # CIDv1 dag-cbor / raw (blobs)
+            return {"$link": cid_str(value)}
+        return {"$bytes": base64.b64encode(value).decode()}
+    return value

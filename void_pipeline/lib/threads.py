@@ -1,0 +1,354 @@
+"""Every reply's ancestor chain up to its thread root, fetched level by level.
+
+Each level batches all ancestors not known yet across every reply: ``app.bsky.feed.getPosts`` (25 URIs per
+call, de-duplicated, bounded concurrency) on the AppView, then ``com.atproto.repo.getRecord`` on the owner's
+PDS (DID → PDS cached) for what the AppView left out. The agent's own exported posts are never fetched. A post
+cache (JSON lines, appended and fsynced per batch) persists across runs, so re-materializing fetches only URIs
+never seen; a killed run loses at most the batch in flight. Ancestors that cannot be had keep a reason:
+``deleted``, ``not_found``, ``taken_down``, ``deactivated``, ``blocked``, ``pds_unreachable``,
+``identity_unresolvable``, ``invalid_uri``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from void_pipeline.lib.identity import IdentityError, IdentityResolver
+from void_pipeline.lib.resilience import ResilientHttp, TransportFailure
+from void_pipeline.lib.xrpc import XrpcClient, XrpcError
+
+GET_POSTS_LIMIT = 25  # app.bsky.feed.getPosts lexicon maximum
+TRANSIENT_REASONS = frozenset({"pds_unreachable", "identity_unresolvable"})  # retried on the next run
+TAKEDOWN_ERRORS = frozenset({"RepoTakendown", "RepoSuspended", "RepoDeactivated", "AccountTakedown"})
+
+ANCESTOR_STRUCT = pl.Struct(
+    {
+        "uri": pl.String(),
+        "cid": pl.String(),
+        "author_did": pl.String(),
+        "author_handle": pl.String(),
+        "text": pl.String(),
+        "created_at": pl.String(),
+        "available": pl.Boolean(),
+        "reason": pl.String(),
+        "source": pl.String(),
+    }
+)
+THREAD_SCHEMA: dict[str, pl.DataType] = {
+    "uri": pl.String(),
+    "parent_uri": pl.String(),
+    "root_uri": pl.String(),
+    "depth": pl.Int32(),
+    "complete": pl.Boolean(),
+    "missing_reason": pl.String(),
+    "ancestors": pl.List(ANCESTOR_STRUCT),
+}
+
+
+@dataclass(frozen=True)
+class Post:
+    uri: str
+    cid: str | None
+    author_did: str | None
+    author_handle: str | None
+    text: str | None
+    created_at: str | None
+    parent_uri: str | None
+    root_uri: str | None
+    available: bool
+    reason: str | None
+    source: str  # export | appview | pds | none
+
+    def ancestor(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in ANCESTOR_STRUCT.fields}
+
+
+def unavailable(uri: str, reason: str) -> Post:
+    return Post(uri, None, did_of(uri), None, None, None, None, None, False, reason, "none")
+
+
+def did_of(uri: str) -> str | None:
+    parts = uri.removeprefix("at://").split("/")
+    return parts[0] if uri.startswith("at://") and len(parts) == 3 and parts[0].startswith("did:") else None
+
+
+def post_from_record(uri: str, cid: str | None, value: Any, did: str, handle: str | None, source: str) -> Post:
+    record: dict[str, Any] = value if isinstance(value, dict) else {}
+    reply: dict[str, Any] = record["reply"] if isinstance(record.get("reply"), dict) else {}
+    parent: dict[str, Any] = reply["parent"] if isinstance(reply.get("parent"), dict) else {}
+    root: dict[str, Any] = reply["root"] if isinstance(reply.get("root"), dict) else {}
+    text = record.get("text")
+    return Post(
+        uri=uri,
+        cid=cid,
+        author_did=did,
+        author_handle=handle,
+        text=text if isinstance(text, str) else None,
+        created_at=record.get("createdAt") if isinstance(record.get("createdAt"), str) else None,
+        parent_uri=parent.get("uri") if isinstance(parent.get("uri"), str) else None,
+        root_uri=root.get("uri") if isinstance(root.get("uri"), str) else None,
+        available=True,
+        reason=None,
+        source=source,
+    )
+
+
+class PostCache:
+    """uri → Post, persisted as JSON lines; the last line for a URI wins; a torn last line is ignored."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._posts: dict[str, Post] = {}
+        self._lock = threading.Lock()
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    post = Post(**json.loads(line))
+                except (ValueError, TypeError):
+                    continue  # a write cut short by a kill: that post is simply fetched again
+                self._posts[post.uri] = post
+
+    def __contains__(self, uri: object) -> bool:
+        return uri in self._posts
+
+    def __len__(self) -> int:
+        return len(self._posts)
+
+    def get(self, uri: str) -> Post | None:
+        return self._posts.get(uri)
+
+    def add(self, posts: Iterable[Post]) -> None:
+        durable = [p for p in posts if p.reason not in TRANSIENT_REASONS]
+        with self._lock:
+            for post in posts:
+                self._posts[post.uri] = post
+            if not durable:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as handle:
+                handle.write("".join(json.dumps(asdict(p)) + "\n" for p in durable))
+                handle.flush()
+                os.fsync(handle.fileno())
+
+
+@dataclass
+class FetchStats:
+    levels: int = 0
+    get_posts_calls: int = 0
+    get_record_calls: int = 0
+    from_cache: int = 0
+    from_export: int = 0
+    fetched: int = 0
+    unavailable: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**{k: v for k, v in asdict(self).items() if k != "unavailable"}, "unavailable": dict(self.unavailable)}
+
+
+class AncestorFetcher:
+    def __init__(
+        self,
+        http: ResilientHttp,
+        appview_url: str | None,
+        identities: IdentityResolver,
+        cache: PostCache,
+        concurrency: int = 8,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.http = http
+        self.appview = XrpcClient(appview_url, client=http) if appview_url else None
+        self.identities = identities
+        self.cache = cache
+        self.concurrency = concurrency
+        self.log = log
+        self.stats = FetchStats()
+        self._stats_lock = threading.Lock()
+        self._repo_reasons: dict[str, str] = {}
+
+    def ensure(self, uris: Iterable[str]) -> None:
+        """Make every URI known to the cache (available, or with the reason it is not)."""
+        need = sorted({u for u in uris if u not in self.cache})
+        self.stats.from_cache += len({u for u in uris}) - len(need)
+        if not need:
+            return
+        missing = need
+        if self.appview is not None:
+            chunks = [need[i : i + GET_POSTS_LIMIT] for i in range(0, len(need), GET_POSTS_LIMIT)]
+            with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+                found = {p.uri for batch in pool.map(self._get_posts, chunks) for p in batch}
+            missing = [u for u in need if u not in found]
+        if missing:
+            with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+                for post in pool.map(self._get_record, missing):
+                    self.cache.add([post])
+
+    def _get_posts(self, uris: list[str]) -> list[Post]:
+        assert self.appview is not None
+        with self._stats_lock:
+            self.stats.get_posts_calls += 1
+        try:
+            answer = self.appview.query("app.bsky.feed.getPosts", uris=uris)
+        except (XrpcError, TransportFailure) as err:
+            self.log(f"[threads] getPosts failed for {len(uris)} URIs ({err}); falling back to getRecord")
+            return []
+        posts = []
+        wanted = set(uris)
+        for view in answer.get("posts", []):
+            uri = view.get("uri")
+            author = view.get("author") or {}
+            if uri in wanted and isinstance(author.get("did"), str):
+                posts.append(
+                    post_from_record(
+                        uri, view.get("cid"), view.get("record"), author["did"], author.get("handle"), "appview"
+                    )
+                )
+        self.cache.add(posts)
+        with self._stats_lock:
+            self.stats.fetched += len(posts)
+        return posts
+
+    def _get_record(self, uri: str) -> Post:
+        with self._stats_lock:
+            self.stats.get_record_calls += 1
+        did = did_of(uri)
+        if did is None:
+            return unavailable(uri, "invalid_uri")
+        _, collection, rkey = uri.removeprefix("at://").split("/")
+        try:
+            identity = self.identities.identity(did)
+        except IdentityError:
+            return unavailable(uri, "identity_unresolvable")
+        try:
+            record = XrpcClient(identity.pds_url, client=self.http).query(
+                "com.atproto.repo.getRecord", repo=did, collection=collection, rkey=rkey
+            )
+        except TransportFailure:
+            return unavailable(uri, "pds_unreachable")
+        except XrpcError as err:
+            reason = reason_for(err)
+            return unavailable(uri, self._repo_reason(identity.pds_url, did) if reason == "not_found" else reason)
+        with self._stats_lock:
+            self.stats.fetched += 1
+        return post_from_record(uri, record.get("cid"), record.get("value"), did, identity.handle, "pds")
+
+    def _repo_reason(self, pds_url: str, did: str) -> str:
+        """Why a repo's records cannot be read: com.atproto.sync.getRepoStatus tells takedowns apart."""
+        with self._stats_lock:
+            if did in self._repo_reasons:
+                return self._repo_reasons[did]
+        try:
+            status = XrpcClient(pds_url, client=self.http).query("com.atproto.sync.getRepoStatus", did=did)
+            state = str(status.get("status", "")) if not status.get("active", True) else ""
+            reason = {"takendown": "taken_down", "suspended": "taken_down", "deactivated": "deactivated"}.get(
+                state, "not_found"
+            )
+        except XrpcError as err:
+            reason = "taken_down" if err.error in TAKEDOWN_ERRORS else "not_found"
+        except TransportFailure:
+            reason = "pds_unreachable"
+        with self._stats_lock:
+            self._repo_reasons[did] = reason
+        return reason
+
+
+def reason_for(err: XrpcError) -> str:
+    if err.error == "RecordNotFound":
+        return "deleted"
+    if err.error in TAKEDOWN_ERRORS:
+        return "taken_down"
+    if err.status in (401, 403) or err.error in {"AuthRequired", "BlockedActor", "BlockedByActor"}:
+        return "blocked"
+    return "not_found"
+
+
+def build_thread_context(
+    replies: pl.DataFrame,
+    own_posts: dict[str, Post],
+    fetcher: AncestorFetcher,
+    max_depth: int = 1000,
+) -> pl.DataFrame:
+    """``replies`` has uri, reply_parent_uri, reply_root_uri. Returns one THREAD_SCHEMA row per reply."""
+    stats = fetcher.stats
+
+    def lookup(uri: str) -> Post:
+        return own_posts.get(uri) or fetcher.cache.get(uri) or unavailable(uri, "not_found")
+
+    parents = [u for u in replies["reply_parent_uri"].to_list() if u]
+    roots = [u for u in replies["reply_root_uri"].to_list() if u]
+    frontier = set(parents) | set(roots)
+    seen: set[str] = set()
+    while frontier:
+        stats.levels += 1
+        external = frontier - own_posts.keys()
+        stats.from_export += len(frontier) - len(external)
+        fetcher.ensure(external)
+        seen |= frontier
+        frontier = {
+            p.parent_uri for p in map(lookup, frontier) if p.available and p.parent_uri and p.parent_uri not in seen
+        }
+        fetcher.log(f"[threads] level {stats.levels}: {len(seen):,} ancestors known, {len(frontier):,} to fetch next")
+
+    rows = []
+    for uri, parent_uri, root_uri in replies.select("uri", "reply_parent_uri", "reply_root_uri").iter_rows():
+        chain: list[Post] = []
+        next_uri = parent_uri
+        visited = set()
+        while next_uri and next_uri not in visited and len(chain) < max_depth:
+            visited.add(next_uri)
+            post = lookup(next_uri)
+            chain.append(post)
+            if not post.available:
+                break
+            next_uri = post.parent_uri
+        reached_root = bool(chain) and chain[-1].available and chain[-1].parent_uri is None
+        if not reached_root and root_uri and root_uri not in visited:
+            chain.append(lookup(root_uri))  # the root, after a gap: the conversation's opening is still worth having
+        chain.reverse()
+        missing = next((p.reason for p in chain if not p.available), None)
+        rows.append(
+            {
+                "uri": uri,
+                "parent_uri": parent_uri,
+                "root_uri": root_uri,
+                "depth": len(chain),
+                "complete": reached_root and missing is None,
+                "missing_reason": missing,
+                "ancestors": [p.ancestor() for p in chain],
+            }
+        )
+    for post in {p.uri: p for row in rows for p in map(lookup, [a["uri"] for a in row["ancestors"]])}.values():
+        if not post.available:
+            stats.unavailable[post.reason or "unknown"] += 1
+    return pl.DataFrame(rows, schema=THREAD_SCHEMA) if rows else pl.DataFrame(schema=THREAD_SCHEMA)
+
+
+def own_posts_from_rows(rows: pl.DataFrame, handle: str | None) -> dict[str, Post]:
+    """The agent's exported posts (RAW_SCHEMA rows) as known ancestors: no need to fetch them."""
+    posts = {}
+    for row in rows.select("uri", "cid", "did", "text", "created_at", "reply_parent_uri", "reply_root_uri").iter_rows(
+        named=True
+    ):
+        posts[row["uri"]] = Post(
+            uri=row["uri"],
+            cid=row["cid"],
+            author_did=row["did"],
+            author_handle=handle,
+            text=row["text"],
+            created_at=row["created_at"].isoformat().replace("+00:00", "Z") if row["created_at"] else None,
+            parent_uri=row["reply_parent_uri"],
+            root_uri=row["reply_root_uri"],
+            available=True,
+            reason=None,
+            source="export",
+        )
+    return posts

@@ -1,0 +1,67 @@
+"""The AT Protocol endpoints the exporter talks to, and its rate limits."""
+
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from void_pipeline.lib.identity import Identity, IdentityResolver
+from void_pipeline.lib.resilience import HostLimit, ResilientHttp, RetryPolicy
+from void_pipeline.lib.xrpc import XrpcClient, XrpcError
+
+
+class AtprotoEndpoint(dg.ConfigurableResource):
+    """The agent and the services around it. Public records need no credentials.
+
+    Defaults point at the real network; ``make demo`` and the tests point them at the local devnet.
+    """
+
+    actor: str = Field(default="void.comind.network", description="the agent's handle or DID")
+    plc_url: str = Field(default="https://plc.directory", description="PLC directory for did:plc lookups")
+    appview_url: str = Field(default="https://public.api.bsky.app", description="AppView for getPosts")
+    pds_url: str | None = Field(default=None, description="override the PDS found in the DID document")
+    app_password: str | None = Field(
+        default=None, description="optional app password; set it with EnvVar('VOID_APP_PASSWORD'), never inline"
+    )
+    pds_requests_per_second: float = Field(default=10.0, description="PDS limit: 3000 requests / 5 min per IP")
+    pds_burst: float = 50.0
+    appview_requests_per_second: float = 50.0
+    appview_burst: float = 100.0
+    plc_requests_per_second: float = 10.0
+    concurrency: int = Field(default=8, description="parallel getPosts/getRecord calls")
+    timeout_s: float = 30.0
+    retry_attempts: int = 8
+
+    def http(self) -> ResilientHttp:
+        http = ResilientHttp(
+            default_limit=HostLimit(self.pds_requests_per_second, self.pds_burst),
+            policy=RetryPolicy(attempts=self.retry_attempts),
+            timeout_s=self.timeout_s,
+            max_connections=max(8, self.concurrency * 2),
+        )
+        http.set_limit(self.appview_url, HostLimit(self.appview_requests_per_second, self.appview_burst))
+        http.set_limit(self.plc_url, HostLimit(self.plc_requests_per_second, self.plc_requests_per_second * 2))
+        return http
+
+    def identities(self, http: ResilientHttp, cache_path: Path | None) -> IdentityResolver:
+        return IdentityResolver(http, self.plc_url, [self.appview_url], cache_path=cache_path)
+
+    def agent(self, resolver: IdentityResolver) -> Identity:
+        identity = resolver.resolve(self.actor)
+        if self.pds_url:
+            return Identity(identity.did, identity.handle, self.pds_url.rstrip("/"))
+        return identity
+
+    def pds(self, identity: Identity, http: ResilientHttp) -> XrpcClient:
+        """The agent's PDS. With an app password, calls carry the session's token (public reads need none)."""
+        if not self.app_password:
+            return XrpcClient(identity.pds_url, client=http)
+        try:
+            session = XrpcClient(identity.pds_url, client=http).procedure(
+                "com.atproto.server.createSession", {"identifier": identity.did, "password": self.app_password}
+            )
+        except XrpcError as err:  # the error names the account, never the password
+            raise dg.Failure(
+                f"login to {identity.pds_url} as {identity.did} failed: {err.error} {err.message}"
+            ) from err
+        return XrpcClient(identity.pds_url, client=http, token=session["accessJwt"])

@@ -1,0 +1,27 @@
+"""Where assets keep their files: one root, every stage's folders below it."""
+
+import hashlib
+from pathlib import Path
+
+import dagster as dg
+
+from void_pipeline.lib import paths
+from void_pipeline.lib.export import RepoPaths, repo_dir
+
+
+class PipelineStorage(dg.ConfigurableResource):
+    """The pipeline's data root (``$VOID_PIPELINE_DATA``, default ``<repo>/.data``)."""
+
+    root: str = str(paths.data_root())
+
+    @property
+    def root_path(self) -> Path:
+        return Path(self.root)
+
+    def repo(self, did: str) -> RepoPaths:
+        return repo_dir(self.root_path, did)
+
+    def identity_cache(self, plc_url: str) -> Path:
+        """DID documents cached per PLC directory (a devnet's PLC is a different world from the real one)."""
+        key = hashlib.sha256(plc_url.encode()).hexdigest()[:10]
+        return self.root_path / "ingest" / f"did-documents-{key}.json"

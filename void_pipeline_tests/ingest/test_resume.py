@@ -1,0 +1,70 @@
+"""A killed export resumes: SIGKILL at random points, then run to the end: nothing lost, nothing twice."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+
+from void_pipeline.lib.corpus import COLLECTIONS, POST
+from void_pipeline.lib.devnet import DevnetInfo
+from void_pipeline.lib.export import repo_dir
+from void_pipeline.lib.fault_proxy import FaultPlan, FaultProxy
+from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.seeding import SeedResult
+from void_pipeline_tests.ingest.conftest import Agent, all_expected
+
+KILLS = 5
+
+
+def test_sigkill_at_random_points_then_resume_loses_and_duplicates_nothing(
+    agent: Agent, seeded: SeedResult, devnet: DevnetInfo, tmp_path: Path
+) -> None:
+    assert devnet.appview_url
+    rng = random.Random(20261129)
+    slow = FaultPlan(latency_s=0.2)  # every answer takes 200 ms: the export runs long enough to be cut often
+    with FaultProxy(agent.pds_url, slow) as pds, FaultProxy(devnet.appview_url, slow) as appview:
+        command = [
+            sys.executable,
+            "-m",
+            "void_pipeline_tests.ingest.export_worker",
+            str(tmp_path),
+            pds.url,
+            appview.url,
+            devnet.plc_url,
+            agent.did,
+            agent.handle,
+        ]
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+        killed_mid_run, output = 0, ""
+        for _ in range(4 * KILLS):
+            if killed_mid_run == KILLS:
+                break
+            process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            time.sleep(rng.uniform(1.0, 2.5))  # Python start-up takes ~1 s of that
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+                killed_mid_run += 1
+            output += process.communicate()[0]
+        assert killed_mid_run == KILLS
+        final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert final.returncode == 0, final.stdout + final.stderr
+        assert "resuming listRecords" in output + final.stdout  # a checkpoint was picked up, not started over
+
+    paths = repo_dir(tmp_path, agent.did)
+    expected = all_expected(seeded, agent.did)
+    for collection in COLLECTIONS:
+        frame = pl.read_parquet(paths.records(collection))
+        assert frame.height == frame["uri"].n_unique(), f"duplicates in {collection}"
+        assert dict(zip(frame["uri"], frame["cid"], strict=True)) == expected[collection], collection
+        assert not paths.listing(collection).exists()  # finished listings are cleaned up
+    context = pl.read_parquet(paths.thread_context)
+    replies = pl.read_parquet(paths.records(POST)).filter(pl.col("reply_parent_uri").is_not_null())
+    assert context.height == replies.height == context["uri"].n_unique()
+    assert set(context["missing_reason"].drop_nulls().unique()) <= {"deleted"}
