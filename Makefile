@@ -30,9 +30,11 @@ typecheck: setup
 unit: setup  ## pytest's exit 5 (no tests collected) means a broken suite: say so and fail
 	@$(PY) -m pytest $(PYTEST_ARGS) || { c=$$?; [ $$c -ne 5 ] || echo "pytest collected no tests: failing" >&2; exit $$c; }
 
-ui: setup  ## the Dagster web UI on http://127.0.0.1:3000
+ui: setup  ## the Dagster web UI on http://127.0.0.1:3000 (pointed at the devnet when one is running)
 	@mkdir -p $(DAGSTER_HOME)
-	$(ORCH)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	@eval "$$($(PY) -m void_pipeline devnet env 2>/dev/null)"; \
+	  echo "agent: $${VOID_ACTOR:-void.comind.network} (PLC $${VOID_PLC_URL:-https://plc.directory})"; \
+	  $(ORCH)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 devnet-up: setup
 	$(PY) -m void_pipeline devnet up
@@ -43,5 +45,6 @@ devnet-seed: setup
 devnet-down: setup
 	$(PY) -m void_pipeline devnet down
 
-bench: setup  ## seeding benchmark at 50k agent posts (minutes)
+bench: setup  ## seeding and export benchmarks at 50k agent posts (minutes each)
 	$(PY) benchmarks/seed_bench.py --agent-posts 50000
+	$(PY) benchmarks/export_bench.py --agent-posts 50000

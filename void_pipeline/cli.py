@@ -12,13 +12,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 from void_pipeline.lib import paths
-from void_pipeline.lib.corpus import COLLECTIONS, CorpusSpec, generate
+from void_pipeline.lib.corpus import AGENT_NAME, COLLECTIONS, CorpusSpec, generate
 from void_pipeline.lib.devnet import Devnet, DevnetError, DevnetInfo, is_service_alive, stop_devnet
+from void_pipeline.lib.export import ExportOptions
+from void_pipeline.lib.files import write_text_atomic
+from void_pipeline.lib.identity import IdentityError
+from void_pipeline.lib.ingest import ingest_agent
+from void_pipeline.lib.records import DEFAULT_COLLECTIONS
+from void_pipeline.lib.resilience import HostLimit, ResilientHttp, TransportFailure
 from void_pipeline.lib.seeding import seed_corpus
 
 DEMO_AGENT_POSTS = 2000
@@ -136,6 +143,43 @@ def demo(agent_posts: int, seed: int, keep_devnet: bool) -> int:
     return code
 
 
+def export_command(args: argparse.Namespace) -> int:
+    http = ResilientHttp(default_limit=HostLimit(args.pds_rps, max(1.0, args.pds_rps * 5)))
+    http.set_limit(args.appview_url, HostLimit(args.appview_rps, max(1.0, args.appview_rps * 2)))
+    options = ExportOptions(method=args.method, full_refresh=args.full_refresh)
+    with http:
+        summary = ingest_agent(
+            http,
+            args.actor,
+            args.plc_url,
+            args.appview_url,
+            (args.out or paths.data_root()).resolve(),
+            [c for c in args.collections.split(",") if c],
+            options,
+            pds_url=args.pds_url,
+        )
+    for collection, result in summary.collections.items():
+        print(
+            f"  {collection:<28} {result.total_rows:>8,} rows ({result.new:,} new, "
+            f"{result.quarantined:,} quarantined) via {result.method}"
+        )
+    if summary.thread_stats is not None:
+        print(f"  thread context: {summary.replies:,} replies, {summary.thread_stats.as_dict()}")
+    print(f"  HTTP: {summary.requests}")
+    if args.summary_json:
+        rows = sum(r.total_rows for r in summary.collections.values())
+        numbers = {
+            "did": summary.did,
+            "records": rows,
+            "replies": summary.replies,
+            "http": summary.requests,
+            "threads": summary.thread_stats.as_dict() if summary.thread_stats else None,
+        }
+        write_text_atomic(args.summary_json, json.dumps(numbers, indent=2))
+    print("done")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="void-pipeline", description=__doc__.split("\n")[0])
     parser.add_argument("--state-dir", type=Path, default=None, help="devnet state folder (default .data/devnet)")
@@ -151,6 +195,19 @@ def main(argv: list[str] | None = None) -> int:
     status = devnet_sub.add_parser("status", help="print the running devnet's endpoints")
     status.add_argument("--json", action="store_true", help="endpoints as JSON (no secrets), for configuration")
     devnet_sub.add_parser("down", help="stop the devnet by process id")
+    devnet_sub.add_parser("env", help="print `export VOID_...=` lines pointing the code location at the devnet")
+    export = sub.add_parser("export", help="export an agent's repo and thread context to Parquet, without Dagster")
+    export.add_argument("actor", help="handle or DID")
+    export.add_argument("--plc-url", default="https://plc.directory")
+    export.add_argument("--appview-url", default="https://public.api.bsky.app")
+    export.add_argument("--pds-url", default=None, help="override the PDS from the DID document")
+    export.add_argument("--out", type=Path, default=None, help="data root (default $VOID_PIPELINE_DATA or .data)")
+    export.add_argument("--method", choices=["car", "list_records"], default="car")
+    export.add_argument("--full-refresh", action="store_true")
+    export.add_argument("--collections", default=",".join(DEFAULT_COLLECTIONS))
+    export.add_argument("--pds-rps", type=float, default=10.0, help="requests per second to a PDS")
+    export.add_argument("--appview-rps", type=float, default=50.0, help="requests per second to the AppView")
+    export.add_argument("--summary-json", type=Path, default=None, help="also write the run's numbers here")
     demo_cmd = sub.add_parser("demo", help="devnet + demo corpus + materialize every asset")
     demo_cmd.add_argument("--agent-posts", type=int, default=DEMO_AGENT_POSTS)
     demo_cmd.add_argument("--seed", type=int, default=7)
@@ -161,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return demo(args.agent_posts, args.seed, args.keep_devnet)
+        if args.command == "export":
+            return export_command(args)
         if args.action == "up":
             devnet_up(state_dir, args.plc_port, args.pds_port)
         elif args.action == "seed":
@@ -174,11 +233,18 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"devnet {'running' if alive else 'NOT running (stale state)'} since {info.started_at}")
                 print(describe(info))
             return 0 if alive else 1
+        elif args.action == "env":
+            info = DevnetInfo.load(state_dir)
+            if not all(is_service_alive(p) for p in info.processes()):
+                print("error: the devnet is not running (make devnet-up)", file=sys.stderr)
+                return 1
+            for name, value in devnet_environment(info, f"{AGENT_NAME}{CorpusSpec().agent_domain}").items():
+                print(f"export {name}={shlex.quote(value)}")
         elif args.action == "down":
             info = DevnetInfo.load(state_dir)
             stopped = stop_devnet(info)
             print(f"devnet down: stopped pids {stopped}" if stopped else "devnet was not running")
-    except DevnetError as err:
+    except (DevnetError, IdentityError, TransportFailure) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

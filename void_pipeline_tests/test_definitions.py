@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
+import httpx
+
+from void_pipeline.lib.devnet import free_port
 from void_pipeline.lib.paths import REPO_ROOT
 
 
-def test_code_location_loads() -> None:
+def test_code_location_loads_with_the_ingest_assets() -> None:
     from void_pipeline.definitions import defs
 
-    repo = defs.get_repository_def()
-    assert repo is not None
+    keys = {key.to_user_string() for key in defs.resolve_all_asset_keys()}
+    assert keys >= {"raw_records", "thread_context"}
+    assert set(defs.resolve_assets_def("raw_records").partitions_def.get_partition_keys()) >= {  # type: ignore[union-attr]
+        "app.bsky.feed.post",
+        "stream.thought.reasoning",
+        "stream.thought.memory",
+        "stream.thought.tool.call",
+    }
 
 
 def test_dagster_definitions_validate_passes_for_the_workspace(tmp_path: object) -> None:
@@ -34,3 +46,39 @@ def test_orchestrator_never_imports_torch() -> None:
     code = "import sys, void_pipeline.definitions, void_pipeline.cli; sys.exit('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr or "torch was imported by the orchestrator"
+
+
+def test_the_dagster_webserver_serves_the_asset_graph(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "PYTHONPATH": str(REPO_ROOT)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "dagster_webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        query = "{ assetNodes { assetKey { path } partitionKeys groupName } }"
+        nodes = None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                answer = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": query}, timeout=10).json()
+                nodes = answer.get("data", {}).get("assetNodes")
+                if nodes:
+                    break
+            except (httpx.TransportError, ValueError):
+                pass
+            time.sleep(0.5)
+        if not nodes:
+            tail = server.stderr.read().decode()[-2000:] if server.stderr and server.poll() is not None else ""
+            raise AssertionError(f"the webserver served no asset graph: {tail or 'no answer in time'}")
+        by_key = {"/".join(n["assetKey"]["path"]): n for n in nodes}
+        assert set(by_key) >= {"raw_records", "thread_context"}
+        assert "stream.thought.memory" in by_key["raw_records"]["partitionKeys"]
+        assert by_key["thread_context"]["groupName"] == "ingest"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

@@ -23,11 +23,9 @@ def list_all(pds_url: str, did: str, collection: str) -> list[dict[str, Any]]:
             page = client.query(
                 "com.atproto.repo.listRecords", repo=did, collection=collection, limit=100, cursor=cursor
             )
-            if not page["records"]:
-                return records
             records.extend(page["records"])
             cursor = page.get("cursor")
-            if cursor is None:
+            if not page["records"] or cursor is None:
                 return records
 
 

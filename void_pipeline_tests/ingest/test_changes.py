@@ -18,6 +18,7 @@ from void_pipeline.lib.resilience import ResilientHttp
 from void_pipeline.lib.seeding import SeedResult, seed_corpus
 from void_pipeline.lib.threads import AncestorFetcher, PostCache, build_thread_context, own_posts_from_rows
 from void_pipeline.lib.xrpc import XrpcClient
+from void_pipeline_tests.test_seeding import list_all
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +161,7 @@ def test_malformed_records_are_quarantined_with_their_reason(
             [create(POST, value, rkeys[reason]) for reason, value in MALFORMED.items()],
             validate=False,
         )
-    listed = count_listed(account.pds_url, account.did, POST)
+    listed = len(list_all(account.pds_url, account.did, POST))
     paths = repo_dir(tmp_path, account.did)
     with ResilientHttp() as http:
         result = export_collection(
@@ -171,21 +172,6 @@ def test_malformed_records_are_quarantined_with_their_reason(
     assert by_rkey == {rkey: reason for reason, rkey in rkeys.items()}
     assert rejected["raw_json"].null_count() == 0 and rejected["detail"].str.len_chars().min() > 0  # type: ignore[operator]
     assert result.kept + result.quarantined == listed  # nothing silently dropped
-
-
-def count_listed(pds_url: str, did: str, collection: str) -> int:
-    count, cursor = 0, None
-    with XrpcClient(pds_url) as client:
-        while True:
-            page = client.query(
-                "com.atproto.repo.listRecords", repo=did, collection=collection, limit=100, cursor=cursor
-            )
-            if not page["records"]:
-                return count
-            count += len(page["records"])
-            cursor = page.get("cursor")
-            if cursor is None:
-                return count
 
 
 def test_taken_down_and_deleted_ancestors_carry_their_reason(

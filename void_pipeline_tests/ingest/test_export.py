@@ -16,6 +16,7 @@ from void_pipeline.defs.ingest.checks import raw_records_unique_uris, thread_con
 from void_pipeline.lib.corpus import COLLECTIONS, POST
 from void_pipeline.lib.devnet import DevnetInfo
 from void_pipeline.lib.export import ExportOptions, Method, export_collection, repo_dir
+from void_pipeline.lib.ingest import ingest_agent
 from void_pipeline.lib.resilience import ResilientHttp
 from void_pipeline.lib.seeding import SeedResult
 from void_pipeline.lib.xrpc import XrpcClient
@@ -135,3 +136,43 @@ def test_assets_materialize_with_metadata_people_can_read(
     assert again[POST]["rows_new"].value == 0 and again[POST]["car_downloaded_this_run"].value is False
     assert again["thread_context"]["get_posts_calls"].value == 0
     assert again["thread_context"]["get_record_calls"].value == 0
+
+
+def test_ancestor_chains_are_complete_to_the_root_across_pdses(
+    agent: Agent, seeded: SeedResult, devnet: DevnetInfo, tmp_path: Path
+) -> None:
+    assert devnet.appview_url
+    with ResilientHttp() as http:
+        summary = ingest_agent(http, agent.did, devnet.plc_url, devnet.appview_url, tmp_path, [POST], log=print)
+    context = pl.read_parquet(repo_dir(tmp_path, agent.did).thread_context)
+    by_uri = {r["uri"]: r for r in context.iter_rows(named=True)}
+    rows = {r["key"]: r for r in seeded.manifest.iter_rows(named=True)}
+
+    def truth_chain(row: dict[str, Any]) -> list[dict[str, Any]] | None:
+        chain = []
+        while row["parent"] is not None:
+            row = rows[row["parent"]]
+            if row["deleted"]:
+                return None
+            chain.append(row)
+        return list(reversed(chain))
+
+    checked = 0
+    for row in rows.values():
+        if not (row["is_agent"] and row["depth"] >= 8):
+            continue
+        expected = truth_chain(row)
+        if expected is None:
+            continue
+        got = by_uri[row["uri"]]
+        assert got["complete"] and got["depth"] == row["depth"] == len(expected)
+        assert [a["uri"] for a in got["ancestors"]] == [r["uri"] for r in expected]
+        assert [a["text"] for a in got["ancestors"]] == [r["text"] for r in expected]
+        assert [a["author_handle"] for a in got["ancestors"]] == [r["author"] for r in expected]
+        checked += 1
+    assert checked >= 5
+    other_pds = {a.did for a in seeded.accounts.values() if a.pds_url != agent.pds_url}
+    ancestors = context.select("ancestors").explode("ancestors").unnest("ancestors")
+    cross = ancestors.filter(pl.col("author_did").is_in(list(other_pds)) & pl.col("available"))
+    assert cross.height > 0 and cross["author_handle"].str.ends_with(".bsky.test").all()
+    assert summary.thread_stats is not None and summary.thread_stats.get_posts_calls > 0

@@ -4,18 +4,22 @@ import dagster as dg
 import polars as pl
 
 from void_pipeline.defs.ingest.assets import raw_records, resolve_agent, thread_context
+from void_pipeline.lib.export import RepoPaths
 from void_pipeline.lib.records import POST
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.storage import PipelineStorage
+
+
+def agent_paths(endpoint: AtprotoEndpoint, storage: PipelineStorage) -> RepoPaths:
+    with endpoint.http() as http:
+        return storage.repo(resolve_agent(endpoint, storage, http)[1].did)
 
 
 @dg.asset_check(asset=raw_records, blocking=True, description="Each record appears once (no duplicated URIs).")
 def raw_records_unique_uris(
     context: dg.AssetCheckExecutionContext, endpoint: AtprotoEndpoint, storage: PipelineStorage
 ) -> dg.AssetCheckResult:
-    with endpoint.http() as http:
-        did = resolve_agent(endpoint, storage, http)[1].did
-    paths = storage.repo(did)
+    paths = agent_paths(endpoint, storage)
     duplicates = {}
     for path in sorted(paths.root.glob("raw_records/*.parquet")):
         if path.name.endswith(".rejected.parquet"):
@@ -29,9 +33,7 @@ def raw_records_unique_uris(
 def thread_context_covers_every_reply(
     context: dg.AssetCheckExecutionContext, endpoint: AtprotoEndpoint, storage: PipelineStorage
 ) -> dg.AssetCheckResult:
-    with endpoint.http() as http:
-        did = resolve_agent(endpoint, storage, http)[1].did
-    paths = storage.repo(did)
+    paths = agent_paths(endpoint, storage)
     replies = pl.read_parquet(paths.records(POST), columns=["uri", "reply_parent_uri"]).filter(
         pl.col("reply_parent_uri").is_not_null()
     )
