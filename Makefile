@@ -48,3 +48,4 @@ devnet-down: setup
 bench: setup  ## seeding and export benchmarks at 50k agent posts (minutes each)
 	$(PY) benchmarks/seed_bench.py --agent-posts 50000
 	$(PY) benchmarks/export_bench.py --agent-posts 50000
+	$(PY) benchmarks/curate_bench.py --agent-posts 50000

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from void_pipeline.lib import paths
-from void_pipeline.lib.corpus import AGENT_NAME, COLLECTIONS, CorpusSpec, generate
+from void_pipeline.lib.corpus import AGENT_NAME, COLLECTIONS, CorpusSpec, generate, record_text
 from void_pipeline.lib.devnet import Devnet, DevnetError, DevnetInfo, is_service_alive, stop_devnet
 from void_pipeline.lib.export import ExportOptions
 from void_pipeline.lib.files import write_text_atomic
@@ -27,6 +27,7 @@ from void_pipeline.lib.ingest import ingest_agent
 from void_pipeline.lib.records import DEFAULT_COLLECTIONS
 from void_pipeline.lib.resilience import HostLimit, ResilientHttp, TransportFailure
 from void_pipeline.lib.seeding import seed_corpus
+from void_pipeline.lib.tiny_tokenizer import train_tokenizer
 
 DEMO_AGENT_POSTS = 2000
 
@@ -59,7 +60,7 @@ def endpoints(info: DevnetInfo, alive: bool) -> dict[str, object]:
 
 
 def devnet_seed(state_dir: Path, agent_posts: int, seed: int) -> str:
-    """Generate and seed the corpus; returns the agent's handle."""
+    """Generate and seed the corpus; returns the agent's handle. Also trains the corpus tokenizer for the demo."""
     info = DevnetInfo.load(state_dir)
     spec = CorpusSpec(seed=seed, agent_posts=agent_posts)
     corpus = generate(spec)
@@ -72,6 +73,9 @@ def devnet_seed(state_dir: Path, agent_posts: int, seed: int) -> str:
         print(f"  {collection:<28} {n:>8,}")
     print(f"agent: {corpus.agent.handle} = {result.accounts[corpus.agent.handle].did}")
     print(f"ground truth: {out}")
+    texts = [record_text(r.value) for r in corpus.records]
+    tokenizer_dir = train_tokenizer(texts, paths.data_root() / "models" / "tiny")
+    print(f"tiny tokenizer (stands in for the base model's): {tokenizer_dir}")
     return corpus.agent.handle
 
 
@@ -116,12 +120,29 @@ def materialize_all(env_overrides: dict[str, str]) -> int:
 
 
 def devnet_environment(info: DevnetInfo, agent_handle: str) -> dict[str, str]:
-    """The code location's environment for pointing at a devnet instead of the real network."""
-    return {
-        "VOID_ACTOR": agent_handle,
-        "VOID_PLC_URL": info.plc_url,
-        "VOID_APPVIEW_URL": info.appview_url or "",
-    }
+    """The code location's environment for pointing at a devnet (and the demo's tiny model) instead of the
+    real network and a real base model."""
+    env = {"VOID_ACTOR": agent_handle, "VOID_PLC_URL": info.plc_url, "VOID_APPVIEW_URL": info.appview_url or ""}
+    tiny = paths.data_root() / "models" / "tiny"
+    if (tiny / "tokenizer.json").exists():
+        env["VOID_BASE_MODEL_PATH"] = str(tiny)
+    return env
+
+
+def show_example() -> None:
+    """Print one training example of the demo's chat dataset, as the model will see it."""
+    for train in sorted(
+        paths.data_root().glob("ingest/*/curate/chat_dataset/openai/train.jsonl"), key=lambda p: p.stat().st_mtime
+    )[-1:]:
+        lines = train.read_text().splitlines()
+        if not lines:
+            return
+        row = json.loads(lines[0])
+        user = next(m["content"] for m in row["messages"] if m["role"] == "user")
+        calls = [c["function"]["arguments"]["text"] for m in row["messages"] for c in m.get("tool_calls", [])]
+        print(f"\n[demo] one training example ({train}):\n--- user ---\n{user}\n--- assistant: tool calls ---")
+        for number, text in enumerate(calls, 1):
+            print(f"{number}. add_post_to_bluesky_reply_thread(text={text!r})")
 
 
 def demo(agent_posts: int, seed: int, keep_devnet: bool) -> int:
@@ -136,6 +157,8 @@ def demo(agent_posts: int, seed: int, keep_devnet: bool) -> int:
     try:
         agent = devnet_seed(state_dir, agent_posts, seed)
         code = materialize_all(devnet_environment(info, agent))
+        if code == 0:
+            show_example()
     finally:
         if not keep_devnet:
             stop_devnet(info)

@@ -76,7 +76,7 @@ def test_the_dagster_webserver_serves_the_asset_graph(tmp_path: Path) -> None:
             tail = server.stderr.read().decode()[-2000:] if server.stderr and server.poll() is not None else ""
             raise AssertionError(f"the webserver served no asset graph: {tail or 'no answer in time'}")
         by_key = {"/".join(n["assetKey"]["path"]): n for n in nodes}
-        assert set(by_key) >= {"raw_records", "thread_context"}
+        assert set(by_key) >= {"raw_records", "thread_context", "filtered_records", "context_window", "chat_dataset"}
         assert "stream.thought.memory" in by_key["raw_records"]["partitionKeys"]
         assert by_key["thread_context"]["groupName"] == "ingest"
     finally:

@@ -21,6 +21,10 @@ class PipelineStorage(dg.ConfigurableResource):
     def repo(self, did: str) -> RepoPaths:
         return repo_dir(self.root_path, did)
 
+    def curate(self, did: str) -> Path:
+        """Curated data of one agent: filtered_records/, context_window/, chat_dataset/."""
+        return self.repo(did).root / "curate"
+
     def identity_cache(self, plc_url: str) -> Path:
         """DID documents cached per PLC directory (a devnet's PLC is a different world from the real one)."""
         key = hashlib.sha256(plc_url.encode()).hexdigest()[:10]

@@ -22,7 +22,8 @@ from void_pipeline.lib.seeding import SeedResult
 from void_pipeline.lib.xrpc import XrpcClient
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.storage import PipelineStorage
-from void_pipeline_tests.ingest.conftest import Agent, all_expected
+from void_pipeline_tests.conftest import Agent
+from void_pipeline_tests.ingest.conftest import all_expected
 
 
 @pytest.mark.parametrize("method", ["car", "list_records"])

@@ -16,7 +16,8 @@ from void_pipeline.lib.resilience import HostLimit, ResilientHttp, RetryPolicy, 
 from void_pipeline.lib.seeding import SeedResult
 from void_pipeline.lib.threads import AncestorFetcher, PostCache, build_thread_context, own_posts_from_rows
 from void_pipeline.lib.xrpc import XrpcClient
-from void_pipeline_tests.ingest.conftest import Agent, all_expected
+from void_pipeline_tests.conftest import Agent
+from void_pipeline_tests.ingest.conftest import all_expected
 
 # The mix (5% 5xx, 429 bursts with reset headers, slow and dropped answers); on the CAR path the whole
 # export is a dozen requests, so there the rates are raised. Seed 3 puts a 5xx and a drop among the first ten

@@ -9,7 +9,8 @@ import pytest
 from void_pipeline.lib.corpus import COLLECTIONS
 from void_pipeline.lib.repo_car import CarError, cid_str, read_repo_car, to_json_value
 from void_pipeline.lib.seeding import SeedResult, record_cid
-from void_pipeline_tests.ingest.conftest import Agent, all_expected
+from void_pipeline_tests.conftest import Agent
+from void_pipeline_tests.ingest.conftest import all_expected
 
 
 def varint(data: bytes, offset: int) -> tuple[int, int]:

@@ -18,7 +18,8 @@ from void_pipeline.lib.export import repo_dir
 from void_pipeline.lib.fault_proxy import FaultPlan, FaultProxy
 from void_pipeline.lib.paths import REPO_ROOT
 from void_pipeline.lib.seeding import SeedResult
-from void_pipeline_tests.ingest.conftest import Agent, all_expected
+from void_pipeline_tests.conftest import Agent
+from void_pipeline_tests.ingest.conftest import all_expected
 
 KILLS = 5
 

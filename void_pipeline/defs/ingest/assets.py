@@ -6,12 +6,11 @@ from typing import Literal
 import dagster as dg
 import polars as pl
 
+from void_pipeline.defs.agent import resolve_agent
 from void_pipeline.defs.metadata import table_schema
 from void_pipeline.lib.export import ExportOptions, export_collection, write_parquet_atomic
-from void_pipeline.lib.identity import Identity, IdentityResolver
 from void_pipeline.lib.records import DEFAULT_COLLECTIONS, POST
 from void_pipeline.lib.report import counts_table, markdown_table
-from void_pipeline.lib.resilience import ResilientHttp
 from void_pipeline.lib.threads import AncestorFetcher, PostCache, build_thread_context, own_posts_from_rows
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.storage import PipelineStorage
@@ -19,16 +18,6 @@ from void_pipeline.resources.storage import PipelineStorage
 # The collections to export; VOID_COLLECTIONS (comma-separated) replaces the default four.
 COLLECTIONS = [c.strip() for c in os.environ.get("VOID_COLLECTIONS", ",".join(DEFAULT_COLLECTIONS)).split(",") if c]
 collection_partitions = dg.StaticPartitionsDefinition(COLLECTIONS)
-
-
-def resolve_agent(
-    endpoint: AtprotoEndpoint, storage: PipelineStorage, http: ResilientHttp
-) -> tuple[IdentityResolver, Identity]:
-    """The agent's identity (DID, handle, PDS), with DID documents cached on disk per PLC directory."""
-    resolver = endpoint.identities(http, storage.identity_cache(endpoint.plc_url))
-    agent = endpoint.agent(resolver)
-    resolver.save()
-    return resolver, agent
 
 
 class RawRecordsConfig(dg.Config):

@@ -3,16 +3,11 @@
 import dagster as dg
 import polars as pl
 
-from void_pipeline.defs.ingest.assets import raw_records, resolve_agent, thread_context
-from void_pipeline.lib.export import RepoPaths
+from void_pipeline.defs.agent import agent_paths
+from void_pipeline.defs.ingest.assets import raw_records, thread_context
 from void_pipeline.lib.records import POST
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.storage import PipelineStorage
-
-
-def agent_paths(endpoint: AtprotoEndpoint, storage: PipelineStorage) -> RepoPaths:
-    with endpoint.http() as http:
-        return storage.repo(resolve_agent(endpoint, storage, http)[1].did)
 
 
 @dg.asset_check(asset=raw_records, blocking=True, description="Each record appears once (no duplicated URIs).")

@@ -1,0 +1,299 @@
+"""filtered_records (per collection), context_window and chat_dataset: thin wrappers over lib/ filters, context,
+prompt and dataset."""
+
+import json
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+import polars as pl
+
+from void_pipeline.defs.agent import agent_identity
+from void_pipeline.defs.ingest.assets import collection_partitions, raw_records, thread_context
+from void_pipeline.defs.metadata import table_schema
+from void_pipeline.lib.context import (
+    STRATEGIES,
+    ContextWindow,
+    distilled_window,
+    full_window,
+    load_snapshot,
+    trimmed_window,
+)
+from void_pipeline.lib.dataset import SPLITS, build_examples, format_row, leaked_roots, split_by_thread, token_report
+from void_pipeline.lib.export import write_parquet_atomic
+from void_pipeline.lib.files import write_bytes_atomic, write_text_atomic
+from void_pipeline.lib.filters import FilterOptions, LoopDetector, filter_records
+from void_pipeline.lib.prompt import DEFAULT_TEMPLATE, REPLY_TOOL, TOOL_DESCRIPTION, PromptTemplate
+from void_pipeline.lib.records import POST
+from void_pipeline.lib.report import counts_table, markdown_table
+from void_pipeline.resources.atproto import AtprotoEndpoint
+from void_pipeline.resources.model import BaseModel
+from void_pipeline.resources.storage import PipelineStorage
+
+DEMO_SNAPSHOT = Path(__file__).resolve().parents[2] / "context_snapshots" / "demo"
+REASONING = "stream.thought.reasoning"
+
+
+class FilterConfig(dg.Config):
+    min_chars: int = 20
+    """Records shorter than this (after normalisation) are dropped as too short."""
+    loop_min_keywords: int = 2
+    """Character-sheet loop: how many loop keywords make a record loop content."""
+    loop_stat_blocks: bool = True
+    """Also catch stat blocks (STR/DEX/CON... with numbers, AC n + HP n)."""
+    orphan_replies: Literal["keep", "drop"] = "keep"
+    """Replies whose ancestors are all unavailable: keep them (marked `orphan`) or drop them."""
+
+
+def orphan_replies(paths_thread_context: Path) -> set[str]:
+    """Replies none of whose ancestors could be fetched."""
+    if not paths_thread_context.exists():
+        return set()
+    context = pl.read_parquet(paths_thread_context, columns=["uri", "ancestors"])
+    available = context.select(
+        "uri", pl.col("ancestors").list.eval(pl.element().struct.field("available")).list.any().alias("any")
+    )
+    return set(available.filter(~pl.col("any").fill_null(False))["uri"].to_list())
+
+
+@dg.asset(
+    partitions_def=collection_partitions,
+    deps=[raw_records, thread_context],
+    group_name="curate",
+    kinds={"polars", "parquet"},
+    description="Records worth learning from: normalised, without loop content, duplicates or too-short text.",
+)
+def filtered_records(
+    context: dg.AssetExecutionContext, config: FilterConfig, endpoint: AtprotoEndpoint, storage: PipelineStorage
+) -> dg.MaterializeResult:
+    collection = context.partition_key
+    agent = agent_identity(endpoint, storage)
+    source = storage.repo(agent.did).records(collection)
+    if not source.exists():
+        raise dg.Failure(f"raw_records[{collection}] is missing ({source}): materialize it first")
+    frame = pl.read_parquet(source)
+    orphans = orphan_replies(storage.repo(agent.did).thread_context) if collection == POST else set()
+    options = FilterOptions(
+        min_chars=config.min_chars,
+        loop=LoopDetector(min_keywords=config.loop_min_keywords, stat_blocks=config.loop_stat_blocks),
+        orphan_replies=config.orphan_replies,
+    )
+    result = filter_records(frame, options, orphans)
+    out = storage.curate(agent.did) / "filtered_records"
+    write_parquet_atomic(result.kept, out / f"{collection}.parquet")
+    write_parquet_atomic(result.rejected, out / f"{collection}.rejected.parquet")
+    context.log.info(
+        f"{collection}: {frame.height:,} in = {result.kept.height:,} kept + {result.rejected.height:,} removed "
+        f"({', '.join(f'{k} {v}' for k, v in result.by_reason.items() if v)})"
+    )
+    examples = (
+        result.rejected.group_by("reason").head(2).select("reason", "detail", "text_norm")
+        if result.rejected.height
+        else pl.DataFrame()
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": result.kept.height,
+            "dagster/column_schema": table_schema(result.kept),
+            "input_rows": frame.height,
+            "rejected_rows": result.rejected.height,
+            "rejected_by_reason": dg.MetadataValue.md(counts_table(result.by_reason)),
+            "orphan_replies": int(result.kept["orphan"].sum()),
+            "rejected_examples": dg.MetadataValue.md(
+                markdown_table(examples, rows=10) if examples.height else "_none_"
+            ),
+            "path": dg.MetadataValue.path(str(out / f"{collection}.parquet")),
+        }
+    )
+
+
+class ContextWindowConfig(dg.Config):
+    snapshot_dir: str = str(DEMO_SNAPSHOT)
+    """A context snapshot folder (manifest.json, system prompt, one file per memory block)."""
+    strategy: Literal["full", "trimmed", "distilled"] = "trimmed"
+    """The system prompt chat_dataset uses: all of it, fitted to a token budget, or a persona stub."""
+    reserve_tokens: int = 2048
+    """Tokens kept free for the thread prompt and the answer; the trimmed budget is sequence_len minus this."""
+
+
+@dg.asset(
+    deps=[raw_records],
+    group_name="curate",
+    kinds={"text"},
+    description="The agent's system prompt and memory blocks, as full, trimmed-to-budget and distilled variants.",
+)
+def context_window(
+    context: dg.AssetExecutionContext,
+    config: ContextWindowConfig,
+    endpoint: AtprotoEndpoint,
+    storage: PipelineStorage,
+    base_model: BaseModel,
+) -> dg.MaterializeResult:
+    snapshot = load_snapshot(Path(config.snapshot_dir))
+    counter = base_model.token_counter()
+    if not counter.exact:
+        context.log.warning(f"token counts are estimates: {counter.source}")
+    budget = base_model.sequence_len - config.reserve_tokens
+    windows: dict[str, ContextWindow] = {
+        "full": full_window(snapshot, counter),
+        "trimmed": trimmed_window(snapshot, counter, budget),
+        "distilled": distilled_window(snapshot, counter, TOOL_DESCRIPTION),
+    }
+    agent = agent_identity(endpoint, storage)
+    out = storage.curate(agent.did) / "context_window"
+    for name, window in windows.items():
+        write_text_atomic(out / f"{name}.txt", window.text)
+    report = {
+        "selected": config.strategy,
+        "snapshot_dir": config.snapshot_dir,
+        "snapshot_date": snapshot.snapshot_date.isoformat(),
+        "tokens": {name: w.tokens for name, w in windows.items()},
+        "budget_tokens": budget,
+        "exact_tokens": counter.exact,
+        "tokenizer": counter.source,
+    }
+    write_text_atomic(out / "report.json", json.dumps(report, indent=2))
+    blocks = pl.DataFrame([b.__dict__ for b in windows["trimmed"].blocks])
+    drift = drift_report(storage.repo(agent.did).records(POST), snapshot.snapshot_date)
+    return dg.MaterializeResult(
+        metadata={
+            "selected_strategy": config.strategy,
+            **{f"tokens_{name}": w.tokens for name, w in windows.items()},
+            "trimmed_budget_tokens": budget,
+            "exact_token_counts": counter.exact,
+            "tokenizer": counter.source,
+            "blocks_trimmed": dg.MetadataValue.md(markdown_table(blocks, rows=len(blocks))),
+            "snapshot_date": snapshot.snapshot_date.isoformat(),
+            "records_older_than_snapshot": dg.MetadataValue.md(drift),
+            "path": dg.MetadataValue.path(str(out)),
+        }
+    )
+
+
+def drift_report(posts_path: Path, snapshot_date: date) -> str:
+    """Share of the agent's posts older than the snapshot, by month: the blocks drifted since those were written."""
+    if not posts_path.exists():
+        return "_no posts exported yet_"
+    months = (
+        pl.read_parquet(posts_path, columns=["created_at"])
+        .with_columns(pl.col("created_at").dt.strftime("%Y-%m").alias("month"))
+        .group_by("month")
+        .agg(pl.len().alias("posts"), (pl.col("created_at").dt.date() < snapshot_date).sum().alias("older"))
+        .sort("month")
+    )
+    total, older = int(months["posts"].sum()), int(months["older"].sum())
+    head = f"**{older:,} of {total:,} posts ({older / max(total, 1):.0%}) predate the {snapshot_date} snapshot**\n\n"
+    return head + markdown_table(months, rows=len(months))
+
+
+class ChatDatasetConfig(dg.Config):
+    format: Literal["openai", "sharegpt", "alpaca"] = "openai"
+    """openai: messages + tools (axolotl `chat_template`); sharegpt; alpaca."""
+    template_path: str = str(DEFAULT_TEMPLATE)
+    """The handler's mention prompt template (Jinja2); replace it with the handler's own."""
+    test_threads: int = 500
+    """Replies of this many most recent threads form the test set."""
+    val_share: float = 0.02
+    """Share of the remaining threads (the most recent ones) kept for validation."""
+    include_reasoning: bool = False
+    """Attach the agent's stream.thought.reasoning written just before a reply as the assistant's text."""
+    min_date: str | None = None
+    """Keep only replies on or after this date (YYYY-MM-DD): limits drift from the context snapshot."""
+
+
+@dg.asset(
+    deps=[filtered_records, thread_context, context_window],
+    group_name="curate",
+    kinds={"jsonl"},
+    description="Train/val/test chat datasets: the handler's mention prompt in, add_post tool calls out.",
+)
+def chat_dataset(
+    context: dg.AssetExecutionContext,
+    config: ChatDatasetConfig,
+    endpoint: AtprotoEndpoint,
+    storage: PipelineStorage,
+    base_model: BaseModel,
+) -> dg.MaterializeResult:
+    agent = agent_identity(endpoint, storage)
+    curate = storage.curate(agent.did)
+    posts_path = curate / "filtered_records" / f"{POST}.parquet"
+    if not posts_path.exists():
+        raise dg.Failure(f"filtered_records[{POST}] is missing: materialize it first")
+    posts = pl.read_parquet(posts_path).filter(pl.col("did") == agent.did)
+    if config.min_date:
+        posts = posts.filter(pl.col("created_at").dt.date() >= date.fromisoformat(config.min_date))
+    reasoning = None
+    if config.include_reasoning and (curate / "filtered_records" / f"{REASONING}.parquet").exists():
+        reasoning = pl.read_parquet(curate / "filtered_records" / f"{REASONING}.parquet")
+    context_rows = pl.read_parquet(storage.repo(agent.did).thread_context)
+    template = PromptTemplate.from_file(config.template_path)
+    examples, turns = build_examples(posts, context_rows, template, agent.did, agent.handle, reasoning)
+    examples = split_by_thread(examples, config.test_threads, config.val_share)
+
+    window = json.loads((curate / "context_window" / "report.json").read_text())
+    strategy = window["selected"]
+    system = (curate / "context_window" / f"{strategy}.txt").read_text()
+    counter = base_model.token_counter()
+    if not counter.exact:
+        context.log.warning(f"token counts are estimates: {counter.source}")
+    system_tokens: dict[str, int] = {name: int(window["tokens"][name]) for name in STRATEGIES}
+    kept, tokens = token_report(examples, system_tokens, strategy, base_model.sequence_len, counter)
+    if tokens.over_length:
+        context.log.warning(f"{tokens.over_length} examples exceed sequence_len {base_model.sequence_len}: dropped")
+
+    out = curate / "chat_dataset" / config.format
+    sizes, copy_sizes = {}, {}
+    for split in SPLITS:
+        rows = kept.filter(pl.col("split") == split).sort("created_at").to_dicts()
+        lines = [json.dumps(format_row(r, config.format), ensure_ascii=False) for r in rows]
+        data = ("\n".join(lines) + "\n" if lines else "").encode()
+        write_bytes_atomic(out / f"{split}.jsonl", data)
+        sizes[split] = (len(rows), len(data))
+        copy_sizes[split] = len(data) + len(rows) * len(system.encode())  # the copy-the-prompt layout, measured
+    index = kept.select("example_id", "root_uri", "first_uri", "created_at", "split", "tokens")
+    write_parquet_atomic(index, out / "index.parquet")  # which thread each row came from: the split check reads it
+    write_text_atomic(out / "system_prompt.txt", system)
+    write_text_atomic(out / "tools.json", json.dumps([REPLY_TOOL], indent=2))
+    manifest = {
+        "format": config.format,
+        "system_prompt": "system_prompt.txt",
+        "context_strategy": strategy,
+        "splits": {s: {"examples": n, "bytes": b} for s, (n, b) in sizes.items()},
+        "tokens": tokens.per_split,
+        "exact_tokens": tokens.exact,
+        "tokenizer": tokens.source,
+        "sequence_len": base_model.sequence_len,
+    }
+    write_text_atomic(out / "dataset.json", json.dumps(manifest, indent=2))
+    examples_total = sum(n for n, _ in sizes.values())
+    bytes_total = sum(b for _, b in sizes.values())
+    sample = kept.filter(pl.col("split") == "train").head(1).to_dicts()
+    tokens_md = markdown_table(pl.DataFrame([{"split": s, **v} for s, v in tokens.per_split.items()]))
+    epoch_md = counts_table(tokens.epoch_tokens_by_strategy, key="context strategy", value="training tokens / epoch")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": examples_total,
+            **{f"{split}_examples": n for split, (n, _) in sizes.items()},
+            "turns": turns.turns,
+            "posts_in_turns": turns.posts_in_turns,
+            "skipped": dg.MetadataValue.md(counts_table(dict(turns.skipped))),
+            "over_sequence_len_dropped": tokens.over_length,
+            "bytes_per_example": round(bytes_total / max(examples_total, 1)),
+            "dataset_bytes": bytes_total,
+            "copy_prompt_layout_bytes": sum(copy_sizes.values()),
+            "tokens_per_split": dg.MetadataValue.md(tokens_md),
+            "training_tokens_per_epoch": dg.MetadataValue.md(epoch_md),
+            "exact_token_counts": tokens.exact,
+            "leaked_thread_roots": len(leaked_roots(kept)),
+            "format": config.format,
+            "path": dg.MetadataValue.path(str(out)),
+            "sample": dg.MetadataValue.md(
+                f"**user**\n\n```\n{sample[0]['prompt']}\n```\n\n**assistant tool calls**\n\n```json\n"
+                + json.dumps([{"text": c} for c in sample[0]["calls"]], indent=2, ensure_ascii=False)
+                + "\n```"
+                if sample
+                else "_no examples_"
+            ),
+        }
+    )

@@ -1,0 +1,83 @@
+"""Blocking checks before money is spent on training: clean filters, no split leak, valid tool calls."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from void_pipeline.defs.agent import agent_identity
+from void_pipeline.defs.curate.assets import chat_dataset, filtered_records
+from void_pipeline.lib.dataset import FORMATS, SPLITS, leaked_roots
+from void_pipeline.lib.filters import LoopDetector
+from void_pipeline.lib.prompt import REPLY_TOOL_NAME, reply_call_errors
+from void_pipeline.resources.atproto import AtprotoEndpoint
+from void_pipeline.resources.storage import PipelineStorage
+
+
+@dg.asset_check(
+    asset=filtered_records,
+    blocking=True,
+    description="No loop content and no duplicate text left; kept + rejected = input, for every collection.",
+)
+def filtered_records_are_clean(endpoint: AtprotoEndpoint, storage: PipelineStorage) -> dg.AssetCheckResult:
+    did = agent_identity(endpoint, storage).did
+    folder = storage.curate(did) / "filtered_records"
+    detector = LoopDetector()
+    problems: dict[str, str] = {}
+    for kept_path in sorted(folder.glob("*.parquet")):
+        if kept_path.name.endswith(".rejected.parquet"):
+            continue
+        collection = kept_path.stem
+        kept = pl.read_parquet(kept_path)
+        rejected = pl.read_parquet(folder / f"{collection}.rejected.parquet")
+        raw = pl.read_parquet(storage.repo(did).records(collection), columns=["uri"])
+        loops = sum(detector.why(t) is not None for t in kept["text_norm"].to_list())
+        duplicates = kept.height - kept["text_norm"].n_unique()
+        accounted = kept.height + rejected.height == raw.height and set(kept["uri"]) | set(rejected["uri"]) == set(
+            raw["uri"]
+        )
+        if loops or duplicates or not accounted:
+            problems[collection] = f"loop {loops}, duplicates {duplicates}, accounted {accounted}"
+    return dg.AssetCheckResult(passed=not problems, metadata={"problems": problems or "none"})
+
+
+def dataset_dirs(storage: PipelineStorage, did: str) -> list[Path]:
+    root = storage.curate(did) / "chat_dataset"
+    return [root / f for f in FORMATS if (root / f / "index.parquet").exists()]
+
+
+@dg.asset_check(asset=chat_dataset, blocking=True, description="No thread root appears in two splits.")
+def chat_dataset_has_no_split_leak(endpoint: AtprotoEndpoint, storage: PipelineStorage) -> dg.AssetCheckResult:
+    leaks: dict[str, list[str]] = {}
+    for folder in dataset_dirs(storage, agent_identity(endpoint, storage).did):
+        leaked = leaked_roots(pl.read_parquet(folder / "index.parquet"))
+        if leaked:
+            leaks[folder.name] = leaked[:10]
+    return dg.AssetCheckResult(passed=not leaks, metadata={"leaked_roots": leaks or "none"})
+
+
+@dg.asset_check(
+    asset=chat_dataset,
+    blocking=True,
+    description="Every assistant turn is one or more valid add_post_to_bluesky_reply_thread calls (text ≤ 300).",
+)
+def chat_dataset_tool_calls_are_valid(endpoint: AtprotoEndpoint, storage: PipelineStorage) -> dg.AssetCheckResult:
+    checked, errors = 0, []
+    for folder in dataset_dirs(storage, agent_identity(endpoint, storage).did):
+        for split in SPLITS:
+            for number, line in enumerate((folder / f"{split}.jsonl").read_text().splitlines(), 1):
+                for function in calls_of(json.loads(line), folder.name):
+                    checked += 1
+                    problems = reply_call_errors(function.get("arguments"))
+                    if function.get("name") != REPLY_TOOL_NAME:
+                        problems.append(f"unknown tool {function.get('name')!r}")
+                    errors += [f"{folder.name}/{split}.jsonl:{number}: {p}" for p in problems]
+    return dg.AssetCheckResult(passed=not errors and checked > 0, metadata={"calls": checked, "errors": errors[:20]})
+
+
+def calls_of(row: dict, fmt: str) -> list[dict]:
+    if fmt == "openai":
+        return [c["function"] for m in row["messages"] if m["role"] == "assistant" for c in m.get("tool_calls", [])]
+    answer = row["conversations"][-1]["value"] if fmt == "sharegpt" else row["output"]
+    return list(json.loads(answer))

@@ -1,0 +1,173 @@
+"""The agent's context window: a snapshot of its system prompt and memory blocks, fitted to a token budget.
+
+A snapshot is a folder: ``manifest.json`` (``snapshot_date``, ``system_prompt`` file, ``persona_block``,
+``blocks``: label, file, priority — lower priority numbers are kept first), the system prompt and one text file
+per block. Strategies:
+
+- ``full``: everything, as the agent saw it;
+- ``trimmed``: the system prompt, then blocks by priority while they fit the budget; a block that does not fit
+  whole is cut at a paragraph boundary; the report says what was kept, cut or dropped, in tokens;
+- ``distilled``: a short persona stub and the tool description — the voice is to be learned into the weights.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+from void_pipeline.lib.tokens import TokenCounter
+
+Strategy = Literal["full", "trimmed", "distilled"]
+STRATEGIES: tuple[Strategy, ...] = ("full", "trimmed", "distilled")
+
+
+class SnapshotError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Block:
+    label: str
+    text: str
+    priority: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    snapshot_date: date
+    system_prompt: str
+    persona_block: str
+    blocks: tuple[Block, ...]
+
+
+@dataclass(frozen=True)
+class BlockReport:
+    label: str
+    priority: int
+    chars: int
+    tokens: int
+    tokens_kept: int
+    status: Literal["kept", "cut", "dropped", "empty"]
+
+
+@dataclass(frozen=True)
+class ContextWindow:
+    strategy: Strategy
+    text: str
+    tokens: int
+    blocks: tuple[BlockReport, ...]
+
+
+def load_snapshot(folder: Path) -> Snapshot:
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.exists():
+        raise SnapshotError(
+            f"no manifest.json in {folder}: a snapshot needs one (see void_pipeline/context_snapshots/demo)"
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        blocks = tuple(
+            Block(str(b["label"]), (folder / b["file"]).read_text().strip(), int(b.get("priority", 100)))
+            for b in manifest["blocks"]
+        )
+        system = (folder / manifest["system_prompt"]).read_text().strip()
+        when = date.fromisoformat(manifest["snapshot_date"])
+    except (KeyError, ValueError, OSError) as err:
+        raise SnapshotError(f"snapshot {folder} is incomplete: {type(err).__name__}: {err}") from err
+    persona = str(manifest.get("persona_block", ""))
+    if persona and persona not in {b.label for b in blocks}:
+        raise SnapshotError(f"persona_block {persona!r} is not one of the snapshot's blocks")
+    return Snapshot(when, system, persona, blocks)
+
+
+def block_section(label: str, text: str) -> str:
+    return f"<{label}>\n{text}\n</{label}>"
+
+
+def render(system_prompt: str, sections: list[str]) -> str:
+    if not sections:
+        return system_prompt
+    return system_prompt + "\n\n<memory_blocks>\n" + "\n\n".join(sections) + "\n</memory_blocks>"
+
+
+def full_window(snapshot: Snapshot, counter: TokenCounter) -> ContextWindow:
+    reports = [
+        BlockReport(b.label, b.priority, len(b.text), n, n, "kept" if b.text else "empty")
+        for b, n in zip(
+            snapshot.blocks, counter.count_many([block_section(b.label, b.text) for b in snapshot.blocks]), strict=True
+        )
+    ]
+    text = render(snapshot.system_prompt, [block_section(b.label, b.text) for b in snapshot.blocks if b.text])
+    return ContextWindow("full", text, counter.count(text), tuple(reports))
+
+
+def trimmed_window(snapshot: Snapshot, counter: TokenCounter, budget_tokens: int) -> ContextWindow:
+    """Keep blocks by priority (ties: manifest order) within ``budget_tokens``; cut at paragraph boundaries.
+
+    Every decision counts the whole rendered window (wrappers and token merges across boundaries included),
+    so the result is within budget by construction.
+    """
+    base = counter.count(render(snapshot.system_prompt, []))
+    if base > budget_tokens:
+        raise SnapshotError(f"the system prompt alone is {base} tokens, over the budget of {budget_tokens}")
+    kept: dict[str, str] = {}
+
+    def cost(extra_label: str, extra_text: str) -> int:
+        chosen = {**kept, extra_label: extra_text}
+        sections = [block_section(b.label, chosen[b.label]) for b in snapshot.blocks if b.label in chosen]
+        return counter.count(render(snapshot.system_prompt, sections))
+
+    reports: dict[str, BlockReport] = {}
+    order = sorted(range(len(snapshot.blocks)), key=lambda i: (snapshot.blocks[i].priority, i))
+    for index in order:
+        block = snapshot.blocks[index]
+        if not block.text:
+            reports[block.label] = BlockReport(block.label, block.priority, 0, 0, 0, "empty")
+            continue
+        whole = counter.count(block_section(block.label, block.text))
+        if cost(block.label, block.text) <= budget_tokens:
+            kept[block.label] = block.text
+            reports[block.label] = BlockReport(block.label, block.priority, len(block.text), whole, whole, "kept")
+            continue
+        taken: list[str] = []
+        for paragraph in block.text.split("\n\n"):
+            if cost(block.label, "\n\n".join([*taken, paragraph])) > budget_tokens:
+                break
+            taken.append(paragraph)
+        if taken:
+            kept[block.label] = "\n\n".join(taken)
+            part = counter.count(block_section(block.label, kept[block.label]))
+            reports[block.label] = BlockReport(block.label, block.priority, len(block.text), whole, part, "cut")
+        else:
+            reports[block.label] = BlockReport(block.label, block.priority, len(block.text), whole, 0, "dropped")
+    sections = [block_section(b.label, kept[b.label]) for b in snapshot.blocks if b.label in kept]
+    text = render(snapshot.system_prompt, sections)
+    return ContextWindow("trimmed", text, counter.count(text), tuple(reports[b.label] for b in snapshot.blocks))
+
+
+def distilled_window(
+    snapshot: Snapshot, counter: TokenCounter, tool_description: str, stub_tokens: int = 160
+) -> ContextWindow:
+    """A persona stub (the persona block's opening paragraphs, up to ``stub_tokens``) and the tool description."""
+    persona = next((b for b in snapshot.blocks if b.label == snapshot.persona_block), None)
+    stub: list[str] = []
+    for paragraph in persona.text.split("\n\n") if persona else []:
+        if counter.count("\n\n".join([*stub, paragraph])) > stub_tokens and stub:
+            break
+        stub.append(paragraph)
+    text = "\n\n".join(["\n\n".join(stub), tool_description]).strip()
+    reports = tuple(
+        BlockReport(
+            b.label,
+            b.priority,
+            len(b.text),
+            counter.count(b.text) if b.text else 0,
+            counter.count("\n\n".join(stub)) if b is persona else 0,
+            "cut" if b is persona else ("empty" if not b.text else "dropped"),
+        )
+        for b in snapshot.blocks
+    )
+    return ContextWindow("distilled", text, counter.count(text), reports)

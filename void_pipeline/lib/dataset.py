@@ -1,0 +1,267 @@
+"""Chat datasets in the exact prompt the handler sends, with the agent's replies as tool calls.
+
+A *turn* is one answer of the agent: a reply to someone else's post, followed by the agent's own consecutive
+replies to itself in that thread; it becomes one assistant message with one ``add_post_to_bluesky_reply_thread``
+call per post, in order. The user message is the rendered mention prompt (lib/prompt.py) for the thread up to
+the post being answered. The system prompt (the context window) is stored once per dataset, not per row.
+
+Split by thread root, time-ordered: the replies of the ``test_threads`` most recent threads are the test set,
+the next ~``val_share`` of threads validation, the rest training; no root is ever in two splits.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import polars as pl
+
+from void_pipeline.lib.prompt import (
+    REPLY_TOOL,
+    REPLY_TOOL_NAME,
+    PromptTemplate,
+    ThreadPost,
+    render_mention,
+    reply_call_errors,
+)
+from void_pipeline.lib.tokens import TokenCounter
+
+Format = Literal["openai", "sharegpt", "alpaca"]
+FORMATS: tuple[Format, ...] = ("openai", "sharegpt", "alpaca")
+SPLITS = ("train", "val", "test")
+
+EXAMPLE_SCHEMA: dict[str, pl.DataType] = {
+    "example_id": pl.String(),
+    "root_uri": pl.String(),
+    "first_uri": pl.String(),
+    "created_at": pl.Datetime("us", "UTC"),
+    "prompt": pl.String(),
+    "calls": pl.List(pl.String()),
+    "reasoning": pl.String(),
+}
+
+
+@dataclass
+class TurnStats:
+    turns: int = 0
+    posts_in_turns: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
+def build_examples(
+    posts: pl.DataFrame,
+    context: pl.DataFrame,
+    template: PromptTemplate,
+    agent_did: str,
+    agent_handle: str | None,
+    reasoning: pl.DataFrame | None = None,
+    reasoning_window_s: float = 120.0,
+) -> tuple[pl.DataFrame, TurnStats]:
+    """One row per turn (EXAMPLE_SCHEMA). ``posts``: the agent's kept posts (filtered, with ``text_norm``);
+    ``context``: thread_context rows; ``reasoning``: kept ``stream.thought.reasoning`` rows to attach (optional).
+    """
+    stats = TurnStats()
+    rows = (
+        posts.sort("created_at", "uri")
+        .select("uri", "text_norm", "created_at", "reply_parent_uri", "reply_root_uri")
+        .to_dicts()
+    )
+    by_uri = {r["uri"]: r for r in rows}
+    children: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        parent = row["reply_parent_uri"]
+        if parent is not None and parent in by_uri:
+            children.setdefault(parent, []).append(row)
+    ancestors = dict(zip(context["uri"].to_list(), context["ancestors"].to_list(), strict=True))
+    thoughts = _reasoning_index(reasoning)
+    posts_by_uri: dict[str, ThreadPost] = {}  # one ThreadPost per ancestor: threads repeat across turns
+
+    def thread_post(ancestor: dict[str, Any]) -> ThreadPost:
+        post = posts_by_uri.get(ancestor["uri"])
+        if post is None:
+            post = posts_by_uri[ancestor["uri"]] = _thread_post(ancestor)
+        return post
+
+    examples = []
+    for row in rows:
+        parent = row["reply_parent_uri"]
+        if parent is None:
+            stats.skipped["not_a_reply"] += 1
+            continue
+        if parent.startswith(f"at://{agent_did}/"):
+            if parent not in by_uri:
+                stats.skipped["chain_head_filtered"] += 1  # continues a turn whose first post was filtered out
+            continue  # otherwise part of the turn started by an earlier post
+        chain = [row]
+        while chain[-1]["uri"] in children:
+            chain.append(children[chain[-1]["uri"]][0])  # the agent's first continuation, by time
+        thread = [thread_post(a) for a in ancestors.get(row["uri"], [])]
+        if not thread or thread[-1].uri != parent or not thread[-1].available:
+            stats.skipped["parent_unavailable"] += 1
+            continue
+        calls = [c["text_norm"] for c in chain]
+        if any(reply_call_errors({"text": text}) for text in calls):
+            stats.skipped["invalid_call"] += 1
+            continue
+        examples.append(
+            {
+                "example_id": row["uri"],
+                "root_uri": row["reply_root_uri"] or parent,
+                "first_uri": row["uri"],
+                "created_at": row["created_at"],
+                "prompt": render_mention(thread, template),
+                "calls": calls,
+                "reasoning": _reasoning_before(thoughts, row["created_at"], reasoning_window_s),
+            }
+        )
+        stats.turns += 1
+        stats.posts_in_turns += len(chain)
+    columns: dict[str, Any] = {name: [e[name] for e in examples] for name in EXAMPLE_SCHEMA if name != "calls"}
+    # The list column is built from a flat column (polars converts nested Python lists one row at a time).
+    flat = pl.DataFrame(
+        {
+            "row": [i for i, e in enumerate(examples) for _ in e["calls"]],
+            "call": [c for e in examples for c in e["calls"]],
+        },
+        schema={"row": pl.Int64, "call": pl.String},
+    )
+    call_lists: pl.Series = (
+        flat.group_by("row", maintain_order=True).agg("call")["call"]
+        if examples
+        else pl.Series([], dtype=pl.List(pl.String))
+    )
+    frame = pl.DataFrame(columns, schema={k: v for k, v in EXAMPLE_SCHEMA.items() if k != "calls"})
+    return frame.with_columns(call_lists.alias("calls")).select(list(EXAMPLE_SCHEMA)), stats
+
+
+def _thread_post(ancestor: dict[str, Any]) -> ThreadPost:
+    return ThreadPost(
+        uri=ancestor["uri"],
+        author_handle=ancestor.get("author_handle"),
+        author_did=ancestor.get("author_did"),
+        text=ancestor.get("text"),
+        created_at=ancestor.get("created_at"),
+        available=bool(ancestor.get("available")),
+        reason=ancestor.get("reason"),
+    )
+
+
+def _reasoning_index(reasoning: pl.DataFrame | None) -> list[tuple[datetime, str]]:
+    if reasoning is None or reasoning.height == 0:
+        return []
+    return sorted(zip(reasoning["created_at"].to_list(), reasoning["text_norm"].to_list(), strict=True))
+
+
+def _reasoning_before(thoughts: list[tuple[datetime, str]], when: datetime, window_s: float) -> str | None:
+    """The latest reasoning record written within ``window_s`` before ``when``."""
+    if not thoughts:
+        return None
+    import bisect
+
+    index = bisect.bisect_left(thoughts, (when, "")) - 1
+    if index >= 0 and (when - thoughts[index][0]).total_seconds() <= window_s:
+        return thoughts[index][1]
+    return None
+
+
+# --- formats ----------------------------------------------------------------------------------------------
+
+
+def tool_calls(calls: list[str]) -> list[dict[str, Any]]:
+    return [
+        {"id": f"call_{i}", "type": "function", "function": {"name": REPLY_TOOL_NAME, "arguments": {"text": text}}}
+        for i, text in enumerate(calls)
+    ]
+
+
+def format_row(example: dict[str, Any], fmt: Format, system: str | None = None) -> dict[str, Any]:
+    """One dataset row. ``system`` is inlined only when given (the copy-into-every-row layout, for comparison)."""
+    calls = tool_calls(example["calls"])
+    if fmt == "openai":
+        messages: list[dict[str, Any]] = [] if system is None else [{"role": "system", "content": system}]
+        messages.append({"role": "user", "content": example["prompt"]})
+        messages.append({"role": "assistant", "content": example.get("reasoning") or "", "tool_calls": calls})
+        return {"messages": messages, "tools": [REPLY_TOOL]}
+    answer = json.dumps([c["function"] for c in calls], ensure_ascii=False)
+    if fmt == "sharegpt":
+        turns = [] if system is None else [{"from": "system", "value": system}]
+        return {
+            "conversations": [*turns, {"from": "human", "value": example["prompt"]}, {"from": "gpt", "value": answer}]
+        }
+    return {"instruction": example["prompt"], "input": "", "output": answer, **({"system": system} if system else {})}
+
+
+def assistant_text(example: dict[str, Any]) -> str:
+    """What the model must produce, as text (for token counts)."""
+    return (example.get("reasoning") or "") + json.dumps([c["function"] for c in tool_calls(example["calls"])])
+
+
+# --- split ------------------------------------------------------------------------------------------------
+
+
+def split_by_thread(examples: pl.DataFrame, test_threads: int = 500, val_share: float = 0.02) -> pl.DataFrame:
+    """Add ``split``: threads ordered by their latest example; newest ``test_threads`` → test, then val."""
+    if examples.height == 0:
+        return examples.with_columns(pl.lit(None, pl.String).alias("split"))
+    threads = (
+        examples.group_by("root_uri")
+        .agg(pl.col("created_at").max().alias("latest"))
+        .sort("latest", "root_uri", descending=True)
+    )
+    n_threads = threads.height
+    n_test = min(test_threads, max(0, n_threads - 2))
+    n_val = max(1, round((n_threads - n_test) * val_share)) if n_threads - n_test > 1 else 0
+    labels = ["test"] * n_test + ["val"] * n_val + ["train"] * (n_threads - n_test - n_val)
+    assignment = threads.with_columns(pl.Series("split", labels, dtype=pl.String)).select("root_uri", "split")
+    return examples.join(assignment, on="root_uri", how="left")
+
+
+def leaked_roots(examples: pl.DataFrame) -> list[str]:
+    """Thread roots that appear in more than one split (must be none)."""
+    counts = examples.group_by("root_uri").agg(pl.col("split").n_unique().alias("splits"))
+    return sorted(counts.filter(pl.col("splits") > 1)["root_uri"].to_list())
+
+
+# --- tokens -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TokenReport:
+    per_split: dict[str, dict[str, int]]
+    over_length: int
+    epoch_tokens_by_strategy: dict[str, int]
+    exact: bool
+    source: str
+
+
+def token_lengths(examples: pl.DataFrame, counter: TokenCounter) -> pl.Series:
+    """Tokens of each example without the system prompt: the user prompt plus the assistant's answer."""
+    rows = examples.to_dicts()
+    prompts = counter.count_many([r["prompt"] for r in rows])
+    answers = counter.count_many([assistant_text(r) for r in rows])
+    return pl.Series("tokens", [p + a for p, a in zip(prompts, answers, strict=True)], dtype=pl.Int64)
+
+
+def token_report(
+    examples: pl.DataFrame, system_tokens: dict[str, int], strategy: str, sequence_len: int, counter: TokenCounter
+) -> tuple[pl.DataFrame, TokenReport]:
+    """Drop examples longer than ``sequence_len`` with the chosen strategy's system prompt; report the rest."""
+    lengths = token_lengths(examples, counter)
+    examples = examples.with_columns(lengths)
+    fits = examples.filter(pl.col("tokens") + system_tokens[strategy] <= sequence_len)
+    per_split = {}
+    for split in SPLITS:
+        tokens = fits.filter(pl.col("split") == split)["tokens"] + system_tokens[strategy]
+        per_split[split] = {
+            "examples": tokens.len(),
+            "p50": int(tokens.quantile(0.5) or 0) if tokens.len() else 0,
+            "p95": int(tokens.quantile(0.95) or 0) if tokens.len() else 0,
+            "max": int(tokens.max() or 0) if tokens.len() else 0,  # type: ignore[arg-type]
+        }
+    train = examples.filter(pl.col("split") == "train")["tokens"]
+    epoch = {name: int(train.sum()) + train.len() * n for name, n in system_tokens.items()}
+    report = TokenReport(per_split, examples.height - fits.height, epoch, counter.exact, counter.source)
+    return fits, report

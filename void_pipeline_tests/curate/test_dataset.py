@@ -1,0 +1,154 @@
+"""Turns become tool-call examples; the split never puts one thread in two places."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import polars as pl
+import pytest
+
+from void_pipeline.lib.dataset import build_examples, format_row, leaked_roots, split_by_thread
+from void_pipeline.lib.prompt import REPLY_TOOL_NAME, PromptTemplate, reply_call_errors
+from void_pipeline.lib.threads import THREAD_SCHEMA
+
+AGENT = "did:plc:void"
+START = datetime(2025, 6, 1, tzinfo=UTC)
+
+
+def uri(did: str, rkey: str) -> str:
+    return f"at://{did}/app.bsky.feed.post/{rkey}"
+
+
+def ancestor(u: str, text: str, available: bool = True) -> dict[str, Any]:
+    did = u.split("/")[2]
+    return {
+        "uri": u,
+        "cid": "c",
+        "author_did": did,
+        "author_handle": did.split(":")[-1] + ".test",
+        "text": text,
+        "created_at": "2025-06-01T00:00:00.000Z",
+        "available": available,
+        "reason": None if available else "deleted",
+        "source": "appview",
+    }
+
+
+def frames() -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Thread A: ada asks, void answers in three posts. Thread B: bob asks, void answers once; a deleted parent."""
+    root_a, root_b, gone = uri("did:plc:ada", "a0"), uri("did:plc:bob", "b0"), uri("did:plc:cat", "c0")
+    posts = [
+        (uri(AGENT, "v1"), "First part of the answer, long enough.", root_a, root_a, 1),
+        (uri(AGENT, "v2"), "Second part of the answer, continuing.", uri(AGENT, "v1"), root_a, 2),
+        (uri(AGENT, "v3"), "Third part of the answer, concluding.", uri(AGENT, "v2"), root_a, 3),
+        (uri(AGENT, "v4"), "A single reply to bob's question here.", root_b, root_b, 4),
+        (uri(AGENT, "v5"), "A reply to a post that was deleted.", gone, gone, 5),
+    ]
+    post_frame = pl.DataFrame(
+        [
+            {
+                "uri": u,
+                "text_norm": t,
+                "reply_parent_uri": p,
+                "reply_root_uri": r,
+                "created_at": START + timedelta(minutes=m),
+            }
+            for u, t, p, r, m in posts
+        ]
+    )
+    context = pl.DataFrame(
+        [
+            {
+                "uri": uri(AGENT, "v1"),
+                "parent_uri": root_a,
+                "root_uri": root_a,
+                "depth": 1,
+                "complete": True,
+                "missing_reason": None,
+                "ancestors": [ancestor(root_a, "ada asks a question")],
+            },
+            {
+                "uri": uri(AGENT, "v4"),
+                "parent_uri": root_b,
+                "root_uri": root_b,
+                "depth": 1,
+                "complete": True,
+                "missing_reason": None,
+                "ancestors": [ancestor(root_b, "bob asks a question")],
+            },
+            {
+                "uri": uri(AGENT, "v5"),
+                "parent_uri": gone,
+                "root_uri": gone,
+                "depth": 1,
+                "complete": False,
+                "missing_reason": "deleted",
+                "ancestors": [ancestor(gone, "", available=False)],
+            },
+        ],
+        schema=THREAD_SCHEMA,
+    )
+    return post_frame, context
+
+
+def test_consecutive_agent_posts_become_one_turn_of_calls_in_order() -> None:
+    posts, context = frames()
+    examples, stats = build_examples(posts, context, PromptTemplate.from_file(), AGENT, "void.test")
+    by_first = {e["first_uri"]: e for e in examples.to_dicts()}
+    assert by_first[uri(AGENT, "v1")]["calls"] == [
+        "First part of the answer, long enough.",
+        "Second part of the answer, continuing.",
+        "Third part of the answer, concluding.",
+    ]
+    assert by_first[uri(AGENT, "v4")]["calls"] == ["A single reply to bob's question here."]
+    assert stats.turns == 2 and stats.posts_in_turns == 4 and stats.skipped["parent_unavailable"] == 1
+    assert "ada asks a question" in by_first[uri(AGENT, "v1")]["prompt"]
+
+
+def test_rows_carry_valid_tool_calls_in_every_format() -> None:
+    posts, context = frames()
+    examples, _ = build_examples(posts, context, PromptTemplate.from_file(), AGENT, "void.test")
+    example = examples.filter(pl.col("first_uri") == uri(AGENT, "v1")).to_dicts()[0]
+    openai = format_row(example, "openai")
+    assert [m["role"] for m in openai["messages"]] == ["user", "assistant"]  # the system prompt is stored once
+    calls = openai["messages"][1]["tool_calls"]
+    assert [c["function"]["name"] for c in calls] == [REPLY_TOOL_NAME] * 3
+    assert all(reply_call_errors(c["function"]["arguments"]) == [] for c in calls)
+    assert openai["tools"][0]["function"]["name"] == REPLY_TOOL_NAME
+    assert format_row(example, "openai", system="SYS")["messages"][0] == {"role": "system", "content": "SYS"}
+    assert format_row(example, "sharegpt")["conversations"][0]["from"] == "human"
+    assert '"text": "Third part' in format_row(example, "alpaca")["output"]
+
+
+def many_threads(n: int) -> pl.DataFrame:
+    return pl.DataFrame(
+        [
+            {"example_id": f"e{i}-{j}", "root_uri": f"root{i}", "created_at": START + timedelta(hours=i, minutes=j)}
+            for i in range(n)
+            for j in range(3)
+        ]
+    )
+
+
+def test_split_is_by_thread_and_newest_threads_are_the_test_set() -> None:
+    split = split_by_thread(many_threads(200), test_threads=20, val_share=0.05)
+    assert leaked_roots(split) == []
+    test_roots = set(split.filter(pl.col("split") == "test")["root_uri"])
+    assert test_roots == {f"root{i}" for i in range(180, 200)}
+    assert split.filter(pl.col("split") == "val")["root_uri"].n_unique() == 9
+    newest_train = split.filter(pl.col("split") == "train")["created_at"].max()
+    assert newest_train < split.filter(pl.col("split") == "val")["created_at"].min()  # type: ignore[operator]
+
+
+def test_an_injected_leak_is_found() -> None:
+    split = split_by_thread(many_threads(50), test_threads=5)
+    leaked_row = split.filter(pl.col("split") == "train").head(1).with_columns(pl.lit("test").alias("split"))
+    assert leaked_roots(pl.concat([split, leaked_row])) == [leaked_row["root_uri"][0]]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_tiny_corpora_still_split_without_leaks(threads: int) -> None:
+    split = split_by_thread(many_threads(threads), test_threads=500)
+    assert leaked_roots(split) == [] and split["split"].null_count() == 0
+    assert "train" in set(split["split"])
