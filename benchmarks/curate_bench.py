@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import polars as pl
 
 from void_pipeline.defs.curate.assets import DEMO_SNAPSHOT
 from void_pipeline.lib.context import distilled_window, full_window, load_snapshot, trimmed_window
 from void_pipeline.lib.corpus import POST, CorpusSpec, bind_value, generate, record_text
-from void_pipeline.lib.dataset import build_examples, format_row, split_by_thread, token_report
+from void_pipeline.lib.dataset import build_examples, encode_rows, format_row, split_by_thread, token_report
 from void_pipeline.lib.filters import FilterOptions, filter_records
 from void_pipeline.lib.prompt import TOOL_DESCRIPTION, PromptTemplate
 from void_pipeline.lib.records import Rejection, normalise_record, rows_frame
@@ -99,7 +99,7 @@ def main() -> None:
     examples, turns = build_examples(filtered[POST].kept, context, PromptTemplate.from_file(), agent_did, None)
     examples = split_by_thread(examples)
     rows = examples.to_dicts()
-    lines = [json.dumps(format_row(r, "openai"), ensure_ascii=False) for r in rows]
+    data = encode_rows(rows, "openai")
     format_s = time.perf_counter() - started
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,12 +117,9 @@ def main() -> None:
         _, report = token_report(examples, system_tokens, "full", 10**9, counter)
         token_s = time.perf_counter() - started
 
-    data_bytes = sum(len(line.encode()) + 1 for line in lines)
+    data_bytes = len(data)
     system_bytes = len(windows["full"].text.encode())
-    copy_bytes = sum(
-        len(json.dumps(format_row(r, "openai", system=windows["full"].text), ensure_ascii=False).encode()) + 1
-        for r in rows
-    )
+    copy_bytes = sum(len(orjson.dumps(format_row(r, "openai", system=windows["full"].text))) + 1 for r in rows)
     epoch = report.epoch_tokens_by_strategy
     print(f"corpus: {inputs:,} agent records in 4 collections; {turns.turns:,} turns -> {len(rows):,} examples")
     print(f"filter:  {filter_s:6.2f} s  ({inputs / filter_s:>10,.0f} records/s)")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+import orjson
 import polars as pl
 
 from void_pipeline.lib.prompt import (
@@ -192,6 +193,13 @@ def format_row(example: dict[str, Any], fmt: Format, system: str | None = None) 
             "conversations": [*turns, {"from": "human", "value": example["prompt"]}, {"from": "gpt", "value": answer}]
         }
     return {"instruction": example["prompt"], "input": "", "output": answer, **({"system": system} if system else {})}
+
+
+def encode_rows(examples: list[dict[str, Any]], fmt: Format) -> bytes:
+    """JSON lines for ``examples`` (orjson: rows are kilobytes each and there are tens of thousands)."""
+    if not examples:
+        return b""
+    return b"\n".join(orjson.dumps(format_row(e, fmt)) for e in examples) + b"\n"
 
 
 def assistant_text(example: dict[str, Any]) -> str:

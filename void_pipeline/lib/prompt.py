@@ -8,12 +8,12 @@ one being answered), ``thread_tree`` (an indented tree view, root first) and ``t
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import orjson
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "prompts" / "mention.j2"
 REPLY_TOOL_NAME = "add_post_to_bluesky_reply_thread"
@@ -77,23 +77,28 @@ class PromptTemplate:
 
     def render(self, **variables: Any) -> str:
         try:
-            return self._template.render(**variables).strip()
+            # A shared context skips merging the environment's globals into every render (most of the cost
+            # when rendering tens of thousands of prompts); the template sees exactly ``variables``.
+            context = self._template.new_context(variables, shared=True)
+            return "".join(self._template.root_render_func(context)).strip()
         except jinja2.UndefinedError as err:
             raise ValueError(f"prompt template {self.name}: {err.message}") from err
 
 
+@functools.lru_cache(maxsize=400_000)
+def tree_line(post: ThreadPost, depth: int, last: bool) -> str:
+    text = " ".join((post.text or "").split()) if post.available else f"[unavailable: {post.reason}]"
+    return f"{'   ' * depth}└─ {post.who}: {text}{'  ← most recent' if last else ''}"
+
+
 def thread_tree(thread: list[ThreadPost]) -> str:
-    lines = []
-    for depth, post in enumerate(thread):
-        text = " ".join((post.text or "").split()) if post.available else f"[unavailable: {post.reason}]"
-        marker = "  ← most recent" if depth == len(thread) - 1 else ""
-        lines.append(f"{'   ' * depth}└─ {post.who}: {text}{marker}")
-    return "\n".join(lines)
+    """An indented tree view, root first; lines are cached (a thread's posts recur in every reply of it)."""
+    return "\n".join(tree_line(post, depth, depth == len(thread) - 1) for depth, post in enumerate(thread))
 
 
 def yaml_scalar(value: str | None) -> str:
     """A YAML scalar that always parses back to ``value``: null, or a double-quoted (JSON-escaped) string."""
-    return "null" if value is None else json.dumps(value, ensure_ascii=False)
+    return "null" if value is None else orjson.dumps(value).decode()
 
 
 @functools.lru_cache(maxsize=200_000)

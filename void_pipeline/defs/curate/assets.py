@@ -20,7 +20,7 @@ from void_pipeline.lib.context import (
     load_snapshot,
     trimmed_window,
 )
-from void_pipeline.lib.dataset import SPLITS, build_examples, format_row, leaked_roots, split_by_thread, token_report
+from void_pipeline.lib.dataset import SPLITS, build_examples, encode_rows, leaked_roots, split_by_thread, token_report
 from void_pipeline.lib.export import write_parquet_atomic
 from void_pipeline.lib.files import write_bytes_atomic, write_text_atomic
 from void_pipeline.lib.filters import FilterOptions, LoopDetector, filter_records
@@ -246,8 +246,7 @@ def chat_dataset(
     sizes, copy_sizes = {}, {}
     for split in SPLITS:
         rows = kept.filter(pl.col("split") == split).sort("created_at").to_dicts()
-        lines = [json.dumps(format_row(r, config.format), ensure_ascii=False) for r in rows]
-        data = ("\n".join(lines) + "\n" if lines else "").encode()
+        data = encode_rows(rows, config.format)
         write_bytes_atomic(out / f"{split}.jsonl", data)
         sizes[split] = (len(rows), len(data))
         copy_sizes[split] = len(data) + len(rows) * len(system.encode())  # the copy-the-prompt layout, measured
