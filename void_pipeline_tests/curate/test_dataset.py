@@ -152,3 +152,22 @@ def test_tiny_corpora_still_split_without_leaks(threads: int) -> None:
     split = split_by_thread(many_threads(threads), test_threads=500)
     assert leaked_roots(split) == [] and split["split"].null_count() == 0
     assert "train" in set(split["split"])
+
+
+def test_reasoning_written_just_before_a_turn_is_attached_when_asked() -> None:
+    posts, context = frames()
+    first_reply = START + timedelta(minutes=1)
+    reasoning = pl.DataFrame(
+        {
+            "created_at": [first_reply - timedelta(seconds=30), START - timedelta(hours=5)],
+            "text_norm": ["ada wants specifics; answer in three posts", "an old thought about nothing"],
+        }
+    )
+    examples, _ = build_examples(posts, context, PromptTemplate.from_file(), AGENT, "void.test", reasoning)
+    by_first = {e["first_uri"]: e for e in examples.to_dicts()}
+    assert by_first[uri(AGENT, "v1")]["reasoning"] == "ada wants specifics; answer in three posts"
+    assert by_first[uri(AGENT, "v4")]["reasoning"] is None  # nothing within the window before bob's reply
+    row = format_row(by_first[uri(AGENT, "v1")], "openai")
+    assert row["messages"][1]["content"] == "ada wants specifics; answer in three posts"
+    without, _ = build_examples(posts, context, PromptTemplate.from_file(), AGENT, "void.test")
+    assert without["reasoning"].null_count() == without.height
