@@ -9,7 +9,14 @@ from typing import Any
 
 import polars as pl
 
-from void_pipeline.lib.export import CollectionExport, ExportOptions, export_collection, repo_dir, write_parquet_atomic
+from void_pipeline.lib.export import (
+    CollectionExport,
+    ExportOptions,
+    RepoPaths,
+    export_collection,
+    repo_dir,
+    write_parquet_atomic,
+)
 from void_pipeline.lib.identity import IdentityResolver
 from void_pipeline.lib.records import POST
 from void_pipeline.lib.resilience import ResilientHttp
@@ -48,12 +55,37 @@ def ingest_agent(
             pds, agent.did, collection, paths, options or ExportOptions(), log
         )
     if POST in collections:
-        posts = pl.read_parquet(paths.records(POST))
-        replies = posts.filter(pl.col("reply_parent_uri").is_not_null())
-        fetcher = AncestorFetcher(http, appview_url, resolver, PostCache(paths.post_cache), concurrency, log)
-        write_parquet_atomic(
-            build_thread_context(replies, own_posts_from_rows(posts, agent.handle), fetcher), paths.thread_context
-        )
-        summary.thread_stats, summary.replies = fetcher.stats, replies.height
+        context = write_thread_context(http, appview_url, resolver, paths, agent.handle, concurrency, log)
+        summary.thread_stats, summary.replies = context.stats, context.replies
     summary.requests = http.stats.as_dict()
     return summary
+
+
+@dataclass
+class ThreadContextRun:
+    frame: pl.DataFrame
+    stats: FetchStats
+    replies: int
+    cache_size_before: int
+    cache_size_after: int
+
+
+def write_thread_context(
+    http: ResilientHttp,
+    appview_url: str | None,
+    resolver: IdentityResolver,
+    paths: RepoPaths,
+    agent_handle: str | None,
+    concurrency: int = 8,
+    log: Callable[[str], None] = print,
+) -> ThreadContextRun:
+    """Every exported reply's ancestors (lib/threads.py), written to ``paths.thread_context``."""
+    posts = pl.read_parquet(paths.records(POST))
+    replies = posts.filter(pl.col("reply_parent_uri").is_not_null())
+    cache = PostCache(paths.post_cache)
+    before = len(cache)
+    log(f"[threads] {replies.height:,} replies; post cache holds {before:,} posts from earlier runs")
+    fetcher = AncestorFetcher(http, appview_url, resolver, cache, concurrency, log)
+    frame = build_thread_context(replies, own_posts_from_rows(posts, agent_handle), fetcher)
+    write_parquet_atomic(frame, paths.thread_context)
+    return ThreadContextRun(frame, fetcher.stats, replies.height, before, len(cache))

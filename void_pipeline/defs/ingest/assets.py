@@ -8,10 +8,10 @@ import polars as pl
 
 from void_pipeline.defs.agent import resolve_agent
 from void_pipeline.defs.metadata import table_schema
-from void_pipeline.lib.export import ExportOptions, export_collection, write_parquet_atomic
+from void_pipeline.lib.export import ExportOptions, export_collection
+from void_pipeline.lib.ingest import write_thread_context
 from void_pipeline.lib.records import DEFAULT_COLLECTIONS, POST
 from void_pipeline.lib.report import counts_table, markdown_table
-from void_pipeline.lib.threads import AncestorFetcher, PostCache, build_thread_context, own_posts_from_rows
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.storage import PipelineStorage
 
@@ -96,16 +96,12 @@ def thread_context(
         paths = storage.repo(agent.did)
         if not paths.records(POST).exists():
             raise dg.Failure(f"raw_records[{POST}] has not been materialized for {agent.did}: materialize it first")
-        posts = pl.read_parquet(paths.records(POST))
-        replies = posts.filter(pl.col("reply_parent_uri").is_not_null())
-        cache = PostCache(paths.post_cache)
-        context.log.info(f"{replies.height:,} replies; post cache holds {len(cache):,} posts from earlier runs")
-        fetcher = AncestorFetcher(http, endpoint.appview_url, resolver, cache, endpoint.concurrency, context.log.info)
-        frame = build_thread_context(replies, own_posts_from_rows(posts, agent.handle), fetcher)
+        run = write_thread_context(
+            http, endpoint.appview_url, resolver, paths, agent.handle, endpoint.concurrency, context.log.info
+        )
         resolver.save()
         requests = http.stats.as_dict()
-    write_parquet_atomic(frame, paths.thread_context)
-    stats = fetcher.stats
+    frame, stats = run.frame, run.stats
     complete = int(frame["complete"].sum()) if frame.height else 0
     depths = frame["depth"]
     example = frame.sort("depth", descending=True).head(1)
@@ -117,7 +113,7 @@ def thread_context(
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": frame.height,
-            "replies": replies.height,
+            "replies": run.replies,
             "complete_chains": complete,
             "complete_share": round(complete / frame.height, 4) if frame.height else 0.0,
             "depth_p50": int(depths.quantile(0.5) or 0) if frame.height else 0,
@@ -131,7 +127,7 @@ def thread_context(
             "ancestors_from_cache": stats.from_cache,
             "ancestors_fetched": stats.fetched,
             "http_requests": requests["requests"],
-            "post_cache_size": len(cache),
+            "post_cache_size": run.cache_size_after,
             "path": dg.MetadataValue.path(str(paths.thread_context)),
             "deepest_chain": dg.MetadataValue.md(chain_md or "_no replies_"),
         }
