@@ -6,15 +6,18 @@ PY = $(ORCH)/bin/python
 export PYTHONPATH := $(CURDIR)
 export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
 
-.PHONY: setup demo test lint format typecheck unit ui mlflow-ui devnet-up devnet-seed devnet-down bench
+.PHONY: setup setup-trainer demo test lint format typecheck unit ui mlflow-ui devnet-up devnet-seed devnet-down bench
 
 setup:  ## build (or reuse) the cached environments: orchestrator (Python) and devnet (Node)
 	@$(ENVS) ensure orchestrator devnet >/dev/null
 
+setup-trainer:  ## the trainer environment (axolotl, torch, bitsandbytes; ~4 GB, minutes when cold)
+	@$(ENVS) ensure trainer >/dev/null
+
 demo: setup  ## local AT Protocol world + demo corpus + every asset materialized
 	$(PY) -m void_pipeline demo
 
-test: setup lint typecheck unit  ## lint, type checks and the test suite
+test: setup setup-trainer lint typecheck unit  ## lint, type checks and the test suite
 
 lint: setup
 	$(PY) -m ruff check .

@@ -117,6 +117,8 @@ class NodeEnv:
 ENVIRONMENTS: dict[str, PythonEnv | NodeEnv] = {
     "orchestrator": PythonEnv("orchestrator", ENVS_DIR / "orchestrator.txt"),
     "devnet": NodeEnv("devnet", DEVNET_DIR),
+    # axolotl + torch (CPU build here: torch==2.13.0+cpu comes from the machine's wheel folder) + bitsandbytes.
+    "trainer": PythonEnv("trainer", ENVS_DIR / "trainer.txt"),
 }
 
 

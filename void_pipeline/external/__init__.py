@@ -1,0 +1,1 @@
+"""Entry points run in the trainer/server environments (torch, axolotl, vLLM) — never imported by the orchestrator."""

@@ -1,0 +1,57 @@
+"""axolotl configs: one versioned base per model candidate plus an overlay, made into the effective config of a run.
+
+Pure: reads and writes YAML; axolotl's own validation runs in the trainer environment
+(``python -m void_pipeline.external.validate_axolotl``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from void_pipeline.lib.paths import REPO_ROOT
+
+CONFIG_DIR = REPO_ROOT / "axolotl_configs"
+CANDIDATES = ("llama-3.1-8b-instruct", "mistral-7b-v0.3-instruct", "llama-3.2-3b-instruct", "qwen2.5-7b-instruct")
+CPU_OVERLAY = "cpu-tiny"
+
+
+def load(name: str, folder: Path = CONFIG_DIR) -> dict[str, Any]:
+    path = folder / f"{name}.yml"
+    if not path.exists():
+        known = sorted(p.stem for p in folder.glob("*.yml"))
+        raise ValueError(f"no axolotl config {name!r} in {folder} (have: {', '.join(known)})")
+    loaded = yaml.safe_load(path.read_text())
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path} is not a mapping of config keys")
+    return loaded
+
+
+def effective_config(
+    base: str,
+    overlays: list[str],
+    base_model: str | None,
+    train_path: Path,
+    output_dir: Path,
+    extra: dict[str, Any] | None = None,
+    folder: Path = CONFIG_DIR,
+) -> dict[str, Any]:
+    """Base config, then each overlay (later keys win), then what the run decides: model, data, output."""
+    config = load(base, folder)
+    for overlay in overlays:
+        config.update(load(overlay, folder))
+    if base_model is not None:
+        config["base_model"] = base_model
+    datasets = config.get("datasets") or [{}]
+    config["datasets"] = [{**datasets[0], "path": str(train_path)}]
+    config["output_dir"] = str(output_dir)
+    config.update(extra or {})
+    return config
+
+
+def write(config: dict[str, Any], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
