@@ -14,7 +14,7 @@ setup:  ## build (or reuse) the cached environments: orchestrator (Python) and d
 setup-trainer:  ## the trainer environment (axolotl, torch, bitsandbytes; ~4 GB, minutes when cold)
 	@$(ENVS) ensure trainer >/dev/null
 
-demo: setup  ## local AT Protocol world + demo corpus + every asset materialized
+demo: setup setup-trainer  ## local AT Protocol world + demo corpus + every asset materialized
 	$(PY) -m void_pipeline demo
 
 test: setup setup-trainer lint typecheck unit  ## lint, type checks and the test suite

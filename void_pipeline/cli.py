@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from void_pipeline.lib import paths
+from void_pipeline.lib import environments, paths
 from void_pipeline.lib.corpus import AGENT_NAME, COLLECTIONS, CorpusSpec, generate, record_text
 from void_pipeline.lib.devnet import Devnet, DevnetError, DevnetInfo, is_service_alive, stop_devnet
 from void_pipeline.lib.export import ExportOptions
@@ -74,9 +74,28 @@ def devnet_seed(state_dir: Path, agent_posts: int, seed: int) -> str:
     print(f"agent: {corpus.agent.handle} = {result.accounts[corpus.agent.handle].did}")
     print(f"ground truth: {out}")
     texts = [record_text(r.value) for r in corpus.records]
-    tokenizer_dir = train_tokenizer(texts, paths.data_root() / "models" / "tiny")
-    print(f"tiny tokenizer (stands in for the base model's): {tokenizer_dir}")
+    tokenizer_dir = train_tokenizer(texts, paths.data_root() / "models" / "tiny-tokenizer")
+    build_tiny_model(tokenizer_dir, paths.data_root() / "models" / "tiny")
     return corpus.agent.handle
+
+
+def build_tiny_model(tokenizer_dir: Path, out: Path) -> None:
+    """The demo's stand-in base model, built in the trainer environment (the orchestrator never imports torch)."""
+    python = environments.ensure("trainer") / "bin" / "python"
+    command = [
+        str(python),
+        "-m",
+        "void_pipeline.external.tiny_model",
+        "--tokenizer",
+        str(tokenizer_dir),
+        "--out",
+        str(out),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(paths.REPO_ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise DevnetError(f"building the tiny model failed:\n{result.stderr[-3000:]}")
+    print(f"tiny model (stands in for the base model): {out}")
 
 
 def materialize_all(env_overrides: dict[str, str]) -> int:
@@ -124,8 +143,12 @@ def devnet_environment(info: DevnetInfo, agent_handle: str) -> dict[str, str]:
     real network and a real base model."""
     env = {"VOID_ACTOR": agent_handle, "VOID_PLC_URL": info.plc_url, "VOID_APPVIEW_URL": info.appview_url or ""}
     tiny = paths.data_root() / "models" / "tiny"
-    if (tiny / "tokenizer.json").exists():
-        env["VOID_BASE_MODEL_PATH"] = str(tiny)
+    if (tiny / "config.json").exists():
+        env.update(
+            VOID_BASE_MODEL_PATH=str(tiny),
+            VOID_TRAINER_OVERLAYS="cpu-tiny",
+            VOID_TRAINER_MAX_STEPS="10",
+        )
     return env
 
 

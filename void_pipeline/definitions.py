@@ -8,17 +8,19 @@ Environment (all optional; the defaults point at the real network):
     VOID_APP_PASSWORD                                        read by Dagster at run time, never stored
     VOID_PIPELINE_DATA                                       where assets write (default <repo>/.data)
     VOID_BASE_MODEL, VOID_BASE_MODEL_PATH, VOID_SEQUENCE_LEN  the base model and its local directory
+    VOID_TRAINER_CONFIG, VOID_TRAINER_OVERLAYS, VOID_TRAINER_MAX_STEPS  the axolotl recipe
 """
 
 import os
 
 import dagster as dg
 
-from void_pipeline.defs import curate, ingest
+from void_pipeline.defs import curate, ingest, train
 from void_pipeline.lib import paths
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.model import BaseModel
 from void_pipeline.resources.storage import PipelineStorage
+from void_pipeline.resources.trainer import Trainer
 
 
 def resources_from_environment() -> dict[str, object]:
@@ -34,9 +36,22 @@ def resources_from_environment() -> dict[str, object]:
         local_path=os.environ.get("VOID_BASE_MODEL_PATH") or None,
         sequence_len=int(os.environ.get("VOID_SEQUENCE_LEN", "8192")),
     )
-    return {"endpoint": endpoint, "storage": PipelineStorage(root=str(paths.data_root())), "base_model": base_model}
+    trainer = Trainer(
+        config=os.environ.get("VOID_TRAINER_CONFIG", "llama-3.1-8b-instruct"),
+        overlays=[o for o in os.environ.get("VOID_TRAINER_OVERLAYS", "").split(",") if o],
+        overrides={"max_steps": int(os.environ["VOID_TRAINER_MAX_STEPS"])}
+        if os.environ.get("VOID_TRAINER_MAX_STEPS")
+        else {},
+    )
+    return {
+        "endpoint": endpoint,
+        "storage": PipelineStorage(root=str(paths.data_root())),
+        "base_model": base_model,
+        "trainer": trainer,
+        "pipes_subprocess_client": dg.PipesSubprocessClient(),
+    }
 
 
-STAGES: list[dg.Definitions] = [ingest.defs, curate.defs]
+STAGES: list[dg.Definitions] = [ingest.defs, curate.defs, train.defs]
 
 defs = dg.Definitions.merge(*STAGES, dg.Definitions(resources=resources_from_environment()))

@@ -5,13 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from void_pipeline.lib.corpus import Corpus, CorpusSpec, generate
+from void_pipeline.lib.corpus import COLLECTIONS, Corpus, CorpusSpec, generate, record_text
 from void_pipeline.lib.devnet import Devnet, DevnetInfo, pid_alive
 from void_pipeline.lib.seeding import SeedResult, seed_corpus
+from void_pipeline.lib.tiny_tokenizer import train_tokenizer
 from void_pipeline.resources.atproto import AtprotoEndpoint
+from void_pipeline.resources.model import BaseModel
+from void_pipeline.resources.storage import PipelineStorage
 
 TEST_SPEC = CorpusSpec(seed=11, agent_posts=400, other_accounts=20, deleted_parent_share=0.05)
 
@@ -57,3 +61,47 @@ def devnet_endpoint(devnet: DevnetInfo, agent: Agent) -> AtprotoEndpoint:
     """The exporter's endpoint resource, pointed at the shared devnet."""
     assert devnet.appview_url
     return AtprotoEndpoint(actor=agent.handle, plc_url=devnet.plc_url, appview_url=devnet.appview_url)
+
+
+@pytest.fixture(scope="session")
+def curated(
+    devnet_endpoint: AtprotoEndpoint, corpus: Corpus, agent: Agent, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """The shared devnet exported and curated through the real assets (tests of later stages build on it)."""
+    import dagster as dg
+
+    from void_pipeline.defs.curate import defs as curate_defs
+    from void_pipeline.defs.curate.assets import chat_dataset, context_window, filtered_records
+    from void_pipeline.defs.ingest.assets import raw_records, thread_context
+    from void_pipeline_tests.ingest.test_export import materialize_ingest
+
+    checks = list(curate_defs.asset_checks or [])
+    assets = [raw_records, thread_context, filtered_records, context_window, chat_dataset]
+    root = tmp_path_factory.mktemp("curate")
+    storage = PipelineStorage(root=str(root))
+    materialize_ingest(devnet_endpoint, storage)
+    model_dir = train_tokenizer([record_text(r.value) for r in corpus.records], root / "model", vocab_size=2048)
+    resources = {
+        "endpoint": devnet_endpoint,
+        "storage": storage,
+        "base_model": BaseModel(local_path=str(model_dir), sequence_len=4096),
+    }
+    metadata: dict[str, Any] = {"storage": storage, "resources": resources, "checks": {}}
+    for collection in COLLECTIONS:
+        result = dg.materialize(
+            [*assets, *checks], selection=[filtered_records.key], partition_key=collection, resources=resources
+        )
+        assert result.success
+        metadata[collection] = result.asset_materializations_for_node("filtered_records")[0].metadata
+    config = {"ops": {"chat_dataset": {"config": {"test_threads": 10}}}}
+    result = dg.materialize(
+        [*assets, *checks], selection=[context_window.key, chat_dataset.key], resources=resources, run_config=config
+    )
+    assert result.success
+    metadata["chat_dataset"] = result.asset_materializations_for_node("chat_dataset")[0].metadata
+    metadata["context_window"] = result.asset_materializations_for_node("context_window")[0].metadata
+    metadata["checks"] = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    metadata["dataset"] = storage.curate(agent.did) / "chat_dataset" / "openai"
+    metadata["filtered"] = storage.curate(agent.did) / "filtered_records"
+    metadata["assets"] = assets
+    return metadata

@@ -8,57 +8,13 @@ from typing import Any
 
 import dagster as dg
 import polars as pl
-import pytest
 
-from void_pipeline.defs.curate import defs as curate_defs
-from void_pipeline.defs.curate.assets import chat_dataset, context_window, filtered_records
 from void_pipeline.defs.curate.checks import chat_dataset_has_no_split_leak
-from void_pipeline.defs.ingest.assets import raw_records, thread_context
-from void_pipeline.lib.corpus import COLLECTIONS, MEMORY, POST, Corpus, record_text
+from void_pipeline.lib.corpus import COLLECTIONS, MEMORY, POST
 from void_pipeline.lib.files import write_bytes_atomic
 from void_pipeline.lib.seeding import SeedResult
-from void_pipeline.lib.tiny_tokenizer import train_tokenizer
-from void_pipeline.resources.atproto import AtprotoEndpoint
-from void_pipeline.resources.model import BaseModel
 from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline_tests.conftest import Agent
-from void_pipeline_tests.ingest.test_export import materialize_ingest
-
-CHECKS = list(curate_defs.asset_checks or [])
-ASSETS = [raw_records, thread_context, filtered_records, context_window, chat_dataset]
-
-
-@pytest.fixture(scope="module")
-def curated(
-    devnet_endpoint: AtprotoEndpoint, corpus: Corpus, agent: Agent, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Any]:
-    root = tmp_path_factory.mktemp("curate")
-    storage = PipelineStorage(root=str(root))
-    materialize_ingest(devnet_endpoint, storage)
-    model_dir = train_tokenizer([record_text(r.value) for r in corpus.records], root / "model", vocab_size=2048)
-    resources = {
-        "endpoint": devnet_endpoint,
-        "storage": storage,
-        "base_model": BaseModel(local_path=str(model_dir), sequence_len=4096),
-    }
-    metadata: dict[str, Any] = {"storage": storage, "resources": resources, "checks": {}}
-    for collection in COLLECTIONS:
-        result = dg.materialize(
-            [*ASSETS, *CHECKS], selection=[filtered_records.key], partition_key=collection, resources=resources
-        )
-        assert result.success
-        metadata[collection] = result.asset_materializations_for_node("filtered_records")[0].metadata
-    config = {"ops": {"chat_dataset": {"config": {"test_threads": 10}}}}
-    result = dg.materialize(
-        [*ASSETS, *CHECKS], selection=[context_window.key, chat_dataset.key], resources=resources, run_config=config
-    )
-    assert result.success
-    metadata["chat_dataset"] = result.asset_materializations_for_node("chat_dataset")[0].metadata
-    metadata["context_window"] = result.asset_materializations_for_node("context_window")[0].metadata
-    metadata["checks"] = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    metadata["dataset"] = storage.curate(agent.did) / "chat_dataset" / "openai"
-    metadata["filtered"] = storage.curate(agent.did) / "filtered_records"
-    return metadata
 
 
 def test_loop_content_is_removed_with_high_recall_and_few_false_positives(

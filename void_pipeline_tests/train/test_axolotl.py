@@ -69,7 +69,7 @@ def test_every_candidate_config_passes_axolotl_validation(
         "valid": True,
         "base_model": str(tiny_model),
         "adapter": "qlora",
-        "sequence_len": 2048,
+        "sequence_len": 8192,
         "load_in_4bit": True,
     }
 

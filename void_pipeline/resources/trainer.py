@@ -1,0 +1,22 @@
+"""Where and how adapters are trained: the axolotl config, overlays, and the trainer environment's Python."""
+
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from void_pipeline.lib import environments
+
+
+class Trainer(dg.ConfigurableResource):
+    """The training recipe. Locally the step runs as a subprocess in the cached trainer environment; in
+    production point ``python`` at the trainer image's interpreter (or swap the Pipes client for a Docker or
+    Kubernetes one) — the asset code stays the same."""
+
+    config: str = Field(default="llama-3.1-8b-instruct", description="axolotl_configs/<name>.yml")
+    overlays: list[str] = Field(default_factory=list, description="overlays merged on top, e.g. ['cpu-tiny']")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="last-word config keys (e.g. max_steps)")
+    python: str | None = Field(default=None, description="trainer interpreter; default: the cached trainer env")
+
+    def interpreter(self) -> str:
+        return self.python or str(environments.ensure("trainer") / "bin" / "python")
