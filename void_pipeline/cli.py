@@ -113,6 +113,10 @@ def materialize_all(env_overrides: dict[str, str]) -> int:
     home = paths.dagster_home()
     home.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **env_overrides, "DAGSTER_HOME": str(home)}
+    # One GPU job at a time: the training step runs in the "gpu" pool.
+    limit = [sys.executable, "-m", "dagster", "instance", "concurrency", "set", "gpu", "1"]
+    if subprocess.run(limit, env=env, capture_output=True, text=True, check=False).returncode != 0:
+        print("[demo] warning: could not limit the gpu pool to 1 on this instance")
     base = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "void_pipeline.definitions"]
     steps: list[tuple[list[str], str | None]] = []
     for key in order:
@@ -182,6 +186,7 @@ def demo(agent_posts: int, seed: int, keep_devnet: bool) -> int:
         code = materialize_all(devnet_environment(info, agent))
         if code == 0:
             show_example()
+            show_adapter()
     finally:
         if not keep_devnet:
             stop_devnet(info)
@@ -224,6 +229,16 @@ def export_command(args: argparse.Namespace) -> int:
         write_text_atomic(args.summary_json, json.dumps(numbers, indent=2))
     print("done")
     return 0
+
+
+def show_adapter() -> None:
+    """Where the demo's adapter and its MLflow run are."""
+    for weights in sorted(
+        paths.data_root().glob("ingest/*/train/*/adapter/adapter_model.safetensors"), key=lambda p: p.stat().st_mtime
+    )[-1:]:
+        store = paths.data_root() / "mlflow" / "mlflow.db"
+        print(f"\n[demo] LoRA adapter: {weights.parent} ({weights.stat().st_size:,} bytes)")
+        print(f"[demo] MLflow: mlflow ui --backend-store-uri sqlite:///{store}")
 
 
 def main(argv: list[str] | None = None) -> int:
