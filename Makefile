@@ -6,10 +6,13 @@ PY = $(ORCH)/bin/python
 export PYTHONPATH := $(CURDIR)
 export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
 
-.PHONY: setup setup-trainer demo test lint format typecheck unit ui mlflow-ui devnet-up devnet-seed devnet-down bench
+.PHONY: setup setup-trainer prune-envs demo test lint format typecheck unit ui mlflow-ui devnet-up devnet-seed devnet-down bench
 
 setup:  ## build (or reuse) the cached environments: orchestrator (Python) and devnet (Node)
 	@$(ENVS) ensure orchestrator devnet >/dev/null
+
+prune-envs:  ## delete cached environments of pins that are no longer current (they pile up as pins change)
+	@$(ENVS) prune
 
 setup-trainer:  ## the trainer environment (axolotl, torch, bitsandbytes; ~4 GB, minutes when cold)
 	@$(ENVS) ensure trainer >/dev/null

@@ -98,3 +98,15 @@ def test_a_too_old_node_override_fails_with_a_clear_message(monkeypatch: pytest.
 def test_node_version_parsing() -> None:
     assert node_major("22.23.5") == 22
     assert node_major("garbage") == 0
+
+
+def test_prune_removes_only_builds_of_old_pins(counting: CountingEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(environments, "ENVIRONMENTS", {"counting": counting})  # no real (Node) env lookups
+    old = ensure("counting")
+    counting.pins.write_text("polars==3.0\n")
+    new = ensure("counting")
+    stranger = environments.cache_root() / "envs" / "someone-else-123"
+    stranger.mkdir()
+    removed = environments.prune()
+    assert old in removed and not old.exists()
+    assert new.exists() and stranger.exists()

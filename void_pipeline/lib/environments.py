@@ -153,6 +153,23 @@ def ensure(name: str) -> Path:
     return target
 
 
+def prune() -> list[Path]:
+    """Remove cached builds of our environments whose pins are no longer the current ones."""
+    envs_dir = cache_root() / "envs"
+    current = {spec.path().name for spec in ENVIRONMENTS.values()}
+    removed = []
+    for folder in sorted(envs_dir.glob("*-*")) if envs_dir.exists() else []:
+        name = folder.name.removesuffix(".lock")
+        prefix = name.rsplit("-", 1)[0]
+        if prefix in ENVIRONMENTS and name not in current:
+            if folder.is_dir():
+                shutil.rmtree(folder)
+            else:
+                folder.unlink()
+            removed.append(folder)
+    return removed
+
+
 # --- Node -------------------------------------------------------------------------------------------------
 
 
@@ -220,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     path_cmd = sub.add_parser("path", help="print an environment's folder without building it")
     path_cmd.add_argument("name", choices=sorted(ENVIRONMENTS))
     sub.add_parser("node", help="print the Node >= 22 binary the devnet runs on (installing it if needed)")
+    sub.add_parser("prune", help="delete cached environments built from pins that are no longer current")
     args = parser.parse_args(argv)
     try:
         if args.command == "ensure":
@@ -227,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(ensure(name))
         elif args.command == "path":
             print(ENVIRONMENTS[args.name].path())
+        elif args.command == "prune":
+            for folder in prune():
+                print(f"removed {folder}")
         else:
             print(find_node())
     except SetupError as err:
