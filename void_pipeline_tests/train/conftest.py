@@ -9,19 +9,12 @@ from pathlib import Path
 import orjson
 import pytest
 
+from void_pipeline.defs.train.assets import OFFLINE
 from void_pipeline.lib import environments
 from void_pipeline.lib.corpus import POST, Corpus, record_text
 from void_pipeline.lib.dataset import format_row
 from void_pipeline.lib.paths import REPO_ROOT
 from void_pipeline.lib.tiny_tokenizer import train_tokenizer
-
-OFFLINE = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "AXOLOTL_DO_NOT_TRACK": "1",
-    "WANDB_MODE": "disabled",
-}
 
 
 @pytest.fixture(scope="session")
