@@ -1,25 +1,36 @@
 """Train a LoRA adapter with axolotl, reporting to Dagster through Pipes (runs in the trainer environment).
 
-Extras from the asset: ``config`` (the effective axolotl config file), ``output_dir``. Every step's metrics that
-axolotl prints (``{'loss': ..., 'learning_rate': ..., ...}``) go back as a Pipes custom message and a log line;
-the adapter is reported as the asset's materialization. The same script runs as a subprocess locally or in a
-GPU container/pod in production.
+Extras from the asset: ``config`` (the effective axolotl config file), ``run_dir``, ``output_dir`` and
+``start_step`` (the checkpoint's step when resuming). Two stages, each a process of its own:
+
+1. ``prepare_data``: axolotl's config validation, the base model, and the tokenized datasets (zero trainable
+   examples stop here, before any training);
+2. ``axolotl train``: every metric dict it prints (``{'loss': ..., 'learning_rate': ..., ...}``) goes back as a
+   Pipes custom message and a log line, and is appended to ``<run_dir>/metrics.jsonl`` so that the history
+   survives a killed run.
+
+A failure writes ``<run_dir>/failure.json`` ({stage, errors}) for the asset to raise with. The same script runs
+as a subprocess locally or in a GPU container/pod in production.
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from dagster_pipes import PipesContext, open_dagster_pipes
 
 METRICS = re.compile(r"\{'(?:loss|eval_loss|train_runtime)'[^{}]*\}")
+PACKING = re.compile(r"sample_packing_eff_est across ranks: \[([\d.]+)")
 
 
 def parse_metrics(line: str) -> list[dict[str, Any]]:
@@ -40,39 +51,97 @@ def parse_metrics(line: str) -> list[dict[str, Any]]:
     return found
 
 
-def train(pipes: PipesContext, config: Path, output_dir: Path) -> int:
+def stream(command: list[str], on_line: Callable[[str], None]) -> tuple[int, list[str]]:
+    """Run a command with the trainer's bin first on PATH (axolotl starts `accelerate` from there)."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    command = [str(Path(sys.executable).parent / "axolotl"), "train", str(config)]
-    pipes.log.info(f"starting: {' '.join(command)}")
-    started = time.monotonic()
-    step = 0
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert process.stdout is not None
     tail: list[str] = []
     for line in process.stdout:
         tail = [*tail[-40:], line.rstrip()]
+        on_line(line)
+    return process.wait(), tail
+
+
+def fail(pipes: PipesContext, run_dir: Path, stage: str, errors: list[str]) -> int:
+    (run_dir / "failure.json").write_text(json.dumps({"stage": stage, "errors": errors}, indent=2))
+    pipes.log.error(f"{stage} failed: " + "\n".join(errors))
+    return 2
+
+
+def prepare(pipes: PipesContext, config: Path, run_dir: Path) -> dict[str, Any] | None:
+    pipes.log.info("checking the config and the base model; tokenizing the datasets")
+    command = [sys.executable, "-m", "void_pipeline.external.prepare_data", str(config)]
+    code, tail = stream(command, lambda _line: None)
+    result: dict[str, Any] | None = next((json.loads(line) for line in reversed(tail) if line.startswith("{")), None)
+    if result is None:
+        fail(pipes, run_dir, "prepare", [f"exit code {code}; last lines:", *tail[-15:]])
+        return None
+    if not result["ok"]:
+        fail(pipes, run_dir, result["stage"], result["errors"])
+        return None
+    train = result["train"]
+    pipes.log.info(
+        f"train split: {train['rows']} rows, {train['tokens']} tokens, {train['trainable_tokens']} trainable; "
+        f"{result['source_rows'] - train['rows']} examples dropped by axolotl (longer than sequence_len)"
+    )
+    pipes.report_custom_message({"kind": "data", **result})
+    return result
+
+
+def train(pipes: PipesContext, config: Path, run_dir: Path, output_dir: Path, start_step: int) -> int:
+    data = prepare(pipes, config, run_dir)
+    if data is None:
+        return 2
+    command = [str(Path(sys.executable).parent / "axolotl"), "train", str(config)]
+    pipes.log.info(f"starting: {' '.join(command)}" + (f" (resuming at step {start_step})" if start_step else ""))
+    started = time.monotonic()
+    state: dict[str, Any] = {"step": start_step, "packing": None, "steps": []}
+    history = (run_dir / "metrics.jsonl").open("a")
+
+    def on_line(line: str) -> None:
+        if found := PACKING.search(line):
+            state["packing"] = float(found.group(1))  # axolotl logs eval's estimate first, then train's
         for metrics in parse_metrics(line):
             if "loss" in metrics:
-                step += 1
-                metrics["step"] = step
-                pipes.report_custom_message({"kind": "train", **metrics})
-                pipes.log.info(f"step {step}: loss {metrics['loss']:.4f}, lr {metrics.get('learning_rate', 0):.2e}")
+                state["step"] += 1
+                entry = {"kind": "train", "step": state["step"], **metrics}
+                state["steps"].append(entry)
+                pipes.log.info(
+                    f"step {state['step']}: loss {metrics['loss']:.4f}, lr {metrics.get('learning_rate', 0):.2e}"
+                )
             elif "eval_loss" in metrics:
-                pipes.report_custom_message({"kind": "eval", "step": step, **metrics})
-                pipes.log.info(f"eval at step {step}: loss {metrics['eval_loss']:.4f}")
+                entry = {"kind": "eval", "step": state["step"], **metrics}
+                pipes.log.info(f"validation at step {state['step']}: loss {metrics['eval_loss']:.4f}")
             else:
-                pipes.report_custom_message({"kind": "summary", **metrics})
-    code = process.wait()
+                entry = {"kind": "summary", "step": state["step"], **metrics}
+            pipes.report_custom_message(entry)
+            history.write(json.dumps(entry) + "\n")
+            history.flush()
+
+    code, tail = stream(command, on_line)
+    history.close()
     if code != 0:
-        pipes.log.error("axolotl train failed; last lines:\n" + "\n".join(tail))
-        return code
+        return fail(pipes, run_dir, "train", [f"axolotl train exited with code {code}; last lines:", *tail[-20:]])
     adapter = output_dir / "adapter_model.safetensors"
+    steps = state["steps"]
+    speeds = [s["tokens/train_per_sec_per_gpu"] for s in steps if "tokens/train_per_sec_per_gpu" in s]
+    gpu_peak = max((s.get("memory/max_allocated (GiB)", 0.0) for s in steps), default=0.0)
+    rss_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB → GiB, the largest child
     pipes.report_asset_materialization(
         metadata={
             "adapter_path": {"raw_value": str(output_dir), "type": "path"},
             "adapter_bytes": adapter.stat().st_size if adapter.exists() else 0,
-            "steps": step,
+            "steps": state["step"],
+            "resumed_at_step": start_step,
             "train_seconds": round(time.monotonic() - started, 1),
+            "tokens_per_second": round(sum(speeds) / len(speeds), 1) if speeds else 0.0,
+            "packing_efficiency": state["packing"] if state["packing"] is not None else float("nan"),
+            "peak_gpu_memory_gib": round(gpu_peak, 2),
+            "peak_trainer_rss_gib": round(rss_gib, 2),
+            "train_rows": data["train"]["rows"],
+            "train_trainable_tokens": data["train"]["trainable_tokens"],
+            "val_rows": data["eval"]["rows"],
         }
     )
     return 0
@@ -80,9 +149,13 @@ def train(pipes: PipesContext, config: Path, output_dir: Path) -> int:
 
 def main() -> None:
     with open_dagster_pipes() as pipes:
-        config = Path(str(pipes.get_extra("config")))
-        output_dir = Path(str(pipes.get_extra("output_dir")))
-        code = train(pipes, config, output_dir)
+        code = train(
+            pipes,
+            Path(str(pipes.get_extra("config"))),
+            Path(str(pipes.get_extra("run_dir"))),
+            Path(str(pipes.get_extra("output_dir"))),
+            int(pipes.get_extra("start_step") or 0),
+        )
     sys.exit(code)
 
 

@@ -37,8 +37,12 @@ def effective_config(
     output_dir: Path,
     extra: dict[str, Any] | None = None,
     folder: Path = CONFIG_DIR,
+    val_path: Path | None = None,
 ) -> dict[str, Any]:
-    """Base config, then each overlay (later keys win), then what the run decides: model, data, output."""
+    """Base config, then each overlay (later keys win), then what the run decides: model, data, output.
+
+    ``val_path`` becomes axolotl's ``test_datasets`` (same format as the training data), evaluated at the start
+    of training and every ``eval_steps``: the validation loss before and after."""
     config = load(base, folder)
     for overlay in overlays:
         config.update(load(overlay, folder))
@@ -46,6 +50,11 @@ def effective_config(
         config["base_model"] = base_model
     datasets = config.get("datasets") or [{}]
     config["datasets"] = [{**datasets[0], "path": str(train_path)}]
+    if val_path is not None:
+        config["test_datasets"] = [{**datasets[0], "path": str(val_path), "split": "train"}]
+        config["val_set_size"] = 0
+    else:
+        config.pop("eval_steps", None)  # nothing to evaluate on
     config["output_dir"] = str(output_dir)
     config.update(extra or {})
     return config

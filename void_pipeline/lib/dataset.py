@@ -210,8 +210,13 @@ def assistant_text(example: dict[str, Any]) -> str:
 # --- split ------------------------------------------------------------------------------------------------
 
 
-def split_by_thread(examples: pl.DataFrame, test_threads: int = 500, val_share: float = 0.02) -> pl.DataFrame:
-    """Add ``split``: threads ordered by their latest example; newest ``test_threads`` → test, then val."""
+def split_by_thread(
+    examples: pl.DataFrame, test_threads: int = 500, val_share: float = 0.02, test_share_max: float = 0.2
+) -> pl.DataFrame:
+    """Add ``split``: threads ordered by their latest example; newest ``test_threads`` → test, then val.
+
+    The test set never takes more than ``test_share_max`` of the threads, so a small corpus keeps most for training.
+    """
     if examples.height == 0:
         return examples.with_columns(pl.lit(None, pl.String).alias("split"))
     threads = (
@@ -220,7 +225,7 @@ def split_by_thread(examples: pl.DataFrame, test_threads: int = 500, val_share: 
         .sort("latest", "root_uri", descending=True)
     )
     n_threads = threads.height
-    n_test = min(test_threads, max(0, n_threads - 2))
+    n_test = min(test_threads, max(0, n_threads - 2), max(1, int(n_threads * test_share_max)))
     n_val = max(1, round((n_threads - n_test) * val_share)) if n_threads - n_test > 1 else 0
     labels = ["test"] * n_test + ["val"] * n_val + ["train"] * (n_threads - n_test - n_val)
     assignment = threads.with_columns(pl.Series("split", labels, dtype=pl.String)).select("root_uri", "split")

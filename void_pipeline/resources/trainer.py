@@ -17,6 +17,10 @@ class Trainer(dg.ConfigurableResource):
     overlays: list[str] = Field(default_factory=list, description="overlays merged on top, e.g. ['cpu-tiny']")
     overrides: dict[str, Any] = Field(default_factory=dict, description="last-word config keys (e.g. max_steps)")
     python: str | None = Field(default=None, description="trainer interpreter; default: the cached trainer env")
+    tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking URI; default: SQLite under the data folder (<data>/mlflow)"
+    )
+    registered_model: str = Field(default="void-lora", description="MLflow registered model the adapters go to")
 
     def interpreter(self) -> str:
         return self.python or str(environments.ensure("trainer") / "bin" / "python")

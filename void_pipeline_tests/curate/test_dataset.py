@@ -147,6 +147,12 @@ def test_an_injected_leak_is_found() -> None:
     assert leaked_roots(pl.concat([split, leaked_row])) == [leaked_row["root_uri"][0]]
 
 
+def test_the_test_set_is_capped_to_a_share_of_a_small_corpus() -> None:
+    split = split_by_thread(many_threads(100), test_threads=500, test_share_max=0.2)
+    assert split.filter(pl.col("split") == "test")["root_uri"].n_unique() == 20
+    assert split.filter(pl.col("split") == "train")["root_uri"].n_unique() > 70
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_tiny_corpora_still_split_without_leaks(threads: int) -> None:
     split = split_by_thread(many_threads(threads), test_threads=500)

@@ -196,6 +196,8 @@ class ChatDatasetConfig(dg.Config):
     """Replies of this many most recent threads form the test set."""
     val_share: float = 0.02
     """Share of the remaining threads (the most recent ones) kept for validation."""
+    test_share_max: float = 0.2
+    """The test set never takes more than this share of the threads (small corpora keep most for training)."""
     include_reasoning: bool = False
     """Attach the agent's stream.thought.reasoning written just before a reply as the assistant's text."""
     min_date: str | None = None
@@ -229,7 +231,7 @@ def chat_dataset(
     context_rows = pl.read_parquet(storage.repo(agent.did).thread_context)
     template = PromptTemplate.from_file(config.template_path)
     examples, turns = build_examples(posts, context_rows, template, agent.did, agent.handle, reasoning)
-    examples = split_by_thread(examples, config.test_threads, config.val_share)
+    examples = split_by_thread(examples, config.test_threads, config.val_share, config.test_share_max)
 
     window = json.loads((curate / "context_window" / "report.json").read_text())
     strategy = window["selected"]
@@ -258,6 +260,7 @@ def chat_dataset(
         "format": config.format,
         "system_prompt": "system_prompt.txt",
         "context_strategy": strategy,
+        "system_tokens": system_tokens[strategy],
         "splits": {s: {"examples": n, "bytes": b} for s, (n, b) in sizes.items()},
         "tokens": tokens.per_split,
         "exact_tokens": tokens.exact,

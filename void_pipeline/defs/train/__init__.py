@@ -2,6 +2,6 @@
 
 import dagster as dg
 
-from void_pipeline.defs.train.assets import lora_adapter
+from void_pipeline.defs.train.assets import lora_adapter, merged_model
 
-defs = dg.Definitions(assets=[lora_adapter])
+defs = dg.Definitions(assets=[lora_adapter, merged_model])

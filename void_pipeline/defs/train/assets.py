@@ -1,18 +1,20 @@
-"""lora_adapter: axolotl QLoRA on the chat dataset, run outside the orchestrator through Dagster Pipes."""
+"""lora_adapter and merged_model: axolotl QLoRA and merge-lora, run outside the orchestrator through Dagster Pipes."""
 
-import re
+import json
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import mlflow
 import polars as pl
 
 from void_pipeline.defs.agent import agent_identity
 from void_pipeline.defs.curate.assets import chat_dataset
+from void_pipeline.lib import training
 from void_pipeline.lib.axolotl_config import effective_config, write
+from void_pipeline.lib.files import write_text_atomic
 from void_pipeline.lib.paths import REPO_ROOT
 from void_pipeline.lib.report import markdown_table
+from void_pipeline.lib.tracking import default_uri, log_training
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.model import BaseModel
 from void_pipeline.resources.storage import PipelineStorage
@@ -25,22 +27,40 @@ OFFLINE = {
     "AXOLOTL_DO_NOT_TRACK": "1",
     "WANDB_MODE": "disabled",
 }
-LOGGED_PARAMS = (
-    "base_model",
-    "adapter",
-    "lora_r",
-    "lora_alpha",
-    "lora_dropout",
-    "sequence_len",
-    "sample_packing",
-    "micro_batch_size",
-    "gradient_accumulation_steps",
-    "learning_rate",
-    "num_epochs",
-    "max_steps",
-    "optimizer",
-    "lr_scheduler",
-)
+
+
+def has_rows(path: Path) -> bool:
+    return path.exists() and bool(path.read_bytes().strip())
+
+
+def run_external(
+    context: dg.AssetExecutionContext,
+    client: dg.PipesSubprocessClient,
+    trainer: Trainer,
+    module: str,
+    run_dir: Path,
+    extras: dict[str, Any],
+) -> dg.PipesClientCompletedInvocation:
+    """A Pipes step in the trainer environment; a failure it explained (failure.json) becomes a clear dg.Failure."""
+    (run_dir / "failure.json").unlink(missing_ok=True)
+    try:
+        return client.run(
+            context=context,
+            command=[trainer.interpreter(), "-m", module],
+            extras={**extras, "run_dir": str(run_dir)},
+            env={**OFFLINE, "PYTHONPATH": str(REPO_ROOT)},
+            cwd=str(run_dir),
+        )
+    except Exception as err:  # the Pipes client raises a private error type for a non-zero exit
+        training.write_state(run_dir, status="failed")
+        failure = run_dir / "failure.json"
+        if not failure.exists():
+            raise
+        explained = json.loads(failure.read_text())
+        raise dg.Failure(
+            description=f"{explained['stage']}: " + "\n".join(explained["errors"]),
+            metadata={"stage": explained["stage"], "run_dir": dg.MetadataValue.path(str(run_dir))},
+        ) from err
 
 
 @dg.asset(
@@ -48,7 +68,8 @@ LOGGED_PARAMS = (
     group_name="train",
     kinds={"axolotl", "pytorch", "mlflow"},
     pool="gpu",
-    description="A LoRA adapter trained by axolotl (QLoRA) on chat_dataset; every run gets its own folder.",
+    description="A LoRA adapter trained by axolotl (QLoRA) on chat_dataset; a killed run resumes from its last "
+    "checkpoint, a finished one is never written over.",
 )
 def lora_adapter(
     context: dg.AssetExecutionContext,
@@ -60,87 +81,156 @@ def lora_adapter(
 ) -> dg.MaterializeResult:
     did = agent_identity(endpoint, storage).did
     dataset = storage.curate(did) / "chat_dataset" / "openai"
-    train_path = dataset / "train.jsonl"
-    if not train_path.exists() or not train_path.read_text().strip():
-        raise dg.Failure(f"no training examples in {train_path}: materialize chat_dataset (openai format) first")
-    run_dir = storage.repo(did).root / "train" / context.run.run_id
-    if run_dir.exists():
-        raise dg.Failure(f"{run_dir} exists already: an adapter is never written over an earlier one")
-    output_dir = run_dir / "adapter"
-    extra: dict[str, Any] = {
-        "dataset_prepared_path": str(run_dir / "prepared"),
-        "default_system_message": (dataset / "system_prompt.txt").read_text(),
-        **trainer.overrides,
-    }
-    config = effective_config(
-        trainer.config, trainer.overlays, base_model.local_path or base_model.name, train_path, output_dir, extra
-    )
+    train_root = storage.repo(did).root / "train"
+    val_path = dataset / "val.jsonl" if has_rows(dataset / "val.jsonl") else None
+    system_prompt = dataset / "system_prompt.txt"
+    extra: dict[str, Any] = {"sequence_len": base_model.sequence_len}  # the budget the dataset was built for
+    if system_prompt.exists():
+        extra["default_system_message"] = system_prompt.read_text()  # stored once, not in every row
+
+    def config_for(run_dir: Path, resume: Path | None) -> dict[str, Any]:
+        placement = {"dataset_prepared_path": str(run_dir / "prepared")}
+        if resume is not None:
+            placement["resume_from_checkpoint"] = str(resume)
+        return effective_config(
+            trainer.config,
+            trainer.overlays,
+            base_model.local_path or base_model.name,
+            dataset / "train.jsonl",
+            run_dir / "adapter",
+            {**extra, **placement, **trainer.overrides},
+            val_path=val_path,
+        )
+
+    data_hash = training.dataset_hash(dataset)
+    fingerprint = training.config_fingerprint(config_for(train_root / "probe", None), data_hash)
+    resumable = training.find_resumable(train_root, fingerprint)
+    if resumable is not None:
+        run_dir = resumable.run_dir
+        context.log.info(f"resuming {run_dir.name} from {resumable.checkpoint.name} (step {resumable.step})")
+    else:
+        run_dir = train_root / context.run.run_id
+        if training.read_state(run_dir).get("status") == training.COMPLETE:
+            raise dg.Failure(f"output directory collision: {run_dir} holds a finished adapter; it is never overwritten")
+    config = config_for(run_dir, resumable.checkpoint if resumable else None)
+    errors = training.preflight_errors(config, dataset)
+    if errors:
+        raise dg.Failure(description="cannot train:\n- " + "\n- ".join(errors), metadata={"dataset": str(dataset)})
+
+    output_dir = Path(config["output_dir"])
     config_path = write(config, run_dir / "axolotl.yml")
-    context.log.info(f"training {trainer.config} (+{trainer.overlays}) on {train_path}; config {config_path}")
-    invocation = pipes_subprocess_client.run(
-        context=context,
-        command=[trainer.interpreter(), "-m", "void_pipeline.external.train_lora"],
-        extras={"config": str(config_path), "output_dir": str(output_dir)},
-        env={**OFFLINE, "PYTHONPATH": str(REPO_ROOT)},
-        cwd=str(run_dir),
+    state = training.read_state(run_dir)
+    training.write_state(
+        run_dir,
+        fingerprint=fingerprint,
+        dataset_sha256=data_hash,
+        status="training",
+        dagster_runs=[*state.get("dagster_runs", []), context.run.run_id],
     )
-    messages = [m for m in invocation.get_custom_messages() if isinstance(m, dict)]
-    steps = [m for m in messages if m.get("kind") == "train"]
-    reported = invocation.get_materialize_result()
-    mlflow_url = log_to_mlflow(storage, context.run.run_id, config, config_path, output_dir, steps, messages)
-    curve = pl.DataFrame([{k: m.get(k) for k in ("step", "loss", "learning_rate", "grad_norm")} for m in steps])
-    losses = markdown_table(curve, rows=50) if steps else "_no steps reported_"
+    context.log.info(f"training {trainer.config} (+{trainer.overlays}) on {dataset}; config {config_path}")
+    invocation = run_external(
+        context,
+        pipes_subprocess_client,
+        trainer,
+        "void_pipeline.external.train_lora",
+        run_dir,
+        {"config": str(config_path), "output_dir": str(output_dir), "start_step": resumable.step if resumable else 0},
+    )
+    reported = invocation.get_materialize_result().metadata or {}
+
+    history = training.read_metrics(run_dir)
+    train_points = [(int(e["step"]), float(e["loss"])) for e in history if e["kind"] == "train"]
+    eval_points = [(int(e["step"]), float(e["eval_loss"])) for e in history if e["kind"] == "eval"]
+    plot = run_dir / "loss_curve.svg"
+    write_text_atomic(plot, training.loss_svg(train_points, eval_points))
+    summary: dict[str, Any] = next((e for e in reversed(history) if e["kind"] == "summary"), {})
+    tags = {
+        "dagster_run_id": context.run.run_id,
+        "dataset_sha256": data_hash,
+        "config_fingerprint": fingerprint,
+        "axolotl_config": trainer.config,
+        "overlays": ",".join(trainer.overlays),
+        "base_model": str(config["base_model"]),
+        "run_dir": str(run_dir),
+        **({"resumed_from": resumable.checkpoint.name} if resumable else {}),
+    }
+    tracked = log_training(
+        trainer.tracking_uri or default_uri(storage.root_path),
+        storage.root_path,
+        run_name=f"lora-{run_dir.name[:8]}",
+        config=config,
+        config_path=config_path,
+        output_dir=output_dir,
+        history=history,
+        summary={k: v for k, v in summary.items() if k != "step"},
+        tags=tags,
+        registered_model=trainer.registered_model,
+    )
+    training.write_state(
+        run_dir, status=training.COMPLETE, mlflow_run=tracked.run_id, model_version=tracked.model_version
+    )
+
+    curve = pl.DataFrame(
+        [{k: e.get(k) for k in ("step", "loss", "learning_rate", "grad_norm")} for e in history if e["kind"] == "train"]
+    )
+    evals = "\n".join(f"- step {s}: validation loss {v:.4f}" for s, v in eval_points) or "_no validation split_"
+    losses = [v for _, v in train_points]
+    curve_md = f"`{training.sparkline(losses)}` training loss, step 1 → {len(losses)}\n\n{evals}\n\n" + (
+        markdown_table(curve, rows=50) if train_points else "_no steps reported_"
+    )
     return dg.MaterializeResult(
         metadata={
-            **(reported.metadata or {}),
-            "base_model": config["base_model"],
+            **reported,
+            "run_dir": dg.MetadataValue.path(str(run_dir)),
+            "base_model": str(config["base_model"]),
             "config": trainer.config,
             "overlays": ", ".join(trainer.overlays) or "none",
-            "final_loss": steps[-1]["loss"] if steps else float("nan"),
-            "loss_curve": dg.MetadataValue.md(losses),
+            "final_loss": losses[-1] if losses else float("nan"),
+            "val_loss_before": eval_points[0][1] if eval_points else float("nan"),
+            "val_loss_after": eval_points[-1][1] if eval_points else float("nan"),
+            "loss_curve": dg.MetadataValue.md(curve_md),
+            "loss_plot": dg.MetadataValue.path(str(plot)),
             "effective_config": dg.MetadataValue.path(str(config_path)),
-            "mlflow_run": dg.MetadataValue.url(mlflow_url) if mlflow_url.startswith("http") else mlflow_url,
+            "dataset_sha256": data_hash,
+            "resumed_from": resumable.checkpoint.name if resumable else "none",
+            "mlflow_run": dg.MetadataValue.url(tracked.link) if tracked.link.startswith("http") else tracked.link,
+            "mlflow_run_id": tracked.run_id,
+            "registered_model": f"{tracked.model_name} v{tracked.model_version}",
         }
     )
 
 
-def mlflow_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """Numeric metrics under names MLflow accepts ("memory/max_active (GiB)" → "memory/max_active _GiB_")."""
-    return {
-        re.sub(r"[^\w\-. :/]", "_", k): float(v)
-        for k, v in metrics.items()
-        if k not in {"step", "kind"} and isinstance(v, int | float)
-    }
-
-
-def log_to_mlflow(
-    storage: PipelineStorage,
-    run_id: str,
-    config: dict[str, Any],
-    config_path: Path,
-    output_dir: Path,
-    steps: list[dict[str, Any]],
-    messages: list[dict[str, Any]],
-) -> str:
-    """Params, per-step metrics, the effective config and the adapter, in the pipeline's MLflow store."""
-    store = storage.root_path / "mlflow"
-    store.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
-    experiment = mlflow.get_experiment_by_name("void-lora")
-    experiment_id = (
-        experiment.experiment_id
-        if experiment
-        else mlflow.create_experiment("void-lora", artifact_location=(store / "artifacts").as_uri())
+@dg.asset(
+    deps=[lora_adapter],
+    group_name="train",
+    kinds={"axolotl", "safetensors"},
+    pool="gpu",
+    description="The latest adapter merged into its base model (axolotl merge-lora): a standalone model directory "
+    "for vLLM and GGUF export.",
+)
+def merged_model(
+    context: dg.AssetExecutionContext, trainer: Trainer, pipes_subprocess_client: dg.PipesSubprocessClient
+) -> dg.MaterializeResult:
+    event = context.instance.get_latest_materialization_event(lora_adapter.key)
+    if event is None or event.asset_materialization is None:
+        raise dg.Failure("no lora_adapter materialization yet: materialize lora_adapter first")
+    adapter_meta = event.asset_materialization.metadata
+    run_dir = Path(str(adapter_meta["run_dir"].value))
+    adapter = Path(str(adapter_meta["adapter_path"].value))
+    if not (adapter / "adapter_config.json").exists():
+        raise dg.Failure(f"the latest adapter {adapter} is gone or incomplete (no adapter_config.json)")
+    context.log.info(f"merging {adapter} into {adapter_meta['base_model'].value}")
+    invocation = run_external(
+        context,
+        pipes_subprocess_client,
+        trainer,
+        "void_pipeline.external.merge_lora",
+        run_dir,
+        {"config": str(run_dir / "axolotl.yml"), "adapter": str(adapter)},
     )
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"lora-{run_id[:8]}") as run:
-        mlflow.log_params({k: config.get(k) for k in LOGGED_PARAMS if k in config})
-        mlflow.set_tag("dagster_run_id", run_id)
-        for metrics in steps:
-            mlflow.log_metrics(mlflow_metrics(metrics), step=int(metrics["step"]))
-        for summary in (m for m in messages if m.get("kind") == "summary"):
-            mlflow.log_metrics(mlflow_metrics(summary))
-        mlflow.log_artifact(str(config_path))
-        if output_dir.exists():
-            mlflow.log_artifacts(str(output_dir), artifact_path="adapter")
-        mlflow.log_dict({"messages": len(messages)}, "pipes.json")
-        return f"{store / 'mlflow.db'} experiment {experiment_id} run {run.info.run_id}"
+    return dg.MaterializeResult(
+        metadata={
+            **(invocation.get_materialize_result().metadata or {}),
+            "adapter_path": dg.MetadataValue.path(str(adapter)),
+        }
+    )

@@ -1,0 +1,74 @@
+"""Merge a LoRA adapter into its base model with `axolotl merge-lora`, reporting through Pipes (trainer env).
+
+Extras from the asset: ``config`` (the run's effective axolotl config), ``adapter``, ``run_dir``. axolotl writes
+``<output-dir>/merged``; the merge goes to a scratch folder first and is renamed to ``<run_dir>/merged`` only
+when complete, so a killed merge never leaves a half-written model where vLLM would load it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from dagster_pipes import PipesContext, open_dagster_pipes
+
+from void_pipeline.external.train_lora import stream
+
+
+def merge(pipes: PipesContext, config: Path, adapter: Path, run_dir: Path) -> int:
+    scratch = run_dir / ".merging"
+    shutil.rmtree(scratch, ignore_errors=True)
+    command = [
+        str(Path(sys.executable).parent / "axolotl"),
+        "merge-lora",
+        str(config),
+        f"--lora-model-dir={adapter}",
+        f"--output-dir={scratch}",
+    ]
+    pipes.log.info(f"starting: {' '.join(command)}")
+    started = time.monotonic()
+
+    def on_line(line: str) -> None:
+        if "merged model to" in line or "Merging" in line:
+            pipes.log.info(line.strip())
+
+    code, tail = stream(command, on_line)
+    merged = scratch / "merged"
+    if code != 0 or not (merged / "config.json").exists():
+        errors = [f"axolotl merge-lora exited with code {code}; last lines:", *tail[-20:]]
+        (run_dir / "failure.json").write_text(json.dumps({"stage": "merge", "errors": errors}, indent=2))
+        pipes.log.error("\n".join(errors))
+        return code or 2
+    target = run_dir / "merged"
+    if target.exists():  # an earlier merge of the same adapter: replace it whole
+        shutil.rmtree(target)
+    merged.rename(target)
+    shutil.rmtree(scratch, ignore_errors=True)
+    weights = sorted(target.glob("*.safetensors"))
+    pipes.report_asset_materialization(
+        metadata={
+            "merged_path": {"raw_value": str(target), "type": "path"},
+            "weights_bytes": sum(p.stat().st_size for p in weights),
+            "weight_files": len(weights),
+            "merge_seconds": round(time.monotonic() - started, 1),
+        }
+    )
+    return 0
+
+
+def main() -> None:
+    with open_dagster_pipes() as pipes:
+        code = merge(
+            pipes,
+            Path(str(pipes.get_extra("config"))),
+            Path(str(pipes.get_extra("adapter"))),
+            Path(str(pipes.get_extra("run_dir"))),
+        )
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""MLflow: one run per training (params, per-step metrics, the effective config, the adapter) and a registered
+model version per adapter, tagged with the dataset hash and the config fingerprint.
+
+The store defaults to SQLite under the pipeline's data folder (``<data>/mlflow/mlflow.db``, artifacts beside
+it); any tracking URI (an MLflow server) works instead. Open the local one with
+``mlflow ui --backend-store-uri sqlite:///<data>/mlflow/mlflow.db``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+EXPERIMENT = "void-lora"
+LOGGED_PARAMS = (
+    "base_model",
+    "adapter",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "sequence_len",
+    "sample_packing",
+    "micro_batch_size",
+    "gradient_accumulation_steps",
+    "learning_rate",
+    "num_epochs",
+    "max_steps",
+    "optimizer",
+    "lr_scheduler",
+)
+
+
+def default_uri(data_root: Path) -> str:
+    store = data_root / "mlflow"
+    store.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def mlflow_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Numeric metrics under names MLflow accepts ("memory/max_active (GiB)" → "memory/max_active _GiB_")."""
+    return {
+        re.sub(r"[^\w\-. :/]", "_", k): float(v)
+        for k, v in metrics.items()
+        if k not in {"step", "kind"} and isinstance(v, int | float)
+    }
+
+
+def run_link(uri: str, experiment_id: str, run_id: str) -> str:
+    """A link to the run in the MLflow UI when the store is a server; otherwise the command that opens one."""
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"mlflow ui --backend-store-uri {uri}  →  experiment {experiment_id}, run {run_id}"
+
+
+@dataclass(frozen=True)
+class TrackedRun:
+    run_id: str
+    link: str
+    model_name: str
+    model_version: str
+
+
+def log_training(
+    uri: str,
+    data_root: Path,
+    *,
+    run_name: str,
+    config: dict[str, Any],
+    config_path: Path,
+    output_dir: Path,
+    history: list[dict[str, Any]],
+    summary: dict[str, float],
+    tags: dict[str, str],
+    registered_model: str,
+) -> TrackedRun:
+    """Log a finished training and register its adapter as a new version of ``registered_model``."""
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+    experiment_id = (
+        experiment.experiment_id
+        if experiment
+        else mlflow.create_experiment(EXPERIMENT, artifact_location=(data_root / "mlflow" / "artifacts").as_uri())
+    )
+    client = MlflowClient(uri)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        mlflow.log_params({k: config.get(k) for k in LOGGED_PARAMS if k in config})
+        mlflow.set_tags(tags)
+        for entry in history:
+            mlflow.log_metrics(mlflow_metrics(entry), step=int(entry["step"]))
+        if summary:
+            mlflow.log_metrics(mlflow_metrics(summary))
+        mlflow.log_artifact(str(config_path))
+        adapter_files = [p for p in output_dir.iterdir() if p.is_file()] if output_dir.exists() else []
+        for path in adapter_files:  # the adapter, not the checkpoints
+            mlflow.log_artifact(str(path), artifact_path="adapter")
+        artifact_uri = f"{run.info.artifact_uri}/adapter"
+    if not _registered(client, registered_model):
+        client.create_registered_model(registered_model, description="void's LoRA adapters, one version per training")
+    version = client.create_model_version(
+        registered_model,
+        source=artifact_uri,
+        run_id=run.info.run_id,
+        tags=tags,
+        description=f"adapter of {config.get('base_model')}; effective config: axolotl.yml in the run's artifacts",
+    )
+    return TrackedRun(run.info.run_id, run_link(uri, experiment_id, run.info.run_id), registered_model, version.version)
+
+
+def _registered(client: MlflowClient, name: str) -> bool:
+    return bool(client.search_registered_models(filter_string=f"name = '{name}'"))
