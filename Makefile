@@ -42,6 +42,9 @@ ui: setup  ## the Dagster web UI on http://127.0.0.1:3000 (pointed at the devnet
 	  echo "agent: $${VOID_ACTOR:-void.comind.network} (PLC $${VOID_PLC_URL:-https://plc.directory})"; \
 	  $(ORCH)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
+mlflow-ui: setup  ## the MLflow UI on http://127.0.0.1:5000 over the local store (.data/mlflow)
+	mkdir -p .data/mlflow && $(PY) -m mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/.data/mlflow/mlflow.db
+
 devnet-up: setup
 	$(PY) -m void_pipeline devnet up
 
@@ -51,7 +54,8 @@ devnet-seed: setup
 devnet-down: setup
 	$(PY) -m void_pipeline devnet down
 
-bench: setup  ## seeding and export benchmarks at 50k agent posts (minutes each)
+bench: setup setup-trainer  ## seeding, export, curate and packing benchmarks at 50k (minutes each)
 	$(PY) benchmarks/seed_bench.py --agent-posts 50000
 	$(PY) benchmarks/export_bench.py --agent-posts 50000
 	$(PY) benchmarks/curate_bench.py --agent-posts 50000
+	$(PY) benchmarks/packing_bench.py --examples 50000

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from void_pipeline.lib import environments, paths
+from void_pipeline.lib import environments, paths, training
 from void_pipeline.lib.corpus import AGENT_NAME, COLLECTIONS, CorpusSpec, generate, record_text
 from void_pipeline.lib.devnet import Devnet, DevnetError, DevnetInfo, is_service_alive, stop_devnet
 from void_pipeline.lib.export import ExportOptions
@@ -232,12 +232,18 @@ def export_command(args: argparse.Namespace) -> int:
 
 
 def show_adapter() -> None:
-    """Where the demo's adapter and its MLflow run are."""
+    """Where the demo's adapter, merged model and MLflow run are, and what training did to the validation loss."""
     for weights in sorted(
         paths.data_root().glob("ingest/*/train/*/adapter/adapter_model.safetensors"), key=lambda p: p.stat().st_mtime
     )[-1:]:
+        run_dir = weights.parent.parent
         store = paths.data_root() / "mlflow" / "mlflow.db"
         print(f"\n[demo] LoRA adapter: {weights.parent} ({weights.stat().st_size:,} bytes)")
+        evals = [e["eval_loss"] for e in training.read_metrics(run_dir) if e["kind"] == "eval"]
+        if len(evals) >= 2:
+            print(f"[demo] validation loss: {evals[0]:.4f} before training → {evals[-1]:.4f} after")
+        if (run_dir / "merged" / "config.json").exists():
+            print(f"[demo] merged model: {run_dir / 'merged'}")
         print(f"[demo] MLflow: mlflow ui --backend-store-uri sqlite:///{store}")
 
 

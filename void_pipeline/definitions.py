@@ -9,6 +9,7 @@ Environment (all optional; the defaults point at the real network):
     VOID_PIPELINE_DATA                                       where assets write (default <repo>/.data)
     VOID_BASE_MODEL, VOID_BASE_MODEL_PATH, VOID_SEQUENCE_LEN  the base model and its local directory
     VOID_TRAINER_CONFIG, VOID_TRAINER_OVERLAYS, VOID_TRAINER_MAX_STEPS  the axolotl recipe
+    VOID_MLFLOW_TRACKING_URI                                 MLflow (default: SQLite under the data folder)
 """
 
 import os
@@ -42,6 +43,7 @@ def resources_from_environment() -> dict[str, object]:
         overrides={"max_steps": int(os.environ["VOID_TRAINER_MAX_STEPS"])}
         if os.environ.get("VOID_TRAINER_MAX_STEPS")
         else {},
+        tracking_uri=os.environ.get("VOID_MLFLOW_TRACKING_URI") or None,
     )
     return {
         "endpoint": endpoint,

@@ -23,9 +23,6 @@ from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline.resources.trainer import Trainer
 from void_pipeline_tests.train.conftest import run_trainer
 
-# Enough signal for a random tiny model to learn in a few CPU steps: a high LoRA learning rate.
-FAST = {"learning_rate": 0.005}
-
 
 def materialize(
     curated: dict[str, Any],
@@ -77,7 +74,7 @@ def test_the_adapter_trains_learns_is_tracked_registered_and_merged(
     curated: dict[str, Any], tiny_model: Path, trainer_bin: Path
 ) -> None:
     instance = dg.DagsterInstance.ephemeral()
-    overrides = {**FAST, "max_steps": 12, "save_steps": 6}
+    overrides = {"max_steps": 12, "save_steps": 6}
     result = materialize(
         curated, tiny_model, trainer_bin, overrides, instance=instance, assets=(lora_adapter, merged_model)
     )
@@ -153,7 +150,7 @@ def trainer_processes(config: Path) -> list[int]:
 def test_a_killed_training_resumes_from_its_last_checkpoint(
     curated: dict[str, Any], tiny_model: Path, trainer_bin: Path
 ) -> None:
-    overrides = {**FAST, "max_steps": 8, "save_steps": 2, "seed": 7}
+    overrides = {"max_steps": 8, "save_steps": 2, "seed": 7}
     storage: PipelineStorage = curated["storage"]
     outcome: dict[str, dg.ExecuteInProcessResult] = {}
     worker = threading.Thread(

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints its measurements side by side in one run (never timed assertions in tests)."""
