@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 
 import yaml
 
@@ -42,3 +43,17 @@ def test_compose_services_point_at_existing_files() -> None:
     assert workspace["load_from"][0]["grpc_server"]["host"] == "code-location"
     # secrets come from the environment, never baked into the file
     assert services["code-location"]["environment"]["VOID_APP_PASSWORD"].startswith("${")
+
+
+def test_trainer_image_installs_the_trainer_pins_with_cuda_torch() -> None:
+    text = (DOCKER / "trainer.Dockerfile").read_text()
+    assert "envs/trainer.txt" in text and "whl/cu" in text
+    assert "void_pipeline.external.train_lora" in text and "axolotl_configs" in text
+    # the image's sed, applied to the real pins, swaps torch's CPU build for the CUDA one and nothing else
+    expression = re.search(r"sed '([^']+)' envs/trainer.txt", text)
+    assert expression, "the trainer image rewrites the torch pin with sed"
+    pins = REPO_ROOT / "envs" / "trainer.txt"
+    rewritten = subprocess.run(["sed", expression.group(1), str(pins)], capture_output=True, text=True, check=True)
+    before, after = pins.read_text().splitlines(), rewritten.stdout.splitlines()
+    changed = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
+    assert len(changed) == 1 and changed[0][0].endswith("+cpu") and changed[0][1] == changed[0][0].removesuffix("+cpu")

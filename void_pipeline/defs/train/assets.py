@@ -20,6 +20,8 @@ from void_pipeline.resources.model import BaseModel
 from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline.resources.trainer import Trainer
 
+# Under the k8s executor (dagster-k8s) each GPU step's pod asks for one GPU; other executors ignore the tag.
+GPU_STEP_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}
 OFFLINE = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
@@ -68,6 +70,7 @@ def run_external(
     group_name="train",
     kinds={"axolotl", "pytorch", "mlflow"},
     pool="gpu",
+    op_tags=GPU_STEP_TAGS,
     description="A LoRA adapter trained by axolotl (QLoRA) on chat_dataset; a killed run resumes from its last "
     "checkpoint, a finished one is never written over.",
 )
@@ -205,6 +208,7 @@ def lora_adapter(
     group_name="train",
     kinds={"axolotl", "safetensors"},
     pool="gpu",
+    op_tags=GPU_STEP_TAGS,
     description="The latest adapter merged into its base model (axolotl merge-lora): a standalone model directory "
     "for vLLM and GGUF export.",
 )
