@@ -29,8 +29,8 @@ from void_pipeline.lib.prompt import TOOL_DESCRIPTION, PromptTemplate
 from void_pipeline.lib.tiny_tokenizer import train_tokenizer
 from void_pipeline.lib.tokens import TokenCounter
 
-# (strategy, sequence_len) pairs the axolotl configs are written for; micro_batch_size 2 as in every config
-SETUPS = (("trimmed", 8192), ("distilled", 4096))
+# (strategy, sequence_len): the budgets the configs are written for; micro_batch_size 2 as in every config
+SETUPS = (("trimmed", 8192), ("distilled", 4096), ("distilled", 8192))
 MICRO_BATCH = 2
 
 
