@@ -24,7 +24,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from void_pipeline.external.tiny_model import CHAT_TEMPLATE  # noqa: E402
+from void_pipeline.external.tiny_model import chat_tokenizer  # noqa: E402
 from void_pipeline.external.train_lora import parse_metrics  # noqa: E402
 from void_pipeline.lib.axolotl_config import CPU_OVERLAY, effective_config, write  # noqa: E402
 from void_pipeline.lib.tiny_tokenizer import train_tokenizer  # noqa: E402
@@ -88,16 +88,9 @@ def build_data(out: Path, rows: int, sequence_len: int, rng: random.Random) -> P
 
 def build_model(out: Path, arch: dict[str, Any], tokenizer_dir: Path, device: str) -> tuple[Path, int]:
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_file=str(tokenizer_dir / "tokenizer.json"),
-        bos_token="<|begin_of_text|>",
-        eos_token="<|eot_id|>",
-        pad_token="<|end_of_text|>",
-        chat_template=CHAT_TEMPLATE,
-        model_max_length=8192,
-    )
+    tokenizer = chat_tokenizer(tokenizer_dir)
     config = LlamaConfig(
         **arch,
         bos_token_id=tokenizer.bos_token_id,

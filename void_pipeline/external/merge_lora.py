@@ -7,7 +7,6 @@ when complete, so a killed merge never leaves a half-written model where vLLM wo
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 from dagster_pipes import PipesContext, open_dagster_pipes
 
-from void_pipeline.external.train_lora import stream
+from void_pipeline.external.train_lora import fail, stream
 
 
 def merge(pipes: PipesContext, config: Path, adapter: Path, run_dir: Path) -> int:
@@ -38,10 +37,7 @@ def merge(pipes: PipesContext, config: Path, adapter: Path, run_dir: Path) -> in
     code, tail = stream(command, on_line)
     merged = scratch / "merged"
     if code != 0 or not (merged / "config.json").exists():
-        errors = [f"axolotl merge-lora exited with code {code}; last lines:", *tail[-20:]]
-        (run_dir / "failure.json").write_text(json.dumps({"stage": "merge", "errors": errors}, indent=2))
-        pipes.log.error("\n".join(errors))
-        return code or 2
+        return fail(pipes, run_dir, "merge", [f"axolotl merge-lora exited with code {code}; last lines:", *tail[-20:]])
     target = run_dir / "merged"
     if target.exists():  # an earlier merge of the same adapter: replace it whole
         shutil.rmtree(target)

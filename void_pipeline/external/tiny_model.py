@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 # A compact Llama 3.1-style template: system, user, assistant turns with tool calls ({"name", "parameters"}),
 # tool results as "ipython" turns, the tool schemas offered in the first user turn as the 3.1 template does.
@@ -38,11 +39,11 @@ CHAT_TEMPLATE = (
 )
 
 
-def build(tokenizer_dir: Path, out: Path, layers: int, hidden: int, seed: int) -> Path:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+def chat_tokenizer(tokenizer_dir: Path) -> Any:
+    """The trained BPE as a Hugging Face tokenizer with Llama 3's special tokens and the chat template above."""
+    from transformers import PreTrainedTokenizerFast
 
-    tokenizer = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_file=str(tokenizer_dir / "tokenizer.json"),
         bos_token="<|begin_of_text|>",
         eos_token="<|eot_id|>",
@@ -50,6 +51,13 @@ def build(tokenizer_dir: Path, out: Path, layers: int, hidden: int, seed: int) -
         chat_template=CHAT_TEMPLATE,
         model_max_length=8192,
     )
+
+
+def build(tokenizer_dir: Path, out: Path, layers: int, hidden: int, seed: int) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = chat_tokenizer(tokenizer_dir)
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
