@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from void_pipeline.lib.files import write_text_atomic
 from void_pipeline.lib.paths import REPO_ROOT
 
 CONFIG_DIR = REPO_ROOT / "axolotl_configs"
@@ -61,6 +62,5 @@ def effective_config(
 
 
 def write(config: dict[str, Any], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    write_text_atomic(path, yaml.safe_dump(config, sort_keys=False))
     return path
