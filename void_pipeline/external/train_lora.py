@@ -29,6 +29,8 @@ from typing import Any
 
 from dagster_pipes import PipesContext, open_dagster_pipes
 
+from void_pipeline.lib.files import write_text_atomic
+
 METRICS = re.compile(r"\{'(?:loss|eval_loss|train_runtime)'[^{}]*\}")
 PACKING = re.compile(r"sample_packing_eff_est across ranks: \[([\d.]+)")
 
@@ -64,7 +66,7 @@ def stream(command: list[str], on_line: Callable[[str], None]) -> tuple[int, lis
 
 
 def fail(pipes: PipesContext, run_dir: Path, stage: str, errors: list[str]) -> int:
-    (run_dir / "failure.json").write_text(json.dumps({"stage": stage, "errors": errors}, indent=2))
+    write_text_atomic(run_dir / "failure.json", json.dumps({"stage": stage, "errors": errors}, indent=2))
     pipes.log.error(f"{stage} failed: " + "\n".join(errors))
     return 2
 

@@ -54,7 +54,6 @@ def run_external(
             cwd=str(run_dir),
         )
     except Exception as err:  # the Pipes client raises a private error type for a non-zero exit
-        training.write_state(run_dir, status="failed")
         failure = run_dir / "failure.json"
         if not failure.exists():
             raise
@@ -131,14 +130,22 @@ def lora_adapter(
         dagster_runs=[*state.get("dagster_runs", []), context.run.run_id],
     )
     context.log.info(f"training {trainer.config} (+{trainer.overlays}) on {dataset}; config {config_path}")
-    invocation = run_external(
-        context,
-        pipes_subprocess_client,
-        trainer,
-        "void_pipeline.external.train_lora",
-        run_dir,
-        {"config": str(config_path), "output_dir": str(output_dir), "start_step": resumable.step if resumable else 0},
-    )
+    try:
+        invocation = run_external(
+            context,
+            pipes_subprocess_client,
+            trainer,
+            "void_pipeline.external.train_lora",
+            run_dir,
+            {
+                "config": str(config_path),
+                "output_dir": str(output_dir),
+                "start_step": resumable.step if resumable else 0,
+            },
+        )
+    except Exception:
+        training.write_state(run_dir, status="failed")  # resumable from its checkpoints, if it left any
+        raise
     reported = invocation.get_materialize_result().metadata or {}
 
     history = training.read_metrics(run_dir)
