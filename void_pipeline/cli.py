@@ -19,12 +19,20 @@ from pathlib import Path
 
 from void_pipeline.lib import environments, paths, training
 from void_pipeline.lib.corpus import AGENT_NAME, COLLECTIONS, CorpusSpec, generate, record_text
-from void_pipeline.lib.devnet import Devnet, DevnetError, DevnetInfo, is_service_alive, stop_devnet
-from void_pipeline.lib.export import ExportOptions
-from void_pipeline.lib.files import write_text_atomic
-from void_pipeline.lib.identity import IdentityError
+from void_pipeline.lib.devnet import (
+    Devnet,
+    DevnetError,
+    DevnetHealth,
+    DevnetInfo,
+    ServiceProcess,
+    is_service_alive,
+    stop_devnet,
+)
+from void_pipeline.lib.export import CorruptState, ExportOptions
+from void_pipeline.lib.files import Busy, write_text_atomic
+from void_pipeline.lib.identity import IdentityError, actor_syntax_error
 from void_pipeline.lib.ingest import ingest_agent
-from void_pipeline.lib.records import DEFAULT_COLLECTIONS
+from void_pipeline.lib.records import DEFAULT_COLLECTIONS, collection_error
 from void_pipeline.lib.resilience import HostLimit, ResilientHttp, TransportFailure
 from void_pipeline.lib.seeding import seed_corpus
 from void_pipeline.lib.tiny_tokenizer import train_tokenizer
@@ -40,19 +48,25 @@ def devnet_up(state_dir: Path, plc_port: int | None, pds_port: int | None) -> De
     return info
 
 
-def describe(info: DevnetInfo) -> str:
-    lines = [f"  PLC  {info.plc.url}  (pid {info.plc.pid})"]
+def describe(info: DevnetInfo, health: DevnetHealth | None = None) -> str:
+    def pid(service: ServiceProcess) -> str:
+        dead = health is not None and service.name in health.dead
+        return f"(pid {service.pid}{', NOT RUNNING' if dead else ''})"
+
+    lines = [f"  PLC  {info.plc.url}  {pid(info.plc)}"]
     for pds in info.pds:
-        lines.append(f"  PDS  {pds.url}  {pds.name}, handles *{pds.handle_domain}  (pid {pds.pid})")
+        lines.append(f"  PDS  {pds.url}  {pds.name}, handles *{pds.handle_domain}  {pid(pds)}")
     if info.appview:
-        lines.append(f"  AppView {info.appview.url}  getPosts/getPostThread from the PDSes  (pid {info.appview.pid})")
+        lines.append(f"  AppView {info.appview.url}  getPosts/getPostThread from the PDSes  {pid(info.appview)}")
     lines.append(f"  logs {Path(info.state_dir) / 'logs'}")
     return "\n".join(lines)
 
 
-def endpoints(info: DevnetInfo, alive: bool) -> dict[str, object]:
+def endpoints(info: DevnetInfo, health: DevnetHealth) -> dict[str, object]:
     return {
-        "running": alive,
+        "running": health.state == "running",
+        "state": health.state,
+        "dead_services": list(health.dead),
         "plc_url": info.plc_url,
         "pds": {p.name: {"url": p.url, "handle_domain": p.handle_domain} for p in info.pds},
         "appview_url": info.appview_url,
@@ -194,7 +208,35 @@ def demo(agent_posts: int, seed: int, keep_devnet: bool) -> int:
     return code
 
 
+class UsageError(ValueError):
+    """A bad argument: printed as one line, exit code 2."""
+
+
+def writable_folder(path: Path, option: str) -> Path:
+    """``path`` as a folder we can write in (created if missing), or a one-line ``UsageError``."""
+    path = path.resolve()
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise UsageError(f"{option} {path} is not writable: {err.strerror or err}") from err
+    return path
+
+
 def export_command(args: argparse.Namespace) -> int:
+    collections = [c.strip() for c in args.collections.split(",") if c.strip()]
+    if not collections:
+        raise UsageError("--collections names no collection")
+    for collection in collections:
+        if error := collection_error(collection):
+            raise UsageError(f"--collections: {error}")
+    if error := actor_syntax_error(args.actor):
+        raise UsageError(error)
+    out = writable_folder(args.out or paths.data_root(), "--out")
     http = ResilientHttp(default_limit=HostLimit(args.pds_rps, max(1.0, args.pds_rps * 5)))
     http.set_limit(args.appview_url, HostLimit(args.appview_rps, max(1.0, args.appview_rps * 2)))
     options = ExportOptions(method=args.method, full_refresh=args.full_refresh)
@@ -204,8 +246,8 @@ def export_command(args: argparse.Namespace) -> int:
             args.actor,
             args.plc_url,
             args.appview_url,
-            (args.out or paths.data_root()).resolve(),
-            [c for c in args.collections.split(",") if c],
+            out,
+            collections,
             options,
             pds_url=args.pds_url,
         )
@@ -293,17 +335,18 @@ def main(argv: list[str] | None = None) -> int:
             devnet_seed(state_dir, args.agent_posts, args.seed)
         elif args.action == "status":
             info = DevnetInfo.load(state_dir)
-            alive = all(is_service_alive(p) for p in info.processes())
+            health = info.health()
             if args.json:
-                print(json.dumps(endpoints(info, alive), indent=2))
+                print(json.dumps(endpoints(info, health), indent=2))
             else:
-                print(f"devnet {'running' if alive else 'NOT running (stale state)'} since {info.started_at}")
-                print(describe(info))
-            return 0 if alive else 1
+                print(f"devnet {health.summary()} (started {info.started_at})")
+                print(describe(info, health))
+            return 0 if health.state == "running" else 1
         elif args.action == "env":
             info = DevnetInfo.load(state_dir)
-            if not all(is_service_alive(p) for p in info.processes()):
-                print("error: the devnet is not running (make devnet-up)", file=sys.stderr)
+            health = info.health()
+            if health.state != "running":
+                print(f"error: the devnet is {health.summary()} (make devnet-up)", file=sys.stderr)
                 return 1
             for name, value in devnet_environment(info, f"{AGENT_NAME}{CorpusSpec().agent_domain}").items():
                 print(f"export {name}={shlex.quote(value)}")
@@ -311,8 +354,15 @@ def main(argv: list[str] | None = None) -> int:
             info = DevnetInfo.load(state_dir)
             stopped = stop_devnet(info)
             print(f"devnet down: stopped pids {stopped}" if stopped else "devnet was not running")
-    except (DevnetError, IdentityError, TransportFailure) as err:
+    except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (DevnetError, IdentityError, TransportFailure, CorruptState, Busy) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a folder that vanished or filled up mid-run: say which, without a traceback
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"error: {err.strerror or err}{where}", file=sys.stderr)
         return 1
     return 0
 

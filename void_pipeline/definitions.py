@@ -13,41 +13,44 @@ Environment (all optional; the defaults point at the real network):
 """
 
 import os
+import sys
 
 import dagster as dg
 
 from void_pipeline.defs import curate, ingest, train
 from void_pipeline.lib import paths
+from void_pipeline.lib.settings import Settings, from_environment
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.model import BaseModel
 from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline.resources.trainer import Trainer
 
 
-def resources_from_environment() -> dict[str, object]:
+def resources_from_environment(settings: Settings | None = None) -> dict[str, object]:
+    """Resources from ``VOID_*`` variables. A bad value is reported, not raised: the location loads, and every
+    run refuses to start with a message naming the variable (PipelineStorage.setup_for_execution)."""
+    settings = settings or from_environment()
+    for problem in settings.problems:
+        print(f"void-pipeline: {problem}; every run will refuse to start until it is fixed", file=sys.stderr)
     endpoint = AtprotoEndpoint(
-        actor=os.environ.get("VOID_ACTOR", "void.comind.network"),
-        plc_url=os.environ.get("VOID_PLC_URL", "https://plc.directory"),
-        appview_url=os.environ.get("VOID_APPVIEW_URL", "https://public.api.bsky.app"),
-        pds_url=os.environ.get("VOID_PDS_URL") or None,
+        actor=settings.actor,
+        plc_url=settings.plc_url,
+        appview_url=settings.appview_url,
+        pds_url=settings.pds_url,
         app_password=dg.EnvVar("VOID_APP_PASSWORD") if os.environ.get("VOID_APP_PASSWORD") else None,
     )
     base_model = BaseModel(
-        name=os.environ.get("VOID_BASE_MODEL", "meta-llama/Llama-3.1-8B-Instruct"),
-        local_path=os.environ.get("VOID_BASE_MODEL_PATH") or None,
-        sequence_len=int(os.environ.get("VOID_SEQUENCE_LEN", "8192")),
+        name=settings.base_model, local_path=settings.base_model_path, sequence_len=settings.sequence_len
     )
     trainer = Trainer(
-        config=os.environ.get("VOID_TRAINER_CONFIG", "llama-3.1-8b-instruct"),
-        overlays=[o for o in os.environ.get("VOID_TRAINER_OVERLAYS", "").split(",") if o],
-        overrides={"max_steps": int(os.environ["VOID_TRAINER_MAX_STEPS"])}
-        if os.environ.get("VOID_TRAINER_MAX_STEPS")
-        else {},
-        tracking_uri=os.environ.get("VOID_MLFLOW_TRACKING_URI") or None,
+        config=settings.trainer_config,
+        overlays=list(settings.trainer_overlays),
+        overrides={"max_steps": settings.trainer_max_steps} if settings.trainer_max_steps else {},
+        tracking_uri=settings.mlflow_tracking_uri,
     )
     return {
         "endpoint": endpoint,
-        "storage": PipelineStorage(root=str(paths.data_root())),
+        "storage": PipelineStorage(root=str(paths.data_root()), problems=list(settings.problems)),
         "base_model": base_model,
         "trainer": trainer,
         "pipes_subprocess_client": dg.PipesSubprocessClient(),

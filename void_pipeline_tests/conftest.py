@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from void_pipeline.lib.corpus import COLLECTIONS, Corpus, CorpusSpec, generate, record_text
-from void_pipeline.lib.devnet import Devnet, DevnetInfo, pid_alive
+from void_pipeline.lib.devnet import Devnet, DevnetInfo
+from void_pipeline.lib.processes import pid_alive
 from void_pipeline.lib.seeding import SeedResult, seed_corpus
 from void_pipeline.lib.tiny_tokenizer import train_tokenizer
 from void_pipeline.resources.atproto import AtprotoEndpoint

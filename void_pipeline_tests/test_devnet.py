@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from void_pipeline.lib.devnet import STATE_FILE, Devnet, DevnetError, DevnetInfo, PdsLayout, pid_alive
+from void_pipeline.lib.devnet import STATE_FILE, Devnet, DevnetError, DevnetInfo, PdsLayout
 from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.processes import pid_alive
 
 
 def group_members(pgid: int) -> list[int]:
@@ -113,3 +116,61 @@ def test_cli_up_status_down_leaves_nothing_running(tmp_path: Path) -> None:
     assert down.returncode == 0, down.stderr
     assert not any(pid_alive(p.pid) for p in info.processes())
     assert cli("status").returncode == 1  # no state left: says how to start one
+
+
+def devnet_cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    command = [sys.executable, "-m", "void_pipeline", "--state-dir", str(state), "devnet", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=180, check=False)
+
+
+def test_up_never_wipes_a_folder_it_did_not_create(tmp_path: Path) -> None:
+    exports = tmp_path / "exports"
+    (exports / "ingest").mkdir(parents=True)
+    (exports / "ingest" / "raw.parquet").write_bytes(b"a user's export")
+    refused = devnet_cli(exports, "up")
+    assert refused.returncode == 1
+    assert "refusing to use" in refused.stderr and "Traceback" not in refused.stderr
+    assert (exports / "ingest" / "raw.parquet").read_bytes() == b"a user's export"
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    assert "is a file" in devnet_cli(a_file, "up").stderr and a_file.read_text() == "keep me"
+
+
+def test_status_and_up_agree_about_a_half_dead_devnet(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    info = Devnet(state, layout=(PdsLayout("solo", ".solo.test"),), with_appview=False).start()
+    try:
+        os.killpg(info.pds[0].pid, signal.SIGKILL)  # the PDS dies; the PLC goes on
+        deadline = time.monotonic() + 10
+        while pid_alive(info.pds[0].pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status, up = devnet_cli(state, "status"), devnet_cli(state, "up")
+        assert status.returncode == 1 and up.returncode == 1
+        for said in (status.stdout, up.stderr):
+            assert "HALF-RUNNING: pds-solo died while plc still run" in said, said
+        assert f"(pid {info.pds[0].pid}, NOT RUNNING)" in status.stdout
+        assert json.loads(devnet_cli(state, "status", "--json").stdout)["dead_services"] == ["pds-solo"]
+        assert pid_alive(info.plc.pid)  # up touched nothing
+    finally:
+        down = devnet_cli(state, "down")
+    assert down.returncode == 0 and not pid_alive(info.plc.pid)
+
+
+def test_a_state_folder_of_an_earlier_version_is_recognised_by_its_contents(tmp_path: Path) -> None:
+    from void_pipeline.lib.devnet import MARKER_FILE, prepare_state_dir
+
+    earlier = tmp_path / "devnet"  # what `devnet down` of a version without the marker left behind
+    for name in ("logs", "pds-comind", "seed"):
+        (earlier / name).mkdir(parents=True)
+    prepare_state_dir(earlier)
+    assert sorted(p.name for p in earlier.iterdir()) == [MARKER_FILE, "logs"]
+    (earlier / "logs" / "plc.log").write_text("old log")
+    prepare_state_dir(earlier)  # ours now: wiped again
+    assert not (earlier / "logs" / "plc.log").exists()
+    mixed = tmp_path / "mixed"
+    (mixed / "logs").mkdir(parents=True)
+    (mixed / "exports.parquet").write_bytes(b"a user's file")
+    with pytest.raises(DevnetError, match="refusing to use"):
+        prepare_state_dir(mixed)
+    assert (mixed / "exports.parquet").exists()

@@ -12,12 +12,14 @@ import sys
 import time
 from pathlib import Path
 
-from dagster_pipes import PipesContext, open_dagster_pipes
+from dagster_pipes import PipesContext
 
-from void_pipeline.external.train_lora import fail, stream
+from void_pipeline.external.train_lora import fail, guarded_main, lock_run_folder, stream
 
 
-def merge(pipes: PipesContext, config: Path, adapter: Path, run_dir: Path) -> int:
+def merge(pipes: PipesContext, config: Path, adapter: Path, run_dir: Path, failure_path: Path) -> int:
+    if lock_run_folder(pipes, run_dir, failure_path, f"merging, Dagster run {pipes.run_id}") is None:
+        return 3
     scratch = run_dir / ".merging"
     shutil.rmtree(scratch, ignore_errors=True)
     command = [
@@ -37,7 +39,9 @@ def merge(pipes: PipesContext, config: Path, adapter: Path, run_dir: Path) -> in
     code, tail = stream(command, on_line)
     merged = scratch / "merged"
     if code != 0 or not (merged / "config.json").exists():
-        return fail(pipes, run_dir, "merge", [f"axolotl merge-lora exited with code {code}; last lines:", *tail[-20:]])
+        return fail(
+            pipes, failure_path, "merge", [f"axolotl merge-lora exited with code {code}; last lines:", *tail[-20:]]
+        )
     target = run_dir / "merged"
     if target.exists():  # an earlier merge of the same adapter: replace it whole
         shutil.rmtree(target)
@@ -56,14 +60,15 @@ def merge(pipes: PipesContext, config: Path, adapter: Path, run_dir: Path) -> in
 
 
 def main() -> None:
-    with open_dagster_pipes() as pipes:
-        code = merge(
+    guarded_main(
+        lambda pipes: merge(
             pipes,
             Path(str(pipes.get_extra("config"))),
             Path(str(pipes.get_extra("adapter"))),
             Path(str(pipes.get_extra("run_dir"))),
+            Path(str(pipes.get_extra("failure_path"))),
         )
-    sys.exit(code)
+    )
 
 
 if __name__ == "__main__":

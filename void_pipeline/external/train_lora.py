@@ -9,8 +9,13 @@ Extras from the asset: ``config`` (the effective axolotl config file), ``run_dir
    Pipes custom message and a log line, and is appended to ``<run_dir>/metrics.jsonl`` so that the history
    survives a killed run.
 
-A failure writes ``<run_dir>/failure.json`` ({stage, errors}) for the asset to raise with. The same script runs
-as a subprocess locally or in a GPU container/pod in production.
+A failure writes ``failure_path`` ({stage, errors}, one file per Dagster run) for the asset to raise with. The same
+script runs as a subprocess locally or in a GPU container/pod in production.
+
+Nothing outlives the run: the trainer holds the run folder's lock (``trainer.lock``, naming its pid) for as long
+as it or its process group lives, so a second trainer refuses the folder; each stage runs in a process group under
+a guard (lib/processes.py) that stops it when this process ends; and this process stops itself (SIGTERM) as soon
+as the step that started it, or the Dagster run worker (``watch_pids``), is gone.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import json
 import os
 import re
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -29,7 +35,8 @@ from typing import Any
 
 from dagster_pipes import PipesContext, open_dagster_pipes
 
-from void_pipeline.lib.files import write_text_atomic
+from void_pipeline.lib.files import Busy, OwnerLock, acquire_owner, write_text_atomic
+from void_pipeline.lib.processes import exit_when_gone, pid_alive, spawn_group, stop_group
 
 METRICS = re.compile(r"\{'(?:loss|eval_loss|train_runtime)'[^{}]*\}")
 PACKING = re.compile(r"sample_packing_eff_est across ranks: \[([\d.]+)")
@@ -53,34 +60,77 @@ def parse_metrics(line: str) -> list[dict[str, Any]]:
     return found
 
 
+RUN_LOCK = "trainer.lock"
+# The run folder's lock, held for the life of this process (a lock object that is garbage collected is released);
+# every stage's guard inherits its fd too, so the lock outlives a kill of this process until the group is stopped.
+HELD: list[OwnerLock] = []
+
+
 def stream(command: list[str], on_line: Callable[[str], None]) -> tuple[int, list[str]]:
-    """Run a command with the trainer's bin first on PATH (axolotl starts `accelerate` from there)."""
+    """Run a command in a guarded process group (stopped when we end), with the trainer's bin first on PATH
+    (axolotl starts `accelerate` from there)."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = spawn_group(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        pass_fds=tuple(lock.fd for lock in HELD),
+    )
     assert process.stdout is not None
     tail: list[str] = []
-    for line in process.stdout:
-        tail = [*tail[-40:], line.rstrip()]
-        on_line(line)
-    return process.wait(), tail
+    try:
+        for line in process.stdout:
+            tail = [*tail[-40:], line.rstrip()]
+            on_line(line)
+        return process.wait(), tail
+    finally:
+        stop_group(process)  # a no-op when it ended by itself; on SIGTERM to us, stops the whole group
 
 
-def fail(pipes: PipesContext, run_dir: Path, stage: str, errors: list[str]) -> int:
-    write_text_atomic(run_dir / "failure.json", json.dumps({"stage": stage, "errors": errors}, indent=2))
+def fail(pipes: PipesContext, failure_path: Path, stage: str, errors: list[str]) -> int:
+    write_text_atomic(failure_path, json.dumps({"stage": stage, "errors": errors}, indent=2))
     pipes.log.error(f"{stage} failed: " + "\n".join(errors))
     return 2
 
 
-def prepare(pipes: PipesContext, config: Path, run_dir: Path) -> dict[str, Any] | None:
+def on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through stream(), which stops the running stage's group
+
+
+def lock_run_folder(pipes: PipesContext, run_dir: Path, failure_path: Path, purpose: str) -> OwnerLock | None:
+    """The run folder's lock, or None after reporting who holds it. A dead holder's lock is taken over."""
+    try:
+        lock = acquire_owner(run_dir / RUN_LOCK, purpose, f"run folder {run_dir}")
+    except Busy as err:
+        fail(pipes, failure_path, "lock", [str(err)])
+        return None
+    if lock.took_over_from and not pid_alive(lock.took_over_from):
+        pipes.log.info(f"took the run folder over from pid {lock.took_over_from}, which is no longer running")
+    HELD.append(lock)
+    return lock
+
+
+def guarded_main(body: Callable[[PipesContext], int]) -> None:
+    """Pipes, SIGTERM handling and the parent watch shared by the trainer's entry points."""
+    signal.signal(signal.SIGTERM, on_sigterm)
+    with open_dagster_pipes() as pipes:
+        exit_when_gone([int(pid) for pid in pipes.get_extra("watch_pids") or []])
+        code = body(pipes)
+    sys.exit(code)
+
+
+def prepare(pipes: PipesContext, config: Path, failure_path: Path) -> dict[str, Any] | None:
     pipes.log.info("checking the config and the base model; tokenizing the datasets")
     command = [sys.executable, "-m", "void_pipeline.external.prepare_data", str(config)]
     code, tail = stream(command, lambda _line: None)
     result: dict[str, Any] | None = next((json.loads(line) for line in reversed(tail) if line.startswith("{")), None)
     if result is None:
-        fail(pipes, run_dir, "prepare", [f"exit code {code}; last lines:", *tail[-15:]])
+        fail(pipes, failure_path, "prepare", [f"exit code {code}; last lines:", *tail[-15:]])
         return None
     if not result["ok"]:
-        fail(pipes, run_dir, result["stage"], result["errors"])
+        fail(pipes, failure_path, result["stage"], result["errors"])
         return None
     train = result["train"]
     pipes.log.info(
@@ -91,8 +141,12 @@ def prepare(pipes: PipesContext, config: Path, run_dir: Path) -> dict[str, Any] 
     return result
 
 
-def train(pipes: PipesContext, config: Path, run_dir: Path, output_dir: Path, start_step: int) -> int:
-    data = prepare(pipes, config, run_dir)
+def train(
+    pipes: PipesContext, config: Path, run_dir: Path, output_dir: Path, start_step: int, failure_path: Path
+) -> int:
+    if lock_run_folder(pipes, run_dir, failure_path, f"training, Dagster run {pipes.run_id}") is None:
+        return 3
+    data = prepare(pipes, config, failure_path)
     if data is None:
         return 2
     command = [str(Path(sys.executable).parent / "axolotl"), "train", str(config)]
@@ -124,7 +178,7 @@ def train(pipes: PipesContext, config: Path, run_dir: Path, output_dir: Path, st
     code, tail = stream(command, on_line)
     history.close()
     if code != 0:
-        return fail(pipes, run_dir, "train", [f"axolotl train exited with code {code}; last lines:", *tail[-20:]])
+        return fail(pipes, failure_path, "train", [f"axolotl train exited with code {code}; last lines:", *tail[-20:]])
     adapter = output_dir / "adapter_model.safetensors"
     steps = state["steps"]
     speeds = [s["tokens/train_per_sec_per_gpu"] for s in steps if "tokens/train_per_sec_per_gpu" in s]
@@ -150,15 +204,16 @@ def train(pipes: PipesContext, config: Path, run_dir: Path, output_dir: Path, st
 
 
 def main() -> None:
-    with open_dagster_pipes() as pipes:
-        code = train(
+    guarded_main(
+        lambda pipes: train(
             pipes,
             Path(str(pipes.get_extra("config"))),
             Path(str(pipes.get_extra("run_dir"))),
             Path(str(pipes.get_extra("output_dir"))),
             int(pipes.get_extra("start_step") or 0),
+            Path(str(pipes.get_extra("failure_path"))),
         )
-    sys.exit(code)
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import orjson
@@ -232,6 +233,32 @@ def split_by_thread(
     return examples.join(assignment, on="root_uri", how="left")
 
 
+def calls_of(row: dict[str, Any], fmt: str) -> list[dict[str, Any]]:
+    """The tool calls (``{"name", "arguments"}``) of one dataset row in format ``fmt``."""
+    if fmt == "openai":
+        return [c["function"] for m in row["messages"] if m["role"] == "assistant" for c in m.get("tool_calls", [])]
+    answer = row["conversations"][-1]["value"] if fmt == "sharegpt" else row["output"]
+    return list(json.loads(answer))
+
+
+def tool_call_errors(folder: Path, fmt: str) -> tuple[int, list[str]]:
+    """(calls checked, problems) over every split of a dataset folder: each call must be a valid reply call."""
+    checked, errors = 0, []
+    for split in SPLITS:
+        path = folder / f"{split}.jsonl"
+        if not path.exists():
+            errors.append(f"{fmt}/{split}.jsonl is missing")
+            continue
+        for number, line in enumerate(path.read_bytes().splitlines(), 1):
+            for function in calls_of(orjson.loads(line), fmt):
+                checked += 1
+                problems = reply_call_errors(function.get("arguments"))
+                if function.get("name") != REPLY_TOOL_NAME:
+                    problems.append(f"unknown tool {function.get('name')!r}")
+                errors += [f"{fmt}/{split}.jsonl:{number}: {p}" for p in problems]
+    return checked, errors
+
+
 def leaked_roots(examples: pl.DataFrame) -> list[str]:
     """Thread roots that appear in more than one split (must be none)."""
     counts = examples.group_by("root_uri").agg(pl.col("split").n_unique().alias("splits"))
@@ -248,6 +275,7 @@ class TokenReport:
     epoch_tokens_by_strategy: dict[str, int]
     exact: bool
     source: str
+    shortest: int = 0  # the shortest example with the system prompt, fitting or not
 
 
 def token_lengths(examples: pl.DataFrame, counter: TokenCounter) -> pl.Series:
@@ -276,5 +304,6 @@ def token_report(
         }
     train = examples.filter(pl.col("split") == "train")["tokens"]
     epoch = {name: int(train.sum()) + train.len() * n for name, n in system_tokens.items()}
-    report = TokenReport(per_split, examples.height - fits.height, epoch, counter.exact, counter.source)
+    shortest = int(examples["tokens"].min() or 0) + system_tokens[strategy] if examples.height else 0  # type: ignore[arg-type]
+    report = TokenReport(per_split, examples.height - fits.height, epoch, counter.exact, counter.source, shortest)
     return fits, report

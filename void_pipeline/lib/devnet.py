@@ -31,8 +31,12 @@ import httpx
 from void_pipeline.lib import environments
 from void_pipeline.lib.files import write_text_atomic
 from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.processes import pid_alive
 
 STATE_FILE = "devnet.json"
+MARKER_FILE = ".void-devnet"  # written into every state folder we create: only such a folder is ever wiped
+# What a state folder of an older version held (before the marker): recognised as a devnet's too.
+KNOWN_CONTENTS = {STATE_FILE, MARKER_FILE, "logs", "seed"}
 APPVIEW_MODULE = "void_pipeline.lib.devnet_appview"
 LAUNCHER_MARKERS = (b"start-pds.mjs", b"start-plc.mjs", APPVIEW_MODULE.encode())
 PORT_IN_USE_EXIT = 98  # the launchers' exit code for EADDRINUSE
@@ -131,6 +135,61 @@ class DevnetInfo:
     def processes(self) -> list[ServiceProcess]:
         return [self.plc, *self.pds, *([self.appview] if self.appview else [])]
 
+    def health(self) -> DevnetHealth:
+        alive: list[str] = []
+        dead: list[str] = []
+        for service in self.processes():
+            (alive if is_service_alive(service) else dead).append(service.name)
+        return DevnetHealth(tuple(alive), tuple(dead))
+
+
+@dataclass(frozen=True)
+class DevnetHealth:
+    """Which services of a devnet answer to their pid. ``devnet status`` and ``devnet up`` read the same."""
+
+    alive: tuple[str, ...]
+    dead: tuple[str, ...]
+
+    @property
+    def state(self) -> str:
+        if not self.dead:
+            return "running"
+        return "stopped" if not self.alive else "half-running"
+
+    def summary(self) -> str:
+        if self.state == "running":
+            return "running"
+        if self.state == "stopped":
+            return "NOT running (stale state)"
+        return (
+            f"HALF-RUNNING: {', '.join(self.dead)} died while {', '.join(self.alive)} still run; "
+            "`void-pipeline devnet down` stops the rest, then `devnet up` starts a fresh one"
+        )
+
+
+def is_devnet_state_dir(folder: Path) -> bool:
+    """A folder this program created for a devnet (marker file), or one of an older version's (known names)."""
+    if (folder / MARKER_FILE).exists():
+        return True
+    names = {entry.name for entry in folder.iterdir()}
+    known = all(n in KNOWN_CONTENTS or n.startswith("pds-") for n in names)
+    return known and bool(names & {STATE_FILE, "logs"})  # `devnet down` removes devnet.json, logs/ stay
+
+
+def prepare_state_dir(folder: Path) -> None:
+    """Wipe a previous devnet's state folder, or create a new one; any other folder with files is refused."""
+    if folder.exists() and not folder.is_dir():
+        raise DevnetError(f"--state-dir {folder} is a file, not a folder")
+    if folder.exists() and any(folder.iterdir()):
+        if not is_devnet_state_dir(folder):
+            raise DevnetError(
+                f"refusing to use {folder} as the devnet's state folder: it holds files and was not created by "
+                f"`devnet up` (no {MARKER_FILE}); every start wipes its state folder, so choose an empty or new one"
+            )
+        shutil.rmtree(folder)
+    (folder / "logs").mkdir(parents=True, exist_ok=True)
+    (folder / MARKER_FILE).write_text("state folder of a void-pipeline devnet: wiped at every `devnet up`\n")
+
 
 @dataclass
 class Devnet:
@@ -150,12 +209,12 @@ class Devnet:
         self.state_dir = Path(self.state_dir)
         previous = self.state_dir / STATE_FILE
         if previous.exists():
-            stale = DevnetInfo.from_json(previous.read_text())
-            if any(is_service_alive(p) for p in stale.processes()):
+            health = DevnetInfo.from_json(previous.read_text()).health()
+            if health.state == "running":
                 raise DevnetError(f"a devnet is already running from {self.state_dir}: stop it first (`devnet down`)")
-        if self.state_dir.exists():
-            shutil.rmtree(self.state_dir)
-        (self.state_dir / "logs").mkdir(parents=True)
+            if health.state == "half-running":
+                raise DevnetError(f"the devnet in {self.state_dir} is {health.summary()}")
+        prepare_state_dir(self.state_dir)
 
         node = environments.find_node()
         environments.ensure("devnet")
@@ -318,21 +377,6 @@ def stop_devnet(info: DevnetInfo, timeout_s: float = 15.0) -> list[int]:
 def terminate_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped by its parent) counts as gone.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def is_service_alive(service: ServiceProcess) -> bool:

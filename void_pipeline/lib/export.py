@@ -25,8 +25,15 @@ from typing import Any, Literal
 
 import polars as pl
 
-from void_pipeline.lib.files import locked, write_bytes_atomic, write_text_atomic
-from void_pipeline.lib.records import Rejection, normalise_record, rejected_frame, rejected_row, rows_frame
+from void_pipeline.lib.files import acquire_owner, locked, write_bytes_atomic, write_text_atomic
+from void_pipeline.lib.records import (
+    Rejection,
+    normalise_record,
+    rejected_frame,
+    rejected_row,
+    require_collection,
+    rows_frame,
+)
 from void_pipeline.lib.repo_car import CarError, RepoWalk, read_repo_car
 from void_pipeline.lib.resilience import TransportFailure
 from void_pipeline.lib.xrpc import XrpcClient, XrpcError
@@ -91,14 +98,45 @@ class RepoPaths:
     def post_cache(self) -> Path:
         return self.root / "thread_context" / "post_cache.jsonl"
 
+    def writer_lock(self, collection: str) -> Path:
+        """Held by the one process exporting ``collection`` (lib/files.acquire_owner)."""
+        return self.root / "raw_records" / f"{collection}.lock"
+
 
 def repo_dir(data_root: Path, did: str) -> RepoPaths:
     return RepoPaths(data_root / "ingest" / did.replace(":", "_"))
 
 
+class CorruptState(RuntimeError):
+    """A file this pipeline wrote cannot be read; the message names it and says what to do."""
+
+
+FULL_REFRESH_HINT = (
+    "export it again with a full refresh (`void-pipeline export ... --full-refresh`, or raw_records' config "
+    "`full_refresh: true`), which rebuilds it from the PDS without reading it"
+)
+
+
 def read_state(paths: RepoPaths, collection: str) -> dict[str, Any] | None:
     path = paths.state(collection)
-    return dict(json.loads(path.read_text())) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        loaded = json.loads(path.read_bytes())
+    except ValueError as err:
+        raise CorruptState(f"{path} is not valid JSON ({err}): {FULL_REFRESH_HINT}") from err
+    if not isinstance(loaded, dict):
+        raise CorruptState(f"{path} does not hold an export state: {FULL_REFRESH_HINT}")
+    return loaded
+
+
+def read_parquet_output(path: Path, remedy: str) -> pl.DataFrame:
+    """A Parquet file the pipeline wrote; one that cannot be read raises ``CorruptState`` naming it."""
+    try:
+        return pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CorruptState(f"{path} cannot be read ({first_line}): {remedy}") from err
 
 
 def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
@@ -168,11 +206,15 @@ def list_records_resumable(
     """
     work_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = work_dir / "checkpoint.json"
-    checkpoint: dict[str, Any] = (
-        json.loads(checkpoint_path.read_text())
-        if checkpoint_path.exists()
-        else {"cursor": None, "pages": 0, "done": False}
-    )
+    checkpoint: dict[str, Any] = {"cursor": None, "pages": 0, "done": False}
+    if checkpoint_path.exists():
+        try:
+            checkpoint = {**checkpoint, **json.loads(checkpoint_path.read_bytes())}
+        except ValueError as err:
+            raise CorruptState(
+                f"the listRecords checkpoint {checkpoint_path} is not valid JSON ({err}): delete {work_dir} to list "
+                f"{collection} from the start, or {FULL_REFRESH_HINT}"
+            ) from err
     if checkpoint["pages"]:
         log(f"[export] {collection}: resuming listRecords after page {checkpoint['pages']}")
     while not checkpoint["done"]:
@@ -197,12 +239,41 @@ def list_records_resumable(
             log(f"[export] {collection}: {checkpoint['pages']} pages listed")
     seen: dict[str, dict[str, Any]] = {}
     for number in range(1, checkpoint["pages"] + 1):
-        for record in json.loads((work_dir / f"page-{number:06d}.json").read_text()):
+        page_path = work_dir / f"page-{number:06d}.json"
+        try:
+            listed = json.loads(page_path.read_bytes())
+        except (OSError, ValueError) as err:
+            raise CorruptState(
+                f"{page_path} of an unfinished listing cannot be read ({err}): delete {work_dir} to list "
+                f"{collection} from the start, or {FULL_REFRESH_HINT}"
+            ) from err
+        for record in listed:
             seen.setdefault(str(record.get("uri")), record)
     return list(seen.values())
 
 
 # --- one collection ---------------------------------------------------------------------------------------
+
+
+def repo_collections(pds: XrpcClient, did: str) -> list[str] | None:
+    """The collections the repo holds records of (com.atproto.repo.describeRepo); None when it can't say."""
+    try:
+        described = pds.query("com.atproto.repo.describeRepo", repo=did)
+    except (XrpcError, TransportFailure):
+        return None
+    names = described.get("collections")
+    return sorted(str(n) for n in names) if isinstance(names, list) else None
+
+
+def unknown_collection_warnings(requested: list[str], held: list[str] | None) -> list[str]:
+    """A warning for each requested collection the repo has never held (a typo exports 0 rows otherwise)."""
+    if held is None:
+        return []
+    return [
+        f"the repo holds no {name} records: is the name right? It holds: {', '.join(held) or 'nothing'}"
+        for name in requested
+        if name not in held
+    ]
 
 
 def export_collection(
@@ -213,9 +284,39 @@ def export_collection(
     options: ExportOptions = ExportOptions(),
     log: Callable[[str], None] = print,
 ) -> CollectionExport:
-    """Export ``collection`` of ``did`` into ``paths``; returns what happened, for metadata."""
-    state = read_state(paths, collection)
-    existing = pl.read_parquet(paths.records(collection)) if paths.records(collection).exists() else None
+    """Export ``collection`` of ``did`` into ``paths``; returns what happened, for metadata.
+
+    One writer per collection folder: a second export of the same collection raises ``Busy`` naming the first.
+    """
+    require_collection(collection)
+    with acquire_owner(paths.writer_lock(collection), f"exporting {collection}", f"the {collection} export"):
+        return _export_collection(pds, did, collection, paths, options, log)
+
+
+def _export_collection(
+    pds: XrpcClient,
+    did: str,
+    collection: str,
+    paths: RepoPaths,
+    options: ExportOptions,
+    log: Callable[[str], None],
+) -> CollectionExport:
+    if options.full_refresh:
+        # Rebuilt from the PDS: earlier state is only read for the counts, and ignored if unreadable.
+        state, existing = None, None
+        shutil.rmtree(paths.listing(collection), ignore_errors=True)
+        if paths.records(collection).exists():
+            try:
+                existing = read_parquet_output(paths.records(collection), "")
+            except CorruptState as err:
+                log(f"[export] {collection}: full refresh: ignoring an unreadable earlier table ({err})")
+    else:
+        state = read_state(paths, collection)
+        existing = (
+            read_parquet_output(paths.records(collection), FULL_REFRESH_HINT)
+            if paths.records(collection).exists()
+            else None
+        )
     incremental = options.incremental and not options.full_refresh and state is not None and existing is not None
     method: Method = options.method
     result = CollectionExport(collection, method, None, full=not incremental)
@@ -267,7 +368,11 @@ def export_collection(
     fresh = rows_frame(kept)
     result.fetched, result.kept, result.quarantined = len(kept) + len(rejected), len(kept), len(rejected)
     merged = merge_rows(existing, fresh, result, full=not incremental)
-    old_rejected = pl.read_parquet(paths.rejected(collection)) if paths.rejected(collection).exists() else None
+    old_rejected = (
+        read_parquet_output(paths.rejected(collection), FULL_REFRESH_HINT)
+        if incremental and paths.rejected(collection).exists()
+        else None
+    )
     new_rejected = rejected_frame(rejected)
     if old_rejected is not None and incremental:
         new_rejected = pl.concat([old_rejected, new_rejected]).unique(subset=["uri", "cid", "reason"], keep="last")

@@ -10,6 +10,7 @@ resolves the same DID twice. Handles are never persisted: they move between DIDs
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -23,6 +24,21 @@ from void_pipeline.lib.xrpc import XrpcClient, XrpcError
 
 class IdentityError(RuntimeError):
     """An identity could not be resolved; the message says which and why."""
+
+
+# Syntax from atproto.com/specs/handle and /specs/did: checked before any network call.
+HANDLE = re.compile(r"^([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
+DID = re.compile(r"^did:[a-z]+:[a-zA-Z0-9._:%-]*[a-zA-Z0-9._-]$")
+
+
+def actor_syntax_error(actor: str) -> str | None:
+    """Why ``actor`` is neither a valid handle nor a valid DID, or None."""
+    if actor.startswith("did:"):
+        return None if len(actor) <= 2048 and DID.match(actor) else f"{actor!r} is not a valid DID"
+    handle = actor.removeprefix("@")
+    if len(handle) <= 253 and HANDLE.match(handle):
+        return None
+    return f"{actor!r} is not a valid handle (like void.comind.network) or DID (like did:plc:...)"
 
 
 @dataclass(frozen=True)
@@ -70,11 +86,15 @@ class IdentityResolver:
         self._docs: dict[str, dict[str, Any]] = {}
         self._fetched_at: dict[str, float] = {}
         self._handles: dict[str, str] = {}
+        self.discarded = ""  # a cache that could not be read, for a warning: it is only a cache
         if cache_path is not None and cache_path.exists():
             try:
-                saved = json.loads(cache_path.read_text())
-            except ValueError:
+                saved = json.loads(cache_path.read_bytes())
+                if not isinstance(saved, dict):
+                    raise ValueError("not an object")
+            except (OSError, ValueError) as err:
                 saved = {}
+                self.discarded = f"DID document cache {cache_path} cannot be read ({err}); it is rebuilt"
             now = time.time()
             for did, entry in saved.get("docs", {}).items():
                 if now - float(entry.get("fetched_at", 0)) < doc_ttl_s:
@@ -172,5 +192,7 @@ class IdentityResolver:
 
     def resolve(self, actor: str) -> Identity:
         """A handle or a DID → its identity (DID, handle, PDS)."""
+        if error := actor_syntax_error(actor):
+            raise IdentityError(error)
         did = actor if actor.startswith("did:") else self.resolve_handle(actor)
         return self.identity(did)

@@ -14,11 +14,15 @@ from void_pipeline.lib.export import (
     ExportOptions,
     RepoPaths,
     export_collection,
+    read_parquet_output,
+    repo_collections,
     repo_dir,
+    unknown_collection_warnings,
     write_parquet_atomic,
 )
+from void_pipeline.lib.files import acquire_owner
 from void_pipeline.lib.identity import IdentityResolver
-from void_pipeline.lib.records import POST
+from void_pipeline.lib.records import POST, require_collection
 from void_pipeline.lib.resilience import ResilientHttp
 from void_pipeline.lib.threads import AncestorFetcher, FetchStats, PostCache, build_thread_context, own_posts_from_rows
 from void_pipeline.lib.xrpc import XrpcClient
@@ -31,6 +35,7 @@ class IngestSummary:
     thread_stats: FetchStats | None = None
     replies: int = 0
     requests: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 def ingest_agent(
@@ -45,11 +50,16 @@ def ingest_agent(
     concurrency: int = 8,
     log: Callable[[str], None] = print,
 ) -> IngestSummary:
+    for collection in collections:
+        require_collection(collection)
     resolver = IdentityResolver(http, plc_url, [appview_url] if appview_url else [])
     agent = resolver.resolve(actor)
     pds = XrpcClient(pds_url or agent.pds_url, client=http)
     paths = repo_dir(data_root, agent.did)
     summary = IngestSummary(agent.did)
+    for warning in unknown_collection_warnings(collections, repo_collections(pds, agent.did)):
+        log(f"warning: {warning}")
+        summary.warnings.append(warning)
     for collection in collections:
         summary.collections[collection] = export_collection(
             pds, agent.did, collection, paths, options or ExportOptions(), log
@@ -79,10 +89,26 @@ def write_thread_context(
     concurrency: int = 8,
     log: Callable[[str], None] = print,
 ) -> ThreadContextRun:
-    """Every exported reply's ancestors (lib/threads.py), written to ``paths.thread_context``."""
-    posts = pl.read_parquet(paths.records(POST))
+    """Every exported reply's ancestors (lib/threads.py), written to ``paths.thread_context`` by one writer at a
+    time (a second one raises ``Busy`` naming the first)."""
+    with acquire_owner(paths.thread_context.with_name("writer.lock"), "building thread context", "the thread context"):
+        return _write_thread_context(http, appview_url, resolver, paths, agent_handle, concurrency, log)
+
+
+def _write_thread_context(
+    http: ResilientHttp,
+    appview_url: str | None,
+    resolver: IdentityResolver,
+    paths: RepoPaths,
+    agent_handle: str | None,
+    concurrency: int,
+    log: Callable[[str], None],
+) -> ThreadContextRun:
+    posts = read_parquet_output(paths.records(POST), f"export {POST} again with a full refresh")
     replies = posts.filter(pl.col("reply_parent_uri").is_not_null())
     cache = PostCache(paths.post_cache)
+    if cache.discarded:
+        log(f"warning: {cache.discarded}")
     before = len(cache)
     log(f"[threads] {replies.height:,} replies; post cache holds {before:,} posts from earlier runs")
     fetcher = AncestorFetcher(http, appview_url, resolver, cache, concurrency, log)

@@ -23,6 +23,7 @@ from typing import Any
 
 import polars as pl
 
+from void_pipeline.lib.files import write_text_atomic
 from void_pipeline.lib.identity import IdentityError, IdentityResolver
 from void_pipeline.lib.resilience import ResilientHttp, TransportFailure
 from void_pipeline.lib.xrpc import XrpcClient, XrpcError
@@ -103,6 +104,14 @@ def post_from_record(uri: str, cid: str | None, value: Any, did: str, handle: st
     )
 
 
+def _loads_ok(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
+
+
 class PostCache:
     """uri → Post, persisted as JSON lines; the last line for a URI wins; a torn last line is ignored."""
 
@@ -110,13 +119,32 @@ class PostCache:
         self.path = path
         self._posts: dict[str, Post] = {}
         self._lock = threading.Lock()
-        if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    post = Post(**json.loads(line))
-                except (ValueError, TypeError):
-                    continue  # a write cut short by a kill: that post is simply fetched again
-                self._posts[post.uri] = post
+        self.discarded = ""  # what could not be read, for a warning: it is only a cache
+        if not path.exists():
+            return
+        bad = 0
+        try:
+            lines = path.read_bytes().splitlines()
+        except OSError as err:
+            lines, self.discarded = [], f"post cache {path} cannot be read ({err}); starting an empty one"
+        for line in lines:
+            try:
+                post = Post(**json.loads(line))  # bytes: a line that is not UTF-8 fails here, alone
+            except (ValueError, TypeError):
+                bad += 1  # a write cut short by a kill, or damage: that post is simply fetched again
+                continue
+            self._posts[post.uri] = post
+        torn_tail = bad == 1 and lines and not _loads_ok(lines[-1])
+        if bad and not torn_tail:
+            self.discarded = (
+                f"post cache {path}: {bad:,} unreadable line(s) discarded, {len(self._posts):,} posts kept "
+                "(those posts are fetched again)"
+            )
+            self._rewrite()
+
+    def _rewrite(self) -> None:
+        data = "".join(json.dumps(asdict(p)) + "\n" for p in self._posts.values() if p.reason not in TRANSIENT_REASONS)
+        write_text_atomic(self.path, data)
 
     def __contains__(self, uri: object) -> bool:
         return uri in self._posts

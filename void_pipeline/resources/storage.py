@@ -4,6 +4,7 @@ import hashlib
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
 from void_pipeline.lib import paths
 from void_pipeline.lib.export import RepoPaths, repo_dir
@@ -13,6 +14,15 @@ class PipelineStorage(dg.ConfigurableResource):
     """The pipeline's data root (``$VOID_PIPELINE_DATA``, default ``<repo>/.data``)."""
 
     root: str = str(paths.data_root())
+    problems: list[str] = Field(default_factory=list)
+    """Settings that could not be used (lib/settings.py): every step refuses to start while there are any."""
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if self.problems:
+            raise dg.Failure(
+                "the code location's settings are invalid:\n- " + "\n- ".join(self.problems),
+                allow_retries=False,
+            )
 
     @property
     def root_path(self) -> Path:

@@ -1,7 +1,8 @@
-"""A killed export resumes: SIGKILL at random points, then run to the end: nothing lost, nothing twice."""
+"""A killed export resumes: SIGKILL at random points mid-listing, then run to the end: nothing lost, nothing twice."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -14,7 +15,7 @@ import polars as pl
 
 from void_pipeline.lib.corpus import COLLECTIONS, POST
 from void_pipeline.lib.devnet import DevnetInfo
-from void_pipeline.lib.export import repo_dir
+from void_pipeline.lib.export import RepoPaths, repo_dir
 from void_pipeline.lib.fault_proxy import FaultPlan, FaultProxy
 from void_pipeline.lib.paths import REPO_ROOT
 from void_pipeline.lib.seeding import SeedResult
@@ -22,6 +23,17 @@ from void_pipeline_tests.conftest import Agent
 from void_pipeline_tests.ingest.conftest import all_expected
 
 KILLS = 5
+
+
+def listing_progress(paths: RepoPaths) -> int:
+    """Pages checkpointed by unfinished listings plus collections finished: grows with every page listed."""
+    pages = 0
+    for checkpoint in paths.root.glob("listing/*/checkpoint.json"):
+        try:
+            pages += int(json.loads(checkpoint.read_text())["pages"])
+        except (OSError, ValueError, KeyError):
+            continue
+    return pages + 1000 * len(list(paths.root.glob("raw_records/*.state.json")))
 
 
 def test_sigkill_at_random_points_then_resume_loses_and_duplicates_nothing(
@@ -53,22 +65,28 @@ def test_sigkill_at_random_points_then_resume_loses_and_duplicates_nothing(
             "1000",
         ]
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-        killed_mid_run, output = 0, ""
+        paths = repo_dir(tmp_path, agent.did)
+        killed_mid_listing, output, seen = 0, "", listing_progress(paths)
         for _ in range(4 * KILLS):
-            if killed_mid_run == KILLS:
+            if killed_mid_listing == KILLS:
                 break
             process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            time.sleep(rng.uniform(1.0, 2.5))  # Python start-up takes ~1 s of that
-            if process.poll() is None:
+            # Kill only once the checkpoint shows a page this run listed, at a random moment after it: every kill
+            # lands mid-listing, so each resume has a checkpoint to pick up.
+            deadline = time.monotonic() + 120
+            while process.poll() is None and listing_progress(paths) <= seen and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.3))
+            if process.poll() is None and (pages := listing_progress(paths)) > seen:
                 process.send_signal(signal.SIGKILL)
-                killed_mid_run += 1
+                killed_mid_listing += 1
+                seen = pages
             output += process.communicate()[0]
-        assert killed_mid_run == KILLS
+        assert killed_mid_listing == KILLS
         final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
         assert final.returncode == 0, final.stdout + final.stderr
         assert "resuming listRecords" in output + final.stdout  # a checkpoint was picked up, not started over
 
-    paths = repo_dir(tmp_path, agent.did)
     expected = all_expected(seeded, agent.did)
     for collection in COLLECTIONS:
         frame = pl.read_parquet(paths.records(collection))

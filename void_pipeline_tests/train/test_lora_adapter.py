@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,9 @@ import orjson
 import pytest
 
 from void_pipeline.defs.train.assets import lora_adapter, merged_model
+from void_pipeline.lib import processes
+from void_pipeline.lib.files import acquire_owner
+from void_pipeline.lib.paths import REPO_ROOT
 from void_pipeline.lib.training import dataset_hash, read_metrics, read_state
 from void_pipeline.resources.model import BaseModel
 from void_pipeline.resources.storage import PipelineStorage
@@ -147,41 +151,111 @@ def trainer_processes(config: Path) -> list[int]:
     return found
 
 
-def test_a_killed_training_resumes_from_its_last_checkpoint(
-    curated: dict[str, Any], tiny_model: Path, trainer_bin: Path
-) -> None:
-    overrides = {"max_steps": 8, "save_steps": 2, "seed": 7}
-    storage: PipelineStorage = curated["storage"]
-    outcome: dict[str, dg.ExecuteInProcessResult] = {}
-    worker = threading.Thread(
-        target=lambda: outcome.update(first=materialize(curated, tiny_model, trainer_bin, overrides))
-    )
-    worker.start()
-    deadline, killed, checkpoint = time.monotonic() + 400, list[int](), None
-    while worker.is_alive() and time.monotonic() < deadline and not killed:
-        for state in Path(storage.root).glob("ingest/*/train/*/adapter/checkpoint-2/trainer_state.json"):
-            run_dir = state.parents[2]
-            config = run_dir / "axolotl.yml"
-            if "seed: 7" in config.read_text() and (pids := trainer_processes(config)):
-                for pid in pids:
-                    os.kill(pid, signal.SIGKILL)
-                killed, checkpoint = pids, state.parent
-        time.sleep(0.2)
-    worker.join(timeout=120)
-    assert killed and checkpoint is not None, "training never reached its first checkpoint"
-    first = outcome["first"]
-    assert not first.success and "train" in failure_text(first)
-    run_dir = checkpoint.parents[1]
-    assert read_state(run_dir)["status"] == "failed"
+def descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        for children in Path(f"/proc/{todo.pop()}/task").glob("*/children"):
+            try:
+                kids = [int(k) for k in children.read_text().split()]
+            except OSError:
+                continue
+            found += kids
+            todo += kids
+    return found
 
-    resumed = materialize(curated, tiny_model, trainer_bin, overrides)
+
+def wait_for(condition: Any, timeout_s: float, interval_s: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval_s)
+    return bool(condition())
+
+
+def test_killing_the_run_worker_stops_the_trainer_and_the_next_run_resumes(
+    curated: dict[str, Any], tiny_model: Path, trainer_bin: Path, tmp_path: Path
+) -> None:
+    """The Dagster run worker (here `dagster asset materialize`, steps in child processes) is SIGKILLed mid-training:
+    its step, the Pipes trainer and every axolotl process die with it; while it trained, a second run refused the
+    locked run folder naming the holder; afterwards the folder's lock is free and the next run resumes there."""
+    storage: PipelineStorage = curated["storage"]
+    endpoint = curated["resources"]["endpoint"]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "DAGSTER_HOME": str(tmp_path),
+        "VOID_PIPELINE_DATA": storage.root,
+        "VOID_ACTOR": endpoint.actor,
+        "VOID_PLC_URL": endpoint.plc_url,
+        "VOID_APPVIEW_URL": endpoint.appview_url,
+        "VOID_BASE_MODEL_PATH": str(tiny_model),
+        "VOID_SEQUENCE_LEN": "4096",
+        "VOID_TRAINER_OVERLAYS": "cpu-tiny",
+        "VOID_TRAINER_MAX_STEPS": "10",  # cpu-tiny saves every 5 steps: killed after checkpoint-5, resumed there
+    }
+    command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "void_pipeline.definitions"]
+    worker = subprocess.Popen(
+        [*command, "--select", "lora_adapter"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "worker.log").open("w"),
+        start_new_session=True,
+    )
+    try:
+
+        def states() -> list[Path]:
+            return [
+                p
+                for p in Path(storage.root).glob("ingest/*/train/*/adapter/checkpoint-5/trainer_state.json")
+                if "max_steps: 10\n" in (p.parents[2] / "axolotl.yml").read_text()
+            ]
+
+        assert wait_for(lambda: states() or worker.poll() is not None, 600, 0.05), "no checkpoint-5 in time"
+        assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+        run_dir = states()[0].parents[2]
+        trainers = trainer_processes(run_dir / "axolotl.yml")
+        tree = descendants(worker.pid)
+        assert trainers and set(trainers) <= set(tree)
+        for pid in trainers:  # hold training still while a second run tries the same folder
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            second = materialize(curated, tiny_model, trainer_bin, {"max_steps": 10})
+        finally:
+            for pid in trainers:
+                os.kill(pid, signal.SIGCONT)
+        refusal = failure_text(second)
+        assert f"run folder {run_dir} is in use by pid" in refusal and "training, Dagster run" in refusal
+        worker.kill()  # SIGKILL: no handler of the run worker runs
+        worker.wait()
+        assert wait_for(lambda: not any(processes.pid_alive(p) for p in tree), 30), [
+            p for p in tree if processes.pid_alive(p)
+        ]
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+    acquire_owner(run_dir / "trainer.lock", "test", "run folder").release()  # the dead trainer's lock is free
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        (killed_run,) = instance.get_runs()  # the CLI's run (the refused one ran in process, elsewhere)
+        assert killed_run.status == dg.DagsterRunStatus.FAILURE  # recorded by its step, not left STARTED
+        assert any("run worker (pid" in (e.message or "") for e in instance.all_logs(killed_run.run_id))
+    first_lines = [orjson.loads(line) for line in (run_dir / "metrics.jsonl").read_bytes().splitlines() if line]
+    trained_before = [e["step"] for e in first_lines if e["kind"] == "train"]
+    assert trained_before[:5] == [1, 2, 3, 4, 5]
+
+    resumed = materialize(curated, tiny_model, trainer_bin, {"max_steps": 10})
     assert resumed.success, failure_text(resumed)
     meta = resumed.asset_materializations_for_node("lora_adapter")[0].metadata
     assert Path(str(value(meta, "run_dir"))) == run_dir  # the same folder, picked up where it stopped
-    assert value(meta, "resumed_from").startswith("checkpoint-") and value(meta, "resumed_at_step") >= 2
-    assert value(meta, "steps") == 8
-    assert [e["step"] for e in read_metrics(run_dir) if e["kind"] == "train"] == list(range(1, 9))
-    assert read_state(run_dir)["dagster_runs"] == [first.run_id, resumed.run_id]
+    checkpoint = run_dir / "adapter" / str(value(meta, "resumed_from"))
+    start = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
+    assert start >= 5 and value(meta, "resumed_at_step") == start and value(meta, "steps") == 10
+    raw = [orjson.loads(line) for line in (run_dir / "metrics.jsonl").read_bytes().splitlines() if line]
+    after = [e["step"] for e in raw[len(first_lines) :] if e["kind"] == "train"]
+    assert after == list(range(start + 1, 11))  # continued from the checkpoint, not from step 1
+    assert read_state(run_dir)["dagster_runs"][-1] == resumed.run_id
     assert mlflow_run(curated, resumed.run_id).data.tags["resumed_from"] == value(meta, "resumed_from")
 
 

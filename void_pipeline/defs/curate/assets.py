@@ -4,7 +4,7 @@ prompt and dataset."""
 import json
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import dagster as dg
 import polars as pl
@@ -15,14 +15,24 @@ from void_pipeline.defs.metadata import table_schema
 from void_pipeline.lib.context import (
     STRATEGIES,
     ContextWindow,
+    SnapshotError,
     distilled_window,
     full_window,
     load_snapshot,
     trimmed_window,
 )
-from void_pipeline.lib.dataset import SPLITS, build_examples, encode_rows, leaked_roots, split_by_thread, token_report
-from void_pipeline.lib.export import write_parquet_atomic
-from void_pipeline.lib.files import write_bytes_atomic, write_text_atomic
+from void_pipeline.lib.dataset import (
+    SPLITS,
+    TokenReport,
+    build_examples,
+    encode_rows,
+    leaked_roots,
+    split_by_thread,
+    token_report,
+    tool_call_errors,
+)
+from void_pipeline.lib.export import CorruptState, read_parquet_output, write_parquet_atomic
+from void_pipeline.lib.files import staged_dir, write_bytes_atomic, write_text_atomic
 from void_pipeline.lib.filters import FilterOptions, LoopDetector, filter_records
 from void_pipeline.lib.prompt import DEFAULT_TEMPLATE, REPLY_TOOL, TOOL_DESCRIPTION, PromptTemplate
 from void_pipeline.lib.records import POST
@@ -46,11 +56,19 @@ class FilterConfig(dg.Config):
     """Replies whose ancestors are all unavailable: keep them (marked `orphan`) or drop them."""
 
 
+def read_input(path: Path, producer: str) -> pl.DataFrame:
+    """An upstream asset's Parquet output; an unreadable one fails naming the file and what rebuilds it."""
+    try:
+        return read_parquet_output(path, f"materialize {producer} again to rebuild it")
+    except CorruptState as err:
+        raise dg.Failure(str(err), allow_retries=False) from err
+
+
 def orphan_replies(paths_thread_context: Path) -> set[str]:
     """Replies none of whose ancestors could be fetched."""
     if not paths_thread_context.exists():
         return set()
-    context = pl.read_parquet(paths_thread_context, columns=["uri", "ancestors"])
+    context = read_input(paths_thread_context, "thread_context").select("uri", "ancestors")
     available = context.select(
         "uri", pl.col("ancestors").list.eval(pl.element().struct.field("available")).list.any().alias("any")
     )
@@ -72,7 +90,7 @@ def filtered_records(
     source = storage.repo(agent.did).records(collection)
     if not source.exists():
         raise dg.Failure(f"raw_records[{collection}] is missing ({source}): materialize it first")
-    frame = pl.read_parquet(source)
+    frame = read_input(source, f"raw_records[{collection}] with full_refresh: true")
     orphans = orphan_replies(storage.repo(agent.did).thread_context) if collection == POST else set()
     options = FilterOptions(
         min_chars=config.min_chars,
@@ -135,15 +153,23 @@ def context_window(
     if not counter.exact:
         context.log.warning(f"token counts are estimates: {counter.source}")
     budget = base_model.sequence_len - config.reserve_tokens
+    no_room = (
+        f"sequence_len {base_model.sequence_len} minus context_window's reserve_tokens {config.reserve_tokens} "
+        f"(kept for the thread prompt and the answer) leaves {budget} tokens for the system prompt"
+    )
+    if budget < 1:
+        raise dg.Failure(f"{no_room}: raise VOID_SEQUENCE_LEN or lower reserve_tokens")
+    try:
+        trimmed = trimmed_window(snapshot, counter, budget)
+    except SnapshotError as err:
+        raise dg.Failure(f"{no_room}, and {err}: raise VOID_SEQUENCE_LEN or lower reserve_tokens") from err
     windows: dict[str, ContextWindow] = {
         "full": full_window(snapshot, counter),
-        "trimmed": trimmed_window(snapshot, counter, budget),
+        "trimmed": trimmed,
         "distilled": distilled_window(snapshot, counter, TOOL_DESCRIPTION),
     }
     agent = agent_identity(endpoint, storage)
     out = storage.curate(agent.did) / "context_window"
-    for name, window in windows.items():
-        write_text_atomic(out / f"{name}.txt", window.text)
     report = {
         "selected": config.strategy,
         "snapshot_dir": config.snapshot_dir,
@@ -153,7 +179,10 @@ def context_window(
         "exact_tokens": counter.exact,
         "tokenizer": counter.source,
     }
-    write_text_atomic(out / "report.json", json.dumps(report, indent=2))
+    with staged_dir(out) as staging:  # the variants and their report change together
+        for name, window in windows.items():
+            write_text_atomic(staging / f"{name}.txt", window.text)
+        write_text_atomic(staging / "report.json", json.dumps(report, indent=2))
     blocks = pl.DataFrame([b.__dict__ for b in windows["trimmed"].blocks])
     drift = drift_report(storage.repo(agent.did).records(POST), snapshot.snapshot_date)
     return dg.MaterializeResult(
@@ -222,13 +251,13 @@ def chat_dataset(
     posts_path = curate / "filtered_records" / f"{POST}.parquet"
     if not posts_path.exists():
         raise dg.Failure(f"filtered_records[{POST}] is missing: materialize it first")
-    posts = pl.read_parquet(posts_path).filter(pl.col("did") == agent.did)
+    posts = read_input(posts_path, f"filtered_records[{POST}]").filter(pl.col("did") == agent.did)
     if config.min_date:
         posts = posts.filter(pl.col("created_at").dt.date() >= date.fromisoformat(config.min_date))
     reasoning = None
     if config.include_reasoning and (curate / "filtered_records" / f"{REASONING}.parquet").exists():
-        reasoning = pl.read_parquet(curate / "filtered_records" / f"{REASONING}.parquet")
-    context_rows = pl.read_parquet(storage.repo(agent.did).thread_context)
+        reasoning = read_input(curate / "filtered_records" / f"{REASONING}.parquet", f"filtered_records[{REASONING}]")
+    context_rows = read_input(storage.repo(agent.did).thread_context, "thread_context")
     template = PromptTemplate.from_file(config.template_path)
     examples, turns = build_examples(posts, context_rows, template, agent.did, agent.handle, reasoning)
     examples = split_by_thread(examples, config.test_threads, config.val_share, config.test_share_max)
@@ -241,33 +270,36 @@ def chat_dataset(
         context.log.warning(f"token counts are estimates: {counter.source}")
     system_tokens: dict[str, int] = {name: int(window["tokens"][name]) for name in STRATEGIES}
     kept, tokens = token_report(examples, system_tokens, strategy, base_model.sequence_len, counter)
+    if examples.height and not kept.height:
+        raise dg.Failure(
+            f"every example ({examples.height:,}) is longer than sequence_len {base_model.sequence_len}: the shortest "
+            f"is {tokens.shortest:,} tokens with the {strategy!r} system prompt ({system_tokens[strategy]:,} tokens). "
+            "Raise VOID_SEQUENCE_LEN or choose a shorter context_window strategy (distilled); "
+            "the previous dataset is kept as it was"
+        )
     if tokens.over_length:
         context.log.warning(f"{tokens.over_length} examples exceed sequence_len {base_model.sequence_len}: dropped")
 
     out = curate / "chat_dataset" / config.format
     sizes, copy_sizes = {}, {}
-    for split in SPLITS:
-        rows = kept.filter(pl.col("split") == split).sort("created_at").to_dicts()
-        data = encode_rows(rows, config.format)
-        write_bytes_atomic(out / f"{split}.jsonl", data)
-        sizes[split] = (len(rows), len(data))
-        copy_sizes[split] = len(data) + len(rows) * len(system.encode())  # the copy-the-prompt layout, measured
-    index = kept.select("example_id", "root_uri", "first_uri", "created_at", "split", "tokens")
-    write_parquet_atomic(index, out / "index.parquet")  # which thread each row came from: the split check reads it
-    write_text_atomic(out / "system_prompt.txt", system)
-    write_text_atomic(out / "tools.json", json.dumps([REPLY_TOOL], indent=2))
-    manifest = {
-        "format": config.format,
-        "system_prompt": "system_prompt.txt",
-        "context_strategy": strategy,
-        "system_tokens": system_tokens[strategy],
-        "splits": {s: {"examples": n, "bytes": b} for s, (n, b) in sizes.items()},
-        "tokens": tokens.per_split,
-        "exact_tokens": tokens.exact,
-        "tokenizer": tokens.source,
-        "sequence_len": base_model.sequence_len,
-    }
-    write_text_atomic(out / "dataset.json", json.dumps(manifest, indent=2))
+    # Written beside the current dataset and put in its place only when complete and valid: a failure here
+    # (or a kill) leaves the previous dataset whole.
+    with staged_dir(out) as staging:
+        for split in SPLITS:
+            rows = kept.filter(pl.col("split") == split).sort("created_at").to_dicts()
+            data = encode_rows(rows, config.format)
+            write_bytes_atomic(staging / f"{split}.jsonl", data)
+            sizes[split] = (len(rows), len(data))
+            copy_sizes[split] = len(data) + len(rows) * len(system.encode())  # the copy-the-prompt layout
+        index = kept.select("example_id", "root_uri", "first_uri", "created_at", "split", "tokens")
+        write_parquet_atomic(index, staging / "index.parquet")  # which thread each row came from (split check)
+        write_text_atomic(staging / "system_prompt.txt", system)
+        write_text_atomic(staging / "tools.json", json.dumps([REPLY_TOOL], indent=2))
+        manifest = dataset_manifest(config.format, strategy, system_tokens[strategy], sizes, tokens)
+        write_text_atomic(
+            staging / "dataset.json", json.dumps({**manifest, "sequence_len": base_model.sequence_len}, indent=2)
+        )
+        validate_staged_dataset(staging, config.format, index)
     examples_total = sum(n for n, _ in sizes.values())
     bytes_total = sum(b for _, b in sizes.values())
     sample = kept.filter(pl.col("split") == "train").head(1).to_dicts()
@@ -299,3 +331,29 @@ def chat_dataset(
             ),
         }
     )
+
+
+def dataset_manifest(
+    fmt: str, strategy: str, system_tokens: int, sizes: dict[str, tuple[int, int]], tokens: TokenReport
+) -> dict[str, Any]:
+    return {
+        "format": fmt,
+        "system_prompt": "system_prompt.txt",
+        "context_strategy": strategy,
+        "system_tokens": system_tokens,
+        "splits": {s: {"examples": n, "bytes": b} for s, (n, b) in sizes.items()},
+        "tokens": tokens.per_split,
+        "exact_tokens": tokens.exact,
+        "tokenizer": tokens.source,
+    }
+
+
+def validate_staged_dataset(folder: Path, fmt: str, index: pl.DataFrame) -> None:
+    """The blocking checks' rules, applied before the new dataset replaces the old one."""
+    leaked = leaked_roots(index)
+    checked, errors = tool_call_errors(folder, fmt)
+    problems = [f"thread root {root} is in two splits" for root in leaked[:5]] + errors[:10]
+    if not checked:
+        problems.append("no tool call in any split")
+    if problems:
+        raise dg.Failure("the new dataset is invalid; the previous one is kept:\n- " + "\n- ".join(problems))

@@ -1,6 +1,5 @@
 """Blocking checks before money is spent on training: clean filters, no split leak, valid tool calls."""
 
-import json
 from pathlib import Path
 
 import dagster as dg
@@ -8,9 +7,8 @@ import polars as pl
 
 from void_pipeline.defs.agent import agent_identity
 from void_pipeline.defs.curate.assets import chat_dataset, filtered_records
-from void_pipeline.lib.dataset import FORMATS, SPLITS, leaked_roots
+from void_pipeline.lib.dataset import FORMATS, leaked_roots, tool_call_errors
 from void_pipeline.lib.filters import LoopDetector
-from void_pipeline.lib.prompt import REPLY_TOOL_NAME, reply_call_errors
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.storage import PipelineStorage
 
@@ -63,21 +61,8 @@ def chat_dataset_has_no_split_leak(endpoint: AtprotoEndpoint, storage: PipelineS
     description="Every assistant turn is one or more valid add_post_to_bluesky_reply_thread calls (text ≤ 300).",
 )
 def chat_dataset_tool_calls_are_valid(endpoint: AtprotoEndpoint, storage: PipelineStorage) -> dg.AssetCheckResult:
-    checked, errors = 0, []
+    checked, errors = 0, list[str]()
     for folder in dataset_dirs(storage, agent_identity(endpoint, storage).did):
-        for split in SPLITS:
-            for number, line in enumerate((folder / f"{split}.jsonl").read_text().splitlines(), 1):
-                for function in calls_of(json.loads(line), folder.name):
-                    checked += 1
-                    problems = reply_call_errors(function.get("arguments"))
-                    if function.get("name") != REPLY_TOOL_NAME:
-                        problems.append(f"unknown tool {function.get('name')!r}")
-                    errors += [f"{folder.name}/{split}.jsonl:{number}: {p}" for p in problems]
+        calls, problems = tool_call_errors(folder, folder.name)
+        checked, errors = checked + calls, errors + problems
     return dg.AssetCheckResult(passed=not errors and checked > 0, metadata={"calls": checked, "errors": errors[:20]})
-
-
-def calls_of(row: dict, fmt: str) -> list[dict]:
-    if fmt == "openai":
-        return [c["function"] for m in row["messages"] if m["role"] == "assistant" for c in m.get("tool_calls", [])]
-    answer = row["conversations"][-1]["value"] if fmt == "sharegpt" else row["output"]
-    return list(json.loads(answer))

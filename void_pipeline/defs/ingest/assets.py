@@ -1,6 +1,5 @@
 """raw_records (one partition per collection) and thread_context: thin wrappers over lib/export and lib/threads."""
 
-import os
 from typing import Literal
 
 import dagster as dg
@@ -8,15 +7,23 @@ import polars as pl
 
 from void_pipeline.defs.agent import resolve_agent
 from void_pipeline.defs.metadata import table_schema
-from void_pipeline.lib.export import ExportOptions, export_collection
+from void_pipeline.lib.export import (
+    CorruptState,
+    ExportOptions,
+    export_collection,
+    repo_collections,
+    unknown_collection_warnings,
+)
+from void_pipeline.lib.files import Busy
 from void_pipeline.lib.ingest import write_thread_context
-from void_pipeline.lib.records import DEFAULT_COLLECTIONS, POST
+from void_pipeline.lib.records import POST
 from void_pipeline.lib.report import counts_table, markdown_table
+from void_pipeline.lib.settings import from_environment
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.storage import PipelineStorage
 
-# The collections to export; VOID_COLLECTIONS (comma-separated) replaces the default four.
-COLLECTIONS = [c.strip() for c in os.environ.get("VOID_COLLECTIONS", ",".join(DEFAULT_COLLECTIONS)).split(",") if c]
+# The collections to export; VOID_COLLECTIONS (comma-separated NSIDs, checked) replaces the default four.
+COLLECTIONS = list(from_environment().collections)
 collection_partitions = dg.StaticPartitionsDefinition(COLLECTIONS)
 
 
@@ -42,11 +49,20 @@ def raw_records(
 ) -> dg.MaterializeResult:
     collection = context.partition_key
     with endpoint.http() as http:
-        _, agent = resolve_agent(endpoint, storage, http)
+        resolver, agent = resolve_agent(endpoint, storage, http)
+        if resolver.discarded:
+            context.log.warning(resolver.discarded)
         context.log.info(f"exporting {collection} of {agent.handle or agent.did} ({agent.did}) from {agent.pds_url}")
         paths = storage.repo(agent.did)
+        pds = endpoint.pds(agent, http)
+        unknown = unknown_collection_warnings([collection], repo_collections(pds, agent.did))
+        for warning in unknown:
+            context.log.warning(warning)
         options = ExportOptions(config.method, config.incremental, config.full_refresh, config.fallback)
-        result = export_collection(endpoint.pds(agent, http), agent.did, collection, paths, options, context.log.info)
+        try:
+            result = export_collection(pds, agent.did, collection, paths, options, context.log.info)
+        except (CorruptState, Busy) as err:
+            raise dg.Failure(str(err), allow_retries=False) from err
         requests = http.stats.as_dict()
     frame = pl.read_parquet(paths.records(collection))
     context.log.info(
@@ -75,6 +91,7 @@ def raw_records(
             "http_retries": requests["retries"],
             "http_rate_limited": requests["rate_limited"],
             "agent_did": agent.did,
+            "collection_warning": unknown[0] if unknown else "",
             "path": dg.MetadataValue.path(str(paths.records(collection))),
             "rejected_path": dg.MetadataValue.path(str(paths.rejected(collection))),
             "sample": dg.MetadataValue.md(markdown_table(frame.sort("created_at", descending=True), sample_columns)),
@@ -96,9 +113,12 @@ def thread_context(
         paths = storage.repo(agent.did)
         if not paths.records(POST).exists():
             raise dg.Failure(f"raw_records[{POST}] has not been materialized for {agent.did}: materialize it first")
-        run = write_thread_context(
-            http, endpoint.appview_url, resolver, paths, agent.handle, endpoint.concurrency, context.log.info
-        )
+        try:
+            run = write_thread_context(
+                http, endpoint.appview_url, resolver, paths, agent.handle, endpoint.concurrency, context.log.info
+            )
+        except (CorruptState, Busy) as err:
+            raise dg.Failure(str(err), allow_retries=False) from err
         resolver.save()
         requests = http.stats.as_dict()
     frame, stats = run.frame, run.stats

@@ -9,9 +9,10 @@ import polars as pl
 
 from void_pipeline.defs.agent import agent_identity
 from void_pipeline.defs.curate.assets import chat_dataset
-from void_pipeline.lib import training
+from void_pipeline.external.train_lora import RUN_LOCK
+from void_pipeline.lib import processes, training
 from void_pipeline.lib.axolotl_config import effective_config, write
-from void_pipeline.lib.files import write_text_atomic
+from void_pipeline.lib.files import Busy, acquire_owner, write_text_atomic
 from void_pipeline.lib.paths import REPO_ROOT
 from void_pipeline.lib.report import markdown_table
 from void_pipeline.lib.tracking import default_uri, log_training
@@ -35,6 +36,18 @@ def has_rows(path: Path) -> bool:
     return path.exists() and bool(path.read_bytes().strip())
 
 
+class TrainerFailure(dg.Failure):
+    """A failure the trainer explained (its failure file): ``stage`` says where."""
+
+    def __init__(self, stage: str, errors: list[str], run_dir: Path) -> None:
+        super().__init__(
+            description=f"{stage}: " + "\n".join(errors),
+            metadata={"stage": stage, "run_dir": dg.MetadataValue.path(str(run_dir))},
+            allow_retries=stage != "lock",
+        )
+        self.stage = stage
+
+
 def run_external(
     context: dg.AssetExecutionContext,
     client: dg.PipesSubprocessClient,
@@ -43,25 +56,36 @@ def run_external(
     run_dir: Path,
     extras: dict[str, Any],
 ) -> dg.PipesClientCompletedInvocation:
-    """A Pipes step in the trainer environment; a failure it explained (failure.json) becomes a clear dg.Failure."""
-    (run_dir / "failure.json").unlink(missing_ok=True)
+    """A Pipes step in the trainer environment, bound to this run: it stops when this step or the run worker is
+    gone. A failure it explained (its failure file) becomes a clear dg.Failure."""
+    failure = run_dir / f"failure-{context.run.run_id}.json"
+    failure.unlink(missing_ok=True)
+
+    def record_failure(message: str) -> None:  # the run worker is gone: without this the run stays STARTED
+        context.instance.report_run_failed(context.run, message)
+
+    with processes.bound_to_run_worker(record_failure) as watch_pids:
+        try:
+            return client.run(
+                context=context,
+                command=[trainer.interpreter(), "-m", module],
+                extras={**extras, "run_dir": str(run_dir), "failure_path": str(failure), "watch_pids": watch_pids},
+                env={**OFFLINE, "PYTHONPATH": str(REPO_ROOT)},
+                cwd=str(run_dir),
+            )
+        except Exception as err:  # the Pipes client raises a private error type for a non-zero exit
+            if not failure.exists():
+                raise
+            explained = json.loads(failure.read_text())
+            raise TrainerFailure(explained["stage"], explained["errors"], run_dir) from err
+
+
+def refuse_if_locked(run_dir: Path) -> None:
+    """Fail at once, naming the holder, when a live trainer holds the run folder (the trainer checks again)."""
     try:
-        return client.run(
-            context=context,
-            command=[trainer.interpreter(), "-m", module],
-            extras={**extras, "run_dir": str(run_dir)},
-            env={**OFFLINE, "PYTHONPATH": str(REPO_ROOT)},
-            cwd=str(run_dir),
-        )
-    except Exception as err:  # the Pipes client raises a private error type for a non-zero exit
-        failure = run_dir / "failure.json"
-        if not failure.exists():
-            raise
-        explained = json.loads(failure.read_text())
-        raise dg.Failure(
-            description=f"{explained['stage']}: " + "\n".join(explained["errors"]),
-            metadata={"stage": explained["stage"], "run_dir": dg.MetadataValue.path(str(run_dir))},
-        ) from err
+        acquire_owner(run_dir / RUN_LOCK, "checking the run folder", f"run folder {run_dir}").release()
+    except Busy as err:
+        raise dg.Failure(str(err), allow_retries=False) from err
 
 
 @dg.asset(
@@ -114,6 +138,7 @@ def lora_adapter(
         run_dir = train_root / context.run.run_id
         if training.read_state(run_dir).get("status") == training.COMPLETE:
             raise dg.Failure(f"output directory collision: {run_dir} holds a finished adapter; it is never overwritten")
+    refuse_if_locked(run_dir)
     config = config_for(run_dir, resumable.checkpoint if resumable else None)
     errors = training.preflight_errors(config, dataset)
     if errors:
@@ -143,8 +168,12 @@ def lora_adapter(
                 "start_step": resumable.step if resumable else 0,
             },
         )
+    except TrainerFailure as err:
+        if err.stage != "lock":  # a refused run never trained here: the folder's state is its holder's
+            training.write_state(run_dir, status="failed")  # resumable from its checkpoints, if it left any
+        raise
     except Exception:
-        training.write_state(run_dir, status="failed")  # resumable from its checkpoints, if it left any
+        training.write_state(run_dir, status="failed")
         raise
     reported = invocation.get_materialize_result().metadata or {}
 

@@ -1,0 +1,236 @@
+"""Child processes that die with whoever started them: no trainer is left running after its run is gone.
+
+Three pieces, each covering one way a run ends (stdlib only: this module also runs in the trainer environment):
+
+- ``spawn_group(command)`` starts ``command`` under a small guard process (``python -m void_pipeline.lib.processes
+  -- command``). The guard leads a process group of its own, becomes the subreaper of everything below it, and
+  gets SIGTERM when its parent dies (Linux parent-death signal). On SIGTERM, SIGINT, SIGHUP or its parent's death it
+  stops the whole group — axolotl, the accelerate launcher, the training process, data loader workers — SIGTERM
+  first, SIGKILL after a grace period. When the command ends by itself, stragglers of the group are stopped too.
+- ``exit_when_gone(pids)`` in a process started by another (a Pipes child): when any of ``pids`` is gone, or the
+  process is orphaned, SIGTERM to itself, whose handler stops its group.
+- ``bound_to_run_worker()`` in a Dagster step that runs in a process of its own (the multiprocess executor): the
+  step process exits when the run worker is gone, instead of going on as an orphan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+GRACE_S = 10.0
+
+
+def _prctl(option: int, value: int) -> bool:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(option, value, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, exited but not yet reaped, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc: trust kill(0)
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def watch(pids: Sequence[int], on_gone: Callable[[], None], interval_s: float = 0.5) -> threading.Thread:
+    """A daemon thread that calls ``on_gone`` once, as soon as one of ``pids`` has died or this process's
+    parent changed (orphaned: reparented to init or a subreaper)."""
+    parent = os.getppid()
+
+    def loop() -> None:
+        while os.getppid() == parent and all(pid_alive(pid) for pid in pids):
+            time.sleep(interval_s)
+        on_gone()
+
+    thread = threading.Thread(target=loop, name="exit-when-parent-gone", daemon=True)
+    thread.start()
+    return thread
+
+
+def exit_when_gone(pids: Sequence[int] = ()) -> threading.Thread:
+    """SIGTERM to this process when one of ``pids`` dies or it is orphaned; its handler stops what it started."""
+    return watch(pids, lambda: os.kill(os.getpid(), signal.SIGTERM))
+
+
+def run_worker_pid() -> int | None:
+    """The Dagster run worker's pid when this step runs in a child process of it (multiprocess executor)."""
+    parent = multiprocessing.parent_process()
+    return parent.pid if parent is not None else None
+
+
+@contextlib.contextmanager
+def bound_to_run_worker(on_gone: Callable[[str], None] | None = None, timeout_s: float = 15.0) -> Iterator[list[int]]:
+    """Within the block, this step process exits as soon as its run worker is gone; ``on_gone(message)`` runs
+    first (the asset records the run as failed: nobody else is left to), for at most ``timeout_s``. Yields the pids
+    a Pipes child should watch: this process only, so the child stops *after* the failure is recorded (it notices
+    within a second and stops its process groups). In-process execution (tests, `dg.materialize`) only yields."""
+    worker = run_worker_pid()
+    if worker is None:
+        yield [os.getpid()]
+        return
+
+    def leave() -> None:
+        message = f"the run worker (pid {worker}) is gone: step process {os.getpid()} and its trainer stopped"
+        print(f"[void-pipeline] {message}", file=sys.stderr, flush=True)
+        if on_gone is not None:
+            reporter = threading.Thread(target=lambda: on_gone(message), daemon=True)
+            reporter.start()
+            reporter.join(timeout_s)
+        os._exit(70)
+
+    stop = threading.Event()
+    threading.Thread(target=lambda: _poll(worker, stop, leave), name="exit-with-run-worker", daemon=True).start()
+    try:
+        yield [os.getpid()]
+    finally:
+        stop.set()
+
+
+def _poll(pid: int, stop: threading.Event, on_gone: Callable[[], None]) -> None:
+    while not stop.wait(0.5):
+        if not pid_alive(pid):
+            on_gone()
+            return
+
+
+# --- the guard ---------------------------------------------------------------------------------------------------
+
+
+def spawn_group(command: Sequence[str], **popen: Any) -> subprocess.Popen[Any]:
+    """Start ``command`` under the guard; stop it (and everything it started) with ``stop_group``."""
+    guard = [sys.executable, "-m", "void_pipeline.lib.processes", "--", *command]
+    env = dict(popen.pop("env", None) or os.environ)
+    root = str(Path(__file__).resolve().parents[2])  # the guard imports this module from the same checkout
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH", "")]))
+    return subprocess.Popen(guard, env=env, **popen)
+
+
+def stop_group(process: subprocess.Popen[Any], timeout_s: float = GRACE_S + 5) -> int:
+    """Ask the guard to stop its group (SIGTERM) and wait; SIGKILL the guard if it does not end in time."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return int(process.returncode)
+
+
+class _Stop(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _descendants(root: int) -> list[int]:
+    """Every process below ``root`` (via /proc/<pid>/task/*/children)."""
+    found: list[int] = []
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        for children in Path(f"/proc/{pid}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                kids = [int(k) for k in children.read_text().split()]
+                found += kids
+                todo += kids
+    return found
+
+
+def _group_members(group: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == group and fields[0] != "Z":
+                    members.append(int(entry.name))
+    return members
+
+
+def _stop_everything(group: int, grace_s: float) -> None:
+    """SIGTERM the group and our descendants, then SIGKILL whatever is left after ``grace_s``; never ourselves."""
+    me = os.getpid()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        targets = {*_group_members(group), *_descendants(me)} - {me}
+        if not targets:
+            return
+        for pid in targets:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + (grace_s if sig == signal.SIGTERM else 5.0)
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                    pass
+            if not ({*_group_members(group), *_descendants(me)} - {me}):
+                return
+            time.sleep(0.1)
+
+
+def guard(command: list[str], grace_s: float = GRACE_S) -> int:
+    parent = os.getppid()
+    os.setsid()  # a group (and session) of our own: one killpg reaches everything below
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans below us are reparented to us, not to init
+    if os.getppid() != parent:
+        return 143  # the parent died before the death signal was armed
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise _Stop(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    watch([], lambda: os.kill(os.getpid(), signal.SIGTERM))
+    group = os.getpgrp()
+    try:
+        child = subprocess.Popen(command)
+        code = child.wait()
+    except _Stop as stop:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # our own killpg reaches us too
+        _stop_everything(group, grace_s)
+        return 128 + stop.signum
+    except FileNotFoundError as err:
+        print(f"cannot start {command[0]}: {err}", file=sys.stderr)
+        return 127
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    _stop_everything(group, grace_s=2.0)  # stragglers (data loader workers, a launcher's children)
+    return code
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] != "--" or len(argv) < 2:
+        print("usage: python -m void_pipeline.lib.processes -- COMMAND [ARGS...]", file=sys.stderr)
+        return 2
+    return guard(argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,87 @@
+"""The code location's settings from ``VOID_*`` environment variables, parsed once and checked.
+
+A bad value never stops the code location from loading: it is reported as a problem naming the variable, the
+resources keep the default, and every run refuses to start until it is fixed (``PipelineStorage`` raises the
+problems when a step sets it up). The CLI prints the same messages.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from void_pipeline.lib.records import DEFAULT_COLLECTIONS, collection_error
+
+DEFAULT_SEQUENCE_LEN = 8192
+
+
+@dataclass(frozen=True)
+class Settings:
+    actor: str = "void.comind.network"
+    plc_url: str = "https://plc.directory"
+    appview_url: str = "https://public.api.bsky.app"
+    pds_url: str | None = None
+    base_model: str = "meta-llama/Llama-3.1-8B-Instruct"
+    base_model_path: str | None = None
+    sequence_len: int = DEFAULT_SEQUENCE_LEN
+    trainer_config: str = "llama-3.1-8b-instruct"
+    trainer_overlays: tuple[str, ...] = ()
+    trainer_max_steps: int | None = None
+    mlflow_tracking_uri: str | None = None
+    collections: tuple[str, ...] = DEFAULT_COLLECTIONS
+    problems: tuple[str, ...] = field(default=())
+
+
+def positive_int(env: Mapping[str, str], name: str, meaning: str, problems: list[str]) -> int | None:
+    """``env[name]`` as a whole number ≥ 1; None when unset; a problem naming the variable otherwise."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        problems.append(f"{name}={raw!r} is not a whole number ({meaning})")
+        return None
+    if value < 1:
+        problems.append(f"{name}={value} must be at least 1 ({meaning})")
+        return None
+    return value
+
+
+def from_environment(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    sequence_len = positive_int(env, "VOID_SEQUENCE_LEN", "the training sequence length in tokens, e.g. 8192", problems)
+    max_steps = positive_int(
+        env,
+        "VOID_TRAINER_MAX_STEPS",
+        "optimizer steps to stop after; unset it to train the config's full epochs",
+        problems,
+    )
+    collections: list[str] = []
+    for name in (c.strip() for c in env.get("VOID_COLLECTIONS", ",".join(DEFAULT_COLLECTIONS)).split(",")):
+        if not name:
+            continue
+        error = collection_error(name)
+        if error:
+            problems.append(f"VOID_COLLECTIONS: {error}")
+        elif name not in collections:
+            collections.append(name)
+    if not collections and not any(p.startswith("VOID_COLLECTIONS") for p in problems):
+        problems.append("VOID_COLLECTIONS names no collection (comma-separated NSIDs, e.g. app.bsky.feed.post)")
+    return Settings(
+        actor=env.get("VOID_ACTOR") or Settings.actor,
+        plc_url=env.get("VOID_PLC_URL") or Settings.plc_url,
+        appview_url=env.get("VOID_APPVIEW_URL") or Settings.appview_url,
+        pds_url=env.get("VOID_PDS_URL") or None,
+        base_model=env.get("VOID_BASE_MODEL") or Settings.base_model,
+        base_model_path=env.get("VOID_BASE_MODEL_PATH") or None,
+        sequence_len=sequence_len or DEFAULT_SEQUENCE_LEN,
+        trainer_config=env.get("VOID_TRAINER_CONFIG") or Settings.trainer_config,
+        trainer_overlays=tuple(o.strip() for o in env.get("VOID_TRAINER_OVERLAYS", "").split(",") if o.strip()),
+        trainer_max_steps=max_steps,
+        mlflow_tracking_uri=env.get("VOID_MLFLOW_TRACKING_URI") or None,
+        collections=tuple(collections) or DEFAULT_COLLECTIONS,
+        problems=tuple(problems),
+    )

@@ -1,0 +1,65 @@
+"""VOID_* settings: a bad value names its variable; the code location still loads and runs refuse to start."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.records import DEFAULT_COLLECTIONS
+from void_pipeline.lib.settings import from_environment
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"VOID_SEQUENCE_LEN": "8k"}, "VOID_SEQUENCE_LEN='8k' is not a whole number"),
+        ({"VOID_SEQUENCE_LEN": "0"}, "VOID_SEQUENCE_LEN=0 must be at least 1"),
+        ({"VOID_TRAINER_MAX_STEPS": "ten"}, "VOID_TRAINER_MAX_STEPS='ten' is not a whole number"),
+        ({"VOID_TRAINER_MAX_STEPS": "-1"}, "VOID_TRAINER_MAX_STEPS=-1 must be at least 1"),
+        ({"VOID_TRAINER_MAX_STEPS": "0"}, "unset it to train the config's full epochs"),
+        ({"VOID_COLLECTIONS": "app.bsky.feed.post,../../../../escaped"}, "'../../../../escaped' is not a valid"),
+        ({"VOID_COLLECTIONS": ","}, "VOID_COLLECTIONS names no collection"),
+    ],
+)
+def test_a_bad_value_is_a_problem_naming_its_variable(env: dict[str, str], expected: str) -> None:
+    settings = from_environment(env)
+    assert any(expected in p for p in settings.problems), settings.problems
+    assert all(".." not in c and "/" not in c for c in settings.collections)
+
+
+def test_good_values_are_used_and_defaults_fill_the_rest() -> None:
+    settings = from_environment(
+        {"VOID_SEQUENCE_LEN": " 4096 ", "VOID_TRAINER_MAX_STEPS": "10", "VOID_COLLECTIONS": "app.bsky.feed.post"}
+    )
+    assert settings.problems == () and settings.sequence_len == 4096 and settings.trainer_max_steps == 10
+    assert settings.collections == ("app.bsky.feed.post",)
+    assert from_environment({}).collections == DEFAULT_COLLECTIONS and from_environment({}).trainer_max_steps is None
+
+
+def test_the_location_loads_with_bad_values_and_every_run_refuses_naming_them(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path),
+        "PYTHONPATH": str(REPO_ROOT),
+        "VOID_PIPELINE_DATA": str(tmp_path / "data"),
+        "VOID_SEQUENCE_LEN": "abc",
+        "VOID_TRAINER_MAX_STEPS": "-1",
+    }
+    validate = [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"]
+    loaded = subprocess.run(validate, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert loaded.returncode == 0, loaded.stdout + loaded.stderr  # the UI would show the location, not an error
+    assert "VOID_SEQUENCE_LEN='abc' is not a whole number" in loaded.stderr
+    run = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "void_pipeline.definitions"]
+    refused = subprocess.run(
+        [*run, "--select", "context_window"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    output = refused.stdout + refused.stderr
+    assert refused.returncode != 0
+    assert "VOID_SEQUENCE_LEN='abc' is not a whole number" in output
+    assert "VOID_TRAINER_MAX_STEPS=-1 must be at least 1" in output
+    assert not (tmp_path / "data").exists() or not any((tmp_path / "data").rglob("*.txt"))  # nothing was written
