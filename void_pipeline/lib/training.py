@@ -4,7 +4,8 @@ and the loss history the external trainer writes.
 Pure: no Dagster, no torch. A run folder ``train/<run>/`` holds ``axolotl.yml`` (the effective config),
 ``state.json`` (fingerprint, status, the Dagster runs that worked on it), ``metrics.jsonl`` (one line per logged
 step or evaluation, appended by the trainer as it goes), ``adapter/`` (axolotl's output_dir with
-``checkpoint-N/``) and, after a failure the trainer could explain, ``failure.json``.
+``checkpoint-N/``), ``trainer.lock`` (held by the live trainer, naming its pid and Dagster run) and, after a
+failure the trainer could explain, ``failure-<dagster run id>.json``.
 """
 
 from __future__ import annotations
