@@ -8,10 +8,12 @@ RUN pip install --no-cache-dir --no-deps -r envs/orchestrator.txt
 
 COPY pyproject.toml README.md workspace.yaml ./
 COPY docker/workspace.yaml docker/workspace.yaml
+# Run from this folder (not pip-installed into site-packages): the code finds the checkout's folders beside
+# void_pipeline/ — lora_adapter reads axolotl_configs/ here to make each run's effective config.
 COPY void_pipeline void_pipeline
-RUN pip install --no-cache-dir --no-deps .
+COPY axolotl_configs axolotl_configs
 
-ENV DAGSTER_HOME=/opt/dagster/home VOID_PIPELINE_DATA=/data
+ENV PYTHONPATH=/opt/void-pipeline DAGSTER_HOME=/opt/dagster/home VOID_PIPELINE_DATA=/data
 RUN mkdir -p "$DAGSTER_HOME" /data
 EXPOSE 4000
 CMD ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", "4000", "-m", "void_pipeline.definitions"]

@@ -33,7 +33,7 @@ from void_pipeline.lib.files import Busy, write_text_atomic
 from void_pipeline.lib.identity import IdentityError, actor_syntax_error
 from void_pipeline.lib.ingest import ingest_agent
 from void_pipeline.lib.records import DEFAULT_COLLECTIONS, collection_error
-from void_pipeline.lib.resilience import HostLimit, ResilientHttp, TransportFailure
+from void_pipeline.lib.resilience import DEFAULT_LIMITS, HostLimit, ResilientHttp, TransportFailure
 from void_pipeline.lib.seeding import seed_corpus
 from void_pipeline.lib.tiny_tokenizer import train_tokenizer
 
@@ -314,8 +314,15 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--method", choices=["car", "list_records"], default="car")
     export.add_argument("--full-refresh", action="store_true")
     export.add_argument("--collections", default=",".join(DEFAULT_COLLECTIONS))
-    export.add_argument("--pds-rps", type=float, default=10.0, help="requests per second to a PDS")
-    export.add_argument("--appview-rps", type=float, default=50.0, help="requests per second to the AppView")
+    export.add_argument(
+        "--pds-rps", type=float, default=DEFAULT_LIMITS["pds"].requests_per_second, help="requests per second to a PDS"
+    )
+    export.add_argument(
+        "--appview-rps",
+        type=float,
+        default=DEFAULT_LIMITS["appview"].requests_per_second,
+        help="requests per second to the AppView",
+    )
     export.add_argument("--summary-json", type=Path, default=None, help="also write the run's numbers here")
     demo_cmd = sub.add_parser("demo", help="devnet + demo corpus + materialize every asset")
     demo_cmd.add_argument("--agent-posts", type=int, default=DEMO_AGENT_POSTS)

@@ -87,13 +87,14 @@ def curated(
         "storage": storage,
         "base_model": BaseModel(local_path=str(model_dir), sequence_len=4096),
     }
-    metadata: dict[str, Any] = {"storage": storage, "resources": resources, "checks": {}}
+    metadata: dict[str, Any] = {"storage": storage, "resources": resources, "checks": {}, "filtered_checks": {}}
     for collection in COLLECTIONS:
         result = dg.materialize(
             [*assets, *checks], selection=[filtered_records.key], partition_key=collection, resources=resources
         )
         assert result.success
         metadata[collection] = result.asset_materializations_for_node("filtered_records")[0].metadata
+        metadata["filtered_checks"][collection] = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     config = {"ops": {"chat_dataset": {"config": {"test_threads": 10}}}}
     result = dg.materialize(
         [*assets, *checks], selection=[context_window.key, chat_dataset.key], resources=resources, run_config=config

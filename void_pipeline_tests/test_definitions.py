@@ -82,3 +82,36 @@ def test_the_dagster_webserver_serves_the_asset_graph(tmp_path: Path) -> None:
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_pyproject_declares_every_third_party_package_the_orchestrator_imports() -> None:
+    """Every top-level import of the orchestrator's code (all but external/, which runs in the trainer
+    environment) is the standard library, this package, or a distribution pyproject.toml depends on."""
+    import ast
+    import importlib.metadata
+    import re
+    import tomllib
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    declared = {re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0].lower().replace("_", "-") for d in project["dependencies"]}
+    distributions = importlib.metadata.packages_distributions()
+    missing: dict[str, str] = {}
+    for path in (REPO_ROOT / "void_pipeline").rglob("*.py"):
+        if "external" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                else []
+            )
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or top == "void_pipeline":
+                    continue
+                owners = {d.lower().replace("_", "-") for d in distributions.get(top, [top])}
+                if not owners & declared:
+                    missing[top] = str(path.relative_to(REPO_ROOT))
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"

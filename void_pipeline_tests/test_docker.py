@@ -33,6 +33,17 @@ def test_code_location_image_installs_the_pinned_orchestrator_and_never_torch() 
     assert "void_pipeline.definitions" in text
 
 
+def test_code_location_image_holds_every_checkout_folder_the_orchestrator_reads() -> None:
+    """The code reads folders beside void_pipeline/ (axolotl configs for lora_adapter's effective config): the image
+    must run from a copy of the checkout, not a site-packages install that loses them."""
+    text = (DOCKER / "code-location.Dockerfile").read_text()
+    workdir = re.search(r"^WORKDIR (\S+)", text, re.M)
+    assert workdir and f"PYTHONPATH={workdir.group(1)}" in text
+    copied = {line.split()[-1] for line in text.splitlines() if line.startswith("COPY ")}
+    assert {"void_pipeline", "axolotl_configs"} <= copied
+    assert not re.search(r"pip install [^\n]*--no-deps \.$", text, re.M)
+
+
 def test_compose_services_point_at_existing_files() -> None:
     compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
     services = compose["services"]

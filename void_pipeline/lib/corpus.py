@@ -1,4 +1,4 @@
-"""Synthetic void-like corpus: deterministic from a seed, shaped like the real agent's repo (DESIGN §1).
+"""Synthetic void-like corpus: deterministic from a seed, shaped like the real agent's repo (README, "The synthetic corpus").
 
 The generator works in *logical* form: accounts are handles, records are keyed ``at://<handle>/<collection>/<rkey>``
 and point at each other through placeholders (``{"$strongRef": key}``, ``{"$didOf": handle}``), because DIDs
@@ -244,7 +244,7 @@ SHORT_REPLIES = ["Acknowledged.", "Yes.", "Noted.", "Correct.", "Indeed.", "No."
 LANG_CHOICES = [["en"]] * 18 + [["en", "de"], ["ja"]]
 LINKS = ["https://example.com/notes", "https://example.org/paper.pdf", "https://example.net/thread"]
 
-# Character-creation loop content (DESIGN §1): keyword sheets and bare stat blocks.
+# Character-creation loop content, as the real repo holds it: keyword sheets and bare stat blocks.
 CHARACTER_NAMES = ["Kaelen", "Mirela", "Thorn", "Ysolde", "Brannoc", "Ilyra", "Dusk", "Vesper"]
 CLASSES = ["rogue", "wizard", "paladin", "ranger", "warlock", "cleric", "bard", "fighter"]
 LOOP_KEYWORD_TEMPLATES = [

@@ -30,7 +30,7 @@ ENVS_DIR = REPO_ROOT / "envs"
 DEVNET_DIR = REPO_ROOT / "devnet"
 
 MIN_NODE_MAJOR = 22
-# Node from the npm registry when the machine's own is older (DESIGN §3: Node 20 fails in undici).
+# Node from the npm registry when the machine's own is older (@atproto/pds needs Node >= 22: undici fails on Node 20).
 NODE_NPM_VERSION = "22.23.5"
 COMPLETE_MARKER = ".complete"
 

@@ -231,7 +231,7 @@ def list_records_resumable(
             write_text_atomic(work_dir / f"page-{number:06d}.json", json.dumps(records))
             checkpoint = {"cursor": page.get("cursor"), "pages": number, "done": False}
         nothing_new = known is not None and all(known.get(r.get("uri")) == r.get("cid") for r in records)
-        # The last page can still carry a cursor: stop on an empty page (DESIGN §2).
+        # The last page can still carry a cursor (the PDS does not know it is the last): stop on an empty page.
         if not records or page.get("cursor") is None or nothing_new:
             checkpoint["done"] = True
         write_text_atomic(checkpoint_path, json.dumps(checkpoint))

@@ -11,7 +11,7 @@ from typing import Literal
 
 import polars as pl
 
-# DESIGN §1: a record is loop content when it holds at least two of these (case-insensitive).
+# The original filter scripts' rule: a record is loop content when it holds at least two of these (case-insensitive).
 LOOP_KEYWORDS = (
     "character sheet",
     "character creation",

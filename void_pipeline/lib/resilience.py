@@ -1,6 +1,6 @@
 """HTTP that survives the network: a token bucket per host, 429s honoured, backoff with jitter on faults.
 
-Defaults follow Bluesky's published limits (DESIGN §2): a PDS allows 3000 requests per 5 minutes per IP (10/s);
+Defaults follow Bluesky's published limits (docs.bsky.app, "Rate Limits"): a PDS allows 3000 requests per 5 minutes per IP (10/s);
 the AppView is "generous". Over a limit a service answers 429 with ``ratelimit-reset`` (epoch seconds) and/or
 ``retry-after`` (seconds); we sleep until then. 5xx, timeouts and dropped connections are retried with
 exponential backoff and full jitter; other 4xx are final and go back to the caller.

@@ -27,7 +27,7 @@ from void_pipeline.lib.devnet import DevnetInfo
 from void_pipeline.lib.files import write_bytes_atomic, write_text_atomic
 from void_pipeline.lib.xrpc import XrpcClient, XrpcError
 
-MAX_WRITES_PER_CALL = 200  # com.atproto.repo.applyWrites limit (DESIGN §2)
+MAX_WRITES_PER_CALL = 200  # com.atproto.repo.applyWrites: at most 200 writes per call
 MANIFEST_FILE = "manifest.parquet"
 ACCOUNTS_FILE = "accounts.json"
 

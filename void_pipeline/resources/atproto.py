@@ -6,7 +6,7 @@ import dagster as dg
 from pydantic import Field
 
 from void_pipeline.lib.identity import Identity, IdentityResolver
-from void_pipeline.lib.resilience import HostLimit, ResilientHttp, RetryPolicy
+from void_pipeline.lib.resilience import DEFAULT_LIMITS, HostLimit, ResilientHttp, RetryPolicy
 from void_pipeline.lib.xrpc import XrpcClient, XrpcError
 
 
@@ -23,11 +23,13 @@ class AtprotoEndpoint(dg.ConfigurableResource):
     app_password: str | None = Field(
         default=None, description="optional app password; set it with EnvVar('VOID_APP_PASSWORD'), never inline"
     )
-    pds_requests_per_second: float = Field(default=10.0, description="PDS limit: 3000 requests / 5 min per IP")
-    pds_burst: float = 50.0
-    appview_requests_per_second: float = 50.0
-    appview_burst: float = 100.0
-    plc_requests_per_second: float = 10.0
+    pds_requests_per_second: float = Field(
+        default=DEFAULT_LIMITS["pds"].requests_per_second, description="PDS limit: 3000 requests / 5 min per IP"
+    )
+    pds_burst: float = DEFAULT_LIMITS["pds"].burst
+    appview_requests_per_second: float = DEFAULT_LIMITS["appview"].requests_per_second
+    appview_burst: float = DEFAULT_LIMITS["appview"].burst
+    plc_requests_per_second: float = DEFAULT_LIMITS["plc"].requests_per_second
     concurrency: int = Field(default=8, description="parallel getPosts/getRecord calls")
     timeout_s: float = 30.0
     retry_attempts: int = 8

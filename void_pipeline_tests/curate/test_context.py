@@ -14,7 +14,7 @@ from void_pipeline.lib.prompt import TOOL_DESCRIPTION
 from void_pipeline.lib.tiny_tokenizer import train_tokenizer
 from void_pipeline.lib.tokens import TokenCounter
 
-SIZES = {  # DESIGN §1, characters
+SIZES = {  # the real snapshot's block sizes in characters (README, Curate)
     "operational_protocols": 18900,
     "communication_guidelines": 6000,
     "tool_use_guide": 5900,

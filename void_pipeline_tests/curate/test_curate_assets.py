@@ -45,7 +45,49 @@ def test_short_and_duplicate_replies_are_removed_and_every_row_accounted(
     for collection in COLLECTIONS:
         meta = curated[collection]
         assert meta["dagster/row_count"].value + meta["rejected_rows"].value == meta["input_rows"].value
-    assert curated["checks"].get("filtered_records_are_clean", True)
+    # the blocking check ran for every partition, on that partition, and passed
+    assert curated["filtered_checks"] == {c: {"filtered_records_are_clean": True} for c in COLLECTIONS}
+
+
+def run_filtered_check(curated: dict[str, Any], collection: str) -> bool:
+    """The blocking check alone, in a run of one partition (as Dagster runs it after a materialization)."""
+    from void_pipeline.defs.curate.checks import filtered_records_are_clean
+    from void_pipeline.defs.ingest.assets import collection_partitions
+
+    job = dg.define_asset_job(
+        "filter_check",
+        selection=dg.AssetSelection.checks(filtered_records_are_clean),
+        partitions_def=collection_partitions,
+    )
+    defs = dg.Definitions(
+        assets=curated["assets"], asset_checks=[filtered_records_are_clean], jobs=[job], resources=curated["resources"]
+    )
+    result = defs.resolve_job_def("filter_check").execute_in_process(
+        tags={"dagster/partition": collection}, raise_on_error=False
+    )
+    (evaluation,) = result.get_asset_check_evaluations()
+    return evaluation.passed
+
+
+def test_the_filter_check_fails_on_injected_loop_content_in_its_own_partition_only(curated: dict[str, Any]) -> None:
+    kept_path: Path = curated["filtered"] / f"{MEMORY}.parquet"
+    original = kept_path.read_bytes()
+    kept = pl.read_parquet(kept_path)
+    loop = "Character sheet: STR 14, DEX 12, CON 13. Armor class 15, hit points 22. Roll a d20 for initiative."
+    injected = kept.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(loop)).otherwise("text_norm").alias("text_norm")
+    )
+    import io
+
+    buffer = io.BytesIO()
+    injected.write_parquet(buffer)
+    write_bytes_atomic(kept_path, buffer.getvalue())
+    try:
+        assert not run_filtered_check(curated, MEMORY)  # loop content left in: the blocking check fails
+        assert run_filtered_check(curated, POST)  # a broken sibling partition does not fail a fresh one
+    finally:
+        write_bytes_atomic(kept_path, original)
+    assert run_filtered_check(curated, MEMORY)
 
 
 def test_chat_dataset_is_split_valid_and_stores_the_system_prompt_once(curated: dict[str, Any]) -> None:
@@ -81,4 +123,24 @@ def test_an_injected_split_leak_fails_the_blocking_check(curated: dict[str, Any]
     finally:
         write_bytes_atomic(index_path, original)
     healed = chat_dataset_has_no_split_leak(endpoint=curated["resources"]["endpoint"], storage=storage)
+    assert isinstance(healed, dg.AssetCheckResult) and healed.passed
+
+
+def test_an_injected_invalid_tool_call_fails_the_blocking_check(curated: dict[str, Any]) -> None:
+    from void_pipeline.defs.curate.checks import chat_dataset_tool_calls_are_valid
+
+    storage: PipelineStorage = curated["storage"]
+    train_path = curated["dataset"] / "train.jsonl"
+    original = train_path.read_bytes()
+    lines = original.decode().splitlines()
+    row = json.loads(lines[0])
+    row["messages"][-1]["tool_calls"][0]["function"]["name"] = "delete_everything"
+    write_bytes_atomic(train_path, ("\n".join([json.dumps(row), *lines[1:]]) + "\n").encode())
+    try:
+        result = chat_dataset_tool_calls_are_valid(endpoint=curated["resources"]["endpoint"], storage=storage)
+        assert isinstance(result, dg.AssetCheckResult) and not result.passed
+        assert "openai/train.jsonl:1: unknown tool 'delete_everything'" in str(result.metadata["errors"].value)
+    finally:
+        write_bytes_atomic(train_path, original)
+    healed = chat_dataset_tool_calls_are_valid(endpoint=curated["resources"]["endpoint"], storage=storage)
     assert isinstance(healed, dg.AssetCheckResult) and healed.passed

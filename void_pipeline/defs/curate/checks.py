@@ -7,6 +7,7 @@ import polars as pl
 
 from void_pipeline.defs.agent import agent_identity
 from void_pipeline.defs.curate.assets import chat_dataset, filtered_records
+from void_pipeline.defs.ingest.assets import COLLECTIONS
 from void_pipeline.lib.dataset import FORMATS, leaked_roots, tool_call_errors
 from void_pipeline.lib.filters import LoopDetector
 from void_pipeline.resources.atproto import AtprotoEndpoint
@@ -18,15 +19,20 @@ from void_pipeline.resources.storage import PipelineStorage
     blocking=True,
     description="No loop content and no duplicate text left; kept + rejected = input, for every collection.",
 )
-def filtered_records_are_clean(endpoint: AtprotoEndpoint, storage: PipelineStorage) -> dg.AssetCheckResult:
+def filtered_records_are_clean(
+    context: dg.AssetCheckExecutionContext, endpoint: AtprotoEndpoint, storage: PipelineStorage
+) -> dg.AssetCheckResult:
     did = agent_identity(endpoint, storage).did
     folder = storage.curate(did) / "filtered_records"
     detector = LoopDetector()
     problems: dict[str, str] = {}
-    for kept_path in sorted(folder.glob("*.parquet")):
-        if kept_path.name.endswith(".rejected.parquet"):
+    # The partition this run materialized: a stale sibling never fails a fresh one. Without one, all of them.
+    collections = [context.partition_key] if context.has_partition_key else list(COLLECTIONS)
+    for collection in collections:
+        kept_path = folder / f"{collection}.parquet"
+        if not kept_path.exists():
+            problems[collection] = f"{kept_path} is missing" if context.has_partition_key else ""
             continue
-        collection = kept_path.stem
         kept = pl.read_parquet(kept_path)
         rejected = pl.read_parquet(folder / f"{collection}.rejected.parquet")
         raw = pl.read_parquet(storage.repo(did).records(collection), columns=["uri"])
@@ -37,6 +43,7 @@ def filtered_records_are_clean(endpoint: AtprotoEndpoint, storage: PipelineStora
         )
         if loops or duplicates or not accounted:
             problems[collection] = f"loop {loops}, duplicates {duplicates}, accounted {accounted}"
+    problems = {c: p for c, p in problems.items() if p}
     return dg.AssetCheckResult(passed=not problems, metadata={"problems": problems or "none"})
 
 

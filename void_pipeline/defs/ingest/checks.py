@@ -4,7 +4,7 @@ import dagster as dg
 import polars as pl
 
 from void_pipeline.defs.agent import agent_paths
-from void_pipeline.defs.ingest.assets import raw_records, thread_context
+from void_pipeline.defs.ingest.assets import COLLECTIONS, raw_records, thread_context
 from void_pipeline.lib.records import POST
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.storage import PipelineStorage
@@ -15,12 +15,14 @@ def raw_records_unique_uris(
     context: dg.AssetCheckExecutionContext, endpoint: AtprotoEndpoint, storage: PipelineStorage
 ) -> dg.AssetCheckResult:
     paths = agent_paths(endpoint, storage)
+    # The partition this run materialized; a run without one (a whole backfill in one run) checks them all.
+    collections = [context.partition_key] if context.has_partition_key else list(COLLECTIONS)
     duplicates = {}
-    for path in sorted(paths.root.glob("raw_records/*.parquet")):
-        if path.name.endswith(".rejected.parquet"):
+    for collection in collections:
+        if not paths.records(collection).exists():
             continue
-        frame = pl.read_parquet(path, columns=["uri"])
-        duplicates[path.stem] = frame.height - frame["uri"].n_unique()
+        frame = pl.read_parquet(paths.records(collection), columns=["uri"])
+        duplicates[collection] = frame.height - frame["uri"].n_unique()
     return dg.AssetCheckResult(passed=not any(duplicates.values()), metadata={"duplicates": duplicates})
 
 
