@@ -6,7 +6,7 @@ PY = $(ORCH)/bin/python
 export PYTHONPATH := $(CURDIR)
 export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
 
-.PHONY: setup setup-trainer prune-envs demo test lint format typecheck unit ui mlflow-ui devnet-up devnet-seed devnet-down bench
+.PHONY: setup setup-trainer setup-all prune-envs demo test lint format typecheck unit ui mlflow-ui devnet-up devnet-seed devnet-down bench
 
 setup:  ## build (or reuse) the cached environments: orchestrator (Python) and devnet (Node)
 	@$(ENVS) ensure orchestrator devnet >/dev/null
@@ -17,10 +17,13 @@ prune-envs:  ## delete cached environments of pins that are no longer current (t
 setup-trainer:  ## the trainer environment (axolotl, torch, bitsandbytes; ~4 GB, minutes when cold)
 	@$(ENVS) ensure trainer >/dev/null
 
-demo: setup setup-trainer  ## local AT Protocol world + demo corpus + every asset materialized
+setup-all:  ## every environment, built side by side when cold
+	@$(ENVS) ensure orchestrator devnet trainer >/dev/null
+
+demo: setup-all  ## local AT Protocol world + demo corpus + every asset materialized
 	$(PY) -m void_pipeline demo
 
-test: setup setup-trainer lint typecheck unit  ## lint, type checks and the test suite
+test: setup-all lint typecheck unit  ## lint, type checks and the test suite
 
 lint: setup
 	$(PY) -m ruff check .
@@ -54,7 +57,7 @@ devnet-seed: setup
 devnet-down: setup
 	$(PY) -m void_pipeline devnet down
 
-bench: setup setup-trainer  ## seeding, export, curate and packing benchmarks at 50k (minutes each)
+bench: setup-all  ## seeding, export, curate and packing benchmarks at 50k (minutes each)
 	$(PY) benchmarks/seed_bench.py --agent-posts 50000
 	$(PY) benchmarks/export_bench.py --agent-posts 50000
 	$(PY) benchmarks/curate_bench.py --agent-posts 50000

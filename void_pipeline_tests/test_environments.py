@@ -110,3 +110,63 @@ def test_prune_removes_only_builds_of_old_pins(counting: CountingEnv, monkeypatc
     removed = environments.prune()
     assert old in removed and not old.exists()
     assert new.exists() and stranger.exists()
+
+
+def test_independent_environments_build_side_by_side(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    monkeypatch.setenv("VOID_PIPELINE_CACHE", str(tmp_path / "cache"))
+    spans: dict[str, tuple[float, float]] = {}
+    both_started = threading.Barrier(2, timeout=30)  # each build waits for the other to start: only concurrency passes
+
+    @dataclass(frozen=True)
+    class SlowEnv:
+        name: str
+
+        def path(self) -> Path:
+            return environments.cache_root() / "envs" / f"{self.name}-0"
+
+        def build(self, target: Path) -> None:
+            started = time.monotonic()
+            both_started.wait()
+            target.mkdir(parents=True)
+            spans[self.name] = (started, time.monotonic())
+
+    monkeypatch.setitem(environments.ENVIRONMENTS, "one", SlowEnv("one"))
+    monkeypatch.setitem(environments.ENVIRONMENTS, "two", SlowEnv("two"))
+    built = environments.ensure_all(["one", "two"])
+    assert [p.name for p in built] == ["one-0", "two-0"] and set(spans) == {"one", "two"}
+
+
+def test_a_python_environment_is_filled_by_uv_from_the_pins_and_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+
+    monkeypatch.delenv("VOID_PIPELINE_NO_UV", raising=False)
+    pins = {
+        line.split("==")[0].lower(): line for line in (environments.ENVS_DIR / "orchestrator.txt").read_text().split()
+    }
+    good = tmp_path / "good.txt"
+    good.write_text(pins["orjson"] + "\n")
+    target = tmp_path / "env"
+    environments.PythonEnv("tiny", good).build(target)
+    imported = subprocess.run([str(target / "bin" / "python"), "-c", "import orjson"], capture_output=True, check=False)
+    assert imported.returncode == 0, imported.stderr
+    assert not (target / "bin" / "pip").exists()  # uv made it, not venv + pip
+    broken = tmp_path / "broken.txt"
+    broken.write_text(pins["httpx"] + "\n")  # without httpcore, anyio, ...: the consistency check must refuse it
+    with pytest.raises(SetupError):
+        environments.PythonEnv("tiny", broken).build(tmp_path / "env2")
+
+
+def test_pip_index_settings_reach_uv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    monkeypatch.setenv("PIP_FIND_LINKS", f"{wheels} {tmp_path / 'missing'}")
+    monkeypatch.setenv("PIP_INDEX_URL", "https://pypi.org/simple")
+    args = environments.pip_index_args()
+    assert ["--find-links", str(wheels)] == args[args.index(str(wheels)) - 1 : args.index(str(wheels)) + 1]
+    assert str(tmp_path / "missing") not in args  # a folder that is not there is left out
+    assert args[args.index("--index-url") + 1] == "https://pypi.org/simple"
