@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from void_pipeline.external.tiny_model import chat_tokenizer  # noqa: E402
-from void_pipeline.external.train_lora import parse_metrics  # noqa: E402
-from void_pipeline.lib.axolotl_config import CPU_OVERLAY, effective_config, write  # noqa: E402
+from void_pipeline.external.train_lora import METRICS_PATH_ENV  # noqa: E402
+from void_pipeline.lib.axolotl_config import CPU_OVERLAY, effective_config, with_metrics_plugin, write  # noqa: E402
 from void_pipeline.lib.tiny_tokenizer import train_tokenizer  # noqa: E402
 
 H200_BF16_DENSE_FLOPS = 989e12  # NVIDIA's spec sheet, dense bf16
@@ -153,20 +153,23 @@ def main() -> None:
     )
     for key in ("eval_steps", "save_steps", "save_total_limit"):
         config.pop(key, None)
-    config_path = write(config, args.out / "axolotl.yml")
+    config_path = write(with_metrics_plugin(config), args.out / "axolotl.yml")
 
     trainer_bin = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{trainer_bin}{os.pathsep}{os.environ.get('PATH', '')}", "HF_HUB_OFFLINE": "1"}
     env.update(AXOLOTL_DO_NOT_TRACK="1", WANDB_MODE="disabled", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    metrics = args.out / "metrics.jsonl"  # one line per log, written by the trainer's callback (axolotl_metrics.py)
+    metrics.unlink(missing_ok=True)
+    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env.update({METRICS_PATH_ENV: str(metrics), "PYTHONPATH": pythonpath})
     log = args.out / "train.log"
     with log.open("w") as handle:
         code = subprocess.run(
             [str(trainer_bin / "axolotl"), "train", str(config_path)], env=env, stdout=handle, stderr=subprocess.STDOUT
         ).returncode
-    steps = [m for line in log.read_text().splitlines() for m in parse_metrics(line) if "loss" in m]
-    summary = next(
-        (m for line in log.read_text().splitlines() for m in parse_metrics(line) if "train_runtime" in m), {}
-    )
+    entries = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
+    steps = [e for e in entries if e["kind"] == "train"]
+    summary: dict[str, float] = next((e for e in entries if e["kind"] == "summary"), {})
     if code != 0 or not steps:
         sys.exit(f"axolotl train failed (exit {code}); see {log}")
     # the first steps include compilation and allocator warm-up: throughput from the second half

@@ -20,14 +20,13 @@ as the step that started it, or the Dagster run worker (``watch_pids``), is gone
 
 from __future__ import annotations
 
-import ast
 import json
 import os
-import re
 import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,38 +37,20 @@ from dagster_pipes import PipesContext, open_dagster_pipes
 from void_pipeline.lib.files import Busy, OwnerLock, acquire_owner, write_text_atomic
 from void_pipeline.lib.processes import exit_when_gone, pid_alive, spawn_group, stop_group
 
-METRICS = re.compile(r"\{'(?:loss|eval_loss|train_runtime)'[^{}]*\}")
-PACKING = re.compile(r"sample_packing_eff_est across ranks: \[([\d.]+)")
-
-
-def parse_metrics(line: str) -> list[dict[str, Any]]:
-    """axolotl/transformers print metric dicts with string values; return them as numbers where they are."""
-    found = []
-    for match in METRICS.finditer(line):
-        try:
-            raw = ast.literal_eval(match.group(0))
-        except (ValueError, SyntaxError):
-            continue
-        metrics = {}
-        for key, value in raw.items():
-            try:
-                metrics[key] = float(value)
-            except (TypeError, ValueError):
-                continue
-        found.append(metrics)
-    return found
-
-
 RUN_LOCK = "trainer.lock"
+METRICS_PATH_ENV = "VOID_METRICS_PATH"  # where the trainer's callback appends (external/axolotl_metrics.py)
 # The run folder's lock, held for the life of this process (a lock object that is garbage collected is released);
 # every stage's guard inherits its fd too, so the lock outlives a kill of this process until the group is stopped.
 HELD: list[OwnerLock] = []
 
 
-def stream(command: list[str], on_line: Callable[[str], None]) -> tuple[int, list[str]]:
+def stream(
+    command: list[str], on_line: Callable[[str], None], extra_env: dict[str, str] | None = None
+) -> tuple[int, list[str]]:
     """Run a command in a guarded process group (stopped when we end), with the trainer's bin first on PATH
     (axolotl starts `accelerate` from there)."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.update(extra_env or {})
     process = spawn_group(
         command,
         env=env,
@@ -87,6 +68,59 @@ def stream(command: list[str], on_line: Callable[[str], None]) -> tuple[int, lis
         return process.wait(), tail
     finally:
         stop_group(process)  # a no-op when it ended by itself; on SIGTERM to us, stops the whole group
+
+
+class MetricsForwarder(threading.Thread):
+    """Follows ``metrics.jsonl`` as the trainer's callback appends to it (axolotl_metrics.py): each new entry
+    goes to Dagster as a Pipes message and a log line. Entries of earlier attempts (before a resume) are skipped."""
+
+    def __init__(self, pipes: PipesContext, path: Path) -> None:
+        super().__init__(name="metrics-forwarder", daemon=True)
+        self.pipes, self.path = pipes, path
+        self.offset = path.stat().st_size if path.exists() else 0
+        self.entries: list[dict[str, Any]] = []
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+
+    def run(self) -> None:
+        while not self.done.wait(0.5):
+            self.drain()
+
+    def finish(self) -> None:
+        self.done.set()
+        self.join(timeout=10)
+        self.drain()
+
+    def drain(self) -> None:
+        with self.lock:
+            if not self.path.exists():
+                return
+            with self.path.open("rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read()
+            complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits for the next round
+            self.offset += len(complete)
+            for line in complete.splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                self.entries.append(entry)
+                self.forward(entry)
+
+    def forward(self, entry: dict[str, Any]) -> None:
+        kind, step = entry.get("kind"), entry.get("step")
+        if kind == "train":
+            lr = float(entry.get("learning_rate", 0.0))
+            self.pipes.log.info(f"step {step}: loss {float(entry['loss']):.4f}, lr {lr:.2e}")
+        elif kind == "eval":
+            self.pipes.log.info(f"validation at step {step}: loss {float(entry['eval_loss']):.4f}")
+        elif kind == "setup":
+            self.pipes.log.info(
+                f"training to step {entry.get('max_steps')} from step {step}; "
+                f"packing efficiency {entry.get('packing_efficiency')}"
+            )
+        self.pipes.report_custom_message(entry)
 
 
 def fail(pipes: PipesContext, failure_path: Path, stage: str, errors: list[str]) -> int:
@@ -152,35 +186,20 @@ def train(
     command = [str(Path(sys.executable).parent / "axolotl"), "train", str(config)]
     pipes.log.info(f"starting: {' '.join(command)}" + (f" (resuming at step {start_step})" if start_step else ""))
     started = time.monotonic()
-    state: dict[str, Any] = {"step": start_step, "packing": None, "steps": []}
-    history = (run_dir / "metrics.jsonl").open("a")
-
-    def on_line(line: str) -> None:
-        if found := PACKING.search(line):
-            state["packing"] = float(found.group(1))  # axolotl logs eval's estimate first, then train's
-        for metrics in parse_metrics(line):
-            if "loss" in metrics:
-                state["step"] += 1
-                entry = {"kind": "train", "step": state["step"], **metrics}
-                state["steps"].append(entry)
-                pipes.log.info(
-                    f"step {state['step']}: loss {metrics['loss']:.4f}, lr {metrics.get('learning_rate', 0):.2e}"
-                )
-            elif "eval_loss" in metrics:
-                entry = {"kind": "eval", "step": state["step"], **metrics}
-                pipes.log.info(f"validation at step {state['step']}: loss {metrics['eval_loss']:.4f}")
-            else:
-                entry = {"kind": "summary", "step": state["step"], **metrics}
-            pipes.report_custom_message(entry)
-            history.write(json.dumps(entry) + "\n")
-            history.flush()
-
-    code, tail = stream(command, on_line)
-    history.close()
+    metrics_path = run_dir / "metrics.jsonl"
+    forwarder = MetricsForwarder(pipes, metrics_path)
+    forwarder.start()
+    try:
+        code, tail = stream(command, lambda _line: None, {METRICS_PATH_ENV: str(metrics_path)})
+    finally:
+        forwarder.finish()
     if code != 0:
         return fail(pipes, failure_path, "train", [f"axolotl train exited with code {code}; last lines:", *tail[-20:]])
+    entries = forwarder.entries
+    steps = [e for e in entries if e["kind"] == "train"]
+    setup = next((e for e in entries if e["kind"] == "setup"), {})
+    final_step = max((int(e["step"]) for e in entries if e["kind"] != "setup"), default=start_step)
     adapter = output_dir / "adapter_model.safetensors"
-    steps = state["steps"]
     speeds = [s["tokens/train_per_sec_per_gpu"] for s in steps if "tokens/train_per_sec_per_gpu" in s]
     gpu_peak = max((s.get("memory/max_allocated (GiB)", 0.0) for s in steps), default=0.0)
     rss_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB → GiB, the largest child
@@ -188,11 +207,11 @@ def train(
         metadata={
             "adapter_path": {"raw_value": str(output_dir), "type": "path"},
             "adapter_bytes": adapter.stat().st_size if adapter.exists() else 0,
-            "steps": state["step"],
+            "steps": final_step,
             "resumed_at_step": start_step,
             "train_seconds": round(time.monotonic() - started, 1),
             "tokens_per_second": round(sum(speeds) / len(speeds), 1) if speeds else 0.0,
-            "packing_efficiency": state["packing"] if state["packing"] is not None else float("nan"),
+            "packing_efficiency": setup.get("packing_efficiency") or float("nan"),
             "peak_gpu_memory_gib": round(gpu_peak, 2),
             "peak_trainer_rss_gib": round(rss_gib, 2),
             "train_rows": data["train"]["rows"],

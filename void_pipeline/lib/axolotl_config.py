@@ -64,3 +64,12 @@ def effective_config(
 def write(config: dict[str, Any], path: Path) -> Path:
     write_text_atomic(path, yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+METRICS_PLUGIN = "void_pipeline.external.axolotl_metrics.MetricsPlugin"
+
+
+def with_metrics_plugin(config: dict[str, Any]) -> dict[str, Any]:
+    """The config with our metrics plugin listed: its trainer callback writes every log and evaluation as data."""
+    plugins = [p for p in config.get("plugins") or [] if p != METRICS_PLUGIN]
+    return {**config, "plugins": [*plugins, METRICS_PLUGIN]}

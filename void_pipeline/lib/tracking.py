@@ -77,6 +77,7 @@ def log_training(
     summary: dict[str, float],
     tags: dict[str, str],
     registered_model: str,
+    plot: Path | None = None,
 ) -> TrackedRun:
     """Log a finished training and register its adapter as a new version of ``registered_model``."""
     mlflow.set_tracking_uri(uri)
@@ -95,6 +96,8 @@ def log_training(
         if summary:
             mlflow.log_metrics(mlflow_metrics(summary))
         mlflow.log_artifact(str(config_path))
+        if plot is not None and plot.exists():
+            mlflow.log_artifact(str(plot))
         adapter_files = [p for p in output_dir.iterdir() if p.is_file()] if output_dir.exists() else []
         for path in adapter_files:  # the adapter, not the checkpoints
             mlflow.log_artifact(str(path), artifact_path="adapter")

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import polars as pl
 
-from void_pipeline.lib.files import write_text_atomic
+from void_pipeline.lib.files import write_bytes_atomic, write_text_atomic
 
 # Keys that say where a run writes, not what it trains: two runs that differ only here are the same training.
 PLACEMENT_KEYS = ("output_dir", "dataset_prepared_path", "resume_from_checkpoint")
@@ -167,6 +167,8 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
             entry = orjson.loads(line)
         except orjson.JSONDecodeError:
             continue  # a line cut short by a kill
+        if entry.get("kind") == "setup":
+            continue  # what a training attempt started with, not a point of its history
         latest[(str(entry.get("kind")), int(entry.get("step", 0)))] = entry
     return sorted(latest.values(), key=lambda e: (int(e.get("step", 0)), e.get("kind") != "eval"))
 
@@ -180,34 +182,67 @@ def sparkline(values: list[float]) -> str:
     return "".join(bars[min(len(bars) - 1, int((v - low) / span * len(bars)))] for v in values)
 
 
-def loss_svg(
-    train: list[tuple[int, float]], evals: list[tuple[int, float]], width: int = 640, height: int = 320
-) -> str:
-    """A small line chart: training loss per step, validation loss as points (standalone SVG)."""
-    points = train + evals
-    if not points:
-        return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"></svg>'
-    pad = 48
-    steps = [s for s, _ in points]
-    losses = [v for _, v in points]
-    x0, x1 = min(steps), max(steps) or 1
-    y0, y1 = min(losses), max(losses)
-    y_span = (y1 - y0) or 1.0
+def loss_png(train: list[tuple[int, float]], evals: list[tuple[int, float]], path: Path) -> Path:
+    """Training loss per logged step and validation loss as points, a PNG written atomically (matplotlib)."""
+    import io
 
-    def xy(step: int, loss: float) -> tuple[float, float]:
-        x = pad + (step - x0) / ((x1 - x0) or 1) * (width - 2 * pad)
-        return round(x, 1), round(height - pad - (loss - y0) / y_span * (height - 2 * pad), 1)
+    import matplotlib
 
-    line = " ".join(f"{x},{y}" for x, y in (xy(s, v) for s, v in train))
-    dots = "".join(f'<circle cx="{x}" cy="{y}" r="4" fill="#d9480f"/>' for x, y in (xy(s, v) for s, v in evals))
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
-        f'font-size="12"><rect width="100%" height="100%" fill="white"/>'
-        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#888"/>'
-        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#888"/>'
-        f'<text x="{pad}" y="{pad - 8}">loss {y1:.3f}</text><text x="{pad}" y="{height - pad + 16}">'
-        f"step {x0}; low {y0:.3f}</text>"
-        f'<text x="{width - pad}" y="{height - pad + 16}" text-anchor="end">step {x1}</text>'
-        f'<polyline fill="none" stroke="#1c7ed6" stroke-width="2" points="{line}"/>{dots}'
-        f'<text x="{width - pad}" y="{pad - 8}" text-anchor="end">train (blue), validation (orange)</text></svg>'
-    )
+    matplotlib.use("Agg")  # no display: render to a buffer
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.4, 3.2), dpi=100)
+    if train:
+        axes.plot([s for s, _ in train], [v for _, v in train], color="#1c7ed6", label="training loss")
+    if evals:
+        axes.plot([s for s, _ in evals], [v for _, v in evals], "o", color="#d9480f", label="validation loss")
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss")
+    axes.grid(alpha=0.3)
+    if train or evals:
+        axes.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    write_bytes_atomic(path, buffer.getvalue())
+    return path
+
+
+@dataclass(frozen=True)
+class History:
+    """A run's logged steps and evaluations, split for metadata, plots and MLflow."""
+
+    entries: list[dict[str, Any]]
+
+    @property
+    def train(self) -> list[tuple[int, float]]:
+        return [(int(e["step"]), float(e["loss"])) for e in self.entries if e["kind"] == "train"]
+
+    @property
+    def evals(self) -> list[tuple[int, float]]:
+        return [(int(e["step"]), float(e["eval_loss"])) for e in self.entries if e["kind"] == "eval"]
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        found: dict[str, Any] = next((e for e in reversed(self.entries) if e["kind"] == "summary"), {})
+        return {k: v for k, v in found.items() if k != "step"}
+
+    def curve_markdown(self) -> str:
+        """Sparkline, first → last logged step, the evaluations and a table of the logged steps."""
+        train = self.train
+        if not train:
+            return "_no steps reported_"
+        evals = "\n".join(f"- step {s}: validation loss {v:.4f}" for s, v in self.evals) or "_no validation split_"
+        rows = [
+            "| step | loss | learning_rate | grad_norm |",
+            "| --- | --- | --- | --- |",
+            *(
+                f"| {e['step']} | {e['loss']:.4f} | {e.get('learning_rate', float('nan')):.3g} | "
+                f"{e.get('grad_norm', float('nan')):.3g} |"
+                for e in self.entries
+                if e["kind"] == "train"
+            ),
+        ]
+        head = f"`{sparkline([v for _, v in train])}` training loss, step {train[0][0]} → {train[-1][0]}"
+        return f"{head}\n\n{evals}\n\n" + "\n".join(rows[:52])

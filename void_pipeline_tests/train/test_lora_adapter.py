@@ -21,7 +21,7 @@ from void_pipeline.defs.train.assets import lora_adapter, merged_model
 from void_pipeline.lib import processes
 from void_pipeline.lib.files import acquire_owner
 from void_pipeline.lib.paths import REPO_ROOT
-from void_pipeline.lib.training import dataset_hash, read_metrics, read_state
+from void_pipeline.lib.training import History, dataset_hash, loss_png, read_metrics, read_state
 from void_pipeline.resources.model import BaseModel
 from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline.resources.trainer import Trainer
@@ -78,7 +78,7 @@ def test_the_adapter_trains_learns_is_tracked_registered_and_merged(
     curated: dict[str, Any], tiny_model: Path, trainer_bin: Path
 ) -> None:
     instance = dg.DagsterInstance.ephemeral()
-    overrides = {"max_steps": 12, "save_steps": 6}
+    overrides = {"max_steps": 12, "save_steps": 6, "logging_steps": 2}  # steps numbered by the trainer, not counted
     result = materialize(
         curated, tiny_model, trainer_bin, overrides, instance=instance, assets=(lora_adapter, merged_model)
     )
@@ -91,7 +91,7 @@ def test_the_adapter_trains_learns_is_tracked_registered_and_merged(
     assert value(meta, "val_rows") > 0
     assert value(meta, "val_loss_after") < value(meta, "val_loss_before")
     assert 0 < value(meta, "packing_efficiency") <= 1 and value(meta, "tokens_per_second") > 0
-    assert Path(str(value(meta, "loss_plot"))).read_text().startswith("<svg")
+    assert Path(str(value(meta, "loss_plot"))).read_bytes().startswith(b"\x89PNG\r\n")
     messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
     assert any("step 12: loss" in m for m in messages)  # the external process's progress, in Dagster's log
     assert any("validation at step 0" in m for m in messages)
@@ -99,11 +99,11 @@ def test_the_adapter_trains_learns_is_tracked_registered_and_merged(
     run = mlflow_run(curated, result.run_id)
     assert run.data.params["base_model"] == str(tiny_model) and run.data.params["max_steps"] == "12"
     client = mlflow.MlflowClient()
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(1, 13))
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(2, 13, 2))
     assert len(client.get_metric_history(run.info.run_id, "eval_loss")) >= 2
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "adapter")}
     assert "adapter/adapter_model.safetensors" in artifacts
-    assert "axolotl.yml" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"axolotl.yml", "loss_curve.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
     version = client.get_model_version("void-lora", str(value(meta, "registered_model")).split(" v")[-1])
     storage: PipelineStorage = curated["storage"]
     dataset = next(Path(storage.root).glob("ingest/*/curate/chat_dataset/openai"))
@@ -320,3 +320,23 @@ def test_metrics_history_keeps_the_latest_line_per_step_and_skips_a_cut_line(tmp
     history = read_metrics(tmp_path)
     assert [(e["kind"], e["step"]) for e in history] == [("eval", 0), ("train", 1), ("train", 2)]
     assert history[-1]["loss"] == 7.0
+
+
+def test_history_reads_the_steps_the_trainer_numbered_and_plots_them(tmp_path: Path) -> None:
+    lines = [
+        {"kind": "setup", "step": 0, "max_steps": 6, "packing_efficiency": 0.9},
+        {"kind": "eval", "step": 0, "eval_loss": 7.5},
+        {"kind": "train", "step": 2, "loss": 7.3, "learning_rate": 5e-3, "grad_norm": 1.5},
+        {"kind": "train", "step": 4, "loss": 7.1, "learning_rate": 5e-3, "grad_norm": 1.2},
+        {"kind": "train", "step": 6, "loss": 6.9, "learning_rate": 5e-3, "grad_norm": 1.1},
+        {"kind": "eval", "step": 6, "eval_loss": 7.0},
+        {"kind": "summary", "step": 6, "train_runtime": 12.5},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
+    history = History(read_metrics(tmp_path))
+    assert history.train == [(2, 7.3), (4, 7.1), (6, 6.9)] and history.evals == [(0, 7.5), (6, 7.0)]
+    assert history.summary == {"kind": "summary", "train_runtime": 12.5}
+    markdown = history.curve_markdown()
+    assert "step 2 → 6" in markdown and "| 4 | 7.1000 |" in markdown and "step 6: validation loss 7.0000" in markdown
+    png = loss_png(history.train, history.evals, tmp_path / "loss.png")
+    assert png.read_bytes().startswith(b"\x89PNG\r\n") and png.stat().st_size > 2000

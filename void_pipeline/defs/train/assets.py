@@ -5,16 +5,14 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import polars as pl
 
 from void_pipeline.defs.agent import agent_identity
 from void_pipeline.defs.curate.assets import chat_dataset
 from void_pipeline.external.train_lora import RUN_LOCK
 from void_pipeline.lib import processes, training
-from void_pipeline.lib.axolotl_config import effective_config, write
-from void_pipeline.lib.files import Busy, acquire_owner, write_text_atomic
+from void_pipeline.lib.axolotl_config import effective_config, with_metrics_plugin, write
+from void_pipeline.lib.files import Busy, acquire_owner
 from void_pipeline.lib.paths import REPO_ROOT
-from void_pipeline.lib.report import markdown_table
 from void_pipeline.lib.tracking import default_uri, log_training
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.model import BaseModel
@@ -118,14 +116,16 @@ def lora_adapter(
         placement = {"dataset_prepared_path": str(run_dir / "prepared")}
         if resume is not None:
             placement["resume_from_checkpoint"] = str(resume)
-        return effective_config(
-            trainer.config,
-            trainer.overlays,
-            base_model.local_path or base_model.name,
-            dataset / "train.jsonl",
-            run_dir / "adapter",
-            {**extra, **placement, **trainer.overrides},
-            val_path=val_path,
+        return with_metrics_plugin(
+            effective_config(
+                trainer.config,
+                trainer.overlays,
+                base_model.local_path or base_model.name,
+                dataset / "train.jsonl",
+                run_dir / "adapter",
+                {**extra, **placement, **trainer.overrides},
+                val_path=val_path,
+            )
         )
 
     data_hash = training.dataset_hash(dataset)
@@ -177,12 +177,8 @@ def lora_adapter(
         raise
     reported = invocation.get_materialize_result().metadata or {}
 
-    history = training.read_metrics(run_dir)
-    train_points = [(int(e["step"]), float(e["loss"])) for e in history if e["kind"] == "train"]
-    eval_points = [(int(e["step"]), float(e["eval_loss"])) for e in history if e["kind"] == "eval"]
-    plot = run_dir / "loss_curve.svg"
-    write_text_atomic(plot, training.loss_svg(train_points, eval_points))
-    summary: dict[str, Any] = next((e for e in reversed(history) if e["kind"] == "summary"), {})
+    history = training.History(training.read_metrics(run_dir))
+    plot = training.loss_png(history.train, history.evals, run_dir / "loss_curve.png")
     tags = {
         "dagster_run_id": context.run.run_id,
         "dataset_sha256": data_hash,
@@ -200,23 +196,18 @@ def lora_adapter(
         config=config,
         config_path=config_path,
         output_dir=output_dir,
-        history=history,
-        summary={k: v for k, v in summary.items() if k != "step"},
+        history=history.entries,
+        summary=history.summary,
         tags=tags,
+        plot=plot,
         registered_model=trainer.registered_model,
     )
     training.write_state(
         run_dir, status=training.COMPLETE, mlflow_run=tracked.run_id, model_version=tracked.model_version
     )
 
-    curve = pl.DataFrame(
-        [{k: e.get(k) for k in ("step", "loss", "learning_rate", "grad_norm")} for e in history if e["kind"] == "train"]
-    )
-    evals = "\n".join(f"- step {s}: validation loss {v:.4f}" for s, v in eval_points) or "_no validation split_"
-    losses = [v for _, v in train_points]
-    curve_md = f"`{training.sparkline(losses)}` training loss, step 1 → {len(losses)}\n\n{evals}\n\n" + (
-        markdown_table(curve, rows=50) if train_points else "_no steps reported_"
-    )
+    losses = [v for _, v in history.train]
+    eval_points = history.evals
     return dg.MaterializeResult(
         metadata={
             **reported,
@@ -227,7 +218,7 @@ def lora_adapter(
             "final_loss": losses[-1] if losses else float("nan"),
             "val_loss_before": eval_points[0][1] if eval_points else float("nan"),
             "val_loss_after": eval_points[-1][1] if eval_points else float("nan"),
-            "loss_curve": dg.MetadataValue.md(curve_md),
+            "loss_curve": dg.MetadataValue.md(history.curve_markdown()),
             "loss_plot": dg.MetadataValue.path(str(plot)),
             "effective_config": dg.MetadataValue.path(str(config_path)),
             "dataset_sha256": data_hash,
