@@ -39,10 +39,11 @@ typecheck: setup
 unit: setup  ## pytest's exit 5 (no tests collected) means a broken suite: say so and fail
 	@$(PY) -m pytest $(PYTEST_ARGS) || { c=$$?; [ $$c -ne 5 ] || echo "pytest collected no tests: failing" >&2; exit $$c; }
 
-ui: setup  ## the Dagster web UI on http://127.0.0.1:3000 (pointed at the devnet when one is running)
+ui: setup  ## the Dagster web UI on http://127.0.0.1:3000: on the demo's agent and data after `make demo`, on a devnet that runs
 	@mkdir -p $(DAGSTER_HOME)
-	@eval "$$($(PY) -m void_pipeline devnet env 2>/dev/null)"; \
-	  echo "agent: $${VOID_ACTOR:-void.comind.network} (PLC $${VOID_PLC_URL:-https://plc.directory})"; \
+	@demo_env="$${VOID_PIPELINE_DATA:-$(CURDIR)/.data}/demo.env"; [ ! -f "$$demo_env" ] || . "$$demo_env"; \
+	  eval "$$($(PY) -m void_pipeline devnet env 2>/dev/null)"; \
+	  echo "agent: $${VOID_AGENT:-void} = $${VOID_ACTOR:-void.comind.network} (PLC $${VOID_PLC_URL:-https://plc.directory})"; \
 	  $(ORCH)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 mlflow-ui: setup  ## the MLflow UI on http://127.0.0.1:5000 over the local store (.data/mlflow)

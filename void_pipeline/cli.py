@@ -32,12 +32,14 @@ from void_pipeline.lib.export import CorruptState, ExportOptions
 from void_pipeline.lib.files import Busy, write_text_atomic
 from void_pipeline.lib.identity import IdentityError, actor_syntax_error
 from void_pipeline.lib.ingest import ingest_agent
+from void_pipeline.lib.layout import AgentLayout, DataLayout, agent_name_error, default_agent_name
 from void_pipeline.lib.records import DEFAULT_COLLECTIONS, collection_error
 from void_pipeline.lib.resilience import DEFAULT_LIMITS, HostLimit, ResilientHttp, TransportFailure
 from void_pipeline.lib.seeding import seed_corpus
 from void_pipeline.lib.tiny_tokenizer import train_tokenizer
 
 DEMO_AGENT_POSTS = 2000
+DEMO_AGENT = "void-demo"  # the demo's agent folder: apart from the real agent's
 
 
 def devnet_up(state_dir: Path, plc_port: int | None, pds_port: int | None) -> DevnetInfo:
@@ -88,8 +90,9 @@ def devnet_seed(state_dir: Path, agent_posts: int, seed: int) -> str:
     print(f"agent: {corpus.agent.handle} = {result.accounts[corpus.agent.handle].did}")
     print(f"ground truth: {out}")
     texts = [record_text(r.value) for r in corpus.records]
-    tokenizer_dir = train_tokenizer(texts, paths.data_root() / "models" / "tiny-tokenizer")
-    build_tiny_model(tokenizer_dir, paths.data_root() / "models" / "tiny")
+    models = DataLayout(paths.data_root()).models
+    tokenizer_dir = train_tokenizer(texts, models / "tiny-tokenizer")
+    build_tiny_model(tokenizer_dir, models / "tiny")
     return corpus.agent.handle
 
 
@@ -159,8 +162,13 @@ def materialize_all(env_overrides: dict[str, str]) -> int:
 def devnet_environment(info: DevnetInfo, agent_handle: str) -> dict[str, str]:
     """The code location's environment for pointing at a devnet (and the demo's tiny model) instead of the
     real network and a real base model."""
-    env = {"VOID_ACTOR": agent_handle, "VOID_PLC_URL": info.plc_url, "VOID_APPVIEW_URL": info.appview_url or ""}
-    tiny = paths.data_root() / "models" / "tiny"
+    env = {
+        "VOID_ACTOR": agent_handle,
+        "VOID_AGENT": DEMO_AGENT,
+        "VOID_PLC_URL": info.plc_url,
+        "VOID_APPVIEW_URL": info.appview_url or "",
+    }
+    tiny = DataLayout(paths.data_root()).models / "tiny"
     if (tiny / "config.json").exists():
         env.update(
             VOID_BASE_MODEL_PATH=str(tiny),
@@ -170,20 +178,27 @@ def devnet_environment(info: DevnetInfo, agent_handle: str) -> dict[str, str]:
     return env
 
 
-def show_example() -> None:
+def show_example(layout: AgentLayout) -> None:
     """Print one training example of the demo's chat dataset, as the model will see it."""
-    for train in sorted(
-        paths.data_root().glob("ingest/*/curate/chat_dataset/openai/train.jsonl"), key=lambda p: p.stat().st_mtime
-    )[-1:]:
-        lines = train.read_text().splitlines()
-        if not lines:
-            return
-        row = json.loads(lines[0])
-        user = next(m["content"] for m in row["messages"] if m["role"] == "user")
-        calls = [c["function"]["arguments"]["text"] for m in row["messages"] for c in m.get("tool_calls", [])]
-        print(f"\n[demo] one training example ({train}):\n--- user ---\n{user}\n--- assistant: tool calls ---")
-        for number, text in enumerate(calls, 1):
-            print(f"{number}. add_post_to_bluesky_reply_thread(text={text!r})")
+    train = layout.curate.chat_dataset("openai") / "train.jsonl"
+    lines = train.read_text().splitlines() if train.exists() else []
+    if not lines:
+        return
+    row = json.loads(lines[0])
+    user = next(m["content"] for m in row["messages"] if m["role"] == "user")
+    calls = [c["function"]["arguments"]["text"] for m in row["messages"] for c in m.get("tool_calls", [])]
+    print(f"\n[demo] one training example ({train}):\n--- user ---\n{user}\n--- assistant: tool calls ---")
+    for number, text in enumerate(calls, 1):
+        print(f"{number}. add_post_to_bluesky_reply_thread(text={text!r})")
+
+
+def save_demo_settings(env: dict[str, str]) -> Path:
+    """The settings the demo ran with, for `make ui`: the UI opens on the demo's agent and data (no devnet needed
+    downstream of ingest)."""
+    target = DataLayout(paths.data_root()).demo_settings
+    keep = {k: v for k, v in env.items() if k not in ("VOID_PLC_URL", "VOID_APPVIEW_URL")}  # the devnet is gone
+    write_text_atomic(target, "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(keep.items())))
+    return target
 
 
 def demo(agent_posts: int, seed: int, keep_devnet: bool) -> int:
@@ -197,10 +212,13 @@ def demo(agent_posts: int, seed: int, keep_devnet: bool) -> int:
     info = devnet_up(state_dir, None, None)
     try:
         agent = devnet_seed(state_dir, agent_posts, seed)
-        code = materialize_all(devnet_environment(info, agent))
+        settings = devnet_environment(info, agent)
+        code = materialize_all(settings)
         if code == 0:
-            show_example()
-            show_adapter()
+            layout = DataLayout(paths.data_root()).agent(DEMO_AGENT)
+            show_example(layout)
+            show_adapter(layout)
+            print(f"[demo] settings for `make ui` (the demo's agent and data): {save_demo_settings(settings)}")
     finally:
         if not keep_devnet:
             stop_devnet(info)
@@ -237,6 +255,12 @@ def export_command(args: argparse.Namespace) -> int:
     if error := actor_syntax_error(args.actor):
         raise UsageError(error)
     out = writable_folder(args.out or paths.data_root(), "--out")
+    agent_name = args.agent or default_agent_name(args.actor)
+    if error := agent_name_error(agent_name):
+        raise UsageError(f"--agent: {error}")
+    layout = DataLayout(out)
+    for earlier in layout.earlier_layout_exports():
+        print(f"warning: {earlier} holds an export in the layout before agents/: it is not read; delete it when done")
     http = ResilientHttp(default_limit=HostLimit(args.pds_rps, max(1.0, args.pds_rps * 5)))
     http.set_limit(args.appview_url, HostLimit(args.appview_rps, max(1.0, args.appview_rps * 2)))
     options = ExportOptions(method=args.method, full_refresh=args.full_refresh)
@@ -246,7 +270,7 @@ def export_command(args: argparse.Namespace) -> int:
             args.actor,
             args.plc_url,
             args.appview_url,
-            out,
+            layout.agent(agent_name),
             collections,
             options,
             pds_url=args.pds_url,
@@ -273,20 +297,21 @@ def export_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def show_adapter() -> None:
+def show_adapter(layout: AgentLayout) -> None:
     """Where the demo's adapter, merged model and MLflow run are, and what training did to the validation loss."""
-    for weights in sorted(
-        paths.data_root().glob("ingest/*/train/*/adapter/adapter_model.safetensors"), key=lambda p: p.stat().st_mtime
-    )[-1:]:
-        run_dir = weights.parent.parent
-        store = paths.data_root() / "mlflow" / "mlflow.db"
-        print(f"\n[demo] LoRA adapter: {weights.parent} ({weights.stat().st_size:,} bytes)")
-        evals = [e["eval_loss"] for e in training.read_metrics(run_dir) if e["kind"] == "eval"]
-        if len(evals) >= 2:
-            print(f"[demo] validation loss: {evals[0]:.4f} before training → {evals[-1]:.4f} after")
-        if (run_dir / "merged" / "config.json").exists():
-            print(f"[demo] merged model: {run_dir / 'merged'}")
-        print(f"[demo] MLflow: mlflow ui --backend-store-uri sqlite:///{store}")
+    latest = layout.train.read_latest()
+    if latest is None:
+        return
+    run_dir, adapter = Path(latest["run_dir"]), Path(latest["adapter"])
+    weights = adapter / "adapter_model.safetensors"
+    store = DataLayout(paths.data_root()).mlflow / "mlflow.db"
+    print(f"\n[demo] LoRA adapter: {adapter} ({weights.stat().st_size if weights.exists() else 0:,} bytes)")
+    evals = [e["eval_loss"] for e in training.read_metrics(run_dir) if e["kind"] == "eval"]
+    if len(evals) >= 2:
+        print(f"[demo] validation loss: {evals[0]:.4f} before training → {evals[-1]:.4f} after")
+    if (run_dir / "merged" / "config.json").exists():
+        print(f"[demo] merged model: {run_dir / 'merged'}")
+    print(f"[demo] MLflow: mlflow ui --backend-store-uri sqlite:///{store}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -311,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--appview-url", default="https://public.api.bsky.app")
     export.add_argument("--pds-url", default=None, help="override the PDS from the DID document")
     export.add_argument("--out", type=Path, default=None, help="data root (default $VOID_PIPELINE_DATA or .data)")
+    export.add_argument(
+        "--agent", default=None, help="the agent's folder name under <out>/agents/ (default: the handle's first label)"
+    )
     export.add_argument("--method", choices=["car", "list_records"], default="car")
     export.add_argument("--full-refresh", action="store_true")
     export.add_argument("--collections", default=",".join(DEFAULT_COLLECTIONS))

@@ -5,6 +5,7 @@ folders) keeps the location loadable the same way from a checkout and from an in
 
 Environment (all optional; the defaults point at the real network):
     VOID_ACTOR, VOID_PLC_URL, VOID_APPVIEW_URL, VOID_PDS_URL   the agent and its services
+    VOID_AGENT                                               the agent's folder name (default: the handle's first label)
     VOID_APP_PASSWORD                                        read by Dagster at run time, never stored
     VOID_PIPELINE_DATA                                       where assets write (default <repo>/.data)
     VOID_BASE_MODEL, VOID_BASE_MODEL_PATH, VOID_SEQUENCE_LEN  the base model and its local directory
@@ -50,7 +51,7 @@ def resources_from_environment(settings: Settings | None = None) -> dict[str, ob
     )
     return {
         "endpoint": endpoint,
-        "storage": PipelineStorage(root=str(paths.data_root()), problems=list(settings.problems)),
+        "storage": PipelineStorage(root=str(paths.data_root()), agent=settings.agent, problems=list(settings.problems)),
         "base_model": base_model,
         "trainer": trainer,
         "pipes_subprocess_client": dg.PipesSubprocessClient(),

@@ -11,6 +11,7 @@ import pytest
 
 from void_pipeline.lib.corpus import COLLECTIONS, Corpus, CorpusSpec, generate, record_text
 from void_pipeline.lib.devnet import Devnet, DevnetInfo
+from void_pipeline.lib.layout import DataLayout, IngestPaths
 from void_pipeline.lib.processes import pid_alive
 from void_pipeline.lib.seeding import SeedResult, seed_corpus
 from void_pipeline.lib.tiny_tokenizer import train_tokenizer
@@ -19,6 +20,11 @@ from void_pipeline.resources.model import BaseModel
 from void_pipeline.resources.storage import PipelineStorage
 
 TEST_SPEC = CorpusSpec(seed=11, agent_posts=400, other_accounts=20, deleted_parent_share=0.05)
+
+
+def agent_ingest(data_root: Path, agent: str = "void") -> IngestPaths:
+    """The ingest folder of ``agent`` under a data root (what the exporter and the CLI with --agent write)."""
+    return DataLayout(data_root).agent(agent).ingest
 
 
 @pytest.fixture(scope="session")
@@ -103,7 +109,7 @@ def curated(
     metadata["chat_dataset"] = result.asset_materializations_for_node("chat_dataset")[0].metadata
     metadata["context_window"] = result.asset_materializations_for_node("context_window")[0].metadata
     metadata["checks"] = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    metadata["dataset"] = storage.curate(agent.did) / "chat_dataset" / "openai"
-    metadata["filtered"] = storage.curate(agent.did) / "filtered_records"
+    metadata["dataset"] = storage.agent_layout.curate.chat_dataset("openai")
+    metadata["filtered"] = storage.agent_layout.curate.filtered
     metadata["assets"] = assets
     return metadata

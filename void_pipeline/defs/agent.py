@@ -1,26 +1,46 @@
-"""Who the pipeline is about: the agent's identity, resolved once per step, and where its data lives."""
+"""Who the pipeline is about. Ingest resolves the agent over the network and records it (agent.json in the
+agent's folder); every later asset and check reads that record, so they run from local files alone."""
 
-from void_pipeline.lib.export import RepoPaths
+import dagster as dg
+
 from void_pipeline.lib.identity import Identity, IdentityResolver
+from void_pipeline.lib.ingest import record_agent
+from void_pipeline.lib.layout import AgentLayout, AgentRecord
 from void_pipeline.lib.resilience import ResilientHttp
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.storage import PipelineStorage
 
 
 def resolve_agent(
-    endpoint: AtprotoEndpoint, storage: PipelineStorage, http: ResilientHttp
-) -> tuple[IdentityResolver, Identity]:
-    """The agent's identity (DID, handle, PDS), with DID documents cached on disk per PLC directory."""
-    resolver = endpoint.identities(http, storage.identity_cache(endpoint.plc_url))
+    context: dg.AssetExecutionContext, endpoint: AtprotoEndpoint, storage: PipelineStorage, http: ResilientHttp
+) -> tuple[IdentityResolver, Identity, bool]:
+    """The agent's identity (DID, handle, PDS), with DID documents cached on disk per PLC directory, recorded in
+    the agent's folder. The flag is True when the name now resolves to another DID than the record said."""
+    resolver = endpoint.identities(http, storage.layout.identity_cache(endpoint.plc_url))
+    if resolver.discarded:
+        context.log.warning(resolver.discarded)
     agent = endpoint.agent(resolver)
     resolver.save()
-    return resolver, agent
+    layout = storage.agent_layout
+    changed = record_agent(layout, agent.did, agent.handle, agent.pds_url, endpoint.plc_url)
+    if changed:
+        context.log.warning(changed)
+    for earlier in storage.layout.earlier_layout_exports():
+        context.log.warning(
+            f"{earlier} holds an export in the layout before agents/: it is not read (this agent's data lives in "
+            f"{layout.root}); delete it when you no longer need it"
+        )
+    return resolver, agent, changed is not None
 
 
-def agent_identity(endpoint: AtprotoEndpoint, storage: PipelineStorage) -> Identity:
-    with endpoint.http() as http:
-        return resolve_agent(endpoint, storage, http)[1]
-
-
-def agent_paths(endpoint: AtprotoEndpoint, storage: PipelineStorage) -> RepoPaths:
-    return storage.repo(agent_identity(endpoint, storage).did)
+def recorded_agent(storage: PipelineStorage) -> tuple[AgentRecord, AgentLayout]:
+    """The agent as ingest recorded it, and its folders: no network. Fails clearly before the first ingest."""
+    layout = storage.agent_layout
+    record = layout.read_record()
+    if record is None:
+        raise dg.Failure(
+            f"no agent recorded in {layout.record_path}: materialize raw_records first (it resolves agent "
+            f"{storage.agent!r} and records who it is)",
+            allow_retries=False,
+        )
+    return record, layout

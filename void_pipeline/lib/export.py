@@ -1,6 +1,6 @@
 """Export one collection of a repo to Parquet: the CAR fast path, or listRecords with a resumable checkpoint.
 
-Layout under the repo's export folder (``<data>/ingest/<did>/``)::
+Layout under the agent's ingest folder (``<data>/agents/<name>/ingest/``, lib/layout.py)::
 
     cars/<rev>.car                   full repo CAR, shared by every collection exported at that revision
     cars/<rev>.since-<old>.car       diff CAR for an incremental run
@@ -26,6 +26,7 @@ from typing import Any, Literal
 import polars as pl
 
 from void_pipeline.lib.files import acquire_owner, locked, write_bytes_atomic, write_text_atomic
+from void_pipeline.lib.layout import IngestPaths
 from void_pipeline.lib.records import (
     Rejection,
     normalise_record,
@@ -52,6 +53,7 @@ class ExportOptions:
 
 @dataclass
 class CollectionExport:
+    did: str  # whose repo: a state from another DID never seeds an incremental run
     collection: str
     method: Method
     rev: str | None
@@ -70,43 +72,6 @@ class CollectionExport:
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class RepoPaths:
-    root: Path
-
-    @property
-    def cars(self) -> Path:
-        return self.root / "cars"
-
-    def records(self, collection: str) -> Path:
-        return self.root / "raw_records" / f"{collection}.parquet"
-
-    def rejected(self, collection: str) -> Path:
-        return self.root / "raw_records" / f"{collection}.rejected.parquet"
-
-    def state(self, collection: str) -> Path:
-        return self.root / "raw_records" / f"{collection}.state.json"
-
-    def listing(self, collection: str) -> Path:
-        return self.root / "listing" / collection
-
-    @property
-    def thread_context(self) -> Path:
-        return self.root / "thread_context" / "thread_context.parquet"
-
-    @property
-    def post_cache(self) -> Path:
-        return self.root / "thread_context" / "post_cache.jsonl"
-
-    def writer_lock(self, collection: str) -> Path:
-        """Held by the one process exporting ``collection`` (lib/files.acquire_owner)."""
-        return self.root / "raw_records" / f"{collection}.lock"
-
-
-def repo_dir(data_root: Path, did: str) -> RepoPaths:
-    return RepoPaths(data_root / "ingest" / did.replace(":", "_"))
-
-
 class CorruptState(RuntimeError):
     """A file this pipeline wrote cannot be read; the message names it and says what to do."""
 
@@ -117,7 +82,7 @@ FULL_REFRESH_HINT = (
 )
 
 
-def read_state(paths: RepoPaths, collection: str) -> dict[str, Any] | None:
+def read_state(paths: IngestPaths, collection: str) -> dict[str, Any] | None:
     path = paths.state(collection)
     if not path.exists():
         return None
@@ -172,7 +137,7 @@ def fetch_repo_car(pds: XrpcClient, did: str, cars_dir: Path, since: str | None)
 
 
 def walk_snapshot(
-    pds: XrpcClient, did: str, paths: RepoPaths, since: str | None
+    pds: XrpcClient, did: str, paths: IngestPaths, since: str | None
 ) -> tuple[CarSnapshot, RepoWalk | None]:
     """Fetch and walk the CAR; a corrupt cached or downloaded CAR is fetched once more before giving up."""
     for attempt in range(2):
@@ -280,7 +245,7 @@ def export_collection(
     pds: XrpcClient,
     did: str,
     collection: str,
-    paths: RepoPaths,
+    paths: IngestPaths,
     options: ExportOptions = ExportOptions(),
     log: Callable[[str], None] = print,
 ) -> CollectionExport:
@@ -297,7 +262,7 @@ def _export_collection(
     pds: XrpcClient,
     did: str,
     collection: str,
-    paths: RepoPaths,
+    paths: IngestPaths,
     options: ExportOptions,
     log: Callable[[str], None],
 ) -> CollectionExport:
@@ -317,9 +282,12 @@ def _export_collection(
             if paths.records(collection).exists()
             else None
         )
+    if state is not None and state.get("did", did) != did:
+        log(f"[export] {collection}: the earlier export is of {state.get('did')}, not {did}: exporting in full")
+        state = None
     incremental = options.incremental and not options.full_refresh and state is not None and existing is not None
     method: Method = options.method
-    result = CollectionExport(collection, method, None, full=not incremental)
+    result = CollectionExport(did, collection, method, None, full=not incremental)
     kept: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
 

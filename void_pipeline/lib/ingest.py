@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import polars as pl
@@ -12,16 +11,15 @@ import polars as pl
 from void_pipeline.lib.export import (
     CollectionExport,
     ExportOptions,
-    RepoPaths,
     export_collection,
     read_parquet_output,
     repo_collections,
-    repo_dir,
     unknown_collection_warnings,
     write_parquet_atomic,
 )
 from void_pipeline.lib.files import acquire_owner
 from void_pipeline.lib.identity import IdentityResolver
+from void_pipeline.lib.layout import AgentLayout, AgentRecord, IngestPaths
 from void_pipeline.lib.records import POST, require_collection
 from void_pipeline.lib.resilience import ResilientHttp
 from void_pipeline.lib.threads import AncestorFetcher, FetchStats, PostCache, build_thread_context, own_posts_from_rows
@@ -43,7 +41,7 @@ def ingest_agent(
     actor: str,
     plc_url: str,
     appview_url: str | None,
-    data_root: Path,
+    layout: AgentLayout,
     collections: list[str],
     options: ExportOptions | None = None,
     pds_url: str | None = None,
@@ -54,9 +52,14 @@ def ingest_agent(
         require_collection(collection)
     resolver = IdentityResolver(http, plc_url, [appview_url] if appview_url else [])
     agent = resolver.resolve(actor)
-    pds = XrpcClient(pds_url or agent.pds_url, client=http)
-    paths = repo_dir(data_root, agent.did)
+    pds_url = pds_url or agent.pds_url
+    pds = XrpcClient(pds_url, client=http)
+    paths = layout.ingest
     summary = IngestSummary(agent.did)
+    if (change := record_agent(layout, agent.did, agent.handle, pds_url, plc_url)) is not None:
+        log(f"warning: {change}")
+        summary.warnings.append(change)
+        options = replace(options or ExportOptions(), full_refresh=True)
     for warning in unknown_collection_warnings(collections, repo_collections(pds, agent.did)):
         log(f"warning: {warning}")
         summary.warnings.append(warning)
@@ -84,14 +87,14 @@ def write_thread_context(
     http: ResilientHttp,
     appview_url: str | None,
     resolver: IdentityResolver,
-    paths: RepoPaths,
+    paths: IngestPaths,
     agent_handle: str | None,
     concurrency: int = 8,
     log: Callable[[str], None] = print,
 ) -> ThreadContextRun:
     """Every exported reply's ancestors (lib/threads.py), written to ``paths.thread_context`` by one writer at a
     time (a second one raises ``Busy`` naming the first)."""
-    with acquire_owner(paths.thread_context.with_name("writer.lock"), "building thread context", "the thread context"):
+    with acquire_owner(paths.thread_context_lock, "building thread context", "the thread context"):
         return _write_thread_context(http, appview_url, resolver, paths, agent_handle, concurrency, log)
 
 
@@ -99,7 +102,7 @@ def _write_thread_context(
     http: ResilientHttp,
     appview_url: str | None,
     resolver: IdentityResolver,
-    paths: RepoPaths,
+    paths: IngestPaths,
     agent_handle: str | None,
     concurrency: int,
     log: Callable[[str], None],
@@ -115,3 +118,16 @@ def _write_thread_context(
     frame = build_thread_context(replies, own_posts_from_rows(posts, agent_handle), fetcher)
     write_parquet_atomic(frame, paths.thread_context)
     return ThreadContextRun(frame, fetcher.stats, replies.height, before, len(cache))
+
+
+def record_agent(layout: AgentLayout, did: str, handle: str | None, pds_url: str, plc_url: str) -> str | None:
+    """Write who the agent's name resolves to (agent.json); when that is another DID than before, say so: the
+    caller refreshes every collection in full instead of diffing against another repo's revision."""
+    before = layout.read_record()
+    layout.write_record(AgentRecord.now(layout.name, did, handle, pds_url, plc_url))
+    if before is None or before.did == did:
+        return None
+    return (
+        f"agent {layout.name!r} now resolves to {did} (was {before.did}, handle {before.handle}): "
+        "its export is refreshed in full; curate and train again to follow"
+    )

@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from void_pipeline.lib.layout import agent_name_error, default_agent_name
 from void_pipeline.lib.records import DEFAULT_COLLECTIONS, collection_error
 
 DEFAULT_SEQUENCE_LEN = 8192
@@ -19,6 +20,7 @@ DEFAULT_SEQUENCE_LEN = 8192
 @dataclass(frozen=True)
 class Settings:
     actor: str = "void.comind.network"
+    agent: str = "void"  # the agent's folder name under <data>/agents/
     plc_url: str = "https://plc.directory"
     appview_url: str = "https://public.api.bsky.app"
     pds_url: str | None = None
@@ -70,8 +72,14 @@ def from_environment(env: Mapping[str, str] | None = None) -> Settings:
             collections.append(name)
     if not collections and not any(p.startswith("VOID_COLLECTIONS") for p in problems):
         problems.append("VOID_COLLECTIONS names no collection (comma-separated NSIDs, e.g. app.bsky.feed.post)")
+    actor = env.get("VOID_ACTOR") or Settings.actor
+    agent = env.get("VOID_AGENT") or default_agent_name(actor)
+    if error := agent_name_error(agent):
+        problems.append(f"VOID_AGENT: {error}")
+        agent = Settings.agent
     return Settings(
-        actor=env.get("VOID_ACTOR") or Settings.actor,
+        actor=actor,
+        agent=agent,
         plc_url=env.get("VOID_PLC_URL") or Settings.plc_url,
         appview_url=env.get("VOID_APPVIEW_URL") or Settings.appview_url,
         pds_url=env.get("VOID_PDS_URL") or None,

@@ -35,8 +35,8 @@ LOGGED_PARAMS = (
 )
 
 
-def default_uri(data_root: Path) -> str:
-    store = data_root / "mlflow"
+def default_uri(store: Path) -> str:
+    """The local store (``DataLayout.mlflow``): SQLite, artifacts beside it."""
     store.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{store / 'mlflow.db'}"
 
@@ -67,7 +67,7 @@ class TrackedRun:
 
 def log_training(
     uri: str,
-    data_root: Path,
+    store: Path,
     *,
     run_name: str,
     config: dict[str, Any],
@@ -85,7 +85,7 @@ def log_training(
     experiment_id = (
         experiment.experiment_id
         if experiment
-        else mlflow.create_experiment(EXPERIMENT, artifact_location=(data_root / "mlflow" / "artifacts").as_uri())
+        else mlflow.create_experiment(EXPERIMENT, artifact_location=(store / "artifacts").as_uri())
     )
     client = MlflowClient(uri)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:

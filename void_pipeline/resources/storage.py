@@ -1,19 +1,20 @@
-"""Where assets keep their files: one root, every stage's folders below it."""
+"""Where assets keep their files: one data root and the agent's name; every path comes from lib/layout.py."""
 
-import hashlib
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
 from void_pipeline.lib import paths
-from void_pipeline.lib.export import RepoPaths, repo_dir
+from void_pipeline.lib.layout import AgentLayout, DataLayout
 
 
 class PipelineStorage(dg.ConfigurableResource):
-    """The pipeline's data root (``$VOID_PIPELINE_DATA``, default ``<repo>/.data``)."""
+    """The pipeline's data root (``$VOID_PIPELINE_DATA``, default ``<repo>/.data``) and the agent whose folder
+    (``agents/<agent>/``) the assets read and write."""
 
     root: str = str(paths.data_root())
+    agent: str = Field(default="void", description="the agent's folder name (VOID_AGENT); one name per agent")
     problems: list[str] = Field(default_factory=list)
     """Settings that could not be used (lib/settings.py): every step refuses to start while there are any."""
 
@@ -28,14 +29,10 @@ class PipelineStorage(dg.ConfigurableResource):
     def root_path(self) -> Path:
         return Path(self.root)
 
-    def repo(self, did: str) -> RepoPaths:
-        return repo_dir(self.root_path, did)
+    @property
+    def layout(self) -> DataLayout:
+        return DataLayout(self.root_path)
 
-    def curate(self, did: str) -> Path:
-        """Curated data of one agent: filtered_records/, context_window/, chat_dataset/."""
-        return self.repo(did).root / "curate"
-
-    def identity_cache(self, plc_url: str) -> Path:
-        """DID documents cached per PLC directory (a devnet's PLC is a different world from the real one)."""
-        key = hashlib.sha256(plc_url.encode()).hexdigest()[:10]
-        return self.root_path / "ingest" / f"did-documents-{key}.json"
+    @property
+    def agent_layout(self) -> AgentLayout:
+        return self.layout.agent(self.agent)

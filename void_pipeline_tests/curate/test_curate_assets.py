@@ -118,11 +118,11 @@ def test_an_injected_split_leak_fails_the_blocking_check(curated: dict[str, Any]
     pl.concat([index, leak]).write_parquet(buffer)
     write_bytes_atomic(index_path, buffer.getvalue())
     try:
-        result = chat_dataset_has_no_split_leak(endpoint=curated["resources"]["endpoint"], storage=storage)
+        result = chat_dataset_has_no_split_leak(storage=storage)
         assert isinstance(result, dg.AssetCheckResult) and not result.passed
     finally:
         write_bytes_atomic(index_path, original)
-    healed = chat_dataset_has_no_split_leak(endpoint=curated["resources"]["endpoint"], storage=storage)
+    healed = chat_dataset_has_no_split_leak(storage=storage)
     assert isinstance(healed, dg.AssetCheckResult) and healed.passed
 
 
@@ -137,10 +137,10 @@ def test_an_injected_invalid_tool_call_fails_the_blocking_check(curated: dict[st
     row["messages"][-1]["tool_calls"][0]["function"]["name"] = "delete_everything"
     write_bytes_atomic(train_path, ("\n".join([json.dumps(row), *lines[1:]]) + "\n").encode())
     try:
-        result = chat_dataset_tool_calls_are_valid(endpoint=curated["resources"]["endpoint"], storage=storage)
+        result = chat_dataset_tool_calls_are_valid(storage=storage)
         assert isinstance(result, dg.AssetCheckResult) and not result.passed
         assert "openai/train.jsonl:1: unknown tool 'delete_everything'" in str(result.metadata["errors"].value)
     finally:
         write_bytes_atomic(train_path, original)
-    healed = chat_dataset_tool_calls_are_valid(endpoint=curated["resources"]["endpoint"], storage=storage)
+    healed = chat_dataset_tool_calls_are_valid(storage=storage)
     assert isinstance(healed, dg.AssetCheckResult) and healed.passed

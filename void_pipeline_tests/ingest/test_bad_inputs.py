@@ -11,11 +11,10 @@ from pathlib import Path
 import polars as pl
 
 from void_pipeline.lib.devnet import DevnetInfo
-from void_pipeline.lib.export import repo_dir
 from void_pipeline.lib.paths import REPO_ROOT
 from void_pipeline.lib.records import POST
 from void_pipeline.lib.seeding import SeedResult
-from void_pipeline_tests.conftest import Agent
+from void_pipeline_tests.conftest import Agent, agent_ingest
 from void_pipeline_tests.ingest.conftest import expected_records
 
 MEMORY = "stream.thought.memory"
@@ -23,7 +22,7 @@ MEMORY = "stream.thought.memory"
 
 def export(devnet: DevnetInfo, actor: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     assert devnet.appview_url
-    command = [sys.executable, "-m", "void_pipeline", "export", actor, "--out", str(out)]
+    command = [sys.executable, "-m", "void_pipeline", "export", actor, "--out", str(out), "--agent", "void"]
     command += ["--plc-url", devnet.plc_url, "--appview-url", devnet.appview_url, *extra]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
@@ -58,7 +57,7 @@ def test_a_collection_the_repo_never_held_warns_with_the_ones_it_holds(
     assert result.returncode == 0, result.stderr
     assert "warning: the repo holds no app.bsky.feed.postt records: is the name right? It holds: " in result.stdout
     assert f"{POST}, " in result.stdout.split("It holds: ")[1]
-    frame = pl.read_parquet(repo_dir(tmp_path, agent.did).records(MEMORY))
+    frame = pl.read_parquet(agent_ingest(tmp_path).records(MEMORY))
     assert frame.height == len(expected_records(seeded, agent.did, MEMORY))
 
 
@@ -87,7 +86,7 @@ def test_raw_records_warns_about_a_collection_typo_from_void_collections(
 def test_damaged_local_state_names_the_file_and_full_refresh_rebuilds(
     devnet: DevnetInfo, agent: Agent, seeded: SeedResult, tmp_path: Path
 ) -> None:
-    paths = repo_dir(tmp_path, agent.did)
+    paths = agent_ingest(tmp_path)
     first = export(devnet, agent.did, tmp_path, "--collections", f"{POST},{MEMORY}")
     assert first.returncode == 0, first.stderr
     expected = {c: expected_records(seeded, agent.did, c) for c in (POST, MEMORY)}
@@ -140,14 +139,14 @@ HOLD = (
 
 
 def test_one_writer_per_collection_folder(devnet: DevnetInfo, agent: Agent, tmp_path: Path) -> None:
-    lock = repo_dir(tmp_path, agent.did).writer_lock(POST)
+    lock = agent_ingest(tmp_path).writer_lock(POST)
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(lock)], env=env, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         error = one_line_error(export(devnet, agent.did, tmp_path, "--collections", POST))
         assert f"the {POST} export is in use by pid {holder.pid}" in error
-        assert not repo_dir(tmp_path, agent.did).records(POST).exists()
+        assert not agent_ingest(tmp_path).records(POST).exists()
     finally:
         holder.kill()
         holder.wait()

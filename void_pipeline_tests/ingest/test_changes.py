@@ -12,12 +12,13 @@ import pytest
 
 from void_pipeline.lib.corpus import MEMORY, POST, CorpusSpec, generate, iso, tid
 from void_pipeline.lib.devnet import Devnet, DevnetInfo
-from void_pipeline.lib.export import ExportOptions, Method, export_collection, repo_dir
+from void_pipeline.lib.export import ExportOptions, Method, export_collection
 from void_pipeline.lib.identity import IdentityResolver
 from void_pipeline.lib.resilience import ResilientHttp
 from void_pipeline.lib.seeding import SeedResult, seed_corpus
 from void_pipeline.lib.threads import AncestorFetcher, PostCache, build_thread_context, own_posts_from_rows
 from void_pipeline.lib.xrpc import XrpcClient
+from void_pipeline_tests.conftest import agent_ingest
 from void_pipeline_tests.test_seeding import list_all
 
 
@@ -58,7 +59,7 @@ def test_incremental_car_export_fetches_only_what_is_new(
 ) -> None:
     info, seeded, handle = world
     account = seeded.accounts[handle]
-    paths = repo_dir(tmp_path, account.did)
+    paths = agent_ingest(tmp_path)
     with ResilientHttp() as http:
         pds = XrpcClient(account.pds_url, client=http)
         first = export_collection(pds, account.did, POST, paths)
@@ -94,7 +95,7 @@ def test_incremental_list_records_stops_at_known_records(
 ) -> None:
     info, seeded, handle = world
     account = seeded.accounts[handle]
-    paths = repo_dir(tmp_path, account.did)
+    paths = agent_ingest(tmp_path)
     options = ExportOptions(method="list_records")
     with ResilientHttp() as http:
         pds = XrpcClient(account.pds_url, client=http)
@@ -112,7 +113,7 @@ def test_full_refresh_reports_records_deleted_upstream(
 ) -> None:
     info, seeded, handle = world
     account = seeded.accounts[handle]
-    paths = repo_dir(tmp_path, account.did)
+    paths = agent_ingest(tmp_path)
     with ResilientHttp() as http:
         pds = XrpcClient(account.pds_url, client=http)
         first = export_collection(pds, account.did, POST, paths)
@@ -162,7 +163,7 @@ def test_malformed_records_are_quarantined_with_their_reason(
             validate=False,
         )
     listed = len(list_all(account.pds_url, account.did, POST))
-    paths = repo_dir(tmp_path, account.did)
+    paths = agent_ingest(tmp_path)
     with ResilientHttp() as http:
         result = export_collection(
             XrpcClient(account.pds_url, client=http), account.did, POST, paths, ExportOptions(method=method)
@@ -193,7 +194,7 @@ def test_taken_down_and_deleted_ancestors_carry_their_reason(
         },
     )
     assert response.status_code == 200, response.text
-    paths = repo_dir(tmp_path, agent.did)
+    paths = agent_ingest(tmp_path)
     assert info.appview_url
     with ResilientHttp() as http:
         export_collection(XrpcClient(agent.pds_url, client=http), agent.did, POST, paths)

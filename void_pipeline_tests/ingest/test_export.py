@@ -15,14 +15,15 @@ from void_pipeline.defs.ingest.assets import raw_records, thread_context
 from void_pipeline.defs.ingest.checks import raw_records_unique_uris, thread_context_covers_every_reply
 from void_pipeline.lib.corpus import COLLECTIONS, POST
 from void_pipeline.lib.devnet import DevnetInfo
-from void_pipeline.lib.export import ExportOptions, Method, export_collection, repo_dir
+from void_pipeline.lib.export import ExportOptions, Method, export_collection
 from void_pipeline.lib.ingest import ingest_agent
+from void_pipeline.lib.layout import DataLayout
 from void_pipeline.lib.resilience import ResilientHttp
 from void_pipeline.lib.seeding import SeedResult
 from void_pipeline.lib.xrpc import XrpcClient
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.storage import PipelineStorage
-from void_pipeline_tests.conftest import Agent
+from void_pipeline_tests.conftest import Agent, agent_ingest
 from void_pipeline_tests.ingest.conftest import all_expected
 
 
@@ -30,7 +31,7 @@ from void_pipeline_tests.ingest.conftest import all_expected
 def test_exported_equals_seeded_for_every_collection(
     method: Method, agent: Agent, seeded: SeedResult, tmp_path: Path
 ) -> None:
-    paths = repo_dir(tmp_path, agent.did)
+    paths = agent_ingest(tmp_path)
     expected = all_expected(seeded, agent.did)
     with ResilientHttp() as http:
         pds = XrpcClient(agent.pds_url, client=http)
@@ -49,7 +50,7 @@ def test_exported_equals_seeded_for_every_collection(
 
 
 def test_rows_carry_normalised_text_and_reply_refs(agent: Agent, seeded: SeedResult, tmp_path: Path) -> None:
-    paths = repo_dir(tmp_path, agent.did)
+    paths = agent_ingest(tmp_path)
     with ResilientHttp() as http:
         for collection in COLLECTIONS:
             export_collection(XrpcClient(agent.pds_url, client=http), agent.did, collection, paths, log=print)
@@ -144,8 +145,9 @@ def test_ancestor_chains_are_complete_to_the_root_across_pdses(
 ) -> None:
     assert devnet.appview_url
     with ResilientHttp() as http:
-        summary = ingest_agent(http, agent.did, devnet.plc_url, devnet.appview_url, tmp_path, [POST], log=print)
-    context = pl.read_parquet(repo_dir(tmp_path, agent.did).thread_context)
+        layout = DataLayout(tmp_path).agent("void")
+        summary = ingest_agent(http, agent.did, devnet.plc_url, devnet.appview_url, layout, [POST], log=print)
+    context = pl.read_parquet(agent_ingest(tmp_path).thread_context)
     by_uri = {r["uri"]: r for r in context.iter_rows(named=True)}
     rows = {r["key"]: r for r in seeded.manifest.iter_rows(named=True)}
 

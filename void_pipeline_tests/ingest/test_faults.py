@@ -9,14 +9,14 @@ import pytest
 
 from void_pipeline.lib.corpus import COLLECTIONS, POST
 from void_pipeline.lib.devnet import DevnetInfo
-from void_pipeline.lib.export import ExportOptions, Method, export_collection, repo_dir
+from void_pipeline.lib.export import ExportOptions, Method, export_collection
 from void_pipeline.lib.fault_proxy import FaultPlan, FaultProxy
 from void_pipeline.lib.identity import IdentityResolver
 from void_pipeline.lib.resilience import HostLimit, ResilientHttp, RetryPolicy, TransportFailure
 from void_pipeline.lib.seeding import SeedResult
 from void_pipeline.lib.threads import AncestorFetcher, PostCache, build_thread_context, own_posts_from_rows
 from void_pipeline.lib.xrpc import XrpcClient
-from void_pipeline_tests.conftest import Agent
+from void_pipeline_tests.conftest import Agent, agent_ingest
 from void_pipeline_tests.ingest.conftest import all_expected
 
 # The mix (5% 5xx, 429 bursts with reset headers, slow and dropped answers); on the CAR path the whole
@@ -56,7 +56,7 @@ def test_export_completes_exactly_through_faults_and_honours_429s(
 ) -> None:
     assert devnet.appview_url
     expected = all_expected(seeded, agent.did)
-    paths = repo_dir(tmp_path, agent.did)
+    paths = agent_ingest(tmp_path)
     with (
         FaultProxy(agent.pds_url, HOSTILE[method]) as pds_proxy,
         FaultProxy(devnet.appview_url, HOSTILE[method]) as appview_proxy,
@@ -92,11 +92,11 @@ def test_a_corrupt_car_falls_back_to_list_records(agent: Agent, seeded: SeedResu
         FaultProxy(agent.pds_url, FaultPlan(corrupt_paths=("com.atproto.sync.getRepo",))) as proxy,
         ResilientHttp() as http,
     ):
-        result = export_collection(XrpcClient(proxy.url, client=http), agent.did, POST, repo_dir(tmp_path, agent.did))
+        result = export_collection(XrpcClient(proxy.url, client=http), agent.did, POST, agent_ingest(tmp_path))
     assert result.method == "list_records"
     assert result.fallback_reason and "corrupt or truncated CAR" in result.fallback_reason
     assert proxy.stats.corrupted == 2  # the first download and one retry, then listRecords
-    frame = pl.read_parquet(repo_dir(tmp_path, agent.did).records(POST))
+    frame = pl.read_parquet(agent_ingest(tmp_path).records(POST))
     assert dict(zip(frame["uri"], frame["cid"], strict=True)) == expected
 
 
@@ -109,7 +109,7 @@ def test_a_rate_limited_host_is_waited_for_not_hammered(agent: Agent, seeded: Se
                 XrpcClient(proxy.url, client=http),
                 agent.did,
                 collection,
-                repo_dir(tmp_path, agent.did),
+                agent_ingest(tmp_path),
                 ExportOptions(method="list_records"),
             )
             assert result.total_rows == len(expected[collection])
@@ -126,7 +126,7 @@ def test_timeouts_are_retried(agent: Agent, tmp_path: Path) -> None:
             XrpcClient(proxy.url, client=http),
             agent.did,
             POST,
-            repo_dir(tmp_path, agent.did),
+            agent_ingest(tmp_path),
             ExportOptions(method="list_records"),
         )
         assert http.stats.retries > 0
@@ -137,4 +137,4 @@ def test_a_dead_host_fails_with_a_clear_message(agent: Agent, tmp_path: Path) ->
     with ResilientHttp(policy=RetryPolicy(attempts=3, base_delay_s=0.01)) as http:
         dead = XrpcClient("http://localhost:9", client=http)
         with pytest.raises(TransportFailure, match="failed 3 times against localhost:9"):
-            export_collection(dead, agent.did, POST, repo_dir(tmp_path, agent.did), ExportOptions(fallback=False))
+            export_collection(dead, agent.did, POST, agent_ingest(tmp_path), ExportOptions(fallback=False))

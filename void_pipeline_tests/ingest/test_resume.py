@@ -15,17 +15,17 @@ import polars as pl
 
 from void_pipeline.lib.corpus import COLLECTIONS, POST
 from void_pipeline.lib.devnet import DevnetInfo
-from void_pipeline.lib.export import RepoPaths, repo_dir
 from void_pipeline.lib.fault_proxy import FaultPlan, FaultProxy
+from void_pipeline.lib.layout import IngestPaths
 from void_pipeline.lib.paths import REPO_ROOT
 from void_pipeline.lib.seeding import SeedResult
-from void_pipeline_tests.conftest import Agent
+from void_pipeline_tests.conftest import Agent, agent_ingest
 from void_pipeline_tests.ingest.conftest import all_expected
 
 KILLS = 5
 
 
-def listing_progress(paths: RepoPaths) -> int:
+def listing_progress(paths: IngestPaths) -> int:
     """Pages checkpointed by unfinished listings plus collections finished: grows with every page listed."""
     pages = 0
     for checkpoint in paths.root.glob("listing/*/checkpoint.json"):
@@ -53,6 +53,8 @@ def test_sigkill_at_random_points_then_resume_loses_and_duplicates_nothing(
             "list_records",
             "--out",
             str(tmp_path),
+            "--agent",
+            "void",
             "--pds-url",
             pds.url,
             "--appview-url",
@@ -65,7 +67,7 @@ def test_sigkill_at_random_points_then_resume_loses_and_duplicates_nothing(
             "1000",
         ]
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-        paths = repo_dir(tmp_path, agent.did)
+        paths = agent_ingest(tmp_path)
         killed_mid_listing, output, seen = 0, "", listing_progress(paths)
         for _ in range(4 * KILLS):
             if killed_mid_listing == KILLS:

@@ -106,7 +106,7 @@ def test_the_adapter_trains_learns_is_tracked_registered_and_merged(
     assert {"axolotl.yml", "loss_curve.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
     version = client.get_model_version("void-lora", str(value(meta, "registered_model")).split(" v")[-1])
     storage: PipelineStorage = curated["storage"]
-    dataset = next(Path(storage.root).glob("ingest/*/curate/chat_dataset/openai"))
+    dataset = next(Path(storage.root).glob("agents/*/curate/chat_dataset/openai"))
     assert version.run_id == run.info.run_id and version.tags["dataset_sha256"] == dataset_hash(dataset)
     assert version.tags["config_fingerprint"] == read_state(adapter.parent)["fingerprint"]
 
@@ -208,7 +208,7 @@ def test_killing_the_run_worker_stops_the_trainer_and_the_next_run_resumes(
         def states() -> list[Path]:
             return [
                 p
-                for p in Path(storage.root).glob("ingest/*/train/*/adapter/checkpoint-5/trainer_state.json")
+                for p in Path(storage.root).glob("agents/*/train/*/adapter/checkpoint-5/trainer_state.json")
                 if "max_steps: 10\n" in (p.parents[2] / "axolotl.yml").read_text()
             ]
 
@@ -292,7 +292,7 @@ def test_bad_inputs_fail_before_training_with_a_clear_message(
         overrides["lora_rank"] = 8
     else:  # a dataset whose rows hold no assistant turn
         storage = PipelineStorage(root=str(tmp_path / "data"))
-        source = next(Path(curated["storage"].root).glob("ingest/*/curate/chat_dataset/openai"))
+        source = next(Path(curated["storage"].root).glob("agents/*/curate/chat_dataset/openai"))
         target = tmp_path / "data" / source.relative_to(curated["storage"].root)
         target.mkdir(parents=True)
         rows = [orjson.loads(line) for line in (source / "train.jsonl").read_bytes().splitlines()]
@@ -304,7 +304,7 @@ def test_bad_inputs_fail_before_training_with_a_clear_message(
     assert expected in text, text
     assert time.monotonic() - started < 120  # refused at the checks, not after a training run
     root = Path((storage or curated["storage"]).root)
-    assert not list(root.glob(f"ingest/*/train/{result.run_id}/adapter/adapter_model.safetensors"))
+    assert not list(root.glob(f"agents/*/train/{result.run_id}/adapter/adapter_model.safetensors"))
     if case == "output_collision":
         assert (tmp_path / "earlier" / "adapter_model.safetensors").read_bytes() == b"an earlier adapter"
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import dagster as dg
 import polars as pl
 
-from void_pipeline.defs.agent import agent_identity
+from void_pipeline.defs.agent import recorded_agent
 from void_pipeline.defs.ingest.assets import collection_partitions, raw_records, thread_context
 from void_pipeline.defs.metadata import table_schema
 from void_pipeline.lib.context import (
@@ -37,7 +37,6 @@ from void_pipeline.lib.filters import FilterOptions, LoopDetector, filter_record
 from void_pipeline.lib.prompt import DEFAULT_TEMPLATE, REPLY_TOOL, TOOL_DESCRIPTION, PromptTemplate
 from void_pipeline.lib.records import POST
 from void_pipeline.lib.report import counts_table, markdown_table
-from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.model import BaseModel
 from void_pipeline.resources.storage import PipelineStorage
 
@@ -83,24 +82,23 @@ def orphan_replies(paths_thread_context: Path) -> set[str]:
     description="Records worth learning from: normalised, without loop content, duplicates or too-short text.",
 )
 def filtered_records(
-    context: dg.AssetExecutionContext, config: FilterConfig, endpoint: AtprotoEndpoint, storage: PipelineStorage
+    context: dg.AssetExecutionContext, config: FilterConfig, storage: PipelineStorage
 ) -> dg.MaterializeResult:
     collection = context.partition_key
-    agent = agent_identity(endpoint, storage)
-    source = storage.repo(agent.did).records(collection)
+    layout = recorded_agent(storage)[1]
+    source = layout.ingest.records(collection)
     if not source.exists():
         raise dg.Failure(f"raw_records[{collection}] is missing ({source}): materialize it first")
     frame = read_input(source, f"raw_records[{collection}] with full_refresh: true")
-    orphans = orphan_replies(storage.repo(agent.did).thread_context) if collection == POST else set()
+    orphans = orphan_replies(layout.ingest.thread_context) if collection == POST else set()
     options = FilterOptions(
         min_chars=config.min_chars,
         loop=LoopDetector(min_keywords=config.loop_min_keywords, stat_blocks=config.loop_stat_blocks),
         orphan_replies=config.orphan_replies,
     )
     result = filter_records(frame, options, orphans)
-    out = storage.curate(agent.did) / "filtered_records"
-    write_parquet_atomic(result.kept, out / f"{collection}.parquet")
-    write_parquet_atomic(result.rejected, out / f"{collection}.rejected.parquet")
+    write_parquet_atomic(result.kept, layout.curate.filtered_records(collection))
+    write_parquet_atomic(result.rejected, layout.curate.filtered_rejected(collection))
     context.log.info(
         f"{collection}: {frame.height:,} in = {result.kept.height:,} kept + {result.rejected.height:,} removed "
         f"({', '.join(f'{k} {v}' for k, v in result.by_reason.items() if v)})"
@@ -121,7 +119,7 @@ def filtered_records(
             "rejected_examples": dg.MetadataValue.md(
                 markdown_table(examples, rows=10) if examples.height else "_none_"
             ),
-            "path": dg.MetadataValue.path(str(out / f"{collection}.parquet")),
+            "path": dg.MetadataValue.path(str(layout.curate.filtered_records(collection))),
         }
     )
 
@@ -144,7 +142,6 @@ class ContextWindowConfig(dg.Config):
 def context_window(
     context: dg.AssetExecutionContext,
     config: ContextWindowConfig,
-    endpoint: AtprotoEndpoint,
     storage: PipelineStorage,
     base_model: BaseModel,
 ) -> dg.MaterializeResult:
@@ -168,8 +165,8 @@ def context_window(
         "trimmed": trimmed,
         "distilled": distilled_window(snapshot, counter, TOOL_DESCRIPTION),
     }
-    agent = agent_identity(endpoint, storage)
-    out = storage.curate(agent.did) / "context_window"
+    layout = recorded_agent(storage)[1]
+    out = layout.curate.context_window
     report = {
         "selected": config.strategy,
         "snapshot_dir": config.snapshot_dir,
@@ -184,7 +181,7 @@ def context_window(
             write_text_atomic(staging / f"{name}.txt", window.text)
         write_text_atomic(staging / "report.json", json.dumps(report, indent=2))
     blocks = pl.DataFrame([b.__dict__ for b in windows["trimmed"].blocks])
-    drift = drift_report(storage.repo(agent.did).records(POST), snapshot.snapshot_date)
+    drift = drift_report(layout.ingest.records(POST), snapshot.snapshot_date)
     return dg.MaterializeResult(
         metadata={
             "selected_strategy": config.strategy,
@@ -242,29 +239,28 @@ class ChatDatasetConfig(dg.Config):
 def chat_dataset(
     context: dg.AssetExecutionContext,
     config: ChatDatasetConfig,
-    endpoint: AtprotoEndpoint,
     storage: PipelineStorage,
     base_model: BaseModel,
 ) -> dg.MaterializeResult:
-    agent = agent_identity(endpoint, storage)
-    curate = storage.curate(agent.did)
-    posts_path = curate / "filtered_records" / f"{POST}.parquet"
+    agent, layout = recorded_agent(storage)
+    curate = layout.curate
+    posts_path = curate.filtered_records(POST)
     if not posts_path.exists():
         raise dg.Failure(f"filtered_records[{POST}] is missing: materialize it first")
     posts = read_input(posts_path, f"filtered_records[{POST}]").filter(pl.col("did") == agent.did)
     if config.min_date:
         posts = posts.filter(pl.col("created_at").dt.date() >= date.fromisoformat(config.min_date))
     reasoning = None
-    if config.include_reasoning and (curate / "filtered_records" / f"{REASONING}.parquet").exists():
-        reasoning = read_input(curate / "filtered_records" / f"{REASONING}.parquet", f"filtered_records[{REASONING}]")
-    context_rows = read_input(storage.repo(agent.did).thread_context, "thread_context")
+    if config.include_reasoning and curate.filtered_records(REASONING).exists():
+        reasoning = read_input(curate.filtered_records(REASONING), f"filtered_records[{REASONING}]")
+    context_rows = read_input(layout.ingest.thread_context, "thread_context")
     template = PromptTemplate.from_file(config.template_path)
     examples, turns = build_examples(posts, context_rows, template, agent.did, agent.handle, reasoning)
     examples = split_by_thread(examples, config.test_threads, config.val_share, config.test_share_max)
 
-    window = json.loads((curate / "context_window" / "report.json").read_text())
+    window = json.loads(curate.context_report.read_text())
     strategy = window["selected"]
-    system = (curate / "context_window" / f"{strategy}.txt").read_text()
+    system = curate.context_variant(strategy).read_text()
     counter = base_model.token_counter()
     if not counter.exact:
         context.log.warning(f"token counts are estimates: {counter.source}")
@@ -280,7 +276,7 @@ def chat_dataset(
     if tokens.over_length:
         context.log.warning(f"{tokens.over_length} examples exceed sequence_len {base_model.sequence_len}: dropped")
 
-    out = curate / "chat_dataset" / config.format
+    out = curate.chat_dataset(config.format)
     sizes, copy_sizes = {}, {}
     # Written beside the current dataset and put in its place only when complete and valid: a failure here
     # (or a kill) leaves the previous dataset whole.

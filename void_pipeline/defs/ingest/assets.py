@@ -49,16 +49,15 @@ def raw_records(
 ) -> dg.MaterializeResult:
     collection = context.partition_key
     with endpoint.http() as http:
-        resolver, agent = resolve_agent(endpoint, storage, http)
-        if resolver.discarded:
-            context.log.warning(resolver.discarded)
+        _, agent, changed = resolve_agent(context, endpoint, storage, http)
         context.log.info(f"exporting {collection} of {agent.handle or agent.did} ({agent.did}) from {agent.pds_url}")
-        paths = storage.repo(agent.did)
+        paths = storage.agent_layout.ingest
         pds = endpoint.pds(agent, http)
         unknown = unknown_collection_warnings([collection], repo_collections(pds, agent.did))
         for warning in unknown:
             context.log.warning(warning)
-        options = ExportOptions(config.method, config.incremental, config.full_refresh, config.fallback)
+        full_refresh = config.full_refresh or changed  # another DID: nothing of the earlier export applies
+        options = ExportOptions(config.method, config.incremental, full_refresh, config.fallback)
         try:
             result = export_collection(pds, agent.did, collection, paths, options, context.log.info)
         except (CorruptState, Busy) as err:
@@ -109,8 +108,8 @@ def thread_context(
     context: dg.AssetExecutionContext, endpoint: AtprotoEndpoint, storage: PipelineStorage
 ) -> dg.MaterializeResult:
     with endpoint.http() as http:
-        resolver, agent = resolve_agent(endpoint, storage, http)
-        paths = storage.repo(agent.did)
+        resolver, agent, _ = resolve_agent(context, endpoint, storage, http)
+        paths = storage.agent_layout.ingest
         if not paths.records(POST).exists():
             raise dg.Failure(f"raw_records[{POST}] has not been materialized for {agent.did}: materialize it first")
         try:

@@ -6,7 +6,7 @@ from typing import Any
 
 import dagster as dg
 
-from void_pipeline.defs.agent import agent_identity
+from void_pipeline.defs.agent import recorded_agent
 from void_pipeline.defs.curate.assets import chat_dataset
 from void_pipeline.external.train_lora import RUN_LOCK
 from void_pipeline.lib import processes, training
@@ -14,7 +14,6 @@ from void_pipeline.lib.axolotl_config import effective_config, with_metrics_plug
 from void_pipeline.lib.files import Busy, acquire_owner
 from void_pipeline.lib.paths import REPO_ROOT
 from void_pipeline.lib.tracking import default_uri, log_training
-from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.model import BaseModel
 from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline.resources.trainer import Trainer
@@ -97,15 +96,14 @@ def refuse_if_locked(run_dir: Path) -> None:
 )
 def lora_adapter(
     context: dg.AssetExecutionContext,
-    endpoint: AtprotoEndpoint,
     storage: PipelineStorage,
     base_model: BaseModel,
     trainer: Trainer,
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> dg.MaterializeResult:
-    did = agent_identity(endpoint, storage).did
-    dataset = storage.curate(did) / "chat_dataset" / "openai"
-    train_root = storage.repo(did).root / "train"
+    layout = recorded_agent(storage)[1]
+    dataset = layout.curate.chat_dataset("openai")
+    train_root = layout.train.root
     val_path = dataset / "val.jsonl" if has_rows(dataset / "val.jsonl") else None
     system_prompt = dataset / "system_prompt.txt"
     extra: dict[str, Any] = {"sequence_len": base_model.sequence_len}  # the budget the dataset was built for
@@ -135,7 +133,7 @@ def lora_adapter(
         run_dir = resumable.run_dir
         context.log.info(f"resuming {run_dir.name} from {resumable.checkpoint.name} (step {resumable.step})")
     else:
-        run_dir = train_root / context.run.run_id
+        run_dir = layout.train.run(context.run.run_id)
         if training.read_state(run_dir).get("status") == training.COMPLETE:
             raise dg.Failure(f"output directory collision: {run_dir} holds a finished adapter; it is never overwritten")
     refuse_if_locked(run_dir)
@@ -190,8 +188,8 @@ def lora_adapter(
         **({"resumed_from": resumable.checkpoint.name} if resumable else {}),
     }
     tracked = log_training(
-        trainer.tracking_uri or default_uri(storage.root_path),
-        storage.root_path,
+        trainer.tracking_uri or default_uri(storage.layout.mlflow),
+        storage.layout.mlflow,
         run_name=f"lora-{run_dir.name[:8]}",
         config=config,
         config_path=config_path,
@@ -204,6 +202,16 @@ def lora_adapter(
     )
     training.write_state(
         run_dir, status=training.COMPLETE, mlflow_run=tracked.run_id, model_version=tracked.model_version
+    )
+    layout.train.write_latest(  # the hand-off to merged_model (and evaluate): a file, not another asset's metadata
+        run_dir=str(run_dir),
+        adapter=str(output_dir),
+        base_model=str(config["base_model"]),
+        config=str(config_path),
+        dataset_sha256=data_hash,
+        mlflow_run=tracked.run_id,
+        model_version=tracked.model_version,
+        dagster_run=context.run.run_id,
     )
 
     losses = [v for _, v in history.train]
@@ -240,24 +248,26 @@ def lora_adapter(
     "for vLLM and GGUF export.",
 )
 def merged_model(
-    context: dg.AssetExecutionContext, trainer: Trainer, pipes_subprocess_client: dg.PipesSubprocessClient
+    context: dg.AssetExecutionContext,
+    storage: PipelineStorage,
+    trainer: Trainer,
+    pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> dg.MaterializeResult:
-    event = context.instance.get_latest_materialization_event(lora_adapter.key)
-    if event is None or event.asset_materialization is None:
-        raise dg.Failure("no lora_adapter materialization yet: materialize lora_adapter first")
-    adapter_meta = event.asset_materialization.metadata
-    run_dir = Path(str(adapter_meta["run_dir"].value))
-    adapter = Path(str(adapter_meta["adapter_path"].value))
+    layout = recorded_agent(storage)[1]
+    latest = layout.train.read_latest()
+    if latest is None:
+        raise dg.Failure(f"no finished training in {layout.train.root}: materialize lora_adapter first")
+    run_dir, adapter = Path(latest["run_dir"]), Path(latest["adapter"])
     if not (adapter / "adapter_config.json").exists():
         raise dg.Failure(f"the latest adapter {adapter} is gone or incomplete (no adapter_config.json)")
-    context.log.info(f"merging {adapter} into {adapter_meta['base_model'].value}")
+    context.log.info(f"merging {adapter} into {latest['base_model']}")
     invocation = run_external(
         context,
         pipes_subprocess_client,
         trainer,
         "void_pipeline.external.merge_lora",
         run_dir,
-        {"config": str(run_dir / "axolotl.yml"), "adapter": str(adapter)},
+        {"config": latest["config"], "adapter": str(adapter)},
     )
     return dg.MaterializeResult(
         metadata={
