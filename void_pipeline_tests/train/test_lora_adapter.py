@@ -295,6 +295,8 @@ def test_bad_inputs_fail_before_training_with_a_clear_message(
         source = next(Path(curated["storage"].root).glob("agents/*/curate/chat_dataset/openai"))
         target = tmp_path / "data" / source.relative_to(curated["storage"].root)
         target.mkdir(parents=True)
+        record = curated["storage"].agent_layout.record_path  # who the agent is, as ingest recorded it
+        (tmp_path / "data" / record.relative_to(curated["storage"].root)).write_bytes(record.read_bytes())
         rows = [orjson.loads(line) for line in (source / "train.jsonl").read_bytes().splitlines()]
         stripped = [{**r, "messages": [m for m in r["messages"] if m["role"] != "assistant"]} for r in rows]
         (target / "train.jsonl").write_bytes(b"\n".join(orjson.dumps(r) for r in stripped) + b"\n")
