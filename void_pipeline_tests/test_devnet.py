@@ -129,6 +129,8 @@ def test_up_never_wipes_a_folder_it_did_not_create(tmp_path: Path) -> None:
     (exports / "ingest").mkdir(parents=True)
     (exports / "ingest" / "raw.parquet").write_bytes(b"a user's export")
     refused = devnet_cli(exports, "up")
+    if (exports / STATE_FILE).exists():  # it started one after all: stop it before failing
+        devnet_cli(exports, "down")
     assert refused.returncode == 1
     assert "refusing to use" in refused.stderr and "Traceback" not in refused.stderr
     assert (exports / "ingest" / "raw.parquet").read_bytes() == b"a user's export"
