@@ -73,7 +73,8 @@ def test_incremental_car_export_fetches_only_what_is_new(
         )
         second = export_collection(pds, account.did, POST, paths)
         second_memory = export_collection(pds, account.did, MEMORY, paths)
-    assert not first.car_downloaded or first.car_bytes > 0
+    assert first.car_downloaded and first.car_bytes > 0  # a fresh folder: the full repo CAR, once
+    assert not first_memory.car_downloaded and first_memory.rev == first.rev  # the second collection shares it
     assert second.car_downloaded and not second.full
     assert list(paths.cars.glob(f"{second.rev}.since-{first.rev}.car"))
     assert second.car_bytes < first.car_bytes / 2  # a diff, not the repo again

@@ -17,7 +17,7 @@ from void_pipeline.lib.seeding import SeedResult
 from void_pipeline.lib.threads import AncestorFetcher, PostCache, build_thread_context, own_posts_from_rows
 from void_pipeline.lib.xrpc import XrpcClient
 from void_pipeline_tests.conftest import Agent, agent_ingest
-from void_pipeline_tests.ingest.conftest import all_expected
+from void_pipeline_tests.ingest.conftest import all_expected, expected_records
 
 # The mix (5% 5xx, 429 bursts with reset headers, slow and dropped answers); on the CAR path the whole
 # export is a dozen requests, so there the rates are raised. Seed 3 puts a 5xx and a drop among the first ten
@@ -118,7 +118,7 @@ def test_a_rate_limited_host_is_waited_for_not_hammered(agent: Agent, seeded: Se
     assert proxy.stats.rate_limited < proxy.stats.forwarded
 
 
-def test_timeouts_are_retried(agent: Agent, tmp_path: Path) -> None:
+def test_timeouts_are_retried(agent: Agent, seeded: SeedResult, tmp_path: Path) -> None:
     plan = FaultPlan(slow_rate=0.3, slow_s=1.5, seed=3)
     policy = RetryPolicy(attempts=12, base_delay_s=0.01)
     with FaultProxy(agent.pds_url, plan) as proxy, ResilientHttp(timeout_s=0.5, policy=policy, seed=2) as http:
@@ -130,7 +130,9 @@ def test_timeouts_are_retried(agent: Agent, tmp_path: Path) -> None:
             ExportOptions(method="list_records"),
         )
         assert http.stats.retries > 0
-    assert result.total_rows > 0 and proxy.stats.slow > 0
+    assert proxy.stats.slow > 0 and result.quarantined == 0
+    frame = pl.read_parquet(agent_ingest(tmp_path).records(POST))  # every record, as seeded, despite the timeouts
+    assert dict(zip(frame["uri"], frame["cid"], strict=True)) == expected_records(seeded, agent.did, POST)
 
 
 def test_a_dead_host_fails_with_a_clear_message(agent: Agent, tmp_path: Path) -> None:
