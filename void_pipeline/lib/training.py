@@ -138,6 +138,13 @@ def preflight_errors(config: dict[str, Any], dataset_dir: Path) -> list[str]:
         )
     index, manifest = dataset_dir / "index.parquet", dataset_dir / "dataset.json"
     sequence_len = int(config.get("sequence_len") or 0)
+    built = json.loads(manifest.read_text()) if manifest.exists() else {}
+    if built.get("sequence_len") and sequence_len and int(built["sequence_len"]) != sequence_len:
+        errors.append(
+            f"the dataset was built for sequence_len {built['sequence_len']} and this training uses {sequence_len}: "
+            "rebuild chat_dataset with the trainer's sequence_len (VOID_SEQUENCE_LEN), or train with the dataset's"
+        )
+
     if rows and sequence_len and index.exists() and manifest.exists():
         system_tokens = int(json.loads(manifest.read_text()).get("system_tokens") or 0)
         lengths = pl.read_parquet(index).filter(pl.col("split") == "train")["tokens"] + system_tokens

@@ -342,3 +342,21 @@ def test_history_reads_the_steps_the_trainer_numbered_and_plots_them(tmp_path: P
     assert "step 2 → 6" in markdown and "| 4 | 7.1000 |" in markdown and "step 6: validation loss 7.0000" in markdown
     png = loss_png(history.train, history.evals, tmp_path / "loss.png")
     assert png.read_bytes().startswith(b"\x89PNG\r\n") and png.stat().st_size > 2000
+
+
+def test_a_dataset_built_for_another_sequence_len_is_refused_before_training(
+    curated: dict[str, Any], tiny_model: Path, tmp_path: Path
+) -> None:
+    """The dataset records the sequence_len its examples were fitted to; a training with another one stops at the
+    checks with one line."""
+    from void_pipeline.lib.training import preflight_errors
+
+    dataset: Path = curated["dataset"]
+    built = json.loads((dataset / "dataset.json").read_text())
+    assert built["sequence_len"] == 4096 and built["base_model"] == curated["resources"]["base_model"].local_path
+    config = {"base_model": str(tiny_model), "sequence_len": 4096, "output_dir": str(tmp_path / "out")}
+    assert preflight_errors(config, dataset) == []
+    assert preflight_errors({**config, "sequence_len": 8192}, dataset) == [
+        "the dataset was built for sequence_len 4096 and this training uses 8192: rebuild chat_dataset with the "
+        "trainer's sequence_len (VOID_SEQUENCE_LEN), or train with the dataset's"
+    ]

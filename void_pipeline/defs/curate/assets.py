@@ -293,7 +293,15 @@ def chat_dataset(
         write_text_atomic(staging / "tools.json", json.dumps([REPLY_TOOL], indent=2))
         manifest = dataset_manifest(config.format, strategy, system_tokens[strategy], sizes, tokens)
         write_text_atomic(
-            staging / "dataset.json", json.dumps({**manifest, "sequence_len": base_model.sequence_len}, indent=2)
+            staging / "dataset.json",
+            json.dumps(
+                {
+                    **manifest,
+                    "sequence_len": base_model.sequence_len,
+                    "base_model": base_model.local_path or base_model.name,
+                },
+                indent=2,
+            ),
         )
         validate_staged_dataset(staging, config.format, index)
     examples_total = sum(n for n, _ in sizes.values())
