@@ -151,7 +151,10 @@ class TrainPaths:
     def read_latest(self) -> dict[str, Any] | None:
         if not self.latest.exists():
             return None
-        loaded = json.loads(self.latest.read_text())
+        try:
+            loaded = json.loads(self.latest.read_text())
+        except ValueError as err:
+            raise ValueError(f"{self.latest} is not valid JSON ({err}): materialize lora_adapter again") from err
         return loaded if isinstance(loaded, dict) else None
 
 

@@ -56,17 +56,24 @@ def pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-def watch(pids: Sequence[int], on_gone: Callable[[], None], interval_s: float = 0.5) -> threading.Thread:
+def watch(
+    pids: Sequence[int],
+    on_gone: Callable[[], None],
+    interval_s: float = 0.5,
+    stop: threading.Event | None = None,
+) -> threading.Thread:
     """A daemon thread that calls ``on_gone`` once, as soon as one of ``pids`` has died or this process's
-    parent changed (orphaned: reparented to init or a subreaper)."""
+    parent changed (orphaned: reparented to init or a subreaper) — unless ``stop`` is set first."""
     parent = os.getppid()
+    stop = stop or threading.Event()
 
     def loop() -> None:
         while os.getppid() == parent and all(pid_alive(pid) for pid in pids):
-            time.sleep(interval_s)
+            if stop.wait(interval_s):
+                return
         on_gone()
 
-    thread = threading.Thread(target=loop, name="exit-when-parent-gone", daemon=True)
+    thread = threading.Thread(target=loop, name="exit-when-gone", daemon=True)
     thread.start()
     return thread
 
@@ -103,18 +110,11 @@ def bound_to_run_worker(on_gone: Callable[[str], None] | None = None, timeout_s:
         os._exit(70)
 
     stop = threading.Event()
-    threading.Thread(target=lambda: _poll(worker, stop, leave), name="exit-with-run-worker", daemon=True).start()
+    watch([worker], leave, stop=stop)
     try:
         yield [os.getpid()]
     finally:
         stop.set()
-
-
-def _poll(pid: int, stop: threading.Event, on_gone: Callable[[], None]) -> None:
-    while not stop.wait(0.5):
-        if not pid_alive(pid):
-            on_gone()
-            return
 
 
 # --- the guard ---------------------------------------------------------------------------------------------------

@@ -104,14 +104,6 @@ def post_from_record(uri: str, cid: str | None, value: Any, did: str, handle: st
     )
 
 
-def _loads_ok(line: bytes) -> bool:
-    try:
-        json.loads(line)
-    except ValueError:
-        return False
-    return True
-
-
 class PostCache:
     """uri → Post, persisted as JSON lines; the last line for a URI wins; a torn last line is ignored."""
 
@@ -122,22 +114,21 @@ class PostCache:
         self.discarded = ""  # what could not be read, for a warning: it is only a cache
         if not path.exists():
             return
-        bad = 0
+        bad: list[int] = []
         try:
             lines = path.read_bytes().splitlines()
         except OSError as err:
             lines, self.discarded = [], f"post cache {path} cannot be read ({err}); starting an empty one"
-        for line in lines:
+        for number, line in enumerate(lines):
             try:
                 post = Post(**json.loads(line))  # bytes: a line that is not UTF-8 fails here, alone
             except (ValueError, TypeError):
-                bad += 1  # a write cut short by a kill, or damage: that post is simply fetched again
+                bad.append(number)  # a write cut short by a kill, or damage: that post is simply fetched again
                 continue
             self._posts[post.uri] = post
-        torn_tail = bad == 1 and lines and not _loads_ok(lines[-1])
-        if bad and not torn_tail:
+        if bad and bad != [len(lines) - 1]:  # more than a torn last line: say so, and keep only what reads
             self.discarded = (
-                f"post cache {path}: {bad:,} unreadable line(s) discarded, {len(self._posts):,} posts kept "
+                f"post cache {path}: {len(bad):,} unreadable line(s) discarded, {len(self._posts):,} posts kept "
                 "(those posts are fetched again)"
             )
             self._rewrite()
