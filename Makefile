@@ -21,7 +21,7 @@ setup-all:  ## every environment, built side by side when cold
 	@$(ENVS) ensure orchestrator devnet trainer >/dev/null
 
 demo: setup-all  ## local AT Protocol world + demo corpus + every asset materialized
-	$(PY) -m void_pipeline demo
+	$(PY) -m void_pipeline.testworld demo
 
 test: setup-all lint typecheck unit  ## lint, type checks and the test suite
 
@@ -42,7 +42,7 @@ unit: setup  ## pytest's exit 5 (no tests collected) means a broken suite: say s
 ui: setup  ## the Dagster web UI on http://127.0.0.1:3000: on the demo's agent and data after `make demo`, on a devnet that runs
 	@mkdir -p $(DAGSTER_HOME)
 	@demo_env="$${VOID_PIPELINE_DATA:-$(CURDIR)/.data}/demo.env"; [ ! -f "$$demo_env" ] || . "$$demo_env"; \
-	  eval "$$($(PY) -m void_pipeline devnet env 2>/dev/null)"; \
+	  eval "$$($(PY) -m void_pipeline.testworld devnet env 2>/dev/null)"; \
 	  echo "agent: $${VOID_AGENT:-void} = $${VOID_ACTOR:-void.comind.network} (PLC $${VOID_PLC_URL:-https://plc.directory})"; \
 	  $(ORCH)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
@@ -50,13 +50,13 @@ mlflow-ui: setup  ## the MLflow UI on http://127.0.0.1:5000 over the local store
 	mkdir -p .data/mlflow && $(PY) -m mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/.data/mlflow/mlflow.db
 
 devnet-up: setup
-	$(PY) -m void_pipeline devnet up
+	$(PY) -m void_pipeline.testworld devnet up
 
 devnet-seed: setup
-	$(PY) -m void_pipeline devnet seed
+	$(PY) -m void_pipeline.testworld devnet seed
 
 devnet-down: setup
-	$(PY) -m void_pipeline devnet down
+	$(PY) -m void_pipeline.testworld devnet down
 
 bench: setup-all  ## seeding, export, curate and packing benchmarks at 50k (minutes each)
 	$(PY) benchmarks/seed_bench.py --agent-posts 50000

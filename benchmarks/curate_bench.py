@@ -20,15 +20,15 @@ import orjson
 import polars as pl
 
 from void_pipeline.defs.curate.assets import DEMO_SNAPSHOT
-from void_pipeline.lib.context import distilled_window, full_window, load_snapshot, trimmed_window
-from void_pipeline.lib.corpus import POST, CorpusSpec, bind_value, generate, record_text
-from void_pipeline.lib.dataset import build_examples, encode_rows, format_row, split_by_thread, token_report
-from void_pipeline.lib.filters import FilterOptions, filter_records
-from void_pipeline.lib.prompt import TOOL_DESCRIPTION, PromptTemplate
-from void_pipeline.lib.records import Rejection, normalise_record, rows_frame
-from void_pipeline.lib.threads import THREAD_SCHEMA
-from void_pipeline.lib.tiny_tokenizer import train_tokenizer
-from void_pipeline.lib.tokens import TokenCounter
+from void_pipeline.lib.curate.context import distilled_window, full_window, load_snapshot, trimmed_window
+from void_pipeline.lib.curate.dataset import build_examples, encode_rows, format_row, split_by_thread, token_report
+from void_pipeline.lib.curate.filters import FilterOptions, filter_records
+from void_pipeline.lib.curate.prompt import TOOL_DESCRIPTION, PromptTemplate
+from void_pipeline.lib.ingest.records import Rejection, normalise_record, rows_frame
+from void_pipeline.lib.ingest.threads import THREAD_SCHEMA
+from void_pipeline.lib.model import TokenCounter
+from void_pipeline.testworld.corpus import POST, CorpusSpec, bind_value, generate, record_text
+from void_pipeline.testworld.tiny_tokenizer import train_tokenizer
 
 
 def corpus_frames(agent_posts: int) -> tuple[dict[str, pl.DataFrame], pl.DataFrame, str]:

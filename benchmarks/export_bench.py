@@ -22,11 +22,11 @@ from pathlib import Path
 
 import httpx
 
-from void_pipeline.lib.corpus import COLLECTIONS, CorpusSpec, generate
-from void_pipeline.lib.devnet import Devnet
-from void_pipeline.lib.fault_proxy import FaultPlan, FaultProxy
 from void_pipeline.lib.paths import REPO_ROOT
-from void_pipeline.lib.seeding import seed_corpus
+from void_pipeline.testworld.corpus import COLLECTIONS, CorpusSpec, generate
+from void_pipeline.testworld.devnet import Devnet
+from void_pipeline.testworld.fault_proxy import FaultPlan, FaultProxy
+from void_pipeline.testworld.seeding import seed_corpus
 
 PAUSE_S = 1.0  # the original exporter's sleep between listRecords pages
 

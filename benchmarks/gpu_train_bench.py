@@ -24,10 +24,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from void_pipeline.external.tiny_model import chat_tokenizer  # noqa: E402
-from void_pipeline.external.train_lora import METRICS_PATH_ENV  # noqa: E402
-from void_pipeline.lib.axolotl_config import CPU_OVERLAY, effective_config, with_metrics_plugin, write  # noqa: E402
-from void_pipeline.lib.tiny_tokenizer import train_tokenizer  # noqa: E402
+from void_pipeline.lib.train.axolotl_config import CPU_OVERLAY, effective_config, with_metrics_plugin, write  # noqa: E402
+from void_pipeline.testworld.tiny_model import chat_tokenizer  # noqa: E402
+from void_pipeline.testworld.tiny_tokenizer import train_tokenizer  # noqa: E402
 
 H200_BF16_DENSE_FLOPS = 989e12  # NVIDIA's spec sheet, dense bf16
 LLAMA_31_8B = {
@@ -111,16 +110,21 @@ def build_model(out: Path, arch: dict[str, Any], tokenizer_dir: Path, device: st
     return model_dir, params
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def bench_arguments(description: str, attention: str) -> argparse.ArgumentParser:
+    """The flags both engines share (gpu_train_direct.py adds its own)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--arch", choices=["llama-3.1-8b", "tiny"], default="llama-3.1-8b")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--sequence-len", type=int, default=4096)
     parser.add_argument("--micro-batch-size", type=int, default=4)
     parser.add_argument("--rows", type=int, default=3000)
-    parser.add_argument("--attention", choices=["flash", "sdpa"], default="flash")
-    args = parser.parse_args()
+    parser.add_argument("--attention", choices=["flash", "sdpa"], default=attention)
+    return parser
+
+
+def main() -> None:
+    args = bench_arguments(__doc__.split("\n")[0], "flash").parse_args()
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -158,6 +162,8 @@ def main() -> None:
     trainer_bin = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{trainer_bin}{os.pathsep}{os.environ.get('PATH', '')}", "HF_HUB_OFFLINE": "1"}
     env.update(AXOLOTL_DO_NOT_TRACK="1", WANDB_MODE="disabled", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    from void_pipeline.external.train_lora import METRICS_PATH_ENV  # here: the direct mode imports this module
+
     metrics = args.out / "metrics.jsonl"  # one line per log, written by the trainer's callback (axolotl_metrics.py)
     metrics.unlink(missing_ok=True)
     pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))

@@ -20,14 +20,14 @@ from pathlib import Path
 from benchmarks.curate_bench import corpus_frames
 from void_pipeline.defs.curate.assets import DEMO_SNAPSHOT
 from void_pipeline.lib import environments
-from void_pipeline.lib.context import distilled_window, load_snapshot, trimmed_window
-from void_pipeline.lib.corpus import POST
-from void_pipeline.lib.dataset import build_examples, token_lengths
-from void_pipeline.lib.filters import FilterOptions, filter_records
+from void_pipeline.lib.curate.context import distilled_window, load_snapshot, trimmed_window
+from void_pipeline.lib.curate.dataset import build_examples, token_lengths
+from void_pipeline.lib.curate.filters import FilterOptions, filter_records
+from void_pipeline.lib.curate.prompt import TOOL_DESCRIPTION, PromptTemplate
+from void_pipeline.lib.model import TokenCounter
 from void_pipeline.lib.paths import REPO_ROOT
-from void_pipeline.lib.prompt import TOOL_DESCRIPTION, PromptTemplate
-from void_pipeline.lib.tiny_tokenizer import train_tokenizer
-from void_pipeline.lib.tokens import TokenCounter
+from void_pipeline.testworld.corpus import POST
+from void_pipeline.testworld.tiny_tokenizer import train_tokenizer
 
 # (strategy, sequence_len): the budgets the configs are written for; micro_batch_size 2 as in every config
 SETUPS = (("trimmed", 8192), ("distilled", 4096), ("distilled", 8192))

@@ -14,9 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from void_pipeline.lib.corpus import CorpusSpec, generate
-from void_pipeline.lib.devnet import Devnet
-from void_pipeline.lib.seeding import seed_corpus
+from void_pipeline.testworld.corpus import CorpusSpec, generate
+from void_pipeline.testworld.devnet import Devnet
+from void_pipeline.testworld.seeding import seed_corpus
 
 GOAL_SECONDS = 180.0
 

@@ -8,8 +8,9 @@ Environment (all optional; the defaults point at the real network):
     VOID_AGENT                                               the agent's folder name (default: the handle's first label)
     VOID_APP_PASSWORD                                        read by Dagster at run time, never stored
     VOID_PIPELINE_DATA                                       where assets write (default <repo>/.data)
-    VOID_BASE_MODEL, VOID_BASE_MODEL_PATH, VOID_SEQUENCE_LEN  the base model and its local directory
-    VOID_TRAINER_CONFIG, VOID_TRAINER_OVERLAYS, VOID_TRAINER_MAX_STEPS  the axolotl recipe
+    VOID_TRAINER_CONFIG, VOID_TRAINER_OVERLAYS               the model choice: the axolotl config names the model
+    VOID_BASE_MODEL_PATH, VOID_SEQUENCE_LEN                   a local copy of that model; its sequence length
+    VOID_TRAINER_MAX_STEPS                                   stop training after this many steps
     VOID_MLFLOW_TRACKING_URI                                 MLflow (default: SQLite under the data folder)
 """
 
@@ -22,7 +23,7 @@ from void_pipeline.defs import curate, ingest, train
 from void_pipeline.lib import paths
 from void_pipeline.lib.settings import Settings, from_environment
 from void_pipeline.resources.atproto import AtprotoEndpoint
-from void_pipeline.resources.model import BaseModel
+from void_pipeline.resources.model import ModelChoice
 from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline.resources.trainer import Trainer
 
@@ -40,19 +41,20 @@ def resources_from_environment(settings: Settings | None = None) -> dict[str, ob
         pds_url=settings.pds_url,
         app_password=dg.EnvVar("VOID_APP_PASSWORD") if os.environ.get("VOID_APP_PASSWORD") else None,
     )
-    base_model = BaseModel(
-        name=settings.base_model, local_path=settings.base_model_path, sequence_len=settings.sequence_len
-    )
-    trainer = Trainer(
+    model = ModelChoice(
         config=settings.trainer_config,
         overlays=list(settings.trainer_overlays),
+        local_path=settings.base_model_path,
+        sequence_len=settings.sequence_len,
+    )
+    trainer = Trainer(
         overrides={"max_steps": settings.trainer_max_steps} if settings.trainer_max_steps else {},
         tracking_uri=settings.mlflow_tracking_uri,
     )
     return {
         "endpoint": endpoint,
         "storage": PipelineStorage(root=str(paths.data_root()), agent=settings.agent, problems=list(settings.problems)),
-        "base_model": base_model,
+        "model": model,
         "trainer": trainer,
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
     }

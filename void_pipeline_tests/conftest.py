@@ -9,17 +9,23 @@ from typing import Any
 
 import pytest
 
-from void_pipeline.lib.corpus import COLLECTIONS, Corpus, CorpusSpec, generate, record_text
-from void_pipeline.lib.devnet import Devnet, DevnetInfo
 from void_pipeline.lib.layout import DataLayout, IngestPaths
 from void_pipeline.lib.processes import pid_alive
-from void_pipeline.lib.seeding import SeedResult, seed_corpus
-from void_pipeline.lib.tiny_tokenizer import train_tokenizer
 from void_pipeline.resources.atproto import AtprotoEndpoint
-from void_pipeline.resources.model import BaseModel
+from void_pipeline.resources.model import ModelChoice
 from void_pipeline.resources.storage import PipelineStorage
+from void_pipeline.testworld.corpus import COLLECTIONS, Corpus, CorpusSpec, generate, record_text
+from void_pipeline.testworld.devnet import Devnet, DevnetInfo
+from void_pipeline.testworld.seeding import SeedResult, seed_corpus
+from void_pipeline.testworld.tiny_tokenizer import train_tokenizer
 
 TEST_SPEC = CorpusSpec(seed=11, agent_posts=400, other_accounts=20, deleted_parent_share=0.05)
+
+
+def model_choice(**changes: Any) -> ModelChoice:
+    """The tests' model choice: the default config with the CPU overlay at sequence_len 4096, ``changes`` on top."""
+    fields: dict[str, Any] = {"overlays": ["cpu-tiny"], "sequence_len": 4096, **changes}
+    return ModelChoice(**fields)
 
 
 def agent_ingest(data_root: Path, agent: str = "void") -> IngestPaths:
@@ -42,6 +48,13 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevnetInfo]:
 @pytest.fixture(scope="session")
 def corpus() -> Corpus:
     return generate(TEST_SPEC)
+
+
+@pytest.fixture(scope="session")
+def corpus_tokenizer(corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model's tokenizer, trained on the corpus: curate counts with it, the tiny model is built on it."""
+    texts = [record_text(r.value) for r in corpus.records]
+    return train_tokenizer(texts, tmp_path_factory.mktemp("tokenizer") / "tokenizer", vocab_size=2048)
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +85,7 @@ def devnet_endpoint(devnet: DevnetInfo, agent: Agent) -> AtprotoEndpoint:
 
 @pytest.fixture(scope="session")
 def curated(
-    devnet_endpoint: AtprotoEndpoint, corpus: Corpus, agent: Agent, tmp_path_factory: pytest.TempPathFactory
+    devnet_endpoint: AtprotoEndpoint, corpus_tokenizer: Path, agent: Agent, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Any]:
     """The shared devnet exported and curated through the real assets (tests of later stages build on it)."""
     import dagster as dg
@@ -87,11 +100,11 @@ def curated(
     root = tmp_path_factory.mktemp("curate")
     storage = PipelineStorage(root=str(root))
     materialize_ingest(devnet_endpoint, storage)
-    model_dir = train_tokenizer([record_text(r.value) for r in corpus.records], root / "model", vocab_size=2048)
     resources = {
         "endpoint": devnet_endpoint,
         "storage": storage,
-        "base_model": BaseModel(local_path=str(model_dir), sequence_len=4096),
+        # the model choice the tests train with: the CPU overlay, counted with the tiny model's tokenizer
+        "model": model_choice(local_path=str(corpus_tokenizer)),
     }
     metadata: dict[str, Any] = {"storage": storage, "resources": resources, "checks": {}, "filtered_checks": {}}
     for collection in COLLECTIONS:

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from void_pipeline.lib.corpus import (
+from void_pipeline.testworld.corpus import (
     MAX_POST_CHARS,
     MEMORY,
     POST,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from void_pipeline.lib.devnet import free_port
 from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.testworld.devnet import free_port
 
 
 def test_code_location_loads_with_the_ingest_assets() -> None:
@@ -97,7 +97,7 @@ def test_pyproject_declares_every_third_party_package_the_orchestrator_imports()
     distributions = importlib.metadata.packages_distributions()
     missing: dict[str, str] = {}
     for path in (REPO_ROOT / "void_pipeline").rglob("*.py"):
-        if "external" in path.parts:
+        if "external" in path.parts or path.relative_to(REPO_ROOT).as_posix() == TRAINER_SIDE_TEST_WORLD:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             names = (
@@ -115,3 +115,37 @@ def test_pyproject_declares_every_third_party_package_the_orchestrator_imports()
                 if not owners & declared:
                     missing[top] = str(path.relative_to(REPO_ROOT))
     assert not missing, f"imported but not declared in pyproject.toml: {missing}"
+
+
+TRAINER_SIDE_TEST_WORLD = "void_pipeline/testworld/tiny_model.py"  # runs in the trainer environment (torch)
+
+
+def imported_modules(path: Path) -> set[str]:
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    return found
+
+
+def test_the_pipeline_never_imports_the_test_world() -> None:
+    """The test world drives the pipeline from outside; no pipeline module may depend on it (nor lib on dagster)."""
+    offenders: dict[str, list[str]] = {}
+    for path in sorted((REPO_ROOT / "void_pipeline").rglob("*.py")):
+        relative = path.relative_to(REPO_ROOT)
+        if relative.parts[1] == "testworld":
+            continue
+        modules = imported_modules(path)
+        bad = sorted(m for m in modules if m.startswith("void_pipeline.testworld"))
+        if relative.parts[1] == "lib":
+            bad += sorted(m for m in modules if m.split(".")[0] == "dagster")
+        if bad:
+            offenders[str(relative)] = bad
+    assert not offenders, offenders
+    # the check itself sees an import: the test world's CLI imports its devnet
+    assert "void_pipeline.testworld.devnet" in imported_modules(REPO_ROOT / "void_pipeline/testworld/cli.py")

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from void_pipeline.lib.devnet import STATE_FILE, Devnet, DevnetError, DevnetInfo, PdsLayout
 from void_pipeline.lib.paths import REPO_ROOT
 from void_pipeline.lib.processes import pid_alive
+from void_pipeline.testworld.devnet import STATE_FILE, Devnet, DevnetError, DevnetInfo, PdsLayout
 
 
 def group_members(pgid: int) -> list[int]:
@@ -91,7 +91,7 @@ def test_cli_up_status_down_leaves_nothing_running(tmp_path: Path) -> None:
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "void_pipeline", "--state-dir", str(state), "devnet", *args],
+            [sys.executable, "-m", "void_pipeline.testworld", "--state-dir", str(state), "devnet", *args],
             capture_output=True,
             text=True,
             env=env,
@@ -120,7 +120,7 @@ def test_cli_up_status_down_leaves_nothing_running(tmp_path: Path) -> None:
 
 def devnet_cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    command = [sys.executable, "-m", "void_pipeline", "--state-dir", str(state), "devnet", *args]
+    command = [sys.executable, "-m", "void_pipeline.testworld", "--state-dir", str(state), "devnet", *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=180, check=False)
 
 
@@ -160,7 +160,7 @@ def test_status_and_up_agree_about_a_half_dead_devnet(tmp_path: Path) -> None:
 
 
 def test_a_state_folder_of_an_earlier_version_is_recognised_by_its_contents(tmp_path: Path) -> None:
-    from void_pipeline.lib.devnet import MARKER_FILE, prepare_state_dir
+    from void_pipeline.testworld.devnet import MARKER_FILE, prepare_state_dir
 
     earlier = tmp_path / "devnet"  # what `devnet down` of a version without the marker left behind
     for name in ("logs", "pds-comind", "seed"):

@@ -13,9 +13,9 @@ from void_pipeline.defs.curate import defs as curate_defs
 from void_pipeline.defs.curate.assets import chat_dataset, context_window, filtered_records
 from void_pipeline.defs.ingest.assets import raw_records
 from void_pipeline.defs.ingest.checks import raw_records_unique_uris
-from void_pipeline.lib.ingest import record_agent
+from void_pipeline.lib.ingest.agent import record_agent
+from void_pipeline.lib.ingest.records import POST
 from void_pipeline.lib.layout import DataLayout, default_agent_name
-from void_pipeline.lib.records import POST
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline_tests.conftest import Agent

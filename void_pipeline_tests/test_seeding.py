@@ -8,10 +8,10 @@ import httpx
 import polars as pl
 import pytest
 
-from void_pipeline.lib.corpus import COLLECTIONS, POST, Corpus
-from void_pipeline.lib.devnet import DevnetInfo
-from void_pipeline.lib.seeding import ACCOUNTS_FILE, MANIFEST_FILE, SeedResult, record_cid
-from void_pipeline.lib.xrpc import XrpcClient, XrpcError
+from void_pipeline.lib.ingest.xrpc import XrpcClient, XrpcError
+from void_pipeline.testworld.corpus import COLLECTIONS, POST, Corpus
+from void_pipeline.testworld.devnet import DevnetInfo
+from void_pipeline.testworld.seeding import ACCOUNTS_FILE, MANIFEST_FILE, SeedResult, record_cid
 
 
 def list_all(pds_url: str, did: str, collection: str) -> list[dict[str, Any]]:
@@ -57,7 +57,7 @@ def test_manifest_and_accounts_are_written(seeded: SeedResult, tmp_path_factory:
 
 
 def test_manifest_files_round_trip(seeded: SeedResult, devnet: DevnetInfo, corpus: Corpus, tmp_path: Any) -> None:
-    from void_pipeline.lib.seeding import write_manifest
+    from void_pipeline.testworld.seeding import write_manifest
 
     write_manifest(seeded, tmp_path)
     assert pl.read_parquet(tmp_path / MANIFEST_FILE).equals(seeded.manifest)

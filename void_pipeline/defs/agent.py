@@ -3,10 +3,10 @@ agent's folder); every later asset and check reads that record, so they run from
 
 import dagster as dg
 
-from void_pipeline.lib.identity import Identity, IdentityResolver
-from void_pipeline.lib.ingest import record_agent
+from void_pipeline.lib.ingest.agent import record_agent
+from void_pipeline.lib.ingest.identity import Identity, IdentityResolver
+from void_pipeline.lib.ingest.resilience import ResilientHttp
 from void_pipeline.lib.layout import AgentLayout, AgentRecord
-from void_pipeline.lib.resilience import ResilientHttp
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.storage import PipelineStorage
 

@@ -1,7 +1,7 @@
 """Merge a LoRA adapter into its base model with `axolotl merge-lora`, reporting through Pipes (trainer env).
 
 Extras from the asset: ``config`` (the run's effective axolotl config), ``adapter``, ``run_dir``. axolotl writes
-``<output-dir>/merged``; the merge goes to a scratch folder first and is renamed to ``<run_dir>/merged`` only
+``<output-dir>/merged``; the merge goes to a scratch folder first and is renamed to the run's ``merged/`` only
 when complete, so a killed merge never leaves a half-written model where vLLM would load it.
 """
 
@@ -15,12 +15,14 @@ from pathlib import Path
 from dagster_pipes import PipesContext
 
 from void_pipeline.external.train_lora import fail, guarded_main, lock_run_folder, stream
+from void_pipeline.lib.layout import RunPaths
 
 
-def merge(pipes: PipesContext, config: Path, adapter: Path, run_dir: Path, failure_path: Path) -> int:
-    if lock_run_folder(pipes, run_dir, failure_path, f"merging, Dagster run {pipes.run_id}") is None:
+def merge(pipes: PipesContext, config: Path, adapter: Path, run: RunPaths, failure_path: Path) -> int:
+    if lock_run_folder(pipes, run, failure_path, f"merging, Dagster run {pipes.run_id}") is None:
         return 3
-    scratch = run_dir / ".merging"
+    target = run.merged
+    scratch = target.with_name(f".{target.name}.partial")
     shutil.rmtree(scratch, ignore_errors=True)
     command = [
         str(Path(sys.executable).parent / "axolotl"),
@@ -42,7 +44,6 @@ def merge(pipes: PipesContext, config: Path, adapter: Path, run_dir: Path, failu
         return fail(
             pipes, failure_path, "merge", [f"axolotl merge-lora exited with code {code}; last lines:", *tail[-20:]]
         )
-    target = run_dir / "merged"
     if target.exists():  # an earlier merge of the same adapter: replace it whole
         shutil.rmtree(target)
     merged.rename(target)
@@ -65,7 +66,7 @@ def main() -> None:
             pipes,
             Path(str(pipes.get_extra("config"))),
             Path(str(pipes.get_extra("adapter"))),
-            Path(str(pipes.get_extra("run_dir"))),
+            RunPaths(Path(str(pipes.get_extra("run_dir")))),
             Path(str(pipes.get_extra("failure_path"))),
         )
     )

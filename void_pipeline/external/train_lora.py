@@ -6,7 +6,7 @@ Extras from the asset: ``config`` (the effective axolotl config file), ``run_dir
 1. ``prepare_data``: axolotl's config validation, the base model, and the tokenized datasets (zero trainable
    examples stop here, before any training);
 2. ``axolotl train``: every metric dict it prints (``{'loss': ..., 'learning_rate': ..., ...}``) goes back as a
-   Pipes custom message and a log line, and is appended to ``<run_dir>/metrics.jsonl`` so that the history
+   Pipes custom message and a log line, and is appended to the run's ``metrics.jsonl`` so that the history
    survives a killed run.
 
 A failure writes ``failure_path`` ({stage, errors}, one file per Dagster run) for the asset to raise with. The same
@@ -35,9 +35,9 @@ from typing import Any
 from dagster_pipes import PipesContext, open_dagster_pipes
 
 from void_pipeline.lib.files import Busy, OwnerLock, acquire_owner, write_text_atomic
+from void_pipeline.lib.layout import RunPaths
 from void_pipeline.lib.processes import exit_when_gone, pid_alive, spawn_group, stop_group
 
-RUN_LOCK = "trainer.lock"
 METRICS_PATH_ENV = "VOID_METRICS_PATH"  # where the trainer's callback appends (external/axolotl_metrics.py)
 # The run folder's lock, held for the life of this process (a lock object that is garbage collected is released);
 # every stage's guard inherits its fd too, so the lock outlives a kill of this process until the group is stopped.
@@ -133,10 +133,10 @@ def on_sigterm(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds through stream(), which stops the running stage's group
 
 
-def lock_run_folder(pipes: PipesContext, run_dir: Path, failure_path: Path, purpose: str) -> OwnerLock | None:
+def lock_run_folder(pipes: PipesContext, run: RunPaths, failure_path: Path, purpose: str) -> OwnerLock | None:
     """The run folder's lock, or None after reporting who holds it. A dead holder's lock is taken over."""
     try:
-        lock = acquire_owner(run_dir / RUN_LOCK, purpose, f"run folder {run_dir}")
+        lock = acquire_owner(run.lock, purpose, f"run folder {run.root}")
     except Busy as err:
         fail(pipes, failure_path, "lock", [str(err)])
         return None
@@ -176,9 +176,9 @@ def prepare(pipes: PipesContext, config: Path, failure_path: Path) -> dict[str, 
 
 
 def train(
-    pipes: PipesContext, config: Path, run_dir: Path, output_dir: Path, start_step: int, failure_path: Path
+    pipes: PipesContext, config: Path, run: RunPaths, output_dir: Path, start_step: int, failure_path: Path
 ) -> int:
-    if lock_run_folder(pipes, run_dir, failure_path, f"training, Dagster run {pipes.run_id}") is None:
+    if lock_run_folder(pipes, run, failure_path, f"training, Dagster run {pipes.run_id}") is None:
         return 3
     data = prepare(pipes, config, failure_path)
     if data is None:
@@ -186,7 +186,7 @@ def train(
     command = [str(Path(sys.executable).parent / "axolotl"), "train", str(config)]
     pipes.log.info(f"starting: {' '.join(command)}" + (f" (resuming at step {start_step})" if start_step else ""))
     started = time.monotonic()
-    metrics_path = run_dir / "metrics.jsonl"
+    metrics_path = run.metrics
     forwarder = MetricsForwarder(pipes, metrics_path)
     forwarder.start()
     try:
@@ -227,7 +227,7 @@ def main() -> None:
         lambda pipes: train(
             pipes,
             Path(str(pipes.get_extra("config"))),
-            Path(str(pipes.get_extra("run_dir"))),
+            RunPaths(Path(str(pipes.get_extra("run_dir")))),
             Path(str(pipes.get_extra("output_dir"))),
             int(pipes.get_extra("start_step") or 0),
             Path(str(pipes.get_extra("failure_path"))),

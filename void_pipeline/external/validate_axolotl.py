@@ -1,8 +1,9 @@
 """Validate an effective axolotl config with axolotl's own validation (trainer environment).
 
-    python -m void_pipeline.external.validate_axolotl CONFIG.yml
+    python -m void_pipeline.external.validate_axolotl CONFIG.yml [CONFIG.yml ...]
 
-Prints one JSON line: {"valid": true, ...} or {"valid": false, "errors": [...]}; exits 1 when invalid. Keys that
+Prints one JSON line per config, in order: {"valid": true, ...} or {"valid": false, "errors": [...]}; exits 1 when
+any is invalid (one process for several configs: axolotl's import is most of the time). Keys that
 axolotl does not know are errors too (pydantic would otherwise ignore a typo silently).
 """
 
@@ -44,9 +45,10 @@ def validate(path: Path) -> dict[str, Any]:
 
 
 def main() -> None:
-    result = validate(Path(sys.argv[1]))
-    print(json.dumps(result))
-    sys.exit(0 if result["valid"] else 1)
+    results = [validate(Path(arg)) for arg in sys.argv[1:]]
+    for result in results:
+        print(json.dumps(result))
+    sys.exit(0 if results and all(r["valid"] for r in results) else 1)
 
 
 if __name__ == "__main__":

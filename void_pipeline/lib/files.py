@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import io
 import json
 import os
 import shutil
@@ -17,9 +18,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from void_pipeline.lib.processes import pid_alive
+
+if TYPE_CHECKING:  # the trainer environment imports this module and has no polars
+    import polars as pl
 
 
 @contextmanager
@@ -48,6 +52,12 @@ def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def write_text_atomic(path: Path, text: str, mode: int = 0o644) -> None:

@@ -63,7 +63,7 @@ class AgentRecord:
 
 @dataclass(frozen=True)
 class IngestPaths:
-    """One agent's export (lib/export.py, lib/threads.py)."""
+    """One agent's export (lib/ingest/export.py, lib/ingest/threads.py)."""
 
     root: Path
 
@@ -101,6 +101,50 @@ class IngestPaths:
 
 
 @dataclass(frozen=True)
+class ContextWindowPaths:
+    """context_window's folder (or its staging copy): one text file per variant and their report."""
+
+    root: Path
+
+    def variant(self, strategy: str) -> Path:
+        return self.root / f"{strategy}.txt"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.json"
+
+
+@dataclass(frozen=True)
+class DatasetPaths:
+    """One chat dataset's folder (or its staging copy): what chat_dataset writes and training reads."""
+
+    root: Path
+
+    @property
+    def format(self) -> str:
+        return self.root.name
+
+    def split(self, name: str) -> Path:  # train | val | test
+        return self.root / f"{name}.jsonl"
+
+    @property
+    def index(self) -> Path:  # which thread each row came from, its split and tokens
+        return self.root / "index.parquet"
+
+    @property
+    def manifest(self) -> Path:  # dataset.json: format, sizes, tokens, the model choice it was built for
+        return self.root / "dataset.json"
+
+    @property
+    def system_prompt(self) -> Path:
+        return self.root / "system_prompt.txt"
+
+    @property
+    def tools(self) -> Path:
+        return self.root / "tools.json"
+
+
+@dataclass(frozen=True)
 class CuratePaths:
     root: Path
 
@@ -119,11 +163,11 @@ class CuratePaths:
         return self.root / "context_window"
 
     def context_variant(self, strategy: str) -> Path:
-        return self.context_window / f"{strategy}.txt"
+        return ContextWindowPaths(self.context_window).variant(strategy)
 
     @property
     def context_report(self) -> Path:
-        return self.context_window / "report.json"
+        return ContextWindowPaths(self.context_window).report
 
     @property
     def chat_datasets(self) -> Path:
@@ -132,13 +176,78 @@ class CuratePaths:
     def chat_dataset(self, fmt: str) -> Path:
         return self.chat_datasets / fmt
 
+    @property
+    def latest_dataset_record(self) -> Path:
+        """Which format chat_dataset built last: the dataset training reads."""
+        return self.chat_datasets / "latest.json"
+
+    def write_latest_dataset(self, fmt: str) -> None:
+        write_text_atomic(self.latest_dataset_record, json.dumps({"format": fmt}))
+
+    def latest_dataset(self) -> Path | None:
+        """The folder chat_dataset built last (None before the first build)."""
+        if not self.latest_dataset_record.exists():
+            return None
+        try:
+            fmt = json.loads(self.latest_dataset_record.read_text())["format"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(
+                f"{self.latest_dataset_record} is unreadable ({err}): materialize chat_dataset again"
+            ) from err
+        return self.chat_dataset(str(fmt))
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """One training run's folder (``train/<run>/``); the trainer processes get these paths, never join them."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:  # the effective axolotl config
+        return self.root / "axolotl.yml"
+
+    @property
+    def state(self) -> Path:  # fingerprint, status, the Dagster runs that worked on it
+        return self.root / "state.json"
+
+    @property
+    def metrics(self) -> Path:  # one line per logged step or evaluation, appended by the trainer's callback
+        return self.root / "metrics.jsonl"
+
+    @property
+    def adapter(self) -> Path:  # axolotl's output_dir, with checkpoint-N/
+        return self.root / "adapter"
+
+    @property
+    def prepared(self) -> Path:  # axolotl's tokenized dataset
+        return self.root / "prepared"
+
+    @property
+    def lock(self) -> Path:  # held by the live trainer, naming its pid and Dagster run
+        return self.root / "trainer.lock"
+
+    @property
+    def loss_plot(self) -> Path:
+        return self.root / "loss_curve.png"
+
+    @property
+    def merged(self) -> Path:  # the adapter merged into its base model
+        return self.root / "merged"
+
+    def failure(self, dagster_run: str) -> Path:  # a failure the trainer could explain
+        return self.root / f"failure-{dagster_run}.json"
+
 
 @dataclass(frozen=True)
 class TrainPaths:
     root: Path
 
-    def run(self, run_id: str) -> Path:
-        return self.root / run_id
+    def run(self, run_id: str) -> RunPaths:
+        return RunPaths(self.root / run_id)
+
+    def runs(self) -> list[RunPaths]:
+        return [RunPaths(p) for p in sorted(self.root.glob("*/"))] if self.root.exists() else []
 
     @property
     def latest(self) -> Path:
@@ -219,6 +328,11 @@ class DataLayout:
     @property
     def models(self) -> Path:
         return self.root / "models"
+
+    @property
+    def devnet(self) -> Path:
+        """The local test world's state (void_pipeline/testworld owns what is inside)."""
+        return self.root / "devnet"
 
     @property
     def demo_settings(self) -> Path:

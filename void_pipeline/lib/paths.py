@@ -13,15 +13,5 @@ def data_root() -> Path:
     return Path(os.environ.get("VOID_PIPELINE_DATA", REPO_ROOT / ".data")).resolve()
 
 
-def devnet_dir() -> Path:
-    """State of the local AT Protocol world started by ``void-pipeline devnet up`` (wiped at each start)."""
-    return data_root() / "devnet"
-
-
-def seed_dir(devnet_state: Path) -> Path:
-    """Ground truth of what was seeded into a devnet; lives and dies with that devnet."""
-    return devnet_state / "seed"
-
-
 def dagster_home() -> Path:
     return Path(os.environ.get("DAGSTER_HOME", data_root() / "dagster_home")).resolve()

@@ -11,10 +11,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from void_pipeline.lib.ingest.records import DEFAULT_COLLECTIONS, collection_error
 from void_pipeline.lib.layout import agent_name_error, default_agent_name
-from void_pipeline.lib.records import DEFAULT_COLLECTIONS, collection_error
-
-DEFAULT_SEQUENCE_LEN = 8192
+from void_pipeline.lib.model import choose_model
 
 
 @dataclass(frozen=True)
@@ -24,10 +23,9 @@ class Settings:
     plc_url: str = "https://plc.directory"
     appview_url: str = "https://public.api.bsky.app"
     pds_url: str | None = None
-    base_model: str = "meta-llama/Llama-3.1-8B-Instruct"
-    base_model_path: str | None = None
-    sequence_len: int = DEFAULT_SEQUENCE_LEN
-    trainer_config: str = "llama-3.1-8b-instruct"
+    base_model_path: str | None = None  # a local copy of the config's model
+    sequence_len: int | None = None  # None: the config's
+    trainer_config: str = "llama-3.1-8b-instruct"  # the model choice: axolotl_configs/<name>.yml
     trainer_overlays: tuple[str, ...] = ()
     trainer_max_steps: int | None = None
     mlflow_tracking_uri: str | None = None
@@ -54,7 +52,9 @@ def positive_int(env: Mapping[str, str], name: str, meaning: str, problems: list
 def from_environment(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     problems: list[str] = []
-    sequence_len = positive_int(env, "VOID_SEQUENCE_LEN", "the training sequence length in tokens, e.g. 8192", problems)
+    sequence_len = positive_int(
+        env, "VOID_SEQUENCE_LEN", "the sequence length in tokens, e.g. 8192; unset: the axolotl config's", problems
+    )
     max_steps = positive_int(
         env,
         "VOID_TRAINER_MAX_STEPS",
@@ -77,17 +77,28 @@ def from_environment(env: Mapping[str, str] | None = None) -> Settings:
     if error := agent_name_error(agent):
         problems.append(f"VOID_AGENT: {error}")
         agent = Settings.agent
+    if env.get("VOID_BASE_MODEL"):
+        problems.append(
+            "VOID_BASE_MODEL is no longer read: the axolotl config names the base model; choose one with "
+            "VOID_TRAINER_CONFIG (axolotl_configs/<name>.yml) and point VOID_BASE_MODEL_PATH at a local copy"
+        )
+    trainer_config = env.get("VOID_TRAINER_CONFIG") or Settings.trainer_config
+    overlays = tuple(o.strip() for o in env.get("VOID_TRAINER_OVERLAYS", "").split(",") if o.strip())
+    try:
+        choose_model(trainer_config, overlays)
+    except ValueError as err:
+        problems.append(f"VOID_TRAINER_CONFIG/VOID_TRAINER_OVERLAYS: {err}")
+        trainer_config, overlays = Settings.trainer_config, ()
     return Settings(
         actor=actor,
         agent=agent,
         plc_url=env.get("VOID_PLC_URL") or Settings.plc_url,
         appview_url=env.get("VOID_APPVIEW_URL") or Settings.appview_url,
         pds_url=env.get("VOID_PDS_URL") or None,
-        base_model=env.get("VOID_BASE_MODEL") or Settings.base_model,
         base_model_path=env.get("VOID_BASE_MODEL_PATH") or None,
-        sequence_len=sequence_len or DEFAULT_SEQUENCE_LEN,
-        trainer_config=env.get("VOID_TRAINER_CONFIG") or Settings.trainer_config,
-        trainer_overlays=tuple(o.strip() for o in env.get("VOID_TRAINER_OVERLAYS", "").split(",") if o.strip()),
+        sequence_len=sequence_len,
+        trainer_config=trainer_config,
+        trainer_overlays=overlays,
         trainer_max_steps=max_steps,
         mlflow_tracking_uri=env.get("VOID_MLFLOW_TRACKING_URI") or None,
         collections=tuple(collections) or DEFAULT_COLLECTIONS,

@@ -5,9 +5,9 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from void_pipeline.lib.identity import Identity, IdentityResolver
-from void_pipeline.lib.resilience import DEFAULT_LIMITS, HostLimit, ResilientHttp, RetryPolicy
-from void_pipeline.lib.xrpc import XrpcClient, XrpcError
+from void_pipeline.lib.ingest.identity import Identity, IdentityResolver
+from void_pipeline.lib.ingest.resilience import DEFAULT_LIMITS, HostLimit, ResilientHttp, RetryPolicy
+from void_pipeline.lib.ingest.xrpc import XrpcClient, XrpcError
 
 
 class AtprotoEndpoint(dg.ConfigurableResource):

@@ -1,18 +1,24 @@
-"""The base model the dataset is prepared for: its tokenizer and its sequence length."""
+"""The model choice: an axolotl config (plus overlays) that names the base model and its sequence length, and a
+local copy of that model. Curate and train both read it, so they can never disagree."""
 
 import dagster as dg
 from pydantic import Field
 
-from void_pipeline.lib.tokens import TokenCounter
+from void_pipeline.lib.model import ChosenModel, choose_model
 
 
-class BaseModel(dg.ConfigurableResource):
-    """A base model candidate. ``local_path`` is a local Hugging Face model directory (no hub downloads)."""
+class ModelChoice(dg.ConfigurableResource):
+    """``config`` picks the model: ``axolotl_configs/<config>.yml`` names its ``base_model`` and ``sequence_len``."""
 
-    name: str = Field(default="meta-llama/Llama-3.1-8B-Instruct", description="the model's name")
-    family: str = Field(default="llama", description="llama | mistral | qwen: picks the token estimate's ratio")
-    local_path: str | None = Field(default=None, description="local model directory holding tokenizer.json")
-    sequence_len: int = Field(default=8192, description="training sequence length in tokens")
+    config: str = Field(default="llama-3.1-8b-instruct", description="axolotl_configs/<name>.yml")
+    overlays: list[str] = Field(default_factory=list, description="overlays merged on top, e.g. ['cpu-tiny']")
+    local_path: str | None = Field(
+        default=None, description="a local copy of the config's model (tokenizer.json, weights); no hub downloads"
+    )
+    sequence_len: int | None = Field(default=None, description="overrides the config's sequence_len")
 
-    def token_counter(self) -> TokenCounter:
-        return TokenCounter.load(self.local_path, self.family)
+    def chosen(self) -> ChosenModel:
+        try:
+            return choose_model(self.config, self.overlays, self.local_path, self.sequence_len)
+        except ValueError as err:
+            raise dg.Failure(str(err), allow_retries=False) from err

@@ -1,4 +1,5 @@
-"""Where and how adapters are trained: the axolotl config, overlays, and the trainer environment's Python."""
+"""Where and how adapters are trained: the trainer environment's Python, last-word config keys, MLflow. The model
+and its axolotl config are the model choice (resources/model.py)."""
 
 from typing import Any
 
@@ -13,8 +14,6 @@ class Trainer(dg.ConfigurableResource):
     production point ``python`` at the trainer image's interpreter (or swap the Pipes client for a Docker or
     Kubernetes one) — the asset code stays the same."""
 
-    config: str = Field(default="llama-3.1-8b-instruct", description="axolotl_configs/<name>.yml")
-    overlays: list[str] = Field(default_factory=list, description="overlays merged on top, e.g. ['cpu-tiny']")
     overrides: dict[str, Any] = Field(default_factory=dict, description="last-word config keys (e.g. max_steps)")
     python: str | None = Field(default=None, description="trainer interpreter; default: the cached trainer env")
     tracking_uri: str | None = Field(

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from void_pipeline.defs.curate.assets import DEMO_SNAPSHOT
-from void_pipeline.lib.context import SnapshotError, distilled_window, full_window, load_snapshot, trimmed_window
-from void_pipeline.lib.corpus import Corpus, record_text
-from void_pipeline.lib.prompt import TOOL_DESCRIPTION
-from void_pipeline.lib.tiny_tokenizer import train_tokenizer
-from void_pipeline.lib.tokens import TokenCounter
+from void_pipeline.lib.curate.context import SnapshotError, distilled_window, full_window, load_snapshot, trimmed_window
+from void_pipeline.lib.curate.prompt import TOOL_DESCRIPTION
+from void_pipeline.lib.model import TokenCounter
+from void_pipeline.testworld.corpus import Corpus, record_text
+from void_pipeline.testworld.tiny_tokenizer import train_tokenizer
 
 SIZES = {  # the real snapshot's block sizes in characters (README, Curate)
     "operational_protocols": 18900,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +11,10 @@ import dagster as dg
 import polars as pl
 
 from void_pipeline.defs.curate.checks import chat_dataset_has_no_split_leak
-from void_pipeline.lib.corpus import COLLECTIONS, MEMORY, POST
 from void_pipeline.lib.files import write_bytes_atomic
-from void_pipeline.lib.seeding import SeedResult
 from void_pipeline.resources.storage import PipelineStorage
+from void_pipeline.testworld.corpus import COLLECTIONS, MEMORY, POST
+from void_pipeline.testworld.seeding import SeedResult
 from void_pipeline_tests.conftest import Agent
 
 
@@ -144,3 +145,50 @@ def test_an_injected_invalid_tool_call_fails_the_blocking_check(curated: dict[st
         write_bytes_atomic(train_path, original)
     healed = chat_dataset_tool_calls_are_valid(storage=storage)
     assert isinstance(healed, dg.AssetCheckResult) and healed.passed
+
+
+def test_chat_dataset_options_sharegpt_alpaca_min_date_and_an_operators_template(
+    curated: dict[str, Any], tmp_path: Path
+) -> None:
+    """What the README promises of chat_dataset's config, on a copy of the curated data (the session's dataset
+    stays the openai one training reads): the other formats' files, min_date and template_path."""
+    import shutil
+
+    from void_pipeline.defs.curate.assets import chat_dataset
+
+    source: PipelineStorage = curated["storage"]
+    shutil.copytree(source.root, tmp_path / "data", ignore=shutil.ignore_patterns("train", "mlflow"))
+    storage = PipelineStorage(root=str(tmp_path / "data"))
+    openai = pl.read_parquet(curated["dataset"] / "index.parquet")
+    cutoff: date = openai["created_at"].sort().dt.date()[openai.height // 2]
+    template = tmp_path / "mention.j2"
+    template.write_text("OPERATOR TEMPLATE for @{{ author_handle }}: {{ post_text }}\n{{ thread_tree }}")
+
+    def build(fmt: str, **extra: Any) -> Path:
+        config = {"format": fmt, "test_threads": 10, **extra}
+        result = dg.materialize(
+            curated["assets"],
+            selection=[chat_dataset.key],
+            resources={**curated["resources"], "storage": storage},
+            run_config={"ops": {"chat_dataset": {"config": config}}},
+        )
+        assert result.success
+        return storage.agent_layout.curate.chat_dataset(fmt)
+
+    sharegpt = build("sharegpt", min_date=cutoff.isoformat(), template_path=str(template))
+    rows = [json.loads(line) for line in (sharegpt / "train.jsonl").read_text().splitlines()]
+    assert rows and all([t["from"] for t in r["conversations"]] == ["human", "gpt"] for r in rows)
+    assert all(r["conversations"][0]["value"].startswith("OPERATOR TEMPLATE for @") for r in rows)
+    assert all(
+        json.loads(r["conversations"][1]["value"])[0]["name"] == "add_post_to_bluesky_reply_thread" for r in rows
+    )
+    kept = pl.read_parquet(sharegpt / "index.parquet")
+    assert 0 < kept.height < openai.height and min(kept["created_at"].dt.date().to_list()) >= cutoff
+    assert json.loads((sharegpt / "dataset.json").read_text())["format"] == "sharegpt"
+    assert storage.agent_layout.curate.latest_dataset() == sharegpt  # training would refuse it, by name
+
+    alpaca = build("alpaca")
+    rows = [json.loads(line) for line in (alpaca / "train.jsonl").read_text().splitlines()]
+    assert rows and all(set(r) == {"instruction", "input", "output"} and r["instruction"] for r in rows)
+    assert pl.read_parquet(alpaca / "index.parquet").height == openai.height  # no min_date: every example
+    assert storage.agent_layout.curate.latest_dataset() == alpaca

@@ -8,9 +8,9 @@ from typing import Any
 import polars as pl
 import pytest
 
-from void_pipeline.lib.dataset import build_examples, format_row, leaked_roots, split_by_thread
-from void_pipeline.lib.prompt import REPLY_TOOL_NAME, PromptTemplate, reply_call_errors
-from void_pipeline.lib.threads import THREAD_SCHEMA
+from void_pipeline.lib.curate.dataset import build_examples, format_row, leaked_roots, split_by_thread
+from void_pipeline.lib.curate.prompt import REPLY_TOOL_NAME, PromptTemplate, reply_call_errors
+from void_pipeline.lib.ingest.threads import THREAD_SCHEMA
 
 AGENT = "did:plc:void"
 START = datetime(2025, 6, 1, tzinfo=UTC)

@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import pytest
 
 from void_pipeline.defs.curate import defs as curate_defs
-from void_pipeline.defs.curate.assets import chat_dataset, context_window, validate_staged_dataset
-from void_pipeline.resources.model import BaseModel
+from void_pipeline.defs.curate.assets import chat_dataset, context_window
+from void_pipeline.lib.curate.dataset import dataset_problems
+from void_pipeline.resources.model import ModelChoice
+from void_pipeline_tests.conftest import model_choice
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -26,11 +27,8 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str:
 
 
 def rebuild(curated: dict[str, Any], asset: dg.AssetsDefinition, sequence_len: int) -> dg.ExecuteInProcessResult:
-    model = curated["resources"]["base_model"]
-    resources = {
-        **curated["resources"],
-        "base_model": BaseModel(local_path=model.local_path, sequence_len=sequence_len),
-    }
+    model: ModelChoice = curated["resources"]["model"]
+    resources = {**curated["resources"], "model": model_choice(local_path=model.local_path, sequence_len=sequence_len)}
     return dg.materialize(
         [*curated["assets"], *(curate_defs.asset_checks or [])],
         selection=[asset.key],
@@ -72,14 +70,12 @@ def test_an_invalid_staged_dataset_is_refused_before_it_replaces_anything(
     for name in ("train.jsonl", "val.jsonl", "test.jsonl"):
         (tmp_path / name).write_bytes((source / name).read_bytes())
     index = pl.read_parquet(source / "index.parquet")
-    validate_staged_dataset(tmp_path, "openai", index)  # the real dataset passes
+    assert dataset_problems(tmp_path, "openai", index) == []  # the real dataset passes
     row = json.loads((tmp_path / "train.jsonl").read_text().splitlines()[0])
     row["messages"][-1]["tool_calls"][0]["function"]["arguments"]["text"] = "x" * 400
     (tmp_path / "train.jsonl").write_text(json.dumps(row) + "\n")
-    with pytest.raises(dg.Failure) as refused:
-        validate_staged_dataset(tmp_path, "openai", index)
-    assert "openai/train.jsonl:1" in str(refused.value.description)
+    refused = dataset_problems(tmp_path, "openai", index)
+    assert len(refused) == 1 and "train.jsonl:1" in refused[0], refused
     leak = pl.concat([index, index.filter(pl.col("split") == "train").head(1).with_columns(split=pl.lit("test"))])
-    with pytest.raises(dg.Failure) as leaked:
-        validate_staged_dataset(source, "openai", leak)
-    assert "is in two splits" in str(leaked.value.description)
+    leaked = dataset_problems(source, "openai", leak)
+    assert len(leaked) == 1 and "is in two splits" in leaked[0]

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 
-from void_pipeline.lib.corpus import MEMORY, POST, CorpusSpec, generate, record_text
-from void_pipeline.lib.filters import FilterOptions, LoopDetector, filter_records, normalise_text
-from void_pipeline.lib.records import RAW_SCHEMA
+from void_pipeline.lib.curate.filters import FilterOptions, LoopDetector, filter_records, normalise_text
+from void_pipeline.lib.ingest.records import RAW_SCHEMA
+from void_pipeline.testworld.corpus import MEMORY, POST, CorpusSpec, generate, record_text
 
 DETECTOR = LoopDetector()
 
@@ -121,7 +121,7 @@ def test_the_columnwise_filter_agrees_with_the_per_record_rules() -> None:
     corpus = generate(CorpusSpec(seed=17, agent_posts=2000))
     texts = [record_text(r.value) for r in corpus.records] + ["  a\u0301\t b \r\n\r\n\r\n c  ", "", "x\n \ny"]
     frame = pl.DataFrame({"text": texts})
-    from void_pipeline.lib.filters import loop_expr, normalised_text_expr
+    from void_pipeline.lib.curate.filters import loop_expr, normalised_text_expr
 
     vectorised = frame.with_columns(normalised_text_expr().alias("text_norm")).with_columns(
         loop_expr(DETECTOR).alias("loop")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from void_pipeline.lib.prompt import PromptTemplate, ThreadPost, render_mention, reply_call_errors
+from void_pipeline.lib.curate.prompt import PromptTemplate, ThreadPost, render_mention, reply_call_errors
 
 GOLDEN = Path(__file__).parent / "golden" / "mention_prompt.txt"
 THREAD = [

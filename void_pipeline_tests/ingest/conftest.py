@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from void_pipeline.lib.corpus import COLLECTIONS
-from void_pipeline.lib.seeding import SeedResult
+from void_pipeline.testworld.corpus import COLLECTIONS
+from void_pipeline.testworld.seeding import SeedResult
 
 
 def expected_records(seeded: SeedResult, did: str, collection: str) -> dict[str, str]:

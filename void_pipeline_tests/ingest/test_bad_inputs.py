@@ -10,10 +10,10 @@ from pathlib import Path
 
 import polars as pl
 
-from void_pipeline.lib.devnet import DevnetInfo
+from void_pipeline.lib.ingest.records import POST
 from void_pipeline.lib.paths import REPO_ROOT
-from void_pipeline.lib.records import POST
-from void_pipeline.lib.seeding import SeedResult
+from void_pipeline.testworld.devnet import DevnetInfo
+from void_pipeline.testworld.seeding import SeedResult
 from void_pipeline_tests.conftest import Agent, agent_ingest
 from void_pipeline_tests.ingest.conftest import expected_records
 

@@ -10,14 +10,14 @@ import httpx
 import polars as pl
 import pytest
 
-from void_pipeline.lib.corpus import MEMORY, POST, CorpusSpec, generate, iso, tid
-from void_pipeline.lib.devnet import Devnet, DevnetInfo
-from void_pipeline.lib.export import ExportOptions, Method, export_collection
-from void_pipeline.lib.identity import IdentityResolver
-from void_pipeline.lib.resilience import ResilientHttp
-from void_pipeline.lib.seeding import SeedResult, seed_corpus
-from void_pipeline.lib.threads import AncestorFetcher, PostCache, build_thread_context, own_posts_from_rows
-from void_pipeline.lib.xrpc import XrpcClient
+from void_pipeline.lib.ingest.export import ExportOptions, Method, export_collection
+from void_pipeline.lib.ingest.identity import IdentityResolver
+from void_pipeline.lib.ingest.resilience import ResilientHttp
+from void_pipeline.lib.ingest.threads import AncestorFetcher, PostCache, build_thread_context, own_posts_from_rows
+from void_pipeline.lib.ingest.xrpc import XrpcClient
+from void_pipeline.testworld.corpus import MEMORY, POST, CorpusSpec, generate, iso, tid
+from void_pipeline.testworld.devnet import Devnet, DevnetInfo
+from void_pipeline.testworld.seeding import SeedResult, seed_corpus
 from void_pipeline_tests.conftest import agent_ingest
 from void_pipeline_tests.test_seeding import list_all
 

@@ -13,16 +13,16 @@ from atproto import models
 
 from void_pipeline.defs.ingest.assets import raw_records, thread_context
 from void_pipeline.defs.ingest.checks import raw_records_unique_uris, thread_context_covers_every_reply
-from void_pipeline.lib.corpus import COLLECTIONS, POST
-from void_pipeline.lib.devnet import DevnetInfo
-from void_pipeline.lib.export import ExportOptions, Method, export_collection
-from void_pipeline.lib.ingest import ingest_agent
+from void_pipeline.lib.ingest.agent import ingest_agent
+from void_pipeline.lib.ingest.export import ExportOptions, Method, export_collection
+from void_pipeline.lib.ingest.resilience import ResilientHttp
+from void_pipeline.lib.ingest.xrpc import XrpcClient
 from void_pipeline.lib.layout import DataLayout
-from void_pipeline.lib.resilience import ResilientHttp
-from void_pipeline.lib.seeding import SeedResult
-from void_pipeline.lib.xrpc import XrpcClient
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.storage import PipelineStorage
+from void_pipeline.testworld.corpus import COLLECTIONS, POST
+from void_pipeline.testworld.devnet import DevnetInfo
+from void_pipeline.testworld.seeding import SeedResult
 from void_pipeline_tests.conftest import Agent, agent_ingest
 from void_pipeline_tests.ingest.conftest import all_expected
 

@@ -7,15 +7,15 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from void_pipeline.lib.corpus import COLLECTIONS, POST
-from void_pipeline.lib.devnet import DevnetInfo
-from void_pipeline.lib.export import ExportOptions, Method, export_collection
-from void_pipeline.lib.fault_proxy import FaultPlan, FaultProxy
-from void_pipeline.lib.identity import IdentityResolver
-from void_pipeline.lib.resilience import HostLimit, ResilientHttp, RetryPolicy, TransportFailure
-from void_pipeline.lib.seeding import SeedResult
-from void_pipeline.lib.threads import AncestorFetcher, PostCache, build_thread_context, own_posts_from_rows
-from void_pipeline.lib.xrpc import XrpcClient
+from void_pipeline.lib.ingest.export import ExportOptions, Method, export_collection
+from void_pipeline.lib.ingest.identity import IdentityResolver
+from void_pipeline.lib.ingest.resilience import HostLimit, ResilientHttp, RetryPolicy, TransportFailure
+from void_pipeline.lib.ingest.threads import AncestorFetcher, PostCache, build_thread_context, own_posts_from_rows
+from void_pipeline.lib.ingest.xrpc import XrpcClient
+from void_pipeline.testworld.corpus import COLLECTIONS, POST
+from void_pipeline.testworld.devnet import DevnetInfo
+from void_pipeline.testworld.fault_proxy import FaultPlan, FaultProxy
+from void_pipeline.testworld.seeding import SeedResult
 from void_pipeline_tests.conftest import Agent, agent_ingest
 from void_pipeline_tests.ingest.conftest import all_expected, expected_records
 

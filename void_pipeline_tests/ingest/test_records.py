@@ -7,10 +7,10 @@ from typing import Any
 import httpx
 import pytest
 
-from void_pipeline.lib.identity import IdentityError, parse_did_document
-from void_pipeline.lib.records import POST, Rejection, grapheme_count, normalise_record
-from void_pipeline.lib.resilience import TokenBucket, rate_limit_wait
-from void_pipeline.lib.xrpc import XrpcError, raise_for_xrpc
+from void_pipeline.lib.ingest.identity import IdentityError, parse_did_document
+from void_pipeline.lib.ingest.records import POST, Rejection, grapheme_count, normalise_record
+from void_pipeline.lib.ingest.resilience import TokenBucket, rate_limit_wait
+from void_pipeline.lib.ingest.xrpc import XrpcError, raise_for_xrpc
 
 DID = "did:plc:abc"
 GOOD = {"$type": POST, "text": "hello", "createdAt": "2025-05-01T10:00:00.000Z"}

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import polars as pl
 
-from void_pipeline.lib.corpus import COLLECTIONS, POST
-from void_pipeline.lib.devnet import DevnetInfo
-from void_pipeline.lib.fault_proxy import FaultPlan, FaultProxy
 from void_pipeline.lib.layout import IngestPaths
 from void_pipeline.lib.paths import REPO_ROOT
-from void_pipeline.lib.seeding import SeedResult
+from void_pipeline.testworld.corpus import COLLECTIONS, POST
+from void_pipeline.testworld.devnet import DevnetInfo
+from void_pipeline.testworld.fault_proxy import FaultPlan, FaultProxy
+from void_pipeline.testworld.seeding import SeedResult
 from void_pipeline_tests.conftest import Agent, agent_ingest
 from void_pipeline_tests.ingest.conftest import all_expected
 

@@ -8,10 +8,10 @@ import dagster as dg
 import pytest
 
 from void_pipeline.defs.ingest.assets import raw_records
-from void_pipeline.lib.corpus import POST
-from void_pipeline.lib.devnet import DevnetInfo
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.storage import PipelineStorage
+from void_pipeline.testworld.corpus import POST
+from void_pipeline.testworld.devnet import DevnetInfo
 from void_pipeline_tests.conftest import Agent
 
 

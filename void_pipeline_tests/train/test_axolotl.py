@@ -6,21 +6,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from void_pipeline.lib.axolotl_config import CANDIDATES, CPU_OVERLAY, effective_config, write
-from void_pipeline.lib.prompt import REPLY_TOOL, REPLY_TOOL_NAME
+from void_pipeline.lib.curate.prompt import REPLY_TOOL, REPLY_TOOL_NAME
+from void_pipeline.lib.train.axolotl_config import CANDIDATES, CPU_OVERLAY, effective_config, write
 from void_pipeline_tests.train.conftest import run_trainer
 
 
-def validate(trainer_bin: Path, config: dict[str, Any], folder: Path) -> dict[str, Any]:
-    path = write(config, folder / "effective.yml")
+def validate(trainer_bin: Path, configs: list[dict[str, Any]], folder: Path) -> list[dict[str, Any]]:
+    """axolotl's own validation of each config, all in one trainer process."""
+    paths = [str(write(config, folder / f"effective-{i}.yml")) for i, config in enumerate(configs)]
     result = run_trainer(
-        trainer_bin, str(trainer_bin / "python"), "-m", "void_pipeline.external.validate_axolotl", str(path)
+        trainer_bin, str(trainer_bin / "python"), "-m", "void_pipeline.external.validate_axolotl", *paths
     )
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    assert lines, result.stderr[-3000:]
-    return dict(json.loads(lines[-1]))
+    assert len(lines) == len(paths), result.stderr[-3000:]
+    return [dict(json.loads(line)) for line in lines]
 
 
 def test_the_tiny_model_renders_tools_and_tool_calls(trainer_bin: Path, tiny_model: Path) -> None:
@@ -59,53 +58,14 @@ def test_the_tiny_model_renders_tools_and_tool_calls(trainer_bin: Path, tiny_mod
     assert '"maxLength": 300' in text  # the tool schema is offered to the model
 
 
-@pytest.mark.parametrize("candidate", CANDIDATES)
-def test_every_candidate_config_passes_axolotl_validation(
-    candidate: str, trainer_bin: Path, tiny_model: Path, tiny_dataset: Path, tmp_path: Path
-) -> None:
-    config = effective_config(candidate, [CPU_OVERLAY], str(tiny_model), tiny_dataset, tmp_path / "out")
-    result = validate(trainer_bin, config, tmp_path)
-    assert result == {
-        "valid": True,
-        "base_model": str(tiny_model),
-        "adapter": "qlora",
-        "sequence_len": 8192,
-        "load_in_4bit": True,
-    }
-
-
-def test_an_unknown_config_key_is_a_clear_error(
+def test_every_candidate_config_passes_axolotl_validation_and_an_unknown_key_fails(
     trainer_bin: Path, tiny_model: Path, tiny_dataset: Path, tmp_path: Path
 ) -> None:
-    config = effective_config(
-        CANDIDATES[0], [CPU_OVERLAY], str(tiny_model), tiny_dataset, tmp_path / "out", extra={"lora_rank": 8}
+    configs = [effective_config(c, [CPU_OVERLAY], str(tiny_model), tiny_dataset, tmp_path / c) for c in CANDIDATES]
+    typo = effective_config(
+        CANDIDATES[0], [CPU_OVERLAY], str(tiny_model), tiny_dataset, tmp_path / "typo", extra={"lora_rank": 8}
     )
-    assert validate(trainer_bin, config, tmp_path) == {"valid": False, "errors": ["unknown config key: lora_rank"]}
-
-
-def test_qlora_trains_the_tiny_model_on_cpu(
-    trainer_bin: Path, tiny_model: Path, tiny_dataset: Path, tmp_path: Path
-) -> None:
-    out = tmp_path / "adapter"
-    config = effective_config(
-        CANDIDATES[0],
-        [CPU_OVERLAY],
-        str(tiny_model),
-        tiny_dataset,
-        out,
-        extra={
-            "max_steps": 4,
-            "save_steps": 2,
-            "eval_strategy": "no",
-            "dataset_prepared_path": str(tmp_path / "prepared"),
-        },
-    )
-    config.pop("eval_steps", None)
-    path = write(config, tmp_path / "train.yml")
-    result = run_trainer(trainer_bin, str(trainer_bin / "axolotl"), "train", str(path), cwd=tmp_path)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    adapter = json.loads((out / "adapter_config.json").read_text())
-    assert (out / "adapter_model.safetensors").stat().st_size > 0
-    assert adapter["r"] == 8 and {"q_proj", "v_proj", "down_proj"} <= set(adapter["target_modules"])
-    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
-    assert "'loss'" in result.stdout + result.stderr
+    *candidates, unknown = validate(trainer_bin, [*configs, typo], tmp_path)
+    expected = {"valid": True, "base_model": str(tiny_model), "adapter": "qlora", "sequence_len": 8192}
+    assert candidates == [{**expected, "load_in_4bit": True}] * len(CANDIDATES)
+    assert unknown == {"valid": False, "errors": ["unknown config key: lora_rank"]}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from void_pipeline.lib.axolotl_config import CANDIDATES, CPU_OVERLAY, effective_config, load
+from void_pipeline.lib.train.axolotl_config import CANDIDATES, CPU_OVERLAY, effective_config, load
 
 
 def test_each_candidate_is_a_qlora_nf4_config_for_its_model() -> None:

@@ -17,75 +17,26 @@ import mlflow
 import orjson
 import pytest
 
-from void_pipeline.defs.train.assets import lora_adapter, merged_model
 from void_pipeline.lib import processes
 from void_pipeline.lib.files import acquire_owner
+from void_pipeline.lib.layout import RunPaths
 from void_pipeline.lib.paths import REPO_ROOT
-from void_pipeline.lib.training import History, dataset_hash, loss_png, read_metrics, read_state
-from void_pipeline.resources.model import BaseModel
+from void_pipeline.lib.train.training import History, dataset_hash, loss_png, read_metrics, read_state
 from void_pipeline.resources.storage import PipelineStorage
-from void_pipeline.resources.trainer import Trainer
-from void_pipeline_tests.train.conftest import run_trainer
-
-
-def materialize(
-    curated: dict[str, Any],
-    tiny_model: Path | str,
-    trainer_bin: Path,
-    overrides: dict[str, Any],
-    *,
-    instance: dg.DagsterInstance | None = None,
-    storage: PipelineStorage | None = None,
-    assets: tuple[dg.AssetsDefinition, ...] = (lora_adapter,),
-) -> dg.ExecuteInProcessResult:
-    resources = {
-        **curated["resources"],
-        "base_model": BaseModel(local_path=str(tiny_model), sequence_len=4096),
-        "trainer": Trainer(overlays=["cpu-tiny"], overrides=overrides, python=str(trainer_bin / "python")),
-        "pipes_subprocess_client": dg.PipesSubprocessClient(),
-        **({"storage": storage} if storage else {}),
-    }
-    return dg.materialize(
-        [*curated["assets"], lora_adapter, merged_model],
-        selection=[a.key for a in assets],
-        resources=resources,
-        instance=instance,
-        raise_on_error=False,
-    )
-
-
-def value(metadata: Any, key: str) -> Any:
-    return metadata[key].value
-
-
-def failure_text(result: dg.ExecuteInProcessResult) -> str:
-    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert failures, "the run was expected to fail"
-    error = failures[0].step_failure_data.error
-    return "\n".join(
-        filter(None, [error.message if error else "", str(failures[0].step_failure_data.user_failure_data)])
-    )
-
-
-def mlflow_run(curated: dict[str, Any], dagster_run_id: str) -> Any:
-    store = Path(curated["storage"].root) / "mlflow"
-    mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["void-lora"], output_format="list")
-    return next(r for r in runs if r.data.tags.get("dagster_run_id") == dagster_run_id)
+from void_pipeline_tests.train.conftest import Trained, failure_text, materialize, mlflow_run, run_trainer, value
 
 
 def test_the_adapter_trains_learns_is_tracked_registered_and_merged(
-    curated: dict[str, Any], tiny_model: Path, trainer_bin: Path
+    curated: dict[str, Any], tiny_model: Path, trainer_bin: Path, trained: Trained
 ) -> None:
-    instance = dg.DagsterInstance.ephemeral()
-    overrides = {"max_steps": 12, "save_steps": 6, "logging_steps": 2}  # steps numbered by the trainer, not counted
-    result = materialize(
-        curated, tiny_model, trainer_bin, overrides, instance=instance, assets=(lora_adapter, merged_model)
-    )
-    assert result.success, failure_text(result)
+    """The session's shared adapter (train/conftest.py: 12 steps, logging every 2, then merged)."""
+    instance, result = trained.instance, trained.result
     meta = result.asset_materializations_for_node("lora_adapter")[0].metadata
     adapter = Path(str(value(meta, "adapter_path")))
     assert (adapter / "adapter_model.safetensors").stat().st_size > 0 and value(meta, "steps") == 12
+    lora = json.loads((adapter / "adapter_config.json").read_text())  # the cpu-tiny overlay's LoRA on every projection
+    assert lora["r"] == 8 and {"q_proj", "k_proj", "v_proj", "o_proj", "down_proj"} <= set(lora["target_modules"])
+    assert sorted(p.name for p in adapter.glob("checkpoint-*")) == ["checkpoint-12", "checkpoint-6"]
     assert value(meta, "base_model") == str(tiny_model) and "| 12 |" in str(value(meta, "loss_curve"))
     # a real learning signal on the held-out validation split, measured by axolotl before and after training
     assert value(meta, "val_rows") > 0
@@ -108,10 +59,10 @@ def test_the_adapter_trains_learns_is_tracked_registered_and_merged(
     storage: PipelineStorage = curated["storage"]
     dataset = next(Path(storage.root).glob("agents/*/curate/chat_dataset/openai"))
     assert version.run_id == run.info.run_id and version.tags["dataset_sha256"] == dataset_hash(dataset)
-    assert version.tags["config_fingerprint"] == read_state(adapter.parent)["fingerprint"]
+    assert version.tags["config_fingerprint"] == read_state(RunPaths(adapter.parent))["fingerprint"]
 
     merged = Path(str(result.asset_materializations_for_node("merged_model")[0].metadata["merged_path"].value))
-    assert merged == adapter.parent / "merged" and not (adapter.parent / ".merging").exists()
+    assert merged == RunPaths(adapter.parent).merged and [p.name for p in adapter.parent.glob(".*")] == []
     check = (
         "import sys, torch; from safetensors.torch import load_file; from transformers import AutoModelForCausalLM;"
         "from peft import PeftModel; merged_dir, base_dir, adapter_dir = sys.argv[1:4];"
@@ -129,11 +80,6 @@ def test_the_adapter_trains_learns_is_tracked_registered_and_merged(
         trainer_bin, str(trainer_bin / "python"), "-c", check, str(merged), str(tiny_model), str(adapter)
     )
     assert loaded.returncode == 0, loaded.stderr[-3000:]
-
-    again = materialize(curated, tiny_model, trainer_bin, overrides)
-    assert again.success, failure_text(again)
-    second = Path(str(again.asset_materializations_for_node("lora_adapter")[0].metadata["adapter_path"].value))
-    assert second != adapter and (adapter / "adapter_model.safetensors").exists()  # a finished adapter is kept
 
 
 def trainer_processes(config: Path) -> list[int]:
@@ -255,7 +201,7 @@ def test_killing_the_run_worker_stops_the_trainer_and_the_next_run_resumes(
     raw = [orjson.loads(line) for line in (run_dir / "metrics.jsonl").read_bytes().splitlines() if line]
     after = [e["step"] for e in raw[len(first_lines) :] if e["kind"] == "train"]
     assert after == list(range(start + 1, 11))  # continued from the checkpoint, not from step 1
-    assert read_state(run_dir)["dagster_runs"][-1] == resumed.run_id
+    assert read_state(RunPaths(run_dir))["dagster_runs"][-1] == resumed.run_id
     assert mlflow_run(curated, resumed.run_id).data.tags["resumed_from"] == value(meta, "resumed_from")
 
 
@@ -263,7 +209,8 @@ def test_killing_the_run_worker_stops_the_trainer_and_the_next_run_resumes(
     ("case", "expected"),
     [
         ("missing_base_model", "base model path /nonexistent/llama does not exist"),
-        ("sequence_len", "sequence_len 64 is below every training example"),
+        ("sequence_len", "the dataset was built for sequence_len 4096 and this training uses 64"),
+        ("model_family", "holds a llama model, not the qwen model axolotl config 'qwen2.5-7b-instruct' names"),
         ("output_collision", "output directory collision"),
         ("unknown_key", "config: unknown config key: lora_rank"),
         ("no_trainable_examples", "no trainable examples"),
@@ -280,10 +227,13 @@ def test_bad_inputs_fail_before_training_with_a_clear_message(
     model: Path | str = tiny_model
     overrides: dict[str, Any] = {"max_steps": 2}
     storage = None
+    choice: dict[str, Any] = {}
     if case == "missing_base_model":
         model = "/nonexistent/llama"
     elif case == "sequence_len":
-        overrides["sequence_len"] = 64
+        choice["sequence_len"] = 64
+    elif case == "model_family":  # Qwen chosen, a local copy of a Llama given: it must not train Llama as "Qwen"
+        choice["config"] = "qwen2.5-7b-instruct"
     elif case == "output_collision":
         (tmp_path / "earlier").mkdir()
         (tmp_path / "earlier" / "adapter_model.safetensors").write_bytes(b"an earlier adapter")
@@ -297,11 +247,13 @@ def test_bad_inputs_fail_before_training_with_a_clear_message(
         target.mkdir(parents=True)
         record = curated["storage"].agent_layout.record_path  # who the agent is, as ingest recorded it
         (tmp_path / "data" / record.relative_to(curated["storage"].root)).write_bytes(record.read_bytes())
+        built = curated["storage"].agent_layout.curate.latest_dataset_record  # which dataset training reads
+        (tmp_path / "data" / built.relative_to(curated["storage"].root)).write_bytes(built.read_bytes())
         rows = [orjson.loads(line) for line in (source / "train.jsonl").read_bytes().splitlines()]
         stripped = [{**r, "messages": [m for m in r["messages"] if m["role"] != "assistant"]} for r in rows]
         (target / "train.jsonl").write_bytes(b"\n".join(orjson.dumps(r) for r in stripped) + b"\n")
     started = time.monotonic()
-    result = materialize(curated, model, trainer_bin, overrides, storage=storage)
+    result = materialize(curated, model, trainer_bin, overrides, storage=storage, choice=choice)
     text = failure_text(result)
     assert expected in text, text
     assert time.monotonic() - started < 120  # refused at the checks, not after a training run
@@ -319,7 +271,7 @@ def test_metrics_history_keeps_the_latest_line_per_step_and_skips_a_cut_line(tmp
         {"kind": "train", "step": 2, "loss": 7.0},  # logged again after a resume from checkpoint-1
     ]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines) + '{"kind": "tra')
-    history = read_metrics(tmp_path)
+    history = read_metrics(RunPaths(tmp_path))
     assert [(e["kind"], e["step"]) for e in history] == [("eval", 0), ("train", 1), ("train", 2)]
     assert history[-1]["loss"] == 7.0
 
@@ -335,28 +287,10 @@ def test_history_reads_the_steps_the_trainer_numbered_and_plots_them(tmp_path: P
         {"kind": "summary", "step": 6, "train_runtime": 12.5},
     ]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
-    history = History(read_metrics(tmp_path))
+    history = History(read_metrics(RunPaths(tmp_path)))
     assert history.train == [(2, 7.3), (4, 7.1), (6, 6.9)] and history.evals == [(0, 7.5), (6, 7.0)]
     assert history.summary == {"kind": "summary", "train_runtime": 12.5}
     markdown = history.curve_markdown()
     assert "step 2 → 6" in markdown and "| 4 | 7.1000 |" in markdown and "step 6: validation loss 7.0000" in markdown
     png = loss_png(history.train, history.evals, tmp_path / "loss.png")
     assert png.read_bytes().startswith(b"\x89PNG\r\n") and png.stat().st_size > 2000
-
-
-def test_a_dataset_built_for_another_sequence_len_is_refused_before_training(
-    curated: dict[str, Any], tiny_model: Path, tmp_path: Path
-) -> None:
-    """The dataset records the sequence_len its examples were fitted to; a training with another one stops at the
-    checks with one line."""
-    from void_pipeline.lib.training import preflight_errors
-
-    dataset: Path = curated["dataset"]
-    built = json.loads((dataset / "dataset.json").read_text())
-    assert built["sequence_len"] == 4096 and built["base_model"] == curated["resources"]["base_model"].local_path
-    config = {"base_model": str(tiny_model), "sequence_len": 4096, "output_dir": str(tmp_path / "out")}
-    assert preflight_errors(config, dataset) == []
-    assert preflight_errors({**config, "sequence_len": 8192}, dataset) == [
-        "the dataset was built for sequence_len 4096 and this training uses 8192: rebuild chat_dataset with the "
-        "trainer's sequence_len (VOID_SEQUENCE_LEN), or train with the dataset's"
-    ]

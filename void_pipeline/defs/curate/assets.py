@@ -12,32 +12,33 @@ import polars as pl
 from void_pipeline.defs.agent import recorded_agent
 from void_pipeline.defs.ingest.assets import collection_partitions, raw_records, thread_context
 from void_pipeline.defs.metadata import table_schema
-from void_pipeline.lib.context import (
+from void_pipeline.lib.curate.context import (
     STRATEGIES,
     ContextWindow,
     SnapshotError,
     distilled_window,
+    drift_report,
     full_window,
     load_snapshot,
     trimmed_window,
 )
-from void_pipeline.lib.dataset import (
-    SPLITS,
+from void_pipeline.lib.curate.dataset import (
+    InvalidDataset,
     TokenReport,
     build_examples,
-    encode_rows,
     leaked_roots,
     split_by_thread,
     token_report,
-    tool_call_errors,
+    write_dataset,
 )
-from void_pipeline.lib.export import CorruptState, read_parquet_output, write_parquet_atomic
-from void_pipeline.lib.files import staged_dir, write_bytes_atomic, write_text_atomic
-from void_pipeline.lib.filters import FilterOptions, LoopDetector, filter_records
-from void_pipeline.lib.prompt import DEFAULT_TEMPLATE, REPLY_TOOL, TOOL_DESCRIPTION, PromptTemplate
-from void_pipeline.lib.records import POST
+from void_pipeline.lib.curate.filters import FilterOptions, LoopDetector, filter_records, orphan_replies
+from void_pipeline.lib.curate.prompt import DEFAULT_TEMPLATE, REPLY_TOOL, TOOL_DESCRIPTION, PromptTemplate
+from void_pipeline.lib.files import staged_dir, write_parquet_atomic, write_text_atomic
+from void_pipeline.lib.ingest.export import CorruptState, read_parquet_output
+from void_pipeline.lib.ingest.records import POST
+from void_pipeline.lib.layout import ContextWindowPaths
 from void_pipeline.lib.report import counts_table, markdown_table
-from void_pipeline.resources.model import BaseModel
+from void_pipeline.resources.model import ModelChoice
 from void_pipeline.resources.storage import PipelineStorage
 
 DEMO_SNAPSHOT = Path(__file__).resolve().parents[2] / "context_snapshots" / "demo"
@@ -63,17 +64,6 @@ def read_input(path: Path, producer: str) -> pl.DataFrame:
         raise dg.Failure(str(err), allow_retries=False) from err
 
 
-def orphan_replies(paths_thread_context: Path) -> set[str]:
-    """Replies none of whose ancestors could be fetched."""
-    if not paths_thread_context.exists():
-        return set()
-    context = read_input(paths_thread_context, "thread_context").select("uri", "ancestors")
-    available = context.select(
-        "uri", pl.col("ancestors").list.eval(pl.element().struct.field("available")).list.any().alias("any")
-    )
-    return set(available.filter(~pl.col("any").fill_null(False))["uri"].to_list())
-
-
 @dg.asset(
     partitions_def=collection_partitions,
     deps=[raw_records, thread_context],
@@ -90,7 +80,8 @@ def filtered_records(
     if not source.exists():
         raise dg.Failure(f"raw_records[{collection}] is missing ({source}): materialize it first")
     frame = read_input(source, f"raw_records[{collection}] with full_refresh: true")
-    orphans = orphan_replies(layout.ingest.thread_context) if collection == POST else set()
+    context_rows = read_input(layout.ingest.thread_context, "thread_context") if collection == POST else None
+    orphans = orphan_replies(context_rows) if context_rows is not None else set()
     options = FilterOptions(
         min_chars=config.min_chars,
         loop=LoopDetector(min_keywords=config.loop_min_keywords, stat_blocks=config.loop_stat_blocks),
@@ -143,15 +134,16 @@ def context_window(
     context: dg.AssetExecutionContext,
     config: ContextWindowConfig,
     storage: PipelineStorage,
-    base_model: BaseModel,
+    model: ModelChoice,
 ) -> dg.MaterializeResult:
     snapshot = load_snapshot(Path(config.snapshot_dir))
-    counter = base_model.token_counter()
+    chosen = model.chosen()
+    counter = chosen.token_counter()
     if not counter.exact:
         context.log.warning(f"token counts are estimates: {counter.source}")
-    budget = base_model.sequence_len - config.reserve_tokens
+    budget = chosen.sequence_len - config.reserve_tokens
     no_room = (
-        f"sequence_len {base_model.sequence_len} minus context_window's reserve_tokens {config.reserve_tokens} "
+        f"sequence_len {chosen.sequence_len} minus context_window's reserve_tokens {config.reserve_tokens} "
         f"(kept for the thread prompt and the answer) leaves {budget} tokens for the system prompt"
     )
     if budget < 1:
@@ -178,10 +170,11 @@ def context_window(
     }
     with staged_dir(out) as staging:  # the variants and their report change together
         for name, window in windows.items():
-            write_text_atomic(staging / f"{name}.txt", window.text)
-        write_text_atomic(staging / "report.json", json.dumps(report, indent=2))
+            write_text_atomic(ContextWindowPaths(staging).variant(name), window.text)
+        write_text_atomic(ContextWindowPaths(staging).report, json.dumps(report, indent=2))
     blocks = pl.DataFrame([b.__dict__ for b in windows["trimmed"].blocks])
-    drift = drift_report(layout.ingest.records(POST), snapshot.snapshot_date)
+    posts = layout.ingest.records(POST)
+    drift = drift_report(read_input(posts, f"raw_records[{POST}]"), snapshot.snapshot_date) if posts.exists() else None
     return dg.MaterializeResult(
         metadata={
             "selected_strategy": config.strategy,
@@ -191,26 +184,10 @@ def context_window(
             "tokenizer": counter.source,
             "blocks_trimmed": dg.MetadataValue.md(markdown_table(blocks, rows=len(blocks))),
             "snapshot_date": snapshot.snapshot_date.isoformat(),
-            "records_older_than_snapshot": dg.MetadataValue.md(drift),
+            "records_older_than_snapshot": dg.MetadataValue.md(drift or "_no posts exported yet_"),
             "path": dg.MetadataValue.path(str(out)),
         }
     )
-
-
-def drift_report(posts_path: Path, snapshot_date: date) -> str:
-    """Share of the agent's posts older than the snapshot, by month: the blocks drifted since those were written."""
-    if not posts_path.exists():
-        return "_no posts exported yet_"
-    months = (
-        pl.read_parquet(posts_path, columns=["created_at"])
-        .with_columns(pl.col("created_at").dt.strftime("%Y-%m").alias("month"))
-        .group_by("month")
-        .agg(pl.len().alias("posts"), (pl.col("created_at").dt.date() < snapshot_date).sum().alias("older"))
-        .sort("month")
-    )
-    total, older = int(months["posts"].sum()), int(months["older"].sum())
-    head = f"**{older:,} of {total:,} posts ({older / max(total, 1):.0%}) predate the {snapshot_date} snapshot**\n\n"
-    return head + markdown_table(months, rows=len(months))
 
 
 class ChatDatasetConfig(dg.Config):
@@ -240,7 +217,7 @@ def chat_dataset(
     context: dg.AssetExecutionContext,
     config: ChatDatasetConfig,
     storage: PipelineStorage,
-    base_model: BaseModel,
+    model: ModelChoice,
 ) -> dg.MaterializeResult:
     agent, layout = recorded_agent(storage)
     curate = layout.curate
@@ -261,49 +238,36 @@ def chat_dataset(
     window = json.loads(curate.context_report.read_text())
     strategy = window["selected"]
     system = curate.context_variant(strategy).read_text()
-    counter = base_model.token_counter()
+    chosen = model.chosen()
+    counter = chosen.token_counter()
     if not counter.exact:
         context.log.warning(f"token counts are estimates: {counter.source}")
     system_tokens: dict[str, int] = {name: int(window["tokens"][name]) for name in STRATEGIES}
-    kept, tokens = token_report(examples, system_tokens, strategy, base_model.sequence_len, counter)
+    kept, tokens = token_report(examples, system_tokens, strategy, chosen.sequence_len, counter)
     if examples.height and not kept.height:
         raise dg.Failure(
-            f"every example ({examples.height:,}) is longer than sequence_len {base_model.sequence_len}: the shortest "
+            f"every example ({examples.height:,}) is longer than sequence_len {chosen.sequence_len}: the shortest "
             f"is {tokens.shortest:,} tokens with the {strategy!r} system prompt ({system_tokens[strategy]:,} tokens). "
             "Raise VOID_SEQUENCE_LEN or choose a shorter context_window strategy (distilled); "
             "the previous dataset is kept as it was"
         )
     if tokens.over_length:
-        context.log.warning(f"{tokens.over_length} examples exceed sequence_len {base_model.sequence_len}: dropped")
+        context.log.warning(f"{tokens.over_length} examples exceed sequence_len {chosen.sequence_len}: dropped")
 
     out = curate.chat_dataset(config.format)
-    sizes, copy_sizes = {}, {}
+    manifest = {
+        **dataset_manifest(strategy, system_tokens[strategy], tokens),
+        **chosen.identity(),  # training refuses a dataset built for another model or sequence_len
+    }
     # Written beside the current dataset and put in its place only when complete and valid: a failure here
     # (or a kill) leaves the previous dataset whole.
-    with staged_dir(out) as staging:
-        for split in SPLITS:
-            rows = kept.filter(pl.col("split") == split).sort("created_at").to_dicts()
-            data = encode_rows(rows, config.format)
-            write_bytes_atomic(staging / f"{split}.jsonl", data)
-            sizes[split] = (len(rows), len(data))
-            copy_sizes[split] = len(data) + len(rows) * len(system.encode())  # the copy-the-prompt layout
-        index = kept.select("example_id", "root_uri", "first_uri", "created_at", "split", "tokens")
-        write_parquet_atomic(index, staging / "index.parquet")  # which thread each row came from (split check)
-        write_text_atomic(staging / "system_prompt.txt", system)
-        write_text_atomic(staging / "tools.json", json.dumps([REPLY_TOOL], indent=2))
-        manifest = dataset_manifest(config.format, strategy, system_tokens[strategy], sizes, tokens)
-        write_text_atomic(
-            staging / "dataset.json",
-            json.dumps(
-                {
-                    **manifest,
-                    "sequence_len": base_model.sequence_len,
-                    "base_model": base_model.local_path or base_model.name,
-                },
-                indent=2,
-            ),
-        )
-        validate_staged_dataset(staging, config.format, index)
+    try:
+        with staged_dir(out) as staging:
+            written = write_dataset(staging, kept, config.format, system, [REPLY_TOOL], manifest)
+    except InvalidDataset as err:
+        raise dg.Failure(str(err)) from err
+    curate.write_latest_dataset(config.format)  # what training reads: the dataset built last
+    sizes = written.sizes
     examples_total = sum(n for n, _ in sizes.values())
     bytes_total = sum(b for _, b in sizes.values())
     sample = kept.filter(pl.col("split") == "train").head(1).to_dicts()
@@ -319,7 +283,7 @@ def chat_dataset(
             "over_sequence_len_dropped": tokens.over_length,
             "bytes_per_example": round(bytes_total / max(examples_total, 1)),
             "dataset_bytes": bytes_total,
-            "copy_prompt_layout_bytes": sum(copy_sizes.values()),
+            "copy_prompt_layout_bytes": written.copy_prompt_bytes,
             "tokens_per_split": dg.MetadataValue.md(tokens_md),
             "training_tokens_per_epoch": dg.MetadataValue.md(epoch_md),
             "exact_token_counts": tokens.exact,
@@ -337,27 +301,12 @@ def chat_dataset(
     )
 
 
-def dataset_manifest(
-    fmt: str, strategy: str, system_tokens: int, sizes: dict[str, tuple[int, int]], tokens: TokenReport
-) -> dict[str, Any]:
+def dataset_manifest(strategy: str, system_tokens: int, tokens: TokenReport) -> dict[str, Any]:
     return {
-        "format": fmt,
         "system_prompt": "system_prompt.txt",
         "context_strategy": strategy,
         "system_tokens": system_tokens,
-        "splits": {s: {"examples": n, "bytes": b} for s, (n, b) in sizes.items()},
         "tokens": tokens.per_split,
         "exact_tokens": tokens.exact,
         "tokenizer": tokens.source,
     }
-
-
-def validate_staged_dataset(folder: Path, fmt: str, index: pl.DataFrame) -> None:
-    """The blocking checks' rules, applied before the new dataset replaces the old one."""
-    leaked = leaked_roots(index)
-    checked, errors = tool_call_errors(folder, fmt)
-    problems = [f"thread root {root} is in two splits" for root in leaked[:5]] + errors[:10]
-    if not checked:
-        problems.append("no tool call in any split")
-    if problems:
-        raise dg.Failure("the new dataset is invalid; the previous one is kept:\n- " + "\n- ".join(problems))

@@ -8,8 +8,9 @@ import polars as pl
 from void_pipeline.defs.agent import recorded_agent
 from void_pipeline.defs.curate.assets import chat_dataset, filtered_records
 from void_pipeline.defs.ingest.assets import COLLECTIONS
-from void_pipeline.lib.dataset import FORMATS, leaked_roots, tool_call_errors
-from void_pipeline.lib.filters import LoopDetector
+from void_pipeline.lib.curate.dataset import FORMATS, leaked_roots, tool_call_errors
+from void_pipeline.lib.curate.filters import LoopDetector, unclean_filter_output
+from void_pipeline.lib.layout import DatasetPaths
 from void_pipeline.resources.storage import PipelineStorage
 
 
@@ -32,27 +33,22 @@ def filtered_records_are_clean(context: dg.AssetCheckExecutionContext, storage: 
         kept = pl.read_parquet(kept_path)
         rejected = pl.read_parquet(layout.curate.filtered_rejected(collection))
         raw = pl.read_parquet(layout.ingest.records(collection), columns=["uri"])
-        loops = sum(detector.why(t) is not None for t in kept["text_norm"].to_list())
-        duplicates = kept.height - kept["text_norm"].n_unique()
-        accounted = kept.height + rejected.height == raw.height and set(kept["uri"]) | set(rejected["uri"]) == set(
-            raw["uri"]
-        )
-        if loops or duplicates or not accounted:
-            problems[collection] = f"loop {loops}, duplicates {duplicates}, accounted {accounted}"
+        if problem := unclean_filter_output(kept, rejected, raw, detector):
+            problems[collection] = problem
     problems = {c: p for c, p in problems.items() if p}
     return dg.AssetCheckResult(passed=not problems, metadata={"problems": problems or "none"})
 
 
 def dataset_dirs(storage: PipelineStorage) -> list[Path]:
     curate = recorded_agent(storage)[1].curate
-    return [curate.chat_dataset(f) for f in FORMATS if (curate.chat_dataset(f) / "index.parquet").exists()]
+    return [curate.chat_dataset(f) for f in FORMATS if DatasetPaths(curate.chat_dataset(f)).index.exists()]
 
 
 @dg.asset_check(asset=chat_dataset, blocking=True, description="No thread root appears in two splits.")
 def chat_dataset_has_no_split_leak(storage: PipelineStorage) -> dg.AssetCheckResult:
     leaks: dict[str, list[str]] = {}
     for folder in dataset_dirs(storage):
-        leaked = leaked_roots(pl.read_parquet(folder / "index.parquet"))
+        leaked = leaked_roots(pl.read_parquet(DatasetPaths(folder).index))
         if leaked:
             leaks[folder.name] = leaked[:10]
     return dg.AssetCheckResult(passed=not leaks, metadata={"leaked_roots": leaks or "none"})

@@ -7,16 +7,16 @@ import polars as pl
 
 from void_pipeline.defs.agent import resolve_agent
 from void_pipeline.defs.metadata import table_schema
-from void_pipeline.lib.export import (
+from void_pipeline.lib.files import Busy
+from void_pipeline.lib.ingest.agent import write_thread_context
+from void_pipeline.lib.ingest.export import (
     CorruptState,
     ExportOptions,
     export_collection,
     repo_collections,
     unknown_collection_warnings,
 )
-from void_pipeline.lib.files import Busy
-from void_pipeline.lib.ingest import write_thread_context
-from void_pipeline.lib.records import POST
+from void_pipeline.lib.ingest.records import POST
 from void_pipeline.lib.report import counts_table, markdown_table
 from void_pipeline.lib.settings import from_environment
 from void_pipeline.resources.atproto import AtprotoEndpoint

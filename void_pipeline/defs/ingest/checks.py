@@ -5,7 +5,7 @@ import polars as pl
 
 from void_pipeline.defs.agent import recorded_agent
 from void_pipeline.defs.ingest.assets import COLLECTIONS, raw_records, thread_context
-from void_pipeline.lib.records import POST
+from void_pipeline.lib.ingest.records import POST
 from void_pipeline.resources.storage import PipelineStorage
 
 

@@ -37,7 +37,7 @@ STATE_FILE = "devnet.json"
 MARKER_FILE = ".void-devnet"  # written into every state folder we create: only such a folder is ever wiped
 # What a state folder of an older version held (before the marker): recognised as a devnet's too.
 KNOWN_CONTENTS = {STATE_FILE, MARKER_FILE, "logs", "seed"}
-APPVIEW_MODULE = "void_pipeline.lib.devnet_appview"
+APPVIEW_MODULE = "void_pipeline.testworld.appview"
 LAUNCHER_MARKERS = (b"start-pds.mjs", b"start-plc.mjs", APPVIEW_MODULE.encode())
 PORT_IN_USE_EXIT = 98  # the launchers' exit code for EADDRINUSE
 
@@ -129,7 +129,7 @@ class DevnetInfo:
     def load(cls, state_dir: Path) -> DevnetInfo:
         path = Path(state_dir) / STATE_FILE
         if not path.exists():
-            raise DevnetError(f"no devnet state in {state_dir}: start one with `void-pipeline devnet up`")
+            raise DevnetError(f"no devnet state in {state_dir}: start one with `make devnet-up`")
         return cls.from_json(path.read_text())
 
     def processes(self) -> list[ServiceProcess]:
@@ -163,8 +163,13 @@ class DevnetHealth:
             return "NOT running (stale state)"
         return (
             f"HALF-RUNNING: {', '.join(self.dead)} died while {', '.join(self.alive)} still run; "
-            "`void-pipeline devnet down` stops the rest, then `devnet up` starts a fresh one"
+            "`make devnet-down` stops the rest, then `devnet up` starts a fresh one"
         )
+
+
+def seed_dir(state_dir: Path) -> Path:
+    """Ground truth of what was seeded into a devnet; lives and dies with that devnet."""
+    return state_dir / "seed"
 
 
 def is_devnet_state_dir(folder: Path) -> bool:

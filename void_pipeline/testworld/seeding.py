@@ -22,10 +22,10 @@ import httpx
 import libipld
 import polars as pl
 
-from void_pipeline.lib.corpus import Corpus, bind_value
-from void_pipeline.lib.devnet import DevnetInfo
 from void_pipeline.lib.files import write_bytes_atomic, write_text_atomic
-from void_pipeline.lib.xrpc import XrpcClient, XrpcError
+from void_pipeline.lib.ingest.xrpc import XrpcClient, XrpcError
+from void_pipeline.testworld.corpus import Corpus, bind_value
+from void_pipeline.testworld.devnet import DevnetInfo
 
 MAX_WRITES_PER_CALL = 200  # com.atproto.repo.applyWrites: at most 200 writes per call
 MANIFEST_FILE = "manifest.parquet"

@@ -6,7 +6,7 @@ ThreadViewPost, NotFoundPost; checked against the ``atproto`` SDK's lexicon mode
 records: DID → PDS through the PLC, then ``com.atproto.repo.getRecord``. Posts that cannot be read are left
 out of ``getPosts``, exactly as the real AppView does. No cache of records, so deletions show at once.
 
-    python -m void_pipeline.lib.devnet_appview --plc-url http://localhost:P --pds-url http://localhost:Q --port R
+    python -m void_pipeline.testworld.appview --plc-url http://localhost:P --pds-url http://localhost:Q --port R
 """
 
 from __future__ import annotations

@@ -18,7 +18,10 @@ from datetime import date
 from pathlib import Path
 from typing import Literal
 
-from void_pipeline.lib.tokens import TokenCounter
+import polars as pl
+
+from void_pipeline.lib.model import TokenCounter
+from void_pipeline.lib.report import markdown_table
 
 Strategy = Literal["full", "trimmed", "distilled"]
 STRATEGIES: tuple[Strategy, ...] = ("full", "trimmed", "distilled")
@@ -171,3 +174,18 @@ def distilled_window(
         for b in snapshot.blocks
     )
     return ContextWindow("distilled", text, counter.count(text), reports)
+
+
+def drift_report(posts: pl.DataFrame, snapshot_date: date) -> str:
+    """Share of the agent's posts older than the snapshot, by month (markdown): the blocks drifted since those
+    were written. ``posts`` needs ``created_at``."""
+    months = (
+        posts.select("created_at")
+        .with_columns(pl.col("created_at").dt.strftime("%Y-%m").alias("month"))
+        .group_by("month")
+        .agg(pl.len().alias("posts"), (pl.col("created_at").dt.date() < snapshot_date).sum().alias("older"))
+        .sort("month")
+    )
+    total, older = int(months["posts"].sum()), int(months["older"].sum())
+    head = f"**{older:,} of {total:,} posts ({older / max(total, 1):.0%}) predate the {snapshot_date} snapshot**\n\n"
+    return head + markdown_table(months, rows=len(months))

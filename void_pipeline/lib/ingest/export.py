@@ -8,14 +8,13 @@ Layout under the agent's ingest folder (``<data>/agents/<name>/ingest/``, lib/la
     raw_records/<collection>.rejected.parquet  quarantined records with a reason (REJECTED_SCHEMA)
     raw_records/<collection>.state.json        last exported revision and counts
     listing/<collection>/checkpoint.json + page-NNNNNN.json   an unfinished listRecords export
-    thread_context/thread_context.parquet, thread_context/post_cache.jsonl   (lib/threads.py)
+    thread_context/thread_context.parquet, thread_context/post_cache.jsonl   (lib/ingest/threads.py)
 
 Every file is written atomically and the state last, so a killed run resumes without loss or duplicates.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 from collections.abc import Callable
@@ -25,9 +24,8 @@ from typing import Any, Literal
 
 import polars as pl
 
-from void_pipeline.lib.files import acquire_owner, locked, write_bytes_atomic, write_text_atomic
-from void_pipeline.lib.layout import IngestPaths
-from void_pipeline.lib.records import (
+from void_pipeline.lib.files import acquire_owner, locked, write_bytes_atomic, write_parquet_atomic, write_text_atomic
+from void_pipeline.lib.ingest.records import (
     Rejection,
     normalise_record,
     rejected_frame,
@@ -35,9 +33,10 @@ from void_pipeline.lib.records import (
     require_collection,
     rows_frame,
 )
-from void_pipeline.lib.repo_car import CarError, RepoWalk, read_repo_car
-from void_pipeline.lib.resilience import TransportFailure
-from void_pipeline.lib.xrpc import XrpcClient, XrpcError
+from void_pipeline.lib.ingest.repo_car import CarError, RepoWalk, read_repo_car
+from void_pipeline.lib.ingest.resilience import TransportFailure
+from void_pipeline.lib.ingest.xrpc import XrpcClient, XrpcError
+from void_pipeline.lib.layout import IngestPaths
 
 Method = Literal["car", "list_records"]
 LIST_LIMIT = 100  # com.atproto.repo.listRecords maximum (101 → HTTP 400)
@@ -102,12 +101,6 @@ def read_parquet_output(path: Path, remedy: str) -> pl.DataFrame:
     except (pl.exceptions.PolarsError, OSError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CorruptState(f"{path} cannot be read ({first_line}): {remedy}") from err
-
-
-def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
-    buffer = io.BytesIO()
-    frame.write_parquet(buffer)
-    write_bytes_atomic(path, buffer.getvalue())
 
 
 # --- the CAR path -----------------------------------------------------------------------------------------

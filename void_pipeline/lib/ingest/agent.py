@@ -8,22 +8,27 @@ from typing import Any
 
 import polars as pl
 
-from void_pipeline.lib.export import (
+from void_pipeline.lib.files import acquire_owner, write_parquet_atomic
+from void_pipeline.lib.ingest.export import (
     CollectionExport,
     ExportOptions,
     export_collection,
     read_parquet_output,
     repo_collections,
     unknown_collection_warnings,
-    write_parquet_atomic,
 )
-from void_pipeline.lib.files import acquire_owner
-from void_pipeline.lib.identity import IdentityResolver
+from void_pipeline.lib.ingest.identity import IdentityResolver
+from void_pipeline.lib.ingest.records import POST, require_collection
+from void_pipeline.lib.ingest.resilience import ResilientHttp
+from void_pipeline.lib.ingest.threads import (
+    AncestorFetcher,
+    FetchStats,
+    PostCache,
+    build_thread_context,
+    own_posts_from_rows,
+)
+from void_pipeline.lib.ingest.xrpc import XrpcClient
 from void_pipeline.lib.layout import AgentLayout, AgentRecord, IngestPaths
-from void_pipeline.lib.records import POST, require_collection
-from void_pipeline.lib.resilience import ResilientHttp
-from void_pipeline.lib.threads import AncestorFetcher, FetchStats, PostCache, build_thread_context, own_posts_from_rows
-from void_pipeline.lib.xrpc import XrpcClient
 
 
 @dataclass
@@ -92,7 +97,7 @@ def write_thread_context(
     concurrency: int = 8,
     log: Callable[[str], None] = print,
 ) -> ThreadContextRun:
-    """Every exported reply's ancestors (lib/threads.py), written to ``paths.thread_context`` by one writer at a
+    """Every exported reply's ancestors (lib/ingest/threads.py), written to ``paths.thread_context`` by one writer at a
     time (a second one raises ``Busy`` naming the first)."""
     with acquire_owner(paths.thread_context_lock, "building thread context", "the thread context"):
         return _write_thread_context(http, appview_url, resolver, paths, agent_handle, concurrency, log)

@@ -15,7 +15,7 @@ from typing import Any
 import jinja2
 import orjson
 
-DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "prompts" / "mention.j2"
+DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "prompts" / "mention.j2"
 REPLY_TOOL_NAME = "add_post_to_bluesky_reply_thread"
 MAX_POST_CHARS = 300
 REPLY_TOOL: dict[str, Any] = {

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from void_pipeline.lib.resilience import ResilientHttp
+from void_pipeline.lib.ingest.resilience import ResilientHttp
 
 # What XrpcClient sends through: a plain httpx client, or one with rate limits and retries.
 Requester = httpx.Client | ResilientHttp

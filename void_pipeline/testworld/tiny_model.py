@@ -4,7 +4,7 @@ Runs in the trainer environment (torch, transformers). The result is an ordinary
 (config, safetensors weights, tokenizer with a Llama-3-style chat template that renders tools and tool calls), so
 axolotl, peft and vLLM take it through exactly the code paths a real 8B model takes.
 
-    python -m void_pipeline.external.tiny_model --tokenizer DIR --out DIR [--layers 2 --hidden 64]
+    python -m void_pipeline.testworld.tiny_model --tokenizer DIR --out DIR [--layers 2 --hidden 64]
 """
 
 from __future__ import annotations

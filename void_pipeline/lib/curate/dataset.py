@@ -2,7 +2,7 @@
 
 A *turn* is one answer of the agent: a reply to someone else's post, followed by the agent's own consecutive
 replies to itself in that thread; it becomes one assistant message with one ``add_post_to_bluesky_reply_thread``
-call per post, in order. The user message is the rendered mention prompt (lib/prompt.py) for the thread up to
+call per post, in order. The user message is the rendered mention prompt (lib/curate/prompt.py) for the thread up to
 the post being answered. The system prompt (the context window) is stored once per dataset, not per row.
 
 Split by thread root, time-ordered: the replies of the ``test_threads`` most recent threads are the test set,
@@ -21,7 +21,7 @@ from typing import Any, Literal
 import orjson
 import polars as pl
 
-from void_pipeline.lib.prompt import (
+from void_pipeline.lib.curate.prompt import (
     REPLY_TOOL,
     REPLY_TOOL_NAME,
     PromptTemplate,
@@ -29,7 +29,9 @@ from void_pipeline.lib.prompt import (
     render_mention,
     reply_call_errors,
 )
-from void_pipeline.lib.tokens import TokenCounter
+from void_pipeline.lib.files import write_bytes_atomic, write_parquet_atomic, write_text_atomic
+from void_pipeline.lib.layout import DatasetPaths
+from void_pipeline.lib.model import TokenCounter
 
 Format = Literal["openai", "sharegpt", "alpaca"]
 FORMATS: tuple[Format, ...] = ("openai", "sharegpt", "alpaca")
@@ -245,7 +247,7 @@ def tool_call_errors(folder: Path, fmt: str) -> tuple[int, list[str]]:
     """(calls checked, problems) over every split of a dataset folder: each call must be a valid reply call."""
     checked, errors = 0, []
     for split in SPLITS:
-        path = folder / f"{split}.jsonl"
+        path = DatasetPaths(folder).split(split)
         if not path.exists():
             errors.append(f"{fmt}/{split}.jsonl is missing")
             continue
@@ -307,3 +309,53 @@ def token_report(
     shortest = int(examples["tokens"].min() or 0) + system_tokens[strategy] if examples.height else 0  # type: ignore[arg-type]
     report = TokenReport(per_split, examples.height - fits.height, epoch, counter.exact, counter.source, shortest)
     return fits, report
+
+
+class InvalidDataset(ValueError):
+    """A new dataset broke a blocking rule before it replaced the previous one."""
+
+
+@dataclass(frozen=True)
+class WrittenDataset:
+    sizes: dict[str, tuple[int, int]]  # split → (examples, bytes)
+    copy_prompt_bytes: int  # what the same rows would take with the system prompt copied into each
+
+
+def write_dataset(
+    folder: Path,
+    kept: pl.DataFrame,
+    fmt: Format,
+    system: str,
+    tools: list[dict[str, Any]],
+    manifest: dict[str, Any],
+) -> WrittenDataset:
+    """Every file of one chat dataset, written into ``folder`` (a staging folder: the caller swaps it in), then
+    checked against the blocking rules (no thread in two splits, every tool call valid): InvalidDataset if not."""
+    files = DatasetPaths(folder)
+    sizes, copy_bytes = {}, 0
+    for split in SPLITS:
+        rows = kept.filter(pl.col("split") == split).sort("created_at").to_dicts()
+        data = encode_rows(rows, fmt)
+        write_bytes_atomic(files.split(split), data)
+        sizes[split] = (len(rows), len(data))
+        copy_bytes += len(data) + len(rows) * len(system.encode())
+    index = kept.select("example_id", "root_uri", "first_uri", "created_at", "split", "tokens")
+    write_parquet_atomic(index, files.index)  # which thread each row came from (split check)
+    write_text_atomic(files.system_prompt, system)
+    write_text_atomic(files.tools, json.dumps(tools, indent=2))
+    splits = {s: {"examples": n, "bytes": b} for s, (n, b) in sizes.items()}
+    write_text_atomic(files.manifest, json.dumps({**manifest, "format": fmt, "splits": splits}, indent=2))
+    problems = dataset_problems(folder, fmt, index)
+    if problems:
+        raise InvalidDataset("the new dataset is invalid; the previous one is kept:\n- " + "\n- ".join(problems))
+    return WrittenDataset(sizes, copy_bytes)
+
+
+def dataset_problems(folder: Path, fmt: str, index: pl.DataFrame) -> list[str]:
+    """The blocking checks' rules over a dataset folder: no thread root in two splits, every tool call valid."""
+    leaked = leaked_roots(index)
+    checked, errors = tool_call_errors(folder, fmt)
+    problems = [f"thread root {root} is in two splits" for root in leaked[:5]] + errors[:10]
+    if not checked:
+        problems.append("no tool call in any split")
+    return problems

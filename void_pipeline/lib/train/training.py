@@ -20,21 +20,21 @@ import orjson
 import polars as pl
 
 from void_pipeline.lib.files import write_bytes_atomic, write_text_atomic
+from void_pipeline.lib.layout import DatasetPaths, RunPaths, TrainPaths
 
 # Keys that say where a run writes, not what it trains: two runs that differ only here are the same training.
 PLACEMENT_KEYS = ("output_dir", "dataset_prepared_path", "resume_from_checkpoint")
-DATASET_FILES = ("train.jsonl", "val.jsonl", "system_prompt.txt", "tools.json")
 COMPLETE = "complete"
 
 
 def dataset_hash(dataset_dir: Path) -> str:
     """sha256 over the files a training run reads from a chat dataset folder (names included)."""
     digest = hashlib.sha256()
-    for name in DATASET_FILES:
-        path = dataset_dir / name
+    files = DatasetPaths(dataset_dir)
+    for path in (files.split("train"), files.split("val"), files.system_prompt, files.tools):
         if not path.exists():
             continue
-        digest.update(name.encode() + b"\0")
+        digest.update(path.name.encode() + b"\0")
         with path.open("rb") as handle:
             while chunk := handle.read(1 << 20):
                 digest.update(chunk)
@@ -51,17 +51,17 @@ def config_fingerprint(config: dict[str, Any], data_hash: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def read_state(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "state.json"
+def read_state(run: RunPaths) -> dict[str, Any]:
+    path = run.state
     if not path.exists():
         return {}
     loaded = json.loads(path.read_text())
     return loaded if isinstance(loaded, dict) else {}
 
 
-def write_state(run_dir: Path, **changes: Any) -> dict[str, Any]:
-    state = {**read_state(run_dir), **changes}
-    write_text_atomic(run_dir / "state.json", json.dumps(state, indent=2))
+def write_state(run: RunPaths, **changes: Any) -> dict[str, Any]:
+    state = {**read_state(run), **changes}
+    write_text_atomic(run.state, json.dumps(state, indent=2))
     return state
 
 
@@ -81,7 +81,7 @@ def checkpoint_step(checkpoint: Path) -> int:
 
 @dataclass(frozen=True)
 class Resumable:
-    run_dir: Path
+    run: RunPaths
     checkpoint: Path
 
     @property
@@ -89,16 +89,16 @@ class Resumable:
         return checkpoint_step(self.checkpoint)
 
 
-def find_resumable(train_root: Path, fingerprint: str) -> Resumable | None:
+def find_resumable(train: TrainPaths, fingerprint: str) -> Resumable | None:
     """The newest unfinished run of the same training that left a checkpoint behind."""
     found = []
-    for run_dir in train_root.glob("*/"):
-        state = read_state(run_dir)
+    for run in train.runs():
+        state = read_state(run)
         if state.get("fingerprint") != fingerprint or state.get("status") == COMPLETE:
             continue
-        checkpoint = last_checkpoint(run_dir / "adapter")
+        checkpoint = last_checkpoint(run.adapter)
         if checkpoint is not None:
-            found.append(Resumable(run_dir, checkpoint))
+            found.append(Resumable(run, checkpoint))
     return max(found, key=lambda r: r.checkpoint.stat().st_mtime, default=None)
 
 
@@ -129,22 +129,16 @@ def preflight_errors(config: dict[str, Any], dataset_dir: Path) -> list[str]:
     model = str(config.get("base_model", ""))
     if looks_like_path(model) and not (Path(model).expanduser() / "config.json").exists():
         errors.append(f"base model path {model} does not exist or holds no config.json (set VOID_BASE_MODEL_PATH)")
-    train_path = dataset_dir / "train.jsonl"
+    files = DatasetPaths(dataset_dir)
+    train_path = files.split("train")
     rows, trainable = trainable_rows(train_path) if train_path.exists() else (0, 0)
     if trainable == 0:
         errors.append(
             f"no trainable examples in {train_path}: {rows} rows, none with an assistant turn "
             "(materialize chat_dataset in the openai format, or check its filters and split)"
         )
-    index, manifest = dataset_dir / "index.parquet", dataset_dir / "dataset.json"
+    index, manifest = files.index, files.manifest
     sequence_len = int(config.get("sequence_len") or 0)
-    built = json.loads(manifest.read_text()) if manifest.exists() else {}
-    if built.get("sequence_len") and sequence_len and int(built["sequence_len"]) != sequence_len:
-        errors.append(
-            f"the dataset was built for sequence_len {built['sequence_len']} and this training uses {sequence_len}: "
-            "rebuild chat_dataset with the trainer's sequence_len (VOID_SEQUENCE_LEN), or train with the dataset's"
-        )
-
     if rows and sequence_len and index.exists() and manifest.exists():
         system_tokens = int(json.loads(manifest.read_text()).get("system_tokens") or 0)
         lengths = pl.read_parquet(index).filter(pl.col("split") == "train")["tokens"] + system_tokens
@@ -163,9 +157,9 @@ def preflight_errors(config: dict[str, Any], dataset_dir: Path) -> list[str]:
 # --- history -------------------------------------------------------------------------------------------------
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+def read_metrics(run: RunPaths) -> list[dict[str, Any]]:
     """Logged steps and evaluations, in order; a step logged again after a resume replaces the earlier line."""
-    path = run_dir / "metrics.jsonl"
+    path = run.metrics
     if not path.exists():
         return []
     latest: dict[tuple[str, int], dict[str, Any]] = {}

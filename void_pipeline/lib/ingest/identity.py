@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from void_pipeline.lib.files import write_text_atomic
-from void_pipeline.lib.resilience import ResilientHttp, TransportFailure
-from void_pipeline.lib.xrpc import XrpcClient, XrpcError
+from void_pipeline.lib.ingest.resilience import ResilientHttp, TransportFailure
+from void_pipeline.lib.ingest.xrpc import XrpcClient, XrpcError
 
 
 class IdentityError(RuntimeError):

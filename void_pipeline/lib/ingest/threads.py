@@ -24,13 +24,14 @@ from typing import Any
 import polars as pl
 
 from void_pipeline.lib.files import write_text_atomic
-from void_pipeline.lib.identity import IdentityError, IdentityResolver
-from void_pipeline.lib.resilience import ResilientHttp, TransportFailure
-from void_pipeline.lib.xrpc import XrpcClient, XrpcError
+from void_pipeline.lib.ingest.identity import IdentityError, IdentityResolver
+from void_pipeline.lib.ingest.resilience import ResilientHttp, TransportFailure
+from void_pipeline.lib.ingest.xrpc import XrpcClient, XrpcError
 
 GET_POSTS_LIMIT = 25  # app.bsky.feed.getPosts lexicon maximum
 TRANSIENT_REASONS = frozenset({"pds_unreachable", "identity_unresolvable"})  # retried on the next run
-TAKEDOWN_ERRORS = frozenset({"RepoTakendown", "RepoSuspended", "RepoDeactivated", "AccountTakedown"})
+TAKEDOWN_ERRORS = frozenset({"RepoTakendown", "RepoSuspended", "AccountTakedown"})
+DEACTIVATED_ERRORS = frozenset({"RepoDeactivated", "AccountDeactivated"})
 
 ANCESTOR_STRUCT = pl.Struct(
     {
@@ -272,7 +273,7 @@ class AncestorFetcher:
                 state, "not_found"
             )
         except XrpcError as err:
-            reason = "taken_down" if err.error in TAKEDOWN_ERRORS else "not_found"
+            reason = reason_for(err) if err.error in TAKEDOWN_ERRORS | DEACTIVATED_ERRORS else "not_found"
         except TransportFailure:
             reason = "pds_unreachable"
         with self._stats_lock:
@@ -285,6 +286,8 @@ def reason_for(err: XrpcError) -> str:
         return "deleted"
     if err.error in TAKEDOWN_ERRORS:
         return "taken_down"
+    if err.error in DEACTIVATED_ERRORS:
+        return "deactivated"
     if err.status in (401, 403) or err.error in {"AuthRequired", "BlockedActor", "BlockedByActor"}:
         return "blocked"
     return "not_found"

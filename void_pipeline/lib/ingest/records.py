@@ -16,7 +16,7 @@ from typing import Any
 
 import polars as pl
 
-from void_pipeline.lib.repo_car import to_json_value
+from void_pipeline.lib.ingest.repo_car import to_json_value
 
 POST = "app.bsky.feed.post"
 TEXT_FIELD = {

@@ -1,7 +1,7 @@
 """A small BPE tokenizer trained on the corpus itself: the tokenizer half of the tiny test model.
 
 Tests and the demo cannot download a real base model, so they train one of these and use it through exactly the
-code path a real model's ``tokenizer.json`` takes (lib/tokens.py). Deterministic for the same texts.
+code path a real model's ``tokenizer.json`` takes (lib/model.py). Deterministic for the same texts.
 """
 
 from __future__ import annotations

@@ -177,3 +177,28 @@ def rejection_detail(reason: str, text: str, options: FilterOptions, original_of
     if reason == "ancestors_unavailable":
         return "no ancestor of this reply could be fetched"
     return None
+
+
+def orphan_replies(thread_context: pl.DataFrame) -> set[str]:
+    """Replies none of whose ancestors could be fetched (thread_context rows: uri, ancestors[].available)."""
+    available = thread_context.select(
+        "uri", pl.col("ancestors").list.eval(pl.element().struct.field("available")).list.any().alias("any")
+    )
+    return set(available.filter(~pl.col("any").fill_null(False))["uri"].to_list())
+
+
+def unclean_filter_output(
+    kept: pl.DataFrame, rejected: pl.DataFrame, raw: pl.DataFrame, detector: LoopDetector
+) -> str | None:
+    """What is wrong with one collection's filter output (loop content or duplicates kept; kept + rejected not
+    exactly the input), or None."""
+    loops = sum(detector.why(t) is not None for t in kept["text_norm"].to_list())
+    duplicates = kept.height - kept["text_norm"].n_unique()
+    accounted = kept.height + rejected.height == raw.height and set(kept["uri"]) | set(rejected["uri"]) == set(
+        raw["uri"]
+    )
+    return (
+        None
+        if not (loops or duplicates) and accounted
+        else f"loop {loops}, duplicates {duplicates}, accounted {accounted}"
+    )

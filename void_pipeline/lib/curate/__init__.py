@@ -1,0 +1,1 @@
+"""Curate: filters, the context window, the prompt and the chat dataset."""

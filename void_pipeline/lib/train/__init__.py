@@ -1,0 +1,1 @@
+"""Train: the axolotl config, run planning and summaries, MLflow tracking."""

@@ -1,0 +1,197 @@
+"""A training run from plan to summary, without Dagster: which run folder (new, or the one to resume), the effective
+config, the checks that refuse a run before a GPU is spent, and — once the trainer is done — its history, plot,
+MLflow run and the hand-off to the next stage (``train/latest.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from void_pipeline.lib.files import Busy, acquire_owner
+from void_pipeline.lib.layout import DatasetPaths, RunPaths, TrainPaths
+from void_pipeline.lib.model import ChosenModel, mismatch
+from void_pipeline.lib.train import training
+from void_pipeline.lib.train.axolotl_config import effective_config, with_metrics_plugin, write
+from void_pipeline.lib.train.tracking import TrackedRun, log_training
+
+# The axolotl configs read OpenAI-style messages (datasets[].type: chat_template): the format training can use.
+TRAINABLE_FORMAT = "openai"
+
+
+class CannotTrain(ValueError):
+    """Reasons a run must not start, one per line; ``retry`` is False when trying again cannot help."""
+
+    def __init__(self, errors: list[str], retry: bool = False) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+        self.retry = retry
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    run: RunPaths
+    dataset: Path
+    config: dict[str, Any]
+    data_hash: str
+    fingerprint: str
+    resumed: training.Resumable | None
+
+    @property
+    def start_step(self) -> int:
+        return self.resumed.step if self.resumed else 0
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.config["output_dir"])
+
+
+def run_config(
+    chosen: ChosenModel, dataset: Path, run: RunPaths, overrides: dict[str, Any], resume: Path | None
+) -> dict[str, Any]:
+    """The effective axolotl config of a run: the chosen model's config and overlays, its weights and sequence
+    length, this dataset, this folder; then the operator's last-word keys."""
+    files = DatasetPaths(dataset)
+    val = files.split("val")
+    extra: dict[str, Any] = {"sequence_len": chosen.sequence_len, "dataset_prepared_path": str(run.prepared)}
+    system_prompt = files.system_prompt
+    if system_prompt.exists():
+        extra["default_system_message"] = system_prompt.read_text()  # stored once, not in every row
+    if resume is not None:
+        extra["resume_from_checkpoint"] = str(resume)
+    config = effective_config(
+        chosen.config,
+        list(chosen.overlays),
+        chosen.weights,
+        files.split("train"),
+        run.adapter,
+        {**extra, **overrides},
+        val_path=val if val.exists() and val.read_bytes().strip() else None,
+    )
+    return with_metrics_plugin(config)
+
+
+def plan_training(
+    train: TrainPaths, dataset: Path | None, chosen: ChosenModel, overrides: dict[str, Any], dagster_run: str
+) -> TrainingPlan:
+    """The run to start or resume, its config written to the run folder; CannotTrain with every reason not to."""
+    if dataset is None or not dataset.exists():
+        raise CannotTrain(["no chat dataset has been built: materialize chat_dataset first"])
+    if dataset.name != TRAINABLE_FORMAT:
+        raise CannotTrain(
+            [
+                f"the latest chat_dataset is in the {dataset.name} format; the axolotl configs train on "
+                f"{TRAINABLE_FORMAT} messages (chat_template): materialize chat_dataset with format {TRAINABLE_FORMAT}"
+            ]
+        )
+    data_hash = training.dataset_hash(dataset)
+    probe = run_config(chosen, dataset, train.run("probe"), overrides, None)
+    fingerprint = training.config_fingerprint(probe, data_hash)
+    resumed = training.find_resumable(train, fingerprint)
+    run = resumed.run if resumed else train.run(dagster_run)
+    if resumed is None and training.read_state(run).get("status") == training.COMPLETE:
+        raise CannotTrain([f"output directory collision: {run.root} holds a finished adapter; it is never overwritten"])
+    try:
+        acquire_owner(run.lock, "checking the run folder", f"run folder {run.root}").release()
+    except Busy as err:  # a live trainer holds it (the trainer checks again)
+        raise CannotTrain([str(err)]) from err
+    config = run_config(chosen, dataset, run, overrides, resumed.checkpoint if resumed else None)
+    manifest = DatasetPaths(dataset).manifest
+    built = json.loads(manifest.read_text()) if manifest.exists() else {}
+    errors = mismatch(built, chosen) + training.preflight_errors(config, dataset)
+    if errors:
+        raise CannotTrain(errors)
+    write(config, run.config)
+    return TrainingPlan(run, dataset, config, data_hash, fingerprint, resumed)
+
+
+def begin(plan: TrainingPlan, dagster_run: str) -> None:
+    """Mark the run folder as training, by this Dagster run (a resumed folder lists every run that worked on it)."""
+    state = training.read_state(plan.run)
+    training.write_state(
+        plan.run,
+        fingerprint=plan.fingerprint,
+        dataset_sha256=plan.data_hash,
+        status="training",
+        dagster_runs=[*state.get("dagster_runs", []), dagster_run],
+    )
+
+
+def failed(plan: TrainingPlan) -> None:
+    """The run stopped without an adapter: resumable from its checkpoints, if it left any."""
+    training.write_state(plan.run, status="failed")
+
+
+@dataclass(frozen=True)
+class TrainingSummary:
+    history: training.History
+    plot: Path
+    tracked: TrackedRun
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def final_loss(self) -> float:
+        return self.history.train[-1][1] if self.history.train else float("nan")
+
+    @property
+    def val_loss_before(self) -> float:
+        return self.history.evals[0][1] if self.history.evals else float("nan")
+
+    @property
+    def val_loss_after(self) -> float:
+        return self.history.evals[-1][1] if self.history.evals else float("nan")
+
+
+def finish(
+    plan: TrainingPlan,
+    train: TrainPaths,
+    chosen: ChosenModel,
+    *,
+    tracking_uri: str,
+    mlflow_store: Path,
+    registered_model: str,
+    dagster_run: str,
+) -> TrainingSummary:
+    """After the trainer succeeded: the loss plot, the MLflow run and model version, the run marked complete, and
+    ``train/latest.json`` (the hand-off to merged_model and evaluate) written last."""
+    history = training.History(training.read_metrics(plan.run))
+    plot = training.loss_png(history.train, history.evals, plan.run.loss_plot)
+    tags = {
+        "dagster_run_id": dagster_run,
+        "dataset_sha256": plan.data_hash,
+        "config_fingerprint": plan.fingerprint,
+        "axolotl_config": chosen.config,
+        "overlays": ",".join(chosen.overlays),
+        "base_model": str(plan.config["base_model"]),
+        "run_dir": str(plan.run.root),
+        **({"resumed_from": plan.resumed.checkpoint.name} if plan.resumed else {}),
+    }
+    tracked = log_training(
+        tracking_uri,
+        mlflow_store,
+        run_name=f"lora-{plan.run.root.name[:8]}",
+        config=plan.config,
+        config_path=plan.run.config,
+        output_dir=plan.output_dir,
+        history=history.entries,
+        summary=history.summary,
+        tags=tags,
+        plot=plot,
+        registered_model=registered_model,
+    )
+    training.write_state(
+        plan.run, status=training.COMPLETE, mlflow_run=tracked.run_id, model_version=tracked.model_version
+    )
+    train.write_latest(
+        run_dir=str(plan.run.root),
+        adapter=str(plan.output_dir),
+        base_model=str(plan.config["base_model"]),
+        config=str(plan.run.config),
+        dataset_sha256=plan.data_hash,
+        mlflow_run=tracked.run_id,
+        model_version=tracked.model_version,
+        dagster_run=dagster_run,
+    )
+    return TrainingSummary(history, plot, tracked, tags)

@@ -1,0 +1,3 @@
+from void_pipeline.testworld.cli import main
+
+raise SystemExit(main())

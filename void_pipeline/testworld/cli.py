@@ -1,0 +1,308 @@
+"""``python -m void_pipeline.testworld``: the local AT Protocol world (devnet) and the end-to-end demo.
+
+devnet up        start a PLC and two PDSes on loopback (detached; state in .data/devnet)
+devnet seed      generate the synthetic void corpus and seed it (manifest in .data/devnet/seed)
+devnet status    print the running devnet's endpoints
+devnet down      stop it, by process id
+devnet env       print `export VOID_...=` lines pointing the code location at the devnet
+demo             up + seed the demo corpus + materialize every asset, then stop
+
+The pipeline never imports this package; the test world drives the pipeline from outside, as a user would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from void_pipeline.lib import environments, paths
+from void_pipeline.lib.files import write_text_atomic
+from void_pipeline.lib.layout import AgentLayout, DataLayout, RunPaths
+from void_pipeline.lib.train import training
+from void_pipeline.testworld.corpus import AGENT_NAME, COLLECTIONS, CorpusSpec, generate, record_text
+from void_pipeline.testworld.devnet import (
+    Devnet,
+    DevnetError,
+    DevnetHealth,
+    DevnetInfo,
+    ServiceProcess,
+    is_service_alive,
+    seed_dir,
+    stop_devnet,
+)
+from void_pipeline.testworld.seeding import seed_corpus
+from void_pipeline.testworld.tiny_tokenizer import train_tokenizer
+
+DEMO_AGENT_POSTS = 2000
+DEMO_AGENT = "void-demo"  # the demo's agent folder: apart from the real agent's
+
+
+def devnet_up(state_dir: Path, plc_port: int | None, pds_port: int | None) -> DevnetInfo:
+    devnet = Devnet(state_dir, plc_port=plc_port, pds_ports=(pds_port,))
+    info = devnet.start()
+    print(f"devnet up ({state_dir})")
+    print(describe(info))
+    return info
+
+
+def describe(info: DevnetInfo, health: DevnetHealth | None = None) -> str:
+    def pid(service: ServiceProcess) -> str:
+        dead = health is not None and service.name in health.dead
+        return f"(pid {service.pid}{', NOT RUNNING' if dead else ''})"
+
+    lines = [f"  PLC  {info.plc.url}  {pid(info.plc)}"]
+    for pds in info.pds:
+        lines.append(f"  PDS  {pds.url}  {pds.name}, handles *{pds.handle_domain}  {pid(pds)}")
+    if info.appview:
+        lines.append(f"  AppView {info.appview.url}  getPosts/getPostThread from the PDSes  {pid(info.appview)}")
+    lines.append(f"  logs {Path(info.state_dir) / 'logs'}")
+    return "\n".join(lines)
+
+
+def endpoints(info: DevnetInfo, health: DevnetHealth) -> dict[str, object]:
+    return {
+        "running": health.state == "running",
+        "state": health.state,
+        "dead_services": list(health.dead),
+        "plc_url": info.plc_url,
+        "pds": {p.name: {"url": p.url, "handle_domain": p.handle_domain} for p in info.pds},
+        "appview_url": info.appview_url,
+    }
+
+
+def devnet_seed(state_dir: Path, agent_posts: int, seed: int) -> str:
+    """Generate and seed the corpus; returns the agent's handle. Also trains the corpus tokenizer for the demo."""
+    info = DevnetInfo.load(state_dir)
+    spec = CorpusSpec(seed=seed, agent_posts=agent_posts)
+    corpus = generate(spec)
+    print(f"[seed] generated {len(corpus.records):,} records for {len(corpus.accounts)} accounts (seed {seed})")
+    out = seed_dir(state_dir)
+    result = seed_corpus(info, corpus, out_dir=out)
+    counts = result.manifest.group_by("collection").len().sort("collection")
+    for collection in COLLECTIONS:
+        n = counts.filter(counts["collection"] == collection)["len"].sum()
+        print(f"  {collection:<28} {n:>8,}")
+    print(f"agent: {corpus.agent.handle} = {result.accounts[corpus.agent.handle].did}")
+    print(f"ground truth: {out}")
+    texts = [record_text(r.value) for r in corpus.records]
+    models = DataLayout(paths.data_root()).models
+    tokenizer_dir = train_tokenizer(texts, models / "tiny-tokenizer")
+    build_tiny_model(tokenizer_dir, models / "tiny")
+    return corpus.agent.handle
+
+
+def build_tiny_model(tokenizer_dir: Path, out: Path) -> None:
+    """The demo's stand-in base model, built in the trainer environment (the orchestrator never imports torch)."""
+    python = environments.ensure("trainer") / "bin" / "python"
+    command = [
+        str(python),
+        "-m",
+        "void_pipeline.testworld.tiny_model",
+        "--tokenizer",
+        str(tokenizer_dir),
+        "--out",
+        str(out),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(paths.REPO_ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise DevnetError(f"building the tiny model failed:\n{result.stderr[-3000:]}")
+    print(f"tiny model (stands in for the base model): {out}")
+
+
+def materialize_all(env_overrides: dict[str, str]) -> int:
+    """Materialize every asset through the Dagster CLI in dependency order, so runs show in the UI.
+
+    A partitioned asset runs once per partition; consecutive unpartitioned assets run together.
+    """
+    from void_pipeline.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    order = graph.toposorted_asset_keys
+    if not order:
+        print("no assets are defined yet: nothing to materialize")
+        return 0
+    home = paths.dagster_home()
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **env_overrides, "DAGSTER_HOME": str(home)}
+    # One GPU job at a time: the training step runs in the "gpu" pool.
+    limit = [sys.executable, "-m", "dagster", "instance", "concurrency", "set", "gpu", "1"]
+    if subprocess.run(limit, env=env, capture_output=True, text=True, check=False).returncode != 0:
+        print("[demo] warning: could not limit the gpu pool to 1 on this instance")
+    base = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "void_pipeline.definitions"]
+    steps: list[tuple[list[str], str | None]] = []
+    for key in order:
+        partitions = graph.get(key).partitions_def
+        name = key.to_user_string()
+        if partitions is None:
+            if steps and steps[-1][1] is None:
+                steps[-1][0].append(name)
+            else:
+                steps.append(([name], None))
+        else:
+            steps.extend(([name], partition) for partition in partitions.get_partition_keys())
+    for names, partition in steps:
+        label = ",".join(names) + (f" [{partition}]" if partition else "")
+        print(f"[demo] materializing {label}")
+        cmd = [*base, "--select", ",".join(names), *(["--partition", partition] if partition else [])]
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            print(result.stdout[-4000:] + result.stderr[-8000:], file=sys.stderr)
+            print(f"[demo] {label} failed (exit {result.returncode})", file=sys.stderr)
+            return result.returncode
+    print(f"[demo] {len(order)} assets materialized; runs are in {home} (make ui)")
+    return 0
+
+
+def devnet_environment(info: DevnetInfo, agent_handle: str) -> dict[str, str]:
+    """The code location's environment for pointing at a devnet (and the demo's tiny model) instead of the
+    real network and a real base model."""
+    env = {
+        "VOID_ACTOR": agent_handle,
+        "VOID_AGENT": DEMO_AGENT,
+        "VOID_PLC_URL": info.plc_url,
+        "VOID_APPVIEW_URL": info.appview_url or "",
+    }
+    tiny = DataLayout(paths.data_root()).models / "tiny"
+    if (tiny / "config.json").exists():
+        env.update(
+            VOID_BASE_MODEL_PATH=str(tiny),
+            VOID_TRAINER_OVERLAYS="cpu-tiny",
+            VOID_TRAINER_MAX_STEPS="10",
+        )
+    return env
+
+
+def show_example(layout: AgentLayout) -> None:
+    """Print one training example of the demo's chat dataset, as the model will see it."""
+    train = layout.curate.chat_dataset("openai") / "train.jsonl"
+    lines = train.read_text().splitlines() if train.exists() else []
+    if not lines:
+        return
+    row = json.loads(lines[0])
+    user = next(m["content"] for m in row["messages"] if m["role"] == "user")
+    calls = [c["function"]["arguments"]["text"] for m in row["messages"] for c in m.get("tool_calls", [])]
+    print(f"\n[demo] one training example ({train}):\n--- user ---\n{user}\n--- assistant: tool calls ---")
+    for number, text in enumerate(calls, 1):
+        print(f"{number}. add_post_to_bluesky_reply_thread(text={text!r})")
+
+
+def save_demo_settings(env: dict[str, str]) -> Path:
+    """The settings the demo ran with, for `make ui`: the UI opens on the demo's agent and data (no devnet needed
+    downstream of ingest)."""
+    target = DataLayout(paths.data_root()).demo_settings
+    keep = {k: v for k, v in env.items() if k not in ("VOID_PLC_URL", "VOID_APPVIEW_URL")}  # the devnet is gone
+    write_text_atomic(target, "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(keep.items())))
+    return target
+
+
+def demo(agent_posts: int, seed: int, keep_devnet: bool) -> int:
+    state_dir = DataLayout(paths.data_root()).devnet
+    try:
+        existing = DevnetInfo.load(state_dir)
+        if any(is_service_alive(p) for p in existing.processes()):
+            stop_devnet(existing)
+    except DevnetError:
+        pass
+    info = devnet_up(state_dir, None, None)
+    try:
+        agent = devnet_seed(state_dir, agent_posts, seed)
+        settings = devnet_environment(info, agent)
+        code = materialize_all(settings)
+        if code == 0:
+            layout = DataLayout(paths.data_root()).agent(DEMO_AGENT)
+            show_example(layout)
+            show_adapter(layout)
+            print(f"[demo] settings for `make ui` (the demo's agent and data): {save_demo_settings(settings)}")
+    finally:
+        if not keep_devnet:
+            stop_devnet(info)
+            print("devnet stopped")
+    return code
+
+
+def show_adapter(layout: AgentLayout) -> None:
+    """Where the demo's adapter, merged model and MLflow run are, and what training did to the validation loss."""
+    latest = layout.train.read_latest()
+    if latest is None:
+        return
+    run, adapter = RunPaths(Path(latest["run_dir"])), Path(latest["adapter"])
+    weights = adapter / "adapter_model.safetensors"
+    store = DataLayout(paths.data_root()).mlflow / "mlflow.db"
+    print(f"\n[demo] LoRA adapter: {adapter} ({weights.stat().st_size if weights.exists() else 0:,} bytes)")
+    evals = [e["eval_loss"] for e in training.read_metrics(run) if e["kind"] == "eval"]
+    if len(evals) >= 2:
+        print(f"[demo] validation loss: {evals[0]:.4f} before training → {evals[-1]:.4f} after")
+    if (run.merged / "config.json").exists():
+        print(f"[demo] merged model: {run.merged}")
+    print(f"[demo] MLflow: mlflow ui --backend-store-uri sqlite:///{store}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m void_pipeline.testworld", description=__doc__.split("\n")[0])
+    parser.add_argument("--state-dir", type=Path, default=None, help="devnet state folder (default <data>/devnet)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    devnet = sub.add_parser("devnet", help="the local AT Protocol world")
+    devnet_sub = devnet.add_subparsers(dest="action", required=True)
+    up = devnet_sub.add_parser("up", help="start a PLC and two PDSes on 127.0.0.1")
+    up.add_argument("--plc-port", type=int, default=None, help="preferred PLC port (another is taken if busy)")
+    up.add_argument("--pds-port", type=int, default=None, help="preferred port of the agent's PDS")
+    seed = devnet_sub.add_parser("seed", help="generate the synthetic corpus and seed it")
+    seed.add_argument("--agent-posts", type=int, default=DEMO_AGENT_POSTS, help="scale N: the agent's posts")
+    seed.add_argument("--seed", type=int, default=7, help="generator seed (same seed, same corpus)")
+    status = devnet_sub.add_parser("status", help="print the running devnet's endpoints")
+    status.add_argument("--json", action="store_true", help="endpoints as JSON (no secrets), for configuration")
+    devnet_sub.add_parser("down", help="stop the devnet by process id")
+    devnet_sub.add_parser("env", help="print `export VOID_...=` lines pointing the code location at the devnet")
+    demo_cmd = sub.add_parser("demo", help="devnet + demo corpus + materialize every asset")
+    demo_cmd.add_argument("--agent-posts", type=int, default=DEMO_AGENT_POSTS)
+    demo_cmd.add_argument("--seed", type=int, default=7)
+    demo_cmd.add_argument("--keep-devnet", action="store_true", help="leave the devnet running afterwards")
+    args = parser.parse_args(argv)
+    state_dir = (args.state_dir or DataLayout(paths.data_root()).devnet).resolve()
+
+    try:
+        if args.command == "demo":
+            return demo(args.agent_posts, args.seed, args.keep_devnet)
+        if args.action == "up":
+            devnet_up(state_dir, args.plc_port, args.pds_port)
+        elif args.action == "seed":
+            devnet_seed(state_dir, args.agent_posts, args.seed)
+        elif args.action == "status":
+            info = DevnetInfo.load(state_dir)
+            health = info.health()
+            if args.json:
+                print(json.dumps(endpoints(info, health), indent=2))
+            else:
+                print(f"devnet {health.summary()} (started {info.started_at})")
+                print(describe(info, health))
+            return 0 if health.state == "running" else 1
+        elif args.action == "env":
+            info = DevnetInfo.load(state_dir)
+            health = info.health()
+            if health.state != "running":
+                print(f"error: the devnet is {health.summary()} (make devnet-up)", file=sys.stderr)
+                return 1
+            for name, value in devnet_environment(info, f"{AGENT_NAME}{CorpusSpec().agent_domain}").items():
+                print(f"export {name}={shlex.quote(value)}")
+        elif args.action == "down":
+            info = DevnetInfo.load(state_dir)
+            stopped = stop_devnet(info)
+            print(f"devnet down: stopped pids {stopped}" if stopped else "devnet was not running")
+    except DevnetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a folder that vanished or filled up mid-run: say which, without a traceback
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"error: {err.strerror or err}{where}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
