@@ -36,6 +36,7 @@ class AppView:
         self.http = httpx.Client(timeout=10.0, limits=httpx.Limits(max_connections=32))
         self.pool = ThreadPoolExecutor(max_workers=8)
         self._docs: dict[str, dict[str, Any]] = {}
+        self._names: dict[str, str | None] = {}
         self._lock = threading.Lock()
 
     def did_doc(self, did: str) -> dict[str, Any] | None:
@@ -49,6 +50,21 @@ class AppView:
         with self._lock:
             self._docs[did] = doc
         return doc
+
+    def display_name(self, pds: str, did: str) -> str | None:
+        """The profile record's displayName, as the real AppView shows it in author views (cached per DID)."""
+        with self._lock:
+            if did in self._names:
+                return self._names[did]
+        response = self.http.get(
+            f"{pds}/xrpc/com.atproto.repo.getRecord",
+            params={"repo": did, "collection": "app.bsky.actor.profile", "rkey": "self"},
+        )
+        value = response.json().get("value", {}) if response.status_code == 200 else {}
+        name = value.get("displayName") if isinstance(value.get("displayName"), str) else None
+        with self._lock:
+            self._names[did] = name
+        return name
 
     def post_view(self, uri: str) -> dict[str, Any] | None:
         parts = uri.removeprefix("at://").split("/")
@@ -68,11 +84,14 @@ class AppView:
         if response.status_code != 200:
             return None
         record = response.json()
+        author = {"$type": "app.bsky.actor.defs#profileViewBasic", "did": did, "handle": handle}
+        if name := self.display_name(pds, did):
+            author["displayName"] = name
         return {
             "$type": "app.bsky.feed.defs#postView",
             "uri": record["uri"],
             "cid": record["cid"],
-            "author": {"$type": "app.bsky.actor.defs#profileViewBasic", "did": did, "handle": handle},
+            "author": author,
             "record": record["value"],
             "indexedAt": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "replyCount": 0,

@@ -161,8 +161,8 @@ def test_chat_dataset_options_sharegpt_alpaca_min_date_and_an_operators_template
     storage = PipelineStorage(root=str(tmp_path / "data"))
     openai = pl.read_parquet(curated["dataset"] / "index.parquet")
     cutoff: date = openai["created_at"].sort().dt.date()[openai.height // 2]
-    template = tmp_path / "mention.j2"
-    template.write_text("OPERATOR TEMPLATE for @{{ author_handle }}: {{ post_text }}\n{{ thread_tree }}")
+    template = tmp_path / "mention.txt"  # the handler's syntax: a Python format string
+    template.write_text("OPERATOR TEMPLATE for @{author_handle}: {mention_text}\n{tree_view}")
 
     def build(fmt: str, **extra: Any) -> Path:
         config = {"format": fmt, "test_threads": 10, **extra}

@@ -23,6 +23,10 @@ DETECTOR = LoopDetector()
         "Stats: STR: 16, DEX: 11, WIS: 9",
         "Kaelen stands ready. AC 15, HP 27.",
         "CHARACTER CREATION continues: SPELL SLOT table filled.",
+        "Str 8 Dex 14 Con 12, and a grin.",  # any case
+        "Strength 16, Dexterity: 12 and wisdom 10.",  # spelled out
+        "Armor Class 16, HP 31. Ready.",  # one keyword, and the stat block in words
+        "ac 12 / hp 40",
     ],
 )
 def test_loop_content_is_caught(text: str) -> None:
@@ -38,6 +42,10 @@ def test_loop_content_is_caught(text: str) -> None:
         "Our HP printer is at 27 pages per minute.",  # HP without AC
         "STR is short for street in this address.",  # one ability word, no stat block
         "The AC unit broke; it is 15 degrees outside.",
+        "We keep int 32 and str 8 in the C struct.",  # two ability-like words: not three
+        "Con 2024 was great; dex 4 never showed.",  # a year is no score, one score is not three
+        "Strength in numbers: 12 people showed up.",  # the number is not the score's
+        "My armour classification is pending; hit points of the talk: 3.",
     ],
 )
 def test_ordinary_text_is_not_loop_content(text: str) -> None:
@@ -119,7 +127,8 @@ def test_recall_and_false_positives_against_the_generator_ground_truth() -> None
 
 def test_the_columnwise_filter_agrees_with_the_per_record_rules() -> None:
     corpus = generate(CorpusSpec(seed=17, agent_posts=2000))
-    texts = [record_text(r.value) for r in corpus.records] + ["  a\u0301\t b \r\n\r\n\r\n c  ", "", "x\n \ny"]
+    widened = ["Str 8 Dex 14 Con 12", "Armor Class 16, HP 31", "int 32 and str 8", "Strength 16, wisdom 10, CHA 9"]
+    texts = [record_text(r.value) for r in corpus.records] + ["  a\u0301\t b \r\n\r\n\r\n c  ", "", "x\n \ny", *widened]
     frame = pl.DataFrame({"text": texts})
     from void_pipeline.lib.curate.filters import loop_expr, normalised_text_expr
 

@@ -1,25 +1,44 @@
-"""The mention prompt: a golden rendering, replaceable templates, and the reply tool's contract.
-
-To accept an intended change of the default template, regenerate the golden file:
-    python -c "from void_pipeline_tests.curate.test_prompt import write_golden; write_golden()"
-"""
+"""The mention prompt as void's handler renders it (lib/curate/handler.py): the thread YAML checked against text
+derived by hand from the handler's algorithm, operator templates in either syntax, and the reply tool's contract."""
 
 from __future__ import annotations
 
+import json
+import random
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
 
-from void_pipeline.lib.curate.prompt import PromptTemplate, ThreadPost, render_mention, reply_call_errors
+from void_pipeline.lib.curate.handler import ThreadPost, post_item, thread_yaml, visible_thread
+from void_pipeline.lib.curate.prompt import PromptTemplate, mention_variables, render_mention, reply_call_errors
 
-GOLDEN = Path(__file__).parent / "golden" / "mention_prompt.txt"
+MENTION_RECORD = {
+    "$type": "app.bsky.feed.post",
+    "text": "@void.comind.test so what changes at scale?",
+    "createdAt": "2025-06-01T10:09:00.000Z",
+    "langs": ["en"],
+    "facets": [
+        {
+            "index": {"byteStart": 0, "byteEnd": 17},
+            "features": [{"$type": "app.bsky.richtext.facet#mention", "did": "did:plc:void"}],
+        }
+    ],
+    "reply": {
+        "root": {"uri": "at://did:plc:aaa/app.bsky.feed.post/3kroot", "cid": "bafyroot"},
+        "parent": {"uri": "at://did:plc:void/app.bsky.feed.post/3kvoid", "cid": "bafyvoid"},
+    },
+}
 THREAD = [
+    ThreadPost("at://did:plc:bbb/app.bsky.feed.post/3kgone", None, "did:plc:bbb", None, None, False, "deleted"),
     ThreadPost(
         "at://did:plc:aaa/app.bsky.feed.post/3kroot",
         "ada.bsky.test",
         "did:plc:aaa",
         "is federated moderation actually new, or just louder?",
         "2025-06-01T10:00:00.000Z",
+        cid="bafyroot",
     ),
     ThreadPost(
         "at://did:plc:void/app.bsky.feed.post/3kvoid",
@@ -27,52 +46,170 @@ THREAD = [
         "did:plc:void",
         "Partially correct. The mechanisms are old; the scale is new.",
         "2025-06-01T10:02:00.000Z",
+        display_name="void",
     ),
-    ThreadPost("at://did:plc:bbb/app.bsky.feed.post/3kgone", None, "did:plc:bbb", None, None, False, "deleted"),
     ThreadPost(
         "at://did:plc:aaa/app.bsky.feed.post/3kask",
         "ada.bsky.test",
         "did:plc:aaa",
-        "@void.comind.test so what changes at scale?\nbe specific: 'labels', \"feeds\"?",
+        MENTION_RECORD["text"],  # type: ignore[arg-type]
         "2025-06-01T10:09:00.000Z",
         display_name="Ada",
+        cid="bafyask",
+        record_json=json.dumps(MENTION_RECORD),
     ),
 ]
+# Derived by hand from the handler: the deleted post ends what getPostThread shows (the chain starts after it);
+# uri, cid, indexed_at, created_at, langs, py_type and reply.root are stripped, reply.parent keeps nothing and goes
+# with reply; keys sorted; the mention feature keeps its did; '@' cannot start a plain YAML scalar.
+EXPECTED_YAML = """posts:
+- author:
+    did: did:plc:aaa
+    handle: ada.bsky.test
+  record:
+    text: is federated moderation actually new, or just louder?
+- author:
+    did: did:plc:void
+    display_name: void
+    handle: void.comind.test
+  record:
+    text: Partially correct. The mechanisms are old; the scale is new.
+- author:
+    did: did:plc:aaa
+    display_name: Ada
+    handle: ada.bsky.test
+  record:
+    facets:
+    - features:
+      - did: did:plc:void
+      index:
+        byte_end: 17
+        byte_start: 0
+    text: '@void.comind.test so what changes at scale?'
+"""
+EXPECTED_PROMPT = (
+    "A Bluesky post from @ada.bsky.test (Ada) mentions you.\n\nTHE POST TO ANSWER:\n"
+    '"@void.comind.test so what changes at scale?"\n\nTHE THREAD UP TO IT:\n```yaml\n'
+    + EXPECTED_YAML
+    + "\n```\n\nTo answer, call add_post_to_bluesky_reply_thread: each call posts one reply of at most 300 characters,"
+    " and more calls continue the thread in order. Make no call to stay silent."
+)
 
 
-def write_golden() -> None:
-    GOLDEN.write_text(render_mention(THREAD, PromptTemplate.from_file()) + "\n")
+def test_the_thread_yaml_is_the_handlers() -> None:
+    assert thread_yaml(THREAD) == EXPECTED_YAML
+    variables = mention_variables(THREAD)
+    assert variables["author_name"] == "Ada" and variables["mention_text"] == MENTION_RECORD["text"]
+    assert variables["thread_context"] == variables["yaml_thread_data"] == EXPECTED_YAML
 
 
-def test_the_default_template_renders_a_known_thread_exactly() -> None:
-    assert render_mention(THREAD, PromptTemplate.from_file()) + "\n" == GOLDEN.read_text()
+def test_the_default_template_has_the_handlers_structure_in_our_words() -> None:
+    assert render_mention(THREAD, PromptTemplate.from_file()) == EXPECTED_PROMPT
 
 
-def test_the_rendering_carries_the_thread_in_both_views() -> None:
-    text = render_mention(THREAD, PromptTemplate.from_file())
-    assert "mention on Bluesky from @ada.bsky.test (Ada)" in text
-    assert text.index("@ada.bsky.test: is federated") < text.index("@void.comind.test: Partially")
-    assert "[unavailable: deleted]" in text and "unavailable: deleted" in text
-    assert "add_post_to_bluesky_reply_thread" in text
+def test_without_a_display_name_the_handle_stands_in_and_a_link_facet_keeps_only_its_index() -> None:
+    record = {**MENTION_RECORD, "facets": [{"index": {"byteStart": 1, "byteEnd": 5}, "features": [
+        {"$type": "app.bsky.richtext.facet#link", "uri": "https://example.com"}]}]}  # fmt: skip
+    mention = ThreadPost("at://did:plc:ccc/app.bsky.feed.post/3k1", "cy.test", "did:plc:ccc", "hey there",
+                         "2025-06-01T10:00:00Z", record_json=json.dumps(record))  # fmt: skip
+    assert mention_variables([mention])["author_name"] == "cy.test"
+    # the link's uri is stripped; an emptied item of a list stays, as the handler leaves it
+    assert thread_yaml([mention]).endswith(
+        "  record:\n    facets:\n    - features:\n      - {}\n      index:\n        byte_end: 5\n        byte_start: 1\n"
+        "    text: '@void.comind.test so what changes at scale?'\n"
+    )
 
 
-def test_an_operator_template_replaces_the_default(tmp_path: Path) -> None:
-    custom = tmp_path / "handler.j2"
-    custom.write_text("@{{ author_handle }} says: {{ post_text }}\n---\n{{ thread_tree }}")
-    text = render_mention(THREAD, PromptTemplate.from_file(custom))
-    assert text.startswith("@ada.bsky.test says: @void.comind.test so what changes at scale?")
+def test_the_visible_thread_stops_at_a_missing_parent_and_shows_forty_parents() -> None:
+    posts = [
+        ThreadPost(f"at://did:plc:a/app.bsky.feed.post/{i}", "a.test", "did:plc:a", f"p{i}", None) for i in range(60)
+    ]
+    assert visible_thread(posts) == posts[-41:]
+    gone = ThreadPost("at://did:plc:b/app.bsky.feed.post/x", None, "did:plc:b", None, None, False, "blocked")
+    assert visible_thread([*posts[:3], gone, *posts[3:6]]) == posts[3:6]
 
 
-def test_template_errors_name_the_problem(tmp_path: Path) -> None:
-    broken = tmp_path / "broken.j2"
-    broken.write_text("{{ author_handle }} {{ no_such_variable }}")
-    with pytest.raises(ValueError, match="no_such_variable"):
-        render_mention(THREAD, PromptTemplate.from_file(broken))
-    broken.write_text("{% if %}")
-    with pytest.raises(ValueError, match="line 1"):
-        PromptTemplate.from_file(broken)
+def test_per_post_items_join_to_the_same_text_as_one_dump() -> None:
+    rng = random.Random(5)
+    alphabet = "abc xyz:#@'\"-?\n\té漢😀"
+    for _ in range(50):
+        thread = [
+            ThreadPost(
+                f"at://did:plc:{i}/app.bsky.feed.post/{i}",
+                f"h{i}.test",
+                f"did:plc:{i}",
+                "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 120))),
+                None,
+                display_name=rng.choice([None, "", "Name: x", "漢字"]),
+            )
+            for i in range(rng.randint(1, 5))
+        ]
+        whole = yaml.dump(
+            {"posts": [yaml.safe_load(post_item(p))[0] for p in thread]},
+            indent=2,
+            allow_unicode=True,
+            default_flow_style=False,
+        )
+        assert thread_yaml(thread) == whole
+
+
+def test_an_operator_template_in_the_handlers_syntax_fills_every_placeholder(tmp_path: Path) -> None:
+    handler_style = tmp_path / "handler_prompt.txt"
+    handler_style.write_text(
+        'From @{author_handle} ({author_name}):\n"{mention_text}"\n```yaml\n{thread_context}\n```\n'
+        "{yaml_thread_data}|{tree_view}\n"
+    )
+    template = PromptTemplate.from_file(handler_style)
+    text = render_mention(THREAD, template)
+    assert template.syntax == "format" and "{" not in text.replace("{}", "")
+    assert text.startswith('From @ada.bsky.test (Ada):\n"@void.comind.test so what changes at scale?"\n```yaml\n')
+    assert text.count(EXPECTED_YAML) == 2 and "└─ @void.comind.test (void): Partially correct." in text
+    assert not text.endswith("\n")  # the file's final newline is the editor's, not the prompt's
+    jinja = tmp_path / "mention.j2"
+    jinja.write_text("@{{ author_handle }}: {{ mention_text }}\n{{ thread_context }}")
+    assert render_mention(THREAD, PromptTemplate.from_file(jinja)).startswith("@ada.bsky.test: @void.comind.test so")
+
+
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        ("{author_handle} {mention_text} {thread_context} {post_text}", "unknown placeholder post_text"),
+        ("{{ mention_text }} {{ thread_yaml }}", "unknown placeholder thread_yaml"),
+        ("{author_handle} {thread_context}", "never shows the mention text"),
+        ("{{ author_name }}: {{ mention_text }}", "never shows the thread"),
+        ("{mention_text} {thread_context} {0}", "positional placeholder"),
+        ("{mention_text} {thread_context} {", "literal brace"),
+        ("{% if %}", "line 1"),
+    ],
+)
+def test_a_broken_template_names_the_problem_and_the_file(tmp_path: Path, source: str, problem: str) -> None:
+    path = tmp_path / "operator_template.txt"
+    path.write_text(source)
+    with pytest.raises(ValueError, match=problem) as refused:
+        PromptTemplate.from_file(path)
+    assert str(path) in str(refused.value)
+
+
+def test_a_template_that_ignores_the_thread_makes_no_dataset(tmp_path: Path) -> None:
+    import polars as pl
+
+    from void_pipeline.lib.curate.dataset import build_examples
+
+    path = tmp_path / "constant.j2"
+    path.write_text("{% if mention_text and thread_context %}always the same{% endif %}")
+    replies = [
+        (f"at://did:plc:void/app.bsky.feed.post/r{i}", f"at://did:plc:u{i}/app.bsky.feed.post/p{i}") for i in range(2)
+    ]
+    posts = pl.DataFrame({"uri": [r for r, _ in replies], "text_norm": ["an answer", "another answer"],
+                          "created_at": [datetime(2025, 1, 1, tzinfo=UTC)] * 2, "reply_parent_uri": [p for _, p in replies],
+                          "reply_root_uri": [p for _, p in replies]})  # fmt: skip
+    ancestors = [[{"uri": p, "author_did": p.split("/")[2], "author_handle": f"u{i}.test", "text": f"question {i}",
+                   "available": True}] for i, (_, p) in enumerate(replies)]  # fmt: skip
+    context = pl.DataFrame({"uri": [r for r, _ in replies], "ancestors": ancestors})
+    with pytest.raises(ValueError, match="renders the same prompt for all 2 examples of 2 threads"):
+        build_examples(posts, context, PromptTemplate.from_file(path), "did:plc:void", "void.test")
     with pytest.raises(ValueError, match="does not exist"):
-        PromptTemplate.from_file(tmp_path / "missing.j2")
+        PromptTemplate.from_file(tmp_path / "missing.txt")
 
 
 @pytest.mark.parametrize(
@@ -89,12 +226,3 @@ def test_template_errors_name_the_problem(tmp_path: Path) -> None:
 )
 def test_reply_tool_arguments_are_checked(arguments: object, valid: bool) -> None:
     assert (reply_call_errors(arguments) == []) is valid
-
-
-def test_the_yaml_post_data_parses_back_to_the_thread() -> None:
-    import yaml
-
-    text = render_mention(THREAD, PromptTemplate.from_file())
-    posts = yaml.safe_load(text.split("```yaml\n", 1)[1].split("```", 1)[0])["posts"]
-    assert [p["uri"] for p in posts] == [t.uri for t in THREAD]
-    assert posts[-1]["text"] == THREAD[-1].text and posts[2]["unavailable"] == "deleted"

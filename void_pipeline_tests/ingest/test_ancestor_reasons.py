@@ -3,6 +3,7 @@ devnet, with an account of the test's own (deactivated) so the other tests' data
 
 from __future__ import annotations
 
+import json
 import secrets
 from pathlib import Path
 
@@ -62,3 +63,54 @@ def test_every_reason_an_ancestor_is_missing_and_the_getrecord_fallback(
         never: "deleted",  # a record key that never existed reads the same as a deleted one
     }
     assert fetcher.stats.get_posts_calls >= 1 and fetcher.stats.get_record_calls == len(real) + 5
+
+
+def test_thread_context_keeps_display_names_and_the_record_the_handler_shows(
+    devnet: DevnetInfo, tmp_path: Path
+) -> None:
+    """getPosts' author.displayName and the record itself (facets) are kept for the handler-profile prompt; the
+    agent's own name comes from its profile record."""
+    from void_pipeline.lib.ingest.agent import profile_display_name
+
+    assert devnet.appview_url
+    pds = devnet.pds[0]
+    with ResilientHttp() as http:
+        client = XrpcClient(pds.url, client=http)
+        handle = f"named{secrets.token_hex(3)}{pds.handle_domain}"
+        session = client.procedure(
+            "com.atproto.server.createAccount",
+            {"handle": handle, "email": f"{handle}@devnet.test", "password": secrets.token_hex(12)},
+        )
+        token, did = session["accessJwt"], session["did"]
+        profile = {"$type": "app.bsky.actor.profile", "displayName": "Ada Lovelace"}
+        client.procedure(
+            "com.atproto.repo.putRecord",
+            {"repo": did, "collection": "app.bsky.actor.profile", "rkey": "self", "record": profile},
+            token=token,
+        )
+        facet = {
+            "index": {"byteStart": 0, "byteEnd": 4},
+            "features": [{"$type": "app.bsky.richtext.facet#tag", "tag": "t"}],
+        }
+        record = {
+            "$type": "app.bsky.feed.post",
+            "text": "#tag me",
+            "createdAt": "2026-11-30T00:00:00Z",
+            "facets": [facet],
+        }
+        uri = client.procedure(
+            "com.atproto.repo.createRecord",
+            {"repo": did, "collection": "app.bsky.feed.post", "record": record},
+            token=token,
+        )["uri"]
+        resolver = IdentityResolver(http, devnet.plc_url)
+        fetcher = AncestorFetcher(http, devnet.appview_url, resolver, PostCache(tmp_path / "cache.jsonl"))
+        fetcher.ensure([uri])
+        assert profile_display_name(http, resolver, did) == "Ada Lovelace"
+    post = fetcher.cache.get(uri)
+    assert post is not None and post.source == "appview" and post.author_display_name == "Ada Lovelace"
+    assert post.record_json is not None and json.loads(post.record_json)["facets"] == [facet]
+    reread = PostCache(tmp_path / "cache.jsonl").get(uri)  # the cache keeps both across runs
+    assert (
+        reread is not None and reread.author_display_name == "Ada Lovelace" and reread.record_json == post.record_json
+    )

@@ -21,11 +21,11 @@ from typing import Any, Literal
 import orjson
 import polars as pl
 
+from void_pipeline.lib.curate.handler import ThreadPost
 from void_pipeline.lib.curate.prompt import (
     REPLY_TOOL,
     REPLY_TOOL_NAME,
     PromptTemplate,
-    ThreadPost,
     render_mention,
     reply_call_errors,
 )
@@ -123,6 +123,12 @@ def build_examples(
         )
         stats.turns += 1
         stats.posts_in_turns += len(chain)
+    threads = {e["root_uri"] for e in examples}
+    if len(threads) > 1 and len({e["prompt"] for e in examples}) == 1:
+        raise ValueError(
+            f"prompt template {template.name} renders the same prompt for all {len(examples)} examples of "
+            f"{len(threads)} threads: it must show each thread (mention_text, thread_context)"
+        )
     columns: dict[str, Any] = {name: [e[name] for e in examples] for name in EXAMPLE_SCHEMA if name != "calls"}
     # The list column is built from a flat column (polars converts nested Python lists one row at a time).
     flat = pl.DataFrame(
@@ -150,6 +156,9 @@ def _thread_post(ancestor: dict[str, Any]) -> ThreadPost:
         created_at=ancestor.get("created_at"),
         available=bool(ancestor.get("available")),
         reason=ancestor.get("reason"),
+        display_name=ancestor.get("author_display_name"),
+        cid=ancestor.get("cid"),
+        record_json=ancestor.get("record_json"),
     )
 
 

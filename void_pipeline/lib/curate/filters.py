@@ -25,9 +25,19 @@ LOOP_KEYWORDS = (
     "initiative",
     "proficiency bonus",
 )
-ABILITY = re.compile(r"\b(STR|DEX|CON|INT|WIS|CHA)\b\s*[:=]?\s*\(?[+-]?\d{1,2}\b")
-ARMOR_CLASS = re.compile(r"\bAC\s*[:=]?\s*\d{1,2}\b")
-HIT_POINTS = re.compile(r"\bHP\s*[:=]?\s*\d{1,3}\b")
+# Ability scores in any case, abbreviated or spelled out ("Str 8", "DEX: 14", "Wisdom 12"), each with a number.
+ABILITY_NAMES = {
+    "STR": "str(?:ength)?",
+    "DEX": "dex(?:terity)?",
+    "CON": "con(?:stitution)?",
+    "INT": "int(?:elligence)?",
+    "WIS": "wis(?:dom)?",
+    "CHA": "cha(?:risma)?",
+}
+SCORE = r"\b\s*[:=]?\s*\(?[+-]?\d{1,2}\b"
+ABILITY = {name: re.compile(rf"(?i)\b{spelled}{SCORE}") for name, spelled in ABILITY_NAMES.items()}
+ARMOR_CLASS = re.compile(r"(?i)\b(?:AC|armou?r class)\s*[:=]?\s*\d{1,2}\b")
+HIT_POINTS = re.compile(r"(?i)\b(?:HP|hit points)\s*[:=]?\s*\d{1,3}\b")
 SPACES = re.compile(r"[^\S\n]+")
 BLANK_LINES = re.compile(r"\n{3,}")
 
@@ -59,7 +69,7 @@ class LoopDetector:
         if len(hits) >= self.min_keywords:
             return "keywords: " + ", ".join(hits)
         if self.stat_blocks:
-            abilities = {m.group(1) for m in ABILITY.finditer(text)}
+            abilities = {name for name, pattern in ABILITY.items() if pattern.search(text)}
             if len(abilities) >= 3:
                 return "stat block: " + " ".join(sorted(abilities))
             if ARMOR_CLASS.search(text) and HIT_POINTS.search(text):
@@ -103,10 +113,7 @@ def loop_expr(detector: LoopDetector, column: str = "text_norm") -> pl.Expr:
     is_loop = keyword_hits >= detector.min_keywords
     if detector.stat_blocks:
         abilities = pl.sum_horizontal(
-            [
-                pl.col(column).str.contains(rf"\b{a}\b\s*[:=]?\s*\(?[+-]?\d{{1,2}}\b").cast(pl.Int32)
-                for a in ("STR", "DEX", "CON", "INT", "WIS", "CHA")
-            ]
+            [pl.col(column).str.contains(pattern.pattern).cast(pl.Int32) for pattern in ABILITY.values()]
         )
         ac_hp = pl.col(column).str.contains(ARMOR_CLASS.pattern) & pl.col(column).str.contains(HIT_POINTS.pattern)
         is_loop = is_loop | (abilities >= 3) | ac_hp

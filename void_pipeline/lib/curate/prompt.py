@@ -1,21 +1,33 @@
 """The handler's mention prompt, rendered from a thread. One renderer for training data and for serving.
 
-The template is a Jinja2 file (default ``void_pipeline/prompts/mention.j2``); an operator replaces it with the
-handler's own. Variables: ``author_handle``, ``author_display_name``, ``post_text`` (the most recent post, the
-one being answered), ``thread_tree`` (an indented tree view, root first) and ``thread_yaml`` (full post data).
+The template is a file an operator can replace with the handler's own, in either syntax: the handler's Python
+format string (``{author_handle}``), or Jinja2 (``{{ author_handle }}``, chosen when the file holds ``{{`` or
+``{%``). Variables (the handler's names, lib/curate/handler.py builds them as the handler does):
+
+    author_handle      the mention's author                 mention_text      the post being answered
+    author_name        their display name, or the handle    thread_context    the thread as the handler's YAML
+    yaml_thread_data   the same YAML (newer handler name)   tree_view         an indented tree of the thread
+
+A template that names another placeholder, shows no mention text or no thread, is an error naming the file; the
+default (``void_pipeline/prompts/mention.txt``) has the handler's structure in words of our own. One trailing
+newline of the file is dropped (editors add one; the handler's prompt has none).
 """
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
+import string
 from pathlib import Path
 from typing import Any
 
 import jinja2
-import orjson
+import jinja2.meta
 
-DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "prompts" / "mention.j2"
+from void_pipeline.lib.curate.handler import ThreadPost, thread_yaml, tree_view
+
+DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "prompts" / "mention.txt"
+VARIABLES = ("author_handle", "author_name", "mention_text", "thread_context", "yaml_thread_data", "tree_view")
+THREAD_VARIABLES = ("thread_context", "yaml_thread_data", "tree_view")
+
 REPLY_TOOL_NAME = "add_post_to_bluesky_reply_thread"
 MAX_POST_CHARS = 300
 REPLY_TOOL: dict[str, Any] = {
@@ -40,33 +52,44 @@ TOOL_DESCRIPTION = (
 )
 
 
-@dataclass(frozen=True)
-class ThreadPost:
-    uri: str
-    author_handle: str | None
-    author_did: str | None
-    text: str | None
-    created_at: str | None
-    available: bool = True
-    reason: str | None = None
-    display_name: str | None = None
-
-    @property
-    def who(self) -> str:
-        return f"@{self.author_handle}" if self.author_handle else (self.author_did or "unknown")
-
-
 class PromptTemplate:
+    """A mention prompt template, checked when loaded: known placeholders only, the mention text and the thread
+    both shown."""
+
     def __init__(self, source: str, name: str = "template") -> None:
-        environment = jinja2.Environment(
-            undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
-        )
-        try:
-            self._template = environment.from_string(source)
-        except jinja2.TemplateSyntaxError as err:
-            raise ValueError(f"prompt template {name} line {err.lineno}: {err.message}") from err
         self.name = name
-        self.source = source
+        self.source = source.removesuffix("\n")
+        self.syntax = "jinja2" if "{{" in source or "{%" in source else "format"
+        if self.syntax == "jinja2":
+            environment = jinja2.Environment(
+                undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
+            )
+            try:
+                parsed = environment.parse(self.source)
+                self._jinja = environment.from_string(self.source)
+            except jinja2.TemplateSyntaxError as err:
+                raise ValueError(f"prompt template {name} line {err.lineno}: {err.message}") from err
+            used = set(jinja2.meta.find_undeclared_variables(parsed))
+        else:
+            try:
+                fields = [field for _, field, _, _ in string.Formatter().parse(self.source) if field is not None]
+            except ValueError as err:  # a lone { or }
+                raise ValueError(f"prompt template {name}: {err} (write a literal brace as {{{{ or }}}})") from err
+            if "" in fields or any(f.isdigit() for f in fields):
+                raise ValueError(
+                    f"prompt template {name}: positional placeholder {{}}: name one of {', '.join(VARIABLES)}"
+                )
+            used = set(fields)
+        unknown = sorted(used - set(VARIABLES))
+        if unknown:
+            raise ValueError(
+                f"prompt template {name}: unknown placeholder {', '.join(unknown)} (known: {', '.join(VARIABLES)})"
+            )
+        if "mention_text" not in used:
+            raise ValueError(f"prompt template {name} never shows the mention text (mention_text)")
+        if not used & set(THREAD_VARIABLES):
+            raise ValueError(f"prompt template {name} never shows the thread ({' or '.join(THREAD_VARIABLES)})")
+        self.used = used
 
     @classmethod
     def from_file(cls, path: str | Path | None = None) -> PromptTemplate:
@@ -76,67 +99,37 @@ class PromptTemplate:
         return cls(path.read_text(), str(path))
 
     def render(self, **variables: Any) -> str:
+        if self.syntax == "format":
+            return self.source.format(**variables)
         try:
             # A shared context skips merging the environment's globals into every render (most of the cost
             # when rendering tens of thousands of prompts); the template sees exactly ``variables``.
-            context = self._template.new_context(variables, shared=True)
-            return "".join(self._template.root_render_func(context)).strip()
+            context = self._jinja.new_context(variables, shared=True)
+            return "".join(self._jinja.root_render_func(context))
         except jinja2.UndefinedError as err:
             raise ValueError(f"prompt template {self.name}: {err.message}") from err
 
 
-@functools.lru_cache(maxsize=400_000)
-def tree_line(post: ThreadPost, depth: int, last: bool) -> str:
-    text = " ".join((post.text or "").split()) if post.available else f"[unavailable: {post.reason}]"
-    return f"{'   ' * depth}└─ {post.who}: {text}{'  ← most recent' if last else ''}"
-
-
-def thread_tree(thread: list[ThreadPost]) -> str:
-    """An indented tree view, root first; lines are cached (a thread's posts recur in every reply of it)."""
-    return "\n".join(tree_line(post, depth, depth == len(thread) - 1) for depth, post in enumerate(thread))
-
-
-def yaml_scalar(value: str | None) -> str:
-    """A YAML scalar that always parses back to ``value``: null, or a double-quoted (JSON-escaped) string."""
-    return "null" if value is None else orjson.dumps(value).decode()
-
-
-@functools.lru_cache(maxsize=200_000)
-def post_yaml(post: ThreadPost) -> str:
-    """One post as a YAML list item. Cached: a thread's posts recur in every reply of that thread."""
-    lines = [
-        f"- uri: {yaml_scalar(post.uri)}",
-        "  author:",
-        f"    handle: {yaml_scalar(post.author_handle)}",
-        f"    did: {yaml_scalar(post.author_did)}",
-    ]
-    if post.display_name:
-        lines.append(f"    display_name: {yaml_scalar(post.display_name)}")
-    if post.available:
-        lines.append(f"  text: {yaml_scalar(post.text)}")
-        lines.append(f"  created_at: {yaml_scalar(post.created_at)}")
-    else:
-        lines.append(f"  unavailable: {yaml_scalar(post.reason)}")
-    return "\n".join(lines)
-
-
-def thread_yaml(thread: list[ThreadPost]) -> str:
-    """Full post data as YAML (written directly: a YAML library costs milliseconds per thread)."""
-    return "posts:\n" + "\n".join(post_yaml(post) for post in thread)
+def mention_variables(thread: list[ThreadPost], with_tree: bool = True) -> dict[str, str]:
+    """What the handler fills in for answering ``thread[-1]`` (the mention), ``thread`` root first."""
+    if not thread:
+        raise ValueError("a mention prompt needs at least the post being answered")
+    mention = thread[-1]
+    handle = mention.author_handle or mention.author_did or "unknown"
+    data = thread_yaml(thread)
+    return {
+        "author_handle": handle,
+        "author_name": mention.display_name or handle,
+        "mention_text": mention.text or "",
+        "thread_context": data,
+        "yaml_thread_data": data,
+        "tree_view": tree_view(thread) if with_tree else "",
+    }
 
 
 def render_mention(thread: list[ThreadPost], template: PromptTemplate) -> str:
     """The prompt for answering ``thread[-1]`` (the mention), with ``thread`` root first."""
-    if not thread:
-        raise ValueError("a mention prompt needs at least the post being answered")
-    mention = thread[-1]
-    return template.render(
-        author_handle=mention.author_handle or mention.author_did or "unknown",
-        author_display_name=mention.display_name or "",
-        post_text=mention.text if mention.available else f"[unavailable: {mention.reason}]",
-        thread_tree=thread_tree(thread),
-        thread_yaml=thread_yaml(thread),
-    )
+    return template.render(**mention_variables(thread, with_tree="tree_view" in template.used))
 
 
 def reply_call_errors(arguments: Any) -> list[str]:

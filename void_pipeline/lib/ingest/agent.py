@@ -17,9 +17,9 @@ from void_pipeline.lib.ingest.export import (
     repo_collections,
     unknown_collection_warnings,
 )
-from void_pipeline.lib.ingest.identity import IdentityResolver
+from void_pipeline.lib.ingest.identity import IdentityError, IdentityResolver
 from void_pipeline.lib.ingest.records import POST, require_collection
-from void_pipeline.lib.ingest.resilience import ResilientHttp
+from void_pipeline.lib.ingest.resilience import ResilientHttp, TransportFailure
 from void_pipeline.lib.ingest.threads import (
     AncestorFetcher,
     FetchStats,
@@ -27,7 +27,7 @@ from void_pipeline.lib.ingest.threads import (
     build_thread_context,
     own_posts_from_rows,
 )
-from void_pipeline.lib.ingest.xrpc import XrpcClient
+from void_pipeline.lib.ingest.xrpc import XrpcClient, XrpcError
 from void_pipeline.lib.layout import AgentLayout, AgentRecord, IngestPaths
 
 
@@ -120,7 +120,8 @@ def _write_thread_context(
     before = len(cache)
     log(f"[threads] {replies.height:,} replies; post cache holds {before:,} posts from earlier runs")
     fetcher = AncestorFetcher(http, appview_url, resolver, cache, concurrency, log)
-    frame = build_thread_context(replies, own_posts_from_rows(posts, agent_handle), fetcher)
+    name = profile_display_name(http, resolver, str(posts["did"][0])) if posts.height else None
+    frame = build_thread_context(replies, own_posts_from_rows(posts, agent_handle, name), fetcher)
     write_parquet_atomic(frame, paths.thread_context)
     return ThreadContextRun(frame, fetcher.stats, replies.height, before, len(cache))
 
@@ -136,3 +137,14 @@ def record_agent(layout: AgentLayout, did: str, handle: str | None, pds_url: str
         f"agent {layout.name!r} now resolves to {did} (was {before.did}, handle {before.handle}): "
         "its export is refreshed in full; curate and train again to follow"
     )
+
+
+def profile_display_name(http: ResilientHttp, resolver: IdentityResolver, did: str) -> str | None:
+    """The display name in an account's profile record (``app.bsky.actor.profile/self``), or None without one."""
+    try:
+        pds = XrpcClient(resolver.identity(did).pds_url, client=http)
+        value = pds.query("com.atproto.repo.getRecord", repo=did, collection="app.bsky.actor.profile", rkey="self")
+    except (XrpcError, TransportFailure, IdentityError):
+        return None
+    name = (value.get("value") or {}).get("displayName") if isinstance(value, dict) else None
+    return name if isinstance(name, str) and name.strip() else None

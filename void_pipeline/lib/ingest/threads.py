@@ -44,6 +44,8 @@ ANCESTOR_STRUCT = pl.Struct(
         "available": pl.Boolean(),
         "reason": pl.String(),
         "source": pl.String(),
+        "author_display_name": pl.String(),
+        "record_json": pl.String(),
     }
 )
 THREAD_SCHEMA: dict[str, pl.DataType] = {
@@ -70,6 +72,8 @@ class Post:
     available: bool
     reason: str | None
     source: str  # export | appview | pds | none
+    author_display_name: str | None = None  # from getPosts' author view (the agent's: its profile)
+    record_json: str | None = None  # the record itself (facets, embeds): what the handler's thread YAML shows
 
     def ancestor(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in ANCESTOR_STRUCT.fields}
@@ -84,7 +88,15 @@ def did_of(uri: str) -> str | None:
     return parts[0] if uri.startswith("at://") and len(parts) == 3 and parts[0].startswith("did:") else None
 
 
-def post_from_record(uri: str, cid: str | None, value: Any, did: str, handle: str | None, source: str) -> Post:
+def post_from_record(
+    uri: str,
+    cid: str | None,
+    value: Any,
+    did: str,
+    handle: str | None,
+    source: str,
+    display_name: str | None = None,
+) -> Post:
     record: dict[str, Any] = value if isinstance(value, dict) else {}
     reply: dict[str, Any] = record["reply"] if isinstance(record.get("reply"), dict) else {}
     parent: dict[str, Any] = reply["parent"] if isinstance(reply.get("parent"), dict) else {}
@@ -102,6 +114,8 @@ def post_from_record(uri: str, cid: str | None, value: Any, did: str, handle: st
         available=True,
         reason=None,
         source=source,
+        author_display_name=display_name if isinstance(display_name, str) and display_name.strip() else None,
+        record_json=json.dumps(record, ensure_ascii=False, sort_keys=True) if record else None,
     )
 
 
@@ -229,7 +243,13 @@ class AncestorFetcher:
             if uri in wanted and isinstance(author.get("did"), str):
                 posts.append(
                     post_from_record(
-                        uri, view.get("cid"), view.get("record"), author["did"], author.get("handle"), "appview"
+                        uri,
+                        view.get("cid"),
+                        view.get("record"),
+                        author["did"],
+                        author.get("handle"),
+                        "appview",
+                        author.get("displayName"),
                     )
                 )
         self.cache.add(posts)
@@ -354,12 +374,11 @@ def build_thread_context(
     return pl.DataFrame(rows, schema=THREAD_SCHEMA) if rows else pl.DataFrame(schema=THREAD_SCHEMA)
 
 
-def own_posts_from_rows(rows: pl.DataFrame, handle: str | None) -> dict[str, Post]:
+def own_posts_from_rows(rows: pl.DataFrame, handle: str | None, display_name: str | None = None) -> dict[str, Post]:
     """The agent's exported posts (RAW_SCHEMA rows) as known ancestors: no need to fetch them."""
     posts = {}
-    for row in rows.select("uri", "cid", "did", "text", "created_at", "reply_parent_uri", "reply_root_uri").iter_rows(
-        named=True
-    ):
+    columns = ("uri", "cid", "did", "text", "created_at", "reply_parent_uri", "reply_root_uri", "raw_json")
+    for row in rows.select(columns).iter_rows(named=True):
         posts[row["uri"]] = Post(
             uri=row["uri"],
             cid=row["cid"],
@@ -372,5 +391,7 @@ def own_posts_from_rows(rows: pl.DataFrame, handle: str | None) -> dict[str, Pos
             available=True,
             reason=None,
             source="export",
+            author_display_name=display_name,
+            record_json=row["raw_json"],
         )
     return posts

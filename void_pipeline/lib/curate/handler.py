@@ -1,0 +1,183 @@
+"""The thread as void's handler shows it to the model: the handler profile of the prompt renderer.
+
+Matched: letta-ai/example-social-agent, ``bsky.py`` at e7a2a05 (``process_mention``: ``getPostThread`` with
+``parent_height`` 40, the prompt's variables) and ``bsky_utils.py`` at 652ffad (``thread_to_yaml_string``). What
+that handler does, and what this module does the same way with its own code:
+
+- the thread is the mention and its parents, root first (no replies below it); a parent the AppView cannot show
+  (not found, blocked) ends the chain there, and at most 40 parents are shown;
+- each post is an ``app.bsky.feed.defs#postView`` parsed into the ``atproto`` SDK's models, turned into plain data
+  by the models' attributes (snake_case names), then pruned: the fields in ``HANDLER_STRIPS`` and pydantic
+  internals go at every depth, and so does every value left empty (None, ``{}``, ``[]``, blank text) — except
+  items of a list, where only None is dropped;
+- ``yaml.dump`` with ``indent=2``, ``allow_unicode=True``, ``default_flow_style=False`` (keys sorted, PyYAML's
+  default) of ``{"posts": [...]}``: the prompt's ``thread_context`` (with its final newline);
+- ``author_name`` is the mention author's display name, or the handle when there is none.
+
+Training posts come from thread context (text, facets, embeds as the record holds them, author handle and display
+name); the hydrated ``embed`` view and counts the AppView adds at serving time are not in the history, and the
+handler strips the counts anyway.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from atproto_client import models
+from atproto_client.models.utils import get_or_create
+from pydantic import BaseModel
+
+
+@dataclass(frozen=True)
+class ThreadPost:
+    """One post of a thread as thread context keeps it (hashable: renders are cached per post)."""
+
+    uri: str
+    author_handle: str | None
+    author_did: str | None
+    text: str | None
+    created_at: str | None
+    available: bool = True
+    reason: str | None = None
+    display_name: str | None = None
+    cid: str | None = None
+    record_json: str | None = None  # the record as its repo holds it (facets, embeds), when known
+
+
+HANDLER_VERSION = "letta-ai/example-social-agent bsky.py@e7a2a05, bsky_utils.py@652ffad"
+PARENT_HEIGHT = 40  # getPostThread's parent_height in the handler
+# The fields the handler removes from every level of a post (its STRIP_FIELDS), as a set of names.
+HANDLER_STRIPS = frozenset(
+    [
+        "cid",
+        "rev",
+        "uri",
+        "langs",
+        "threadgate",
+        "py_type",
+        "labels",
+        "avatar",
+        "viewer",
+        "indexed_at",
+        "tags",
+        "associated",
+        "thread_context",
+        "aspect_ratio",
+        "thumb",
+        "fullsize",
+        "root",
+        "created_at",
+        "verification",
+        "like_count",
+        "quote_count",
+        "reply_count",
+        "repost_count",
+        "embedding_disabled",
+        "thread_muted",
+        "reply_disabled",
+        "pinned",
+        "like",
+        "repost",
+        "blocked_by",
+        "blocking",
+        "blocking_by_list",
+        "followed_by",
+        "following",
+        "known_followers",
+        "muted",
+        "muted_by_list",
+        "root_author_like",
+        "entities",
+        "ref",
+        "mime_type",
+        "size",
+    ]
+)
+
+
+def visible_thread(thread: Sequence[ThreadPost]) -> list[ThreadPost]:
+    """What ``getPostThread(parent_height=40)`` lets the handler see of ``thread`` (root first, the mention last):
+    the posts after the last one that cannot be shown, at most 40 parents."""
+    start = max((i + 1 for i, post in enumerate(thread) if not post.available), default=0)
+    shown = list(thread[start:])
+    return shown[-(PARENT_HEIGHT + 1) :]
+
+
+def post_view(post: ThreadPost) -> models.AppBskyFeedDefs.PostView:
+    """The post as the AppView would describe it, parsed by the SDK as the handler's client parses it."""
+    record: dict[str, Any] = json.loads(post.record_json) if post.record_json else {}
+    record.setdefault("$type", "app.bsky.feed.post")
+    record.setdefault("text", post.text or "")
+    record.setdefault("createdAt", post.created_at or "")
+    author: dict[str, Any] = {"did": post.author_did or "", "handle": post.author_handle or "handle.invalid"}
+    if post.display_name:
+        author["displayName"] = post.display_name
+    view = {
+        "uri": post.uri,
+        "cid": post.cid or "",
+        "author": author,
+        "record": record,
+        "indexedAt": post.created_at or "",
+    }
+    parsed: models.AppBskyFeedDefs.PostView = get_or_create(view, models.AppBskyFeedDefs.PostView)
+    return parsed
+
+
+def plain(value: Any) -> Any:
+    """SDK models as nested dicts of their attributes; lists and dicts walked; other non-basic values as text."""
+    if isinstance(value, BaseModel) or hasattr(value, "__dict__"):
+        return plain(vars(value))
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain(item) for item in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value == {} or value == [] or (isinstance(value, str) and not value.strip())
+
+
+def pruned(value: Any) -> Any:
+    """Without the handler's stripped fields and pydantic internals, and without what that leaves empty."""
+    if isinstance(value, dict):
+        kept = {k: pruned(v) for k, v in value.items() if k not in HANDLER_STRIPS and not k.startswith("__")}
+        return {k: v for k, v in kept.items() if not _empty(v)}
+    if isinstance(value, list):
+        return [item for item in (pruned(v) for v in value) if item is not None]
+    return value
+
+
+@functools.lru_cache(maxsize=200_000)
+def post_item(post: ThreadPost) -> str:
+    """One post's YAML list item. A thread's posts recur in every reply of it: each is dumped once."""
+    data = pruned(plain(post_view(post)))
+    dumped: str = yaml.dump([data], indent=2, allow_unicode=True, default_flow_style=False)
+    return dumped
+
+
+def thread_yaml(thread: Sequence[ThreadPost]) -> str:
+    """``yaml.dump({"posts": [...]})`` of the visible thread, from per-post items (PyYAML writes a mapping's block
+    sequence without indenting it, so the items are the same text either way; a test holds both equal)."""
+    posts = visible_thread(thread)
+    if not posts:
+        return "posts: []\n"
+    return "posts:\n" + "".join(post_item(post) for post in posts)
+
+
+def tree_view(thread: Sequence[ThreadPost]) -> str:
+    """An indented tree of the visible thread, root first (our own drawing, for templates that show one)."""
+    lines = []
+    for depth, post in enumerate(visible_thread(thread)):
+        name = f"@{post.author_handle}" if post.author_handle else (post.author_did or "unknown")
+        if post.display_name:
+            name += f" ({post.display_name})"
+        lines.append(f"{'  ' * depth}└─ {name}: {' '.join((post.text or '').split())}")
+    return "\n".join(lines)
