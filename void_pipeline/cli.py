@@ -1,6 +1,8 @@
 """``python -m void_pipeline``: the pipeline's own commands, without Dagster.
 
 python -m void_pipeline export ACTOR     export an agent's repo and thread context to Parquet
+python -m void_pipeline prompt --thread FILE | --uri AT_URI [--template FILE]
+                                         the prompt the model gets for that thread (the handler's rendering)
 
 The local AT Protocol world and the demo are the test world's: ``python -m void_pipeline.testworld --help``.
 """
@@ -14,12 +16,15 @@ import sys
 from pathlib import Path
 
 from void_pipeline.lib import paths
+from void_pipeline.lib.curate.handler import PARENT_HEIGHT, thread_from_response
+from void_pipeline.lib.curate.prompt import PromptTemplate, render_mention
 from void_pipeline.lib.files import Busy, write_text_atomic
 from void_pipeline.lib.ingest.agent import ingest_agent
 from void_pipeline.lib.ingest.export import CorruptState, ExportOptions
 from void_pipeline.lib.ingest.identity import IdentityError, actor_syntax_error
 from void_pipeline.lib.ingest.records import DEFAULT_COLLECTIONS, collection_error
 from void_pipeline.lib.ingest.resilience import DEFAULT_LIMITS, HostLimit, ResilientHttp, TransportFailure
+from void_pipeline.lib.ingest.xrpc import XrpcClient, XrpcError
 from void_pipeline.lib.layout import DataLayout, agent_name_error, default_agent_name
 
 TEST_WORLD_COMMANDS = ("devnet", "demo")
@@ -96,6 +101,26 @@ def export_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def prompt_command(args: argparse.Namespace) -> int:
+    """Print the rendered mention prompt for one thread: a getPostThread response from a file or the AppView."""
+    if (args.thread is None) == (args.uri is None):
+        raise UsageError("give exactly one of --thread FILE and --uri AT_URI")
+    template = PromptTemplate.from_file(args.template)
+    if args.thread is not None:
+        try:
+            response = json.loads(Path(args.thread).read_text())
+        except FileNotFoundError as err:
+            raise UsageError(f"--thread {args.thread} does not exist") from err
+        except ValueError as err:
+            raise UsageError(f"--thread {args.thread} is not JSON: {err}") from err
+    else:
+        with ResilientHttp() as http:
+            appview = XrpcClient(args.appview_url, client=http)
+            response = appview.query("app.bsky.feed.getPostThread", uri=args.uri, parentHeight=PARENT_HEIGHT, depth=0)
+    sys.stdout.write(render_mention(thread_from_response(response), template) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in TEST_WORLD_COMMANDS:
@@ -128,13 +153,18 @@ def main(argv: list[str] | None = None) -> int:
         help="requests per second to the AppView",
     )
     export.add_argument("--summary-json", type=Path, default=None, help="also write the run's numbers here")
+    prompt = sub.add_parser("prompt", help="print the prompt the model gets for a thread, as the handler renders it")
+    prompt.add_argument("--thread", type=Path, default=None, help="a getPostThread JSON response")
+    prompt.add_argument("--uri", default=None, help="an AT URI: the thread is fetched from the AppView")
+    prompt.add_argument("--appview-url", default="https://public.api.bsky.app")
+    prompt.add_argument("--template", type=Path, default=None, help="the operator's template (default: ours)")
     args = parser.parse_args(argv)
     try:
-        return export_command(args)
+        return prompt_command(args) if args.command == "prompt" else export_command(args)
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except (IdentityError, TransportFailure, CorruptState, Busy) as err:
+    except (IdentityError, TransportFailure, XrpcError, CorruptState, Busy, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except OSError as err:  # a folder that vanished or filled up mid-run: say which, without a traceback

@@ -181,3 +181,43 @@ def tree_view(thread: Sequence[ThreadPost]) -> str:
             name += f" ({post.display_name})"
         lines.append(f"{'  ' * depth}└─ {name}: {' '.join((post.text or '').split())}")
     return "\n".join(lines)
+
+
+def thread_from_response(response: dict[str, Any]) -> list[ThreadPost]:
+    """A ``app.bsky.feed.getPostThread`` response as the thread to render, root first, the requested post last.
+    Checked against the SDK's models; a parent that cannot be shown (not found, blocked) stays as an unavailable
+    post and ends the chain, as it does for the handler. ValueError for anything else."""
+    try:
+        get_or_create(response, models.AppBskyFeedGetPostThread.Response)
+    except Exception as err:  # the SDK raises pydantic's and its own errors: one clear message
+        raise ValueError(f"not a getPostThread response: {str(err).splitlines()[0]}") from err
+    node: Any = response.get("thread")
+    chain: list[ThreadPost] = []
+    while isinstance(node, dict):
+        kind = str(node.get("$type", ""))
+        view = node.get("post")
+        if not kind.endswith("#threadViewPost") or not isinstance(view, dict):
+            chain.append(ThreadPost(str(node.get("uri", "")), None, None, None, None, False, thread_gap(kind)))
+            break
+        record: dict[str, Any] = view["record"] if isinstance(view.get("record"), dict) else {}
+        author = view.get("author") or {}
+        chain.append(
+            ThreadPost(
+                uri=str(view.get("uri")),
+                author_handle=author.get("handle"),
+                author_did=author.get("did"),
+                text=record.get("text"),
+                created_at=record.get("createdAt"),
+                display_name=author.get("displayName"),
+                cid=view.get("cid"),
+                record_json=json.dumps(record, ensure_ascii=False, sort_keys=True),
+            )
+        )
+        node = node.get("parent")
+    if not chain or not chain[0].available:
+        raise ValueError("the thread's post itself is not found or blocked: nothing to answer")
+    return chain[::-1]
+
+
+def thread_gap(kind: str) -> str:
+    return "blocked" if kind.endswith("#blockedPost") else "not_found"
