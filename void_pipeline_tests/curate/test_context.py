@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from void_pipeline.defs.curate.assets import DEMO_SNAPSHOT
-from void_pipeline.lib.curate.context import SnapshotError, distilled_window, full_window, load_snapshot, trimmed_window
+from void_pipeline.lib.curate.context import (
+    ContextWindow,
+    SnapshotError,
+    distilled_window,
+    full_window,
+    load_snapshot,
+    trimmed_window,
+)
 from void_pipeline.lib.curate.prompt import TOOL_DESCRIPTION
 from void_pipeline.lib.model import TokenCounter
 from void_pipeline.testworld.corpus import Corpus, record_text
@@ -55,10 +62,81 @@ def test_trimming_stays_under_budget_and_keeps_the_persona(counter: TokenCounter
     full = full_window(snapshot, counter)
     assert window.tokens < full.tokens
     cut = [block for block in snapshot.blocks if report[block.label].status == "cut"]
-    assert cut, "no block was cut at this budget: the paragraph rule below would check nothing"
-    for block in cut:  # a cut block keeps whole paragraphs from its start
+    assert cut, "no block was cut at this budget: the cut rule below would check nothing"
+    for block in cut:  # a cut block keeps its start up to a sentence, line or paragraph end
         kept = window.text.split(f"<{block.label}>\n", 1)[1].split(f"\n</{block.label}>", 1)[0]
-        assert block.text.startswith(kept) and (block.text[len(kept) :].startswith("\n\n"))
+        rest = block.text[len(kept) :]
+        assert block.text.startswith(kept) and rest[:1].isspace()
+        assert kept.rstrip()[-1] in ".!?" or rest.startswith("\n"), kept[-80:]
+    assert_priorities_honoured(window)
+
+
+def assert_priorities_honoured(window: ContextWindow) -> None:
+    """No block keeps more tokens than any block of higher priority lost."""
+    for higher in window.blocks:
+        lost = higher.tokens - higher.tokens_kept
+        if higher.status not in {"cut", "dropped"}:
+            continue
+        for lower in window.blocks:
+            if lower.priority > higher.priority:
+                assert lower.tokens_kept <= lost, (higher, lower)
+
+
+def realistic_snapshot(folder: Path) -> Path:
+    """Blocks shaped like the real ones: four long paragraphs under headings, bullet lines, labels with '/'."""
+    sentence = "The protocol tracks attention across the graph, and every claim needs its evidence."
+    long_paragraph = " ".join([sentence] * 90)  # ~7.5k characters: no paragraph cut fits a small budget
+    protocols = "\n\n".join(f"## Rule {i}\n{long_paragraph}" for i in range(4))
+    persona = "# Who I am\nI am void. " + " ".join(["I observe the network and describe what I see."] * 40)
+    bullets = "\n".join(f"- note {i}: a line without a full stop" for i in range(200))
+    blocks = {
+        "void-persona": (persona, 0),
+        "/note_directory": (bullets, 1),
+        "operational_protocols": (protocols, 2),
+        "/users/atkn_me": ("## Notes\n" + " ".join(["They ask good questions."] * 60), 4),
+        "zeitgeist": ("Short and current.", 5),
+    }
+    (folder / "blocks").mkdir(parents=True)
+    entries = []
+    for i, (label, (text, priority)) in enumerate(blocks.items()):
+        (folder / "blocks" / f"{i}.md").write_text(text)
+        entries.append({"label": label, "file": f"blocks/{i}.md", "priority": priority})
+    (folder / "system.md").write_text("You are void, an agent on Bluesky.")
+    manifest = {"snapshot_date": "2026-02-13", "system_prompt": "system.md", "persona_block": "void-persona"}
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "blocks": entries}))
+    return folder
+
+
+@pytest.mark.parametrize("budget", [1500, 4096, 8192])
+def test_real_shaped_blocks_are_cut_by_sentence_and_line_in_priority_order(
+    counter: TokenCounter, tmp_path: Path, budget: int
+) -> None:
+    snapshot = load_snapshot(realistic_snapshot(tmp_path))
+    window = trimmed_window(snapshot, counter, budget)
+    assert window.tokens <= budget
+    assert_priorities_honoured(window)
+    report = {b.label: b for b in window.blocks}
+    assert report["void-persona"].status in {"kept", "cut"} and report["void-persona"].tokens_kept > 0
+    notes, protocols = report["/note_directory"], report["operational_protocols"]
+    if budget == 1500:  # bullet lines have no sentence end: cut after a line
+        assert notes.status == "cut" and protocols.status == "dropped"
+        body = window.text.split('<block label="/note_directory">\n', 1)[1].split("\n</block>", 1)[0]
+        assert body.endswith("a line without a full stop") and body.count("\n") > 20
+    if budget == 8192:  # the notes fit; the long protocols are cut inside a paragraph, by sentence
+        assert notes.status == "kept" and protocols.status == "cut" and protocols.tokens_kept > 1000
+    for block in snapshot.blocks:
+        if report[block.label].status in {"kept", "cut"}:
+            shown = window.text.split(f'label="{block.label}">\n' if "/" in block.label else f"<{block.label}>\n")[1]
+            body = shown.split("\n</", 1)[0]
+            last = body.rstrip().split("\n")[-1]
+            assert not last.startswith("#") and body.strip() and block.text.startswith(body)
+    assert '<block label="/note_directory">' in window.text  # the real label, in valid markup
+
+
+def test_the_distilled_stub_is_complete_sentences(counter: TokenCounter, tmp_path: Path) -> None:
+    snapshot = load_snapshot(realistic_snapshot(tmp_path))
+    stub = distilled_window(snapshot, counter, TOOL_DESCRIPTION).text.split("\n\n" + TOOL_DESCRIPTION)[0]
+    assert stub.startswith("# Who I am\nI am void.") and stub.endswith(".") and counter.count(stub) <= 160
 
 
 def test_priorities_decide_what_survives(counter: TokenCounter) -> None:

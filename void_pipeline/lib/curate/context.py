@@ -6,13 +6,17 @@ per block. Strategies:
 
 - ``full``: everything, as the agent saw it;
 - ``trimmed``: the system prompt, then blocks by priority while they fit the budget; a block that does not fit
-  whole is cut at a paragraph boundary; the report says what was kept, cut or dropped, in tokens;
-- ``distilled``: a short persona stub and the tool description — the voice is to be learned into the weights.
+  whole is cut at the largest unit that fits (paragraph, sentence, line), never to a bare heading, and a lower
+  priority never keeps more than a higher one lost; the report says what was kept, cut or dropped, in tokens;
+- ``distilled``: a short persona stub in complete sentences and the tool description — the voice is to be
+  learned into the weights.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -86,8 +90,16 @@ def load_snapshot(folder: Path) -> Snapshot:
     return Snapshot(when, system, persona, blocks)
 
 
+XML_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+
 def block_section(label: str, text: str) -> str:
-    return f"<{label}>\n{text}\n</{label}>"
+    """A memory block as the agent sees it: ``<label>`` tags, or for labels that are no valid tag name (``/users/x``)
+    a ``<block label="...">`` element that keeps the label as it is."""
+    if XML_NAME.match(label):
+        return f"<{label}>\n{text}\n</{label}>"
+    quoted = label.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
+    return f'<block label="{quoted}">\n{text}\n</block>'
 
 
 def render(system_prompt: str, sections: list[str]) -> str:
@@ -107,8 +119,52 @@ def full_window(snapshot: Snapshot, counter: TokenCounter) -> ContextWindow:
     return ContextWindow("full", text, counter.count(text), tuple(reports))
 
 
+HEADING = re.compile(r"^\s*(#{1,6}\s.*|\*\*[^*]+\*\*:?|[^.!?]{1,80}:)\s*$")
+SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
+
+
+def without_bare_headings(text: str) -> str:
+    """``text`` without the headings it ends on (a heading with nothing under it says nothing)."""
+    lines = text.rstrip().split("\n")
+    while lines and (not lines[-1].strip() or HEADING.match(lines[-1])):
+        lines.pop()
+    return "\n".join(lines).rstrip()
+
+
+def cut_points(paragraph: str) -> list[int]:
+    """Where ``paragraph`` may be cut, largest unit first: after each sentence, else after each line."""
+    sentences = [m.end() for m in SENTENCE_END.finditer(paragraph)]
+    if sentences:
+        return sentences
+    return [i for i, char in enumerate(paragraph) if char == "\n"]
+
+
+def longest_prefix(text: str, fits: Callable[[str], bool]) -> str:
+    """The longest start of ``text`` that ``fits``: whole paragraphs, then sentences (else lines) of the next one;
+    never ending on a bare heading. Empty when not even one unit fits."""
+    paragraphs = text.split("\n\n")
+    taken: list[str] = []
+    for paragraph in paragraphs:
+        if fits(without_bare_headings("\n\n".join([*taken, paragraph]))):
+            taken.append(paragraph)
+            continue
+        points = cut_points(paragraph)
+        low, high, best = 0, len(points) - 1, ""
+        while low <= high:  # token counts grow with the prefix: the last point that fits, by bisection
+            middle = (low + high) // 2
+            candidate = without_bare_headings("\n\n".join([*taken, paragraph[: points[middle]].rstrip()]))
+            if fits(candidate):
+                best, low = candidate, middle + 1
+            else:
+                high = middle - 1
+        return best or without_bare_headings("\n\n".join(taken))
+    return without_bare_headings("\n\n".join(taken))
+
+
 def trimmed_window(snapshot: Snapshot, counter: TokenCounter, budget_tokens: int) -> ContextWindow:
-    """Keep blocks by priority (ties: manifest order) within ``budget_tokens``; cut at paragraph boundaries.
+    """Keep blocks by priority (ties: snapshot order) within ``budget_tokens``. A block that does not fit whole is
+    cut at the largest unit that fits (paragraphs, then sentences, then lines), never to a bare heading; a block of
+    lower priority never keeps more tokens than a higher-priority one lost.
 
     Every decision counts the whole rendered window (wrappers and token merges across boundaries included),
     so the result is within budget by construction.
@@ -124,6 +180,7 @@ def trimmed_window(snapshot: Snapshot, counter: TokenCounter, budget_tokens: int
         return counter.count(render(snapshot.system_prompt, sections))
 
     reports: dict[str, BlockReport] = {}
+    least_lost: int | None = None  # the fewest tokens any higher-priority block lost so far
     order = sorted(range(len(snapshot.blocks)), key=lambda i: (snapshot.blocks[i].priority, i))
     for index in order:
         block = snapshot.blocks[index]
@@ -131,21 +188,22 @@ def trimmed_window(snapshot: Snapshot, counter: TokenCounter, budget_tokens: int
             reports[block.label] = BlockReport(block.label, block.priority, 0, 0, 0, "empty")
             continue
         whole = counter.count(block_section(block.label, block.text))
-        if cost(block.label, block.text) <= budget_tokens:
-            kept[block.label] = block.text
-            reports[block.label] = BlockReport(block.label, block.priority, len(block.text), whole, whole, "kept")
-            continue
-        taken: list[str] = []
-        for paragraph in block.text.split("\n\n"):
-            if cost(block.label, "\n\n".join([*taken, paragraph])) > budget_tokens:
-                break
-            taken.append(paragraph)
-        if taken:
-            kept[block.label] = "\n\n".join(taken)
-            part = counter.count(block_section(block.label, kept[block.label]))
-            reports[block.label] = BlockReport(block.label, block.priority, len(block.text), whole, part, "cut")
-        else:
-            reports[block.label] = BlockReport(block.label, block.priority, len(block.text), whole, 0, "dropped")
+
+        def fits(text: str, label: str = block.label, cap: int | None = least_lost) -> bool:
+            if not text:
+                return False
+            within_priority = cap is None or counter.count(block_section(label, text)) <= cap
+            return within_priority and cost(label, text) <= budget_tokens
+
+        text = block.text if fits(block.text) else longest_prefix(block.text, fits)
+        part = counter.count(block_section(block.label, text)) if text else 0
+        status: Literal["kept", "cut", "dropped"] = "kept" if text == block.text else "cut" if text else "dropped"
+        if text:
+            kept[block.label] = text
+        if status != "kept":
+            lost = whole - part
+            least_lost = lost if least_lost is None else min(least_lost, lost)
+        reports[block.label] = BlockReport(block.label, block.priority, len(block.text), whole, part, status)
     sections = [block_section(b.label, kept[b.label]) for b in snapshot.blocks if b.label in kept]
     text = render(snapshot.system_prompt, sections)
     return ContextWindow("trimmed", text, counter.count(text), tuple(reports[b.label] for b in snapshot.blocks))
@@ -154,22 +212,19 @@ def trimmed_window(snapshot: Snapshot, counter: TokenCounter, budget_tokens: int
 def distilled_window(
     snapshot: Snapshot, counter: TokenCounter, tool_description: str, stub_tokens: int = 160
 ) -> ContextWindow:
-    """A persona stub (the persona block's opening paragraphs, up to ``stub_tokens``) and the tool description."""
+    """A persona stub (the persona block's opening, up to ``stub_tokens``, in complete sentences, never ending on a
+    heading) and the tool description."""
     persona = next((b for b in snapshot.blocks if b.label == snapshot.persona_block), None)
-    stub: list[str] = []
-    for paragraph in persona.text.split("\n\n") if persona else []:
-        if counter.count("\n\n".join([*stub, paragraph])) > stub_tokens and stub:
-            break
-        stub.append(paragraph)
-    text = "\n\n".join(["\n\n".join(stub), tool_description]).strip()
+    stub = longest_prefix(persona.text, lambda text: counter.count(text) <= stub_tokens) if persona else ""
+    text = "\n\n".join([stub, tool_description]).strip()
     reports = tuple(
         BlockReport(
             b.label,
             b.priority,
             len(b.text),
             counter.count(b.text) if b.text else 0,
-            counter.count("\n\n".join(stub)) if b is persona else 0,
-            "cut" if b is persona else ("empty" if not b.text else "dropped"),
+            counter.count(stub) if b is persona and stub else 0,
+            "cut" if b is persona and stub else ("empty" if not b.text else "dropped"),
         )
         for b in snapshot.blocks
     )
