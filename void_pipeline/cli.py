@@ -3,6 +3,8 @@
 python -m void_pipeline export ACTOR     export an agent's repo and thread context to Parquet
 python -m void_pipeline prompt --thread FILE | --uri AT_URI [--template FILE]
                                          the prompt the model gets for that thread (the handler's rendering)
+python -m void_pipeline context --snapshot DIR --budget N [--tokenizer DIR] [--json]
+                                         the full/trimmed/distilled context windows and what trimming kept
 
 The local AT Protocol world and the demo are the test world's: ``python -m void_pipeline.testworld --help``.
 """
@@ -13,11 +15,13 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from void_pipeline.lib import paths
+from void_pipeline.lib.curate.context import distilled_window, full_window, load_snapshot, trimmed_window
 from void_pipeline.lib.curate.handler import PARENT_HEIGHT, thread_from_response
-from void_pipeline.lib.curate.prompt import PromptTemplate, render_mention
+from void_pipeline.lib.curate.prompt import TOOL_DESCRIPTION, PromptTemplate, render_mention
 from void_pipeline.lib.files import Busy, write_text_atomic
 from void_pipeline.lib.ingest.agent import ingest_agent
 from void_pipeline.lib.ingest.export import CorruptState, ExportOptions
@@ -26,6 +30,7 @@ from void_pipeline.lib.ingest.records import DEFAULT_COLLECTIONS, collection_err
 from void_pipeline.lib.ingest.resilience import DEFAULT_LIMITS, HostLimit, ResilientHttp, TransportFailure
 from void_pipeline.lib.ingest.xrpc import XrpcClient, XrpcError
 from void_pipeline.lib.layout import DataLayout, agent_name_error, default_agent_name
+from void_pipeline.lib.model import TokenCounter
 
 TEST_WORLD_COMMANDS = ("devnet", "demo")
 
@@ -121,6 +126,43 @@ def prompt_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def context_command(args: argparse.Namespace) -> int:
+    """The three context windows of a snapshot at a token budget, with the per-block table (or all of it as JSON)."""
+    if args.budget < 1:
+        raise UsageError(f"--budget {args.budget}: a token budget is a whole number of at least 1")
+    snapshot = load_snapshot(args.snapshot)
+    counter = TokenCounter.load(args.tokenizer)
+    windows = [
+        full_window(snapshot, counter),
+        trimmed_window(snapshot, counter, args.budget),
+        distilled_window(snapshot, counter, TOOL_DESCRIPTION),
+    ]
+    if args.json:
+        data = {
+            "snapshot": str(args.snapshot),
+            "budget": args.budget,
+            "tokenizer": counter.source,
+            "warnings": list(snapshot.warnings),
+            "windows": {
+                w.strategy: {"tokens": w.tokens, "text": w.text, "blocks": [asdict(b) for b in w.blocks]}
+                for w in windows
+            },
+        }
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+        return 0
+    for warning in snapshot.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(
+        f"tokens ({counter.source}): "
+        + ", ".join(f"{w.strategy} {w.tokens:,}" for w in windows)
+        + f"; budget {args.budget:,}"
+    )
+    print(f"{'block':<32} {'priority':>8} {'tokens':>8} {'kept':>8}  trimmed")
+    for block in windows[1].blocks:
+        print(f"{block.label:<32} {block.priority:>8} {block.tokens:>8,} {block.tokens_kept:>8,}  {block.status}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in TEST_WORLD_COMMANDS:
@@ -158,13 +200,19 @@ def main(argv: list[str] | None = None) -> int:
     prompt.add_argument("--uri", default=None, help="an AT URI: the thread is fetched from the AppView")
     prompt.add_argument("--appview-url", default="https://public.api.bsky.app")
     prompt.add_argument("--template", type=Path, default=None, help="the operator's template (default: ours)")
+    context = sub.add_parser("context", help="the context windows of a snapshot at a token budget")
+    context.add_argument("--snapshot", type=Path, required=True, help="a context snapshot folder")
+    context.add_argument("--budget", type=int, required=True, help="tokens for the trimmed window")
+    context.add_argument("--tokenizer", type=Path, default=None, help="a model folder with tokenizer.json")
+    context.add_argument("--json", action="store_true", help="everything as JSON, each window's text included")
     args = parser.parse_args(argv)
+    commands = {"prompt": prompt_command, "context": context_command, "export": export_command}
     try:
-        return prompt_command(args) if args.command == "prompt" else export_command(args)
+        return commands[args.command](args)
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except (IdentityError, TransportFailure, XrpcError, CorruptState, Busy, ValueError) as err:
+    except (IdentityError, TransportFailure, XrpcError, CorruptState, Busy, ValueError) as err:  # SnapshotError too
         print(f"error: {err}", file=sys.stderr)
         return 1
     except OSError as err:  # a folder that vanished or filled up mid-run: say which, without a traceback

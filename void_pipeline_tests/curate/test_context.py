@@ -159,7 +159,7 @@ def test_a_budget_below_the_system_prompt_is_a_clear_error(counter: TokenCounter
 
 
 def test_a_broken_snapshot_says_what_is_missing(tmp_path: Path) -> None:
-    with pytest.raises(SnapshotError, match=r"no manifest\.json"):
+    with pytest.raises(SnapshotError, match="holds no memory blocks"):
         load_snapshot(tmp_path)
     (tmp_path / "manifest.json").write_text(
         json.dumps({"snapshot_date": "2026-02-13", "system_prompt": "s.md", "blocks": [{"label": "a", "file": "a.md"}]})
@@ -172,3 +172,69 @@ def test_without_a_tokenizer_counts_are_labelled_estimates(tmp_path: Path) -> No
     estimate = TokenCounter.load(tmp_path, "qwen")
     assert not estimate.exact and "ESTIMATE" in estimate.source
     assert estimate.count("x" * 380) == 100
+
+
+def test_a_folder_of_block_files_is_a_snapshot_and_what_it_lacks_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "system_prompt.md").write_text("You are void.")
+    (tmp_path / "block-void-persona.txt").write_text("I am void.")
+    (tmp_path / "block-%2Fnote_directory.txt").write_text("- notes")
+    (tmp_path / "zeitgeist.md").write_text("Now.")
+    snapshot = load_snapshot(tmp_path)
+    assert [b.label for b in snapshot.blocks] == ["/note_directory", "void-persona", "zeitgeist"]
+    assert snapshot.system_prompt == "You are void." and snapshot.persona_block == "void-persona"
+    warnings = "\n".join(snapshot.warnings)
+    assert "no block has a priority" in warnings and "persona block guessed from its label: void-persona" in warnings
+    assert "no snapshot_date" in warnings
+    # a manifest overrides priorities and persona; files it leaves out are added last, and said so
+    (tmp_path / "manifest.json").write_text(
+        json.dumps(
+            {
+                "snapshot_date": "2026-02-13",
+                "persona_block": "void-persona",
+                "blocks": [{"label": "void-persona", "file": "block-void-persona.txt", "priority": 0}],
+            }
+        )
+    )
+    listed = load_snapshot(tmp_path)
+    assert {b.label: b.priority for b in listed.blocks} == {"void-persona": 0, "/note_directory": 100, "zeitgeist": 100}
+    assert listed.warnings == (
+        "files not in manifest.json, added at the lowest priority: /note_directory, zeitgeist",
+        "blocks without a priority come last: /note_directory, zeitgeist",
+    )
+    (tmp_path / "block-void-persona.txt").unlink()
+    (tmp_path / "manifest.json").unlink()
+    assert "no persona block" in "\n".join(load_snapshot(tmp_path).warnings)
+
+
+def test_the_shipped_snapshot_loads_without_warnings() -> None:
+    assert load_snapshot(DEMO_SNAPSHOT).warnings == ()
+
+
+def test_the_context_preview_prints_the_windows_and_refuses_bad_input(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from void_pipeline.lib.paths import REPO_ROOT
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "void_pipeline", "context", *args]
+        env = {"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"}
+        return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+    folder = realistic_snapshot(tmp_path / "snapshot")
+    shown = cli("--snapshot", str(folder), "--budget", "1500", "--json")
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    assert set(data["windows"]) == {"full", "trimmed", "distilled"} and data["budget"] == 1500
+    trimmed = data["windows"]["trimmed"]
+    assert trimmed["tokens"] <= 1500 and "<void-persona>" in trimmed["text"]
+    assert {b["label"]: b["status"] for b in trimmed["blocks"]}["/note_directory"] == "cut"
+    table = cli("--snapshot", str(folder), "--budget", "1500")
+    assert table.returncode == 0 and "/note_directory" in table.stdout and "cut" in table.stdout
+    for args, message in [
+        (["--snapshot", str(tmp_path / "none"), "--budget", "100"], "is not a folder"),
+        (["--snapshot", str(folder), "--budget", "0"], "--budget 0"),
+        (["--snapshot", str(folder), "--budget", "3"], "over the budget of 3"),
+    ]:
+        refused = cli(*args)
+        assert refused.returncode != 0 and message in refused.stderr and len(refused.stderr.strip().splitlines()) == 1

@@ -136,7 +136,12 @@ def context_window(
     storage: PipelineStorage,
     model: ModelChoice,
 ) -> dg.MaterializeResult:
-    snapshot = load_snapshot(Path(config.snapshot_dir))
+    try:
+        snapshot = load_snapshot(Path(config.snapshot_dir))
+    except SnapshotError as err:
+        raise dg.Failure(str(err), allow_retries=False) from err
+    for warning in snapshot.warnings:
+        context.log.warning(f"context snapshot {config.snapshot_dir}: {warning}")
     chosen = model.chosen()
     counter = chosen.token_counter()
     if not counter.exact:
@@ -184,6 +189,9 @@ def context_window(
             "tokenizer": counter.source,
             "blocks_trimmed": dg.MetadataValue.md(markdown_table(blocks, rows=len(blocks))),
             "snapshot_date": snapshot.snapshot_date.isoformat(),
+            "snapshot_warnings": dg.MetadataValue.md(
+                "\n".join(f"- {w}" for w in snapshot.warnings) if snapshot.warnings else "_none_"
+            ),
             "records_older_than_snapshot": dg.MetadataValue.md(drift or "_no posts exported yet_"),
             "path": dg.MetadataValue.path(str(out)),
         }

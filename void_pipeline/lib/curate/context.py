@@ -1,8 +1,9 @@
 """The agent's context window: a snapshot of its system prompt and memory blocks, fitted to a token budget.
 
-A snapshot is a folder: ``manifest.json`` (``snapshot_date``, ``system_prompt`` file, ``persona_block``,
-``blocks``: label, file, priority — lower priority numbers are kept first), the system prompt and one text file
-per block. Strategies:
+A snapshot is a folder: the system prompt (``system_prompt.md``) and one file per memory block (``block-<label>.txt``
+or ``<label>.md``, here or in ``blocks/``; a ``/`` in a label is ``%2F`` in the file name). ``manifest.json`` is
+optional: ``snapshot_date``, ``system_prompt``, ``persona_block`` and ``blocks`` (label, file, priority — lower
+numbers are kept first) override what the files say; what it leaves out is reported, never ignored. Strategies:
 
 - ``full``: everything, as the agent saw it;
 - ``trimmed``: the system prompt, then blocks by priority while they fit the budget; a block that does not fit
@@ -18,9 +19,10 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote
 
 import polars as pl
 
@@ -48,6 +50,7 @@ class Snapshot:
     system_prompt: str
     persona_block: str
     blocks: tuple[Block, ...]
+    warnings: tuple[str, ...] = ()  # what was missing or guessed: shown in context_window's metadata
 
 
 @dataclass(frozen=True)
@@ -68,26 +71,81 @@ class ContextWindow:
     blocks: tuple[BlockReport, ...]
 
 
+SYSTEM_PROMPT_NAMES = ("system_prompt.md", "system_prompt.txt", "system.md", "system.txt")
+DEFAULT_PRIORITY = 100
+
+
+def block_files(folder: Path) -> dict[str, Path]:
+    """label → file for a snapshot folder without a manifest: ``block-<label>.txt`` or ``<label>.md`` in the folder
+    or its ``blocks/``. A label with ``/`` is written percent-encoded in the file name (``%2Fnote_directory.md``)."""
+    found: dict[str, Path] = {}
+    for place in (folder, folder / "blocks"):
+        for path in sorted(place.glob("*")) if place.is_dir() else []:
+            if not path.is_file() or path.name in SYSTEM_PROMPT_NAMES or path.name in ("manifest.json", "README.md"):
+                continue
+            if path.name.startswith("block-") and path.suffix == ".txt":
+                found[unquote(path.stem.removeprefix("block-"))] = path
+            elif path.suffix == ".md":
+                found[unquote(path.stem)] = path
+    return found
+
+
 def load_snapshot(folder: Path) -> Snapshot:
+    """A snapshot folder: a system prompt and one file per block; ``manifest.json`` is optional and names the
+    snapshot date, the persona block, files and priorities. What is missing or unlisted becomes a warning."""
+    if not folder.is_dir():
+        raise SnapshotError(f"snapshot {folder} is not a folder")
     manifest_path = folder / "manifest.json"
-    if not manifest_path.exists():
-        raise SnapshotError(
-            f"no manifest.json in {folder}: a snapshot needs one (see void_pipeline/context_snapshots/demo)"
-        )
+    warnings: list[str] = []
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+        files = block_files(folder)
+        listed: dict[str, tuple[Path, int | None]] = {}
+        for entry in manifest.get("blocks", []):
+            priority = entry.get("priority")
+            listed[str(entry["label"])] = (folder / entry["file"], None if priority is None else int(priority))
+        unlisted = {label: path for label, path in files.items() if path not in {f for f, _ in listed.values()}}
+        if manifest and unlisted:
+            warnings.append(f"files not in manifest.json, added at the lowest priority: {', '.join(sorted(unlisted))}")
+        entries = {**listed, **{label: (path, None) for label, path in unlisted.items() if label not in listed}}
+        if not entries:
+            raise SnapshotError(f"snapshot {folder} holds no memory blocks (block-<label>.txt or <label>.md files)")
+        unprioritised = sorted(label for label, (_, priority) in entries.items() if priority is None)
+        if unprioritised and len(unprioritised) == len(entries):
+            warnings.append("no block has a priority: blocks are kept in file order (set priorities in manifest.json)")
+        elif unprioritised:
+            warnings.append(f"blocks without a priority come last: {', '.join(unprioritised)}")
         blocks = tuple(
-            Block(str(b["label"]), (folder / b["file"]).read_text().strip(), int(b.get("priority", 100)))
-            for b in manifest["blocks"]
+            Block(label, path.read_text().strip(), DEFAULT_PRIORITY if priority is None else priority)
+            for label, (path, priority) in entries.items()
         )
-        system = (folder / manifest["system_prompt"]).read_text().strip()
-        when = date.fromisoformat(manifest["snapshot_date"])
-    except (KeyError, ValueError, OSError) as err:
+        system_file = (
+            folder / manifest["system_prompt"]
+            if "system_prompt" in manifest
+            else next((folder / name for name in SYSTEM_PROMPT_NAMES if (folder / name).exists()), None)
+        )
+        if system_file is None:
+            raise SnapshotError(f"snapshot {folder} has no system prompt ({' or '.join(SYSTEM_PROMPT_NAMES)})")
+        system = system_file.read_text().strip()
+        if "snapshot_date" in manifest:
+            when = date.fromisoformat(manifest["snapshot_date"])
+        else:
+            newest = max(p.stat().st_mtime for p, _ in entries.values())
+            when = datetime.fromtimestamp(newest, UTC).date()
+            warnings.append(f"no snapshot_date in manifest.json: the files' date {when} stands in")
+    except (KeyError, ValueError, OSError, TypeError) as err:
+        if isinstance(err, SnapshotError):
+            raise
         raise SnapshotError(f"snapshot {folder} is incomplete: {type(err).__name__}: {err}") from err
-    persona = str(manifest.get("persona_block", ""))
-    if persona and persona not in {b.label for b in blocks}:
+    labels = [b.label for b in blocks]
+    persona = str(manifest.get("persona_block") or next((label for label in labels if "persona" in label), ""))
+    if persona and persona not in labels:
         raise SnapshotError(f"persona_block {persona!r} is not one of the snapshot's blocks")
-    return Snapshot(when, system, persona, blocks)
+    if not persona:
+        warnings.append("no persona block (persona_block in manifest.json): the distilled prompt has no persona stub")
+    elif "persona_block" not in manifest:
+        warnings.append(f"persona block guessed from its label: {persona}")
+    return Snapshot(when, system, persona, blocks, tuple(warnings))
 
 
 XML_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
