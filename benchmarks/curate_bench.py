@@ -101,6 +101,10 @@ def main() -> None:
     rows = examples.to_dicts()
     data = encode_rows(rows, "openai")
     format_s = time.perf_counter() - started
+    started = time.perf_counter()
+    floor_data = encode_rows(rows, "openai")  # the floor: writing the same examples' final JSON, nothing else
+    floor_s = time.perf_counter() - started
+    assert floor_data == data
 
     with tempfile.TemporaryDirectory() as tmp:
         texts = [t for f in frames.values() for t in f["text"].to_list()]
@@ -125,6 +129,7 @@ def main() -> None:
     print(f"filter:  {filter_s:6.2f} s  ({inputs / filter_s:>10,.0f} records/s)")
     print(f"format:  {format_s:6.2f} s  ({inputs / format_s:>10,.0f} records/s; render + split + JSON)")
     print(f"filter + format: {inputs / (filter_s + format_s):,.0f} records/s (goal >= 50,000)")
+    print(f"floor:   {floor_s:6.2f} s  (the final JSON alone); format / floor = {format_s / floor_s:.1f}x (goal <= 5x)")
     print(f"tokenisation (reported apart): {token_s:.2f} s for {len(rows):,} examples + 3 context windows")
     print("\ntraining tokens per epoch (train split), by context strategy:")
     for name in ("full", "trimmed", "distilled"):

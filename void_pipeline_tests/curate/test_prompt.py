@@ -226,3 +226,26 @@ def test_a_template_that_ignores_the_thread_makes_no_dataset(tmp_path: Path) -> 
 )
 def test_reply_tool_arguments_are_checked(arguments: object, valid: bool) -> None:
     assert (reply_call_errors(arguments) == []) is valid
+
+
+def test_the_text_only_shortcut_gives_what_the_sdk_path_gives() -> None:
+    from void_pipeline.lib.curate.handler import plain, post_data, post_view, pruned
+
+    rng = random.Random(9)
+    for i in range(300):
+        record: dict[str, object] = {
+            "$type": "app.bsky.feed.post",
+            "text": rng.choice(["", " ", "hi", "a: b #c", "漢字 😀"]),
+        }
+        if rng.random() < 0.5:
+            record["createdAt"] = "2025-01-01T00:00:00Z"
+        if rng.random() < 0.5:
+            record["langs"] = rng.choice([["en"], []])
+        if rng.random() < 0.5:
+            ref = {"uri": "at://did:plc:a/app.bsky.feed.post/1", "cid": "bafy"}
+            record["reply"] = {"root": ref, "parent": ref}
+        if rng.random() < 0.3:
+            record["tags"] = ["x"]
+        post = ThreadPost(f"at://did:plc:a/app.bsky.feed.post/{i}", "a.test", "did:plc:a", str(record["text"]),
+                          None, display_name=rng.choice([None, "", " ", "Ada"]), record_json=json.dumps(record))  # fmt: skip
+        assert post_data(post) == pruned(plain(post_view(post))), record

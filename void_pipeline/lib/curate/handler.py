@@ -155,10 +155,24 @@ def pruned(value: Any) -> Any:
     return value
 
 
+# Record keys whose values the handler strips whole (or, for reply, down to nothing): a record with no other key
+# becomes just its text, so such posts skip the SDK (a test holds both ways equal).
+TEXT_ONLY_RECORD_KEYS = frozenset({"$type", "text", "createdAt", "langs", "reply", "tags", "labels"})
+
+
+def post_data(post: ThreadPost) -> Any:
+    """The post as plain data, pruned as the handler prunes it."""
+    record = json.loads(post.record_json) if post.record_json else {}
+    if set(record) <= TEXT_ONLY_RECORD_KEYS and post.author_did and post.author_handle:
+        author = {"did": post.author_did, "display_name": post.display_name, "handle": post.author_handle}
+        return pruned({"author": author, "record": {"text": record.get("text", post.text)}})
+    return pruned(plain(post_view(post)))
+
+
 @functools.lru_cache(maxsize=200_000)
 def post_item(post: ThreadPost) -> str:
     """One post's YAML list item. A thread's posts recur in every reply of it: each is dumped once."""
-    data = pruned(plain(post_view(post)))
+    data = post_data(post)
     dumped: str = yaml.dump([data], indent=2, allow_unicode=True, default_flow_style=False)
     return dumped
 
