@@ -69,7 +69,8 @@ class SeedResult:
 
 
 def create_accounts(info: DevnetInfo, corpus: Corpus, http: httpx.Client) -> dict[str, SeededAccount]:
-    """Create each account on its PDS (or log in when it exists already, so seeding twice works)."""
+    """Create each account on its PDS (or log in when it exists already, so seeding twice works), with a profile
+    record naming its display name."""
     accounts = {}
     for account in corpus.accounts:
         pds = info.pds_for_handle(account.handle)
@@ -85,6 +86,13 @@ def create_accounts(info: DevnetInfo, corpus: Corpus, http: httpx.Client) -> dic
                 raise
             session = client.procedure(
                 "com.atproto.server.createSession", {"identifier": account.handle, "password": password}
+            )
+        if account.display_name:  # what an AppView shows as author.displayName (and the handler as author_name)
+            profile = {"$type": "app.bsky.actor.profile", "displayName": account.display_name}
+            client.procedure(
+                "com.atproto.repo.putRecord",
+                {"repo": session["did"], "collection": "app.bsky.actor.profile", "rkey": "self", "record": profile},
+                token=session["accessJwt"],
             )
         accounts[account.handle] = SeededAccount(account.handle, session["did"], pds.url, session["accessJwt"])
     return accounts

@@ -5,6 +5,7 @@ getPostThread at serving time — the request the handler would send for that me
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,12 @@ def test_the_training_prompt_is_what_the_handler_would_send(curated: dict[str, A
         assert served.returncode == 0, served.stderr
         assert served.stdout.removesuffix("\n") == rows[i]["messages"][0]["content"]
         checked += 1
+    # the seeded accounts have display names: the header's author_name and the YAML's display_name show them
+    headers = [
+        re.match(r"A Bluesky post from @(\S+) \((.*)\) mentions you\.", r["messages"][0]["content"]) for r in rows
+    ]
+    assert all(headers) and any(h[1] != h[2] for h in headers if h)
+    assert any("    display_name: " in r["messages"][0]["content"] for r in rows)
     assert checked >= 5
 
 
