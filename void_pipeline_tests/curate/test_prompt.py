@@ -168,6 +168,10 @@ def test_an_operator_template_in_the_handlers_syntax_fills_every_placeholder(tmp
     jinja = tmp_path / "mention.j2"
     jinja.write_text("@{{ author_handle }}: {{ mention_text }}\n{{ thread_context }}")
     assert render_mention(THREAD, PromptTemplate.from_file(jinja)).startswith("@ada.bsky.test: @void.comind.test so")
+    # a format string's escaped braces are text, not Jinja2: the suffix decides
+    braces = tmp_path / "with_json.txt"
+    braces.write_text('Reply as {{"text": "..."}} to {mention_text}\n{thread_context}')
+    assert render_mention(THREAD, PromptTemplate.from_file(braces)).startswith('Reply as {"text": "..."} to @void')
 
 
 @pytest.mark.parametrize(
@@ -183,7 +187,7 @@ def test_an_operator_template_in_the_handlers_syntax_fills_every_placeholder(tmp
     ],
 )
 def test_a_broken_template_names_the_problem_and_the_file(tmp_path: Path, source: str, problem: str) -> None:
-    path = tmp_path / "operator_template.txt"
+    path = tmp_path / "operator_template"  # no suffix: the syntax is read from the text
     path.write_text(source)
     with pytest.raises(ValueError, match=problem) as refused:
         PromptTemplate.from_file(path)

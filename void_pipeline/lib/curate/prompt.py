@@ -1,8 +1,8 @@
 """The handler's mention prompt, rendered from a thread. One renderer for training data and for serving.
 
 The template is a file an operator can replace with the handler's own, in either syntax: the handler's Python
-format string (``{author_handle}``), or Jinja2 (``{{ author_handle }}``, chosen when the file holds ``{{`` or
-``{%``). Variables (the handler's names, lib/curate/handler.py builds them as the handler does):
+format string (``{author_handle}``; files ending ``.txt`` or ``.fmt``), or Jinja2 (``{{ author_handle }}``; files
+ending ``.j2``, ``.jinja``, ``.jinja2``; any other file is Jinja2 when it holds ``{{`` or ``{%``). Variables (the handler's names, lib/curate/handler.py builds them as the handler does):
 
     author_handle      the mention's author                 mention_text      the post being answered
     author_name        their display name, or the handle    thread_context    the thread as the handler's YAML
@@ -27,6 +27,8 @@ from void_pipeline.lib.curate.handler import ThreadPost, thread_yaml, tree_view
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "prompts" / "mention.txt"
 VARIABLES = ("author_handle", "author_name", "mention_text", "thread_context", "yaml_thread_data", "tree_view")
 THREAD_VARIABLES = ("thread_context", "yaml_thread_data", "tree_view")
+# A file's suffix says its syntax; other files are read as Jinja2 when they hold {{ or {%, else as a format string.
+SYNTAX_BY_SUFFIX = {".j2": "jinja2", ".jinja": "jinja2", ".jinja2": "jinja2", ".txt": "format", ".fmt": "format"}
 
 REPLY_TOOL_NAME = "add_post_to_bluesky_reply_thread"
 MAX_POST_CHARS = 300
@@ -56,10 +58,10 @@ class PromptTemplate:
     """A mention prompt template, checked when loaded: known placeholders only, the mention text and the thread
     both shown."""
 
-    def __init__(self, source: str, name: str = "template") -> None:
+    def __init__(self, source: str, name: str = "template", syntax: str | None = None) -> None:
         self.name = name
         self.source = source.removesuffix("\n")
-        self.syntax = "jinja2" if "{{" in source or "{%" in source else "format"
+        self.syntax = syntax or ("jinja2" if "{{" in source or "{%" in source else "format")
         if self.syntax == "jinja2":
             environment = jinja2.Environment(
                 undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
@@ -96,7 +98,7 @@ class PromptTemplate:
         path = Path(path) if path else DEFAULT_TEMPLATE
         if not path.exists():
             raise ValueError(f"prompt template {path} does not exist")
-        return cls(path.read_text(), str(path))
+        return cls(path.read_text(), str(path), SYNTAX_BY_SUFFIX.get(path.suffix.lower()))
 
     def render(self, **variables: Any) -> str:
         if self.syntax == "format":
