@@ -79,3 +79,22 @@ def test_an_invalid_staged_dataset_is_refused_before_it_replaces_anything(
     leak = pl.concat([index, index.filter(pl.col("split") == "train").head(1).with_columns(split=pl.lit("test"))])
     leaked = dataset_problems(source, "openai", leak)
     assert len(leaked) == 1 and "is in two splits" in leaked[0]
+
+
+def test_a_broken_operator_template_fails_chat_dataset_naming_it_and_keeps_the_dataset(
+    curated: dict[str, Any], tmp_path: Path
+) -> None:
+    folder: Path = curated["dataset"]
+    before = snapshot(folder)
+    template = tmp_path / "handler_prompt.txt"
+    template.write_text("From @{author_handle}: {mention_text}\n{thread}")  # {thread} is not a handler variable
+    result = dg.materialize(
+        [*curated["assets"], *(curate_defs.asset_checks or [])],
+        selection=[chat_dataset.key],
+        resources=curated["resources"],
+        run_config={"ops": {"chat_dataset": {"config": {"test_threads": 10, "template_path": str(template)}}}},
+        raise_on_error=False,
+    )
+    message = failure_message(result)
+    assert f"prompt template {template}: unknown placeholder thread" in message
+    assert snapshot(folder) == before

@@ -202,7 +202,8 @@ class ChatDatasetConfig(dg.Config):
     format: Literal["openai", "sharegpt", "alpaca"] = "openai"
     """openai: messages + tools (axolotl `chat_template`); sharegpt; alpaca."""
     template_path: str = str(DEFAULT_TEMPLATE)
-    """The handler's mention prompt template (Jinja2); replace it with the handler's own."""
+    """The mention prompt template: a Python format string as in the handler ({author_handle}) or Jinja2; point it
+    at the operator's own handler template for byte parity."""
     test_threads: int = 500
     """Replies of this many most recent threads form the test set."""
     val_share: float = 0.02
@@ -239,8 +240,11 @@ def chat_dataset(
     if config.include_reasoning and curate.filtered_records(REASONING).exists():
         reasoning = read_input(curate.filtered_records(REASONING), f"filtered_records[{REASONING}]")
     context_rows = read_input(layout.ingest.thread_context, "thread_context")
-    template = PromptTemplate.from_file(config.template_path)
-    examples, turns = build_examples(posts, context_rows, template, agent.did, agent.handle, reasoning)
+    try:  # a template that cannot render every thread is the operator's to fix: no retry, no dataset
+        template = PromptTemplate.from_file(config.template_path)
+        examples, turns = build_examples(posts, context_rows, template, agent.did, agent.handle, reasoning)
+    except ValueError as err:
+        raise dg.Failure(str(err), allow_retries=False) from err
     examples = split_by_thread(examples, config.test_threads, config.val_share, config.test_share_max)
 
     window = json.loads(curate.context_report.read_text())
