@@ -13,6 +13,7 @@ import yaml
 
 from void_pipeline.lib.curate.handler import ThreadPost, post_item, thread_yaml, visible_thread
 from void_pipeline.lib.curate.prompt import PromptTemplate, mention_variables, render_mention, reply_call_errors
+from void_pipeline.testworld.corpus import Corpus, record_text
 
 MENTION_RECORD = {
     "$type": "app.bsky.feed.post",
@@ -253,3 +254,81 @@ def test_the_text_only_shortcut_gives_what_the_sdk_path_gives() -> None:
         post = ThreadPost(f"at://did:plc:a/app.bsky.feed.post/{i}", "a.test", "did:plc:a", str(record["text"]),
                           None, display_name=rng.choice([None, "", " ", "Ada"]), record_json=json.dumps(record))  # fmt: skip
         assert post_data(post) == pruned(plain(post_view(post))), record
+
+
+def test_the_direct_yaml_writer_is_byte_equal_to_pyyaml_where_it_writes(corpus: Corpus) -> None:
+    """lib/curate/handler_yaml.py against yaml.dump: random nested posts, the corpus' texts, and texts built to fold
+    at awkward places (long words, quotes and URLs at column 80). It must also write most posts itself."""
+    from void_pipeline.lib.curate.handler_yaml import list_item
+
+    def reference(data: dict[str, object]) -> str:
+        return str(yaml.dump([data], indent=2, allow_unicode=True, default_flow_style=False))
+
+    rng = random.Random(11)
+    keys = [
+        "text",
+        "did",
+        "handle",
+        "display_name",
+        "record",
+        "facets",
+        "features",
+        "index",
+        "byte_end",
+        "alt",
+        "title",
+    ]
+    alphabets = [
+        "abcdefgh ijk lmn. opq, rs? tu!'",
+        "abc 😀 é 漢字 \"q\" 'x' : - #tag @h.test https://x.y/z",
+        "yes no true 12 ~ @ ' : #",
+    ]
+
+    def text() -> str:
+        alphabet = rng.choice(alphabets)
+        return "".join(rng.choice(alphabet) for _ in range(rng.randint(0, rng.choice([5, 40, 300]))))
+
+    def mapping(depth: int = 0) -> dict[str, object]:
+        data: dict[str, object] = {}
+        for key in rng.sample(keys, rng.randint(0, 5)):
+            roll = rng.random()
+            if depth < 3 and roll < 0.2:
+                data[key] = mapping(depth + 1)
+            elif depth < 3 and roll < 0.3:
+                data[key] = [mapping(depth + 1) if rng.random() < 0.8 else {} for _ in range(rng.randint(0, 3))]
+            elif roll < 0.4:
+                data[key] = rng.randint(0, 5000)
+            else:
+                data[key] = text()
+        return data
+
+    words = [
+        "a",
+        "bb",
+        "https://example.com/a/long/path",
+        "it's",
+        "'quoted'",
+        "end.",
+        "@h.test",
+        "漢字",
+        "😀",
+        "x" * 90,
+    ]
+    words += ["yes", "Yes", "NO", "on", "Off", "true", "False", "null", "y", "N", "The", "ok", "a:b", "#t", "2.5", "~"]
+    cases = [mapping() for _ in range(3000)]
+    cases += [
+        {"record": {"text": " ".join(rng.choice(words) for _ in range(rng.choice([1, 2, 60])))}} for _ in range(4000)
+    ]
+    posts = [record_text(r.value) for r in corpus.records if r.collection == "app.bsky.feed.post"]
+    cases += [
+        {"author": {"did": "did:plc:a", "display_name": "Ada", "handle": "a.test"}, "record": {"text": t}}
+        for t in posts
+    ]
+    written = 0
+    for data in cases:
+        mine = list_item(data)
+        if mine is not None:
+            written += 1
+            assert mine == reference(data), data
+    corpus_written = sum(list_item({"record": {"text": t}}) is not None for t in posts)
+    assert written > len(cases) // 3 and corpus_written > 0.9 * len(posts)

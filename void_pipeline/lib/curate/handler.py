@@ -32,6 +32,8 @@ from atproto_client import models
 from atproto_client.models.utils import get_or_create
 from pydantic import BaseModel
 
+from void_pipeline.lib.curate.handler_yaml import list_item
+
 
 @dataclass(frozen=True)
 class ThreadPost:
@@ -173,6 +175,9 @@ def post_data(post: ThreadPost) -> Any:
 def post_item(post: ThreadPost) -> str:
     """One post's YAML list item. A thread's posts recur in every reply of it: each is dumped once."""
     data = post_data(post)
+    written = list_item(data)  # the common shapes, written directly; PyYAML for the rest (same bytes)
+    if written is not None:
+        return written
     dumped: str = yaml.dump([data], indent=2, allow_unicode=True, default_flow_style=False)
     return dumped
 
