@@ -332,3 +332,16 @@ def test_the_direct_yaml_writer_is_byte_equal_to_pyyaml_where_it_writes(corpus: 
             assert mine == reference(data), data
     corpus_written = sum(list_item({"record": {"text": t}}) is not None for t in posts)
     assert written > len(cases) // 3 and corpus_written > 0.9 * len(posts)
+
+
+def test_printable_is_yamls_printable_at_every_boundary() -> None:
+    from void_pipeline.lib.curate.handler_yaml import printable
+
+    def yaml_printable(ch: str) -> bool:  # YAML 1.1's printable set as PyYAML checks it with allow_unicode, less BOM
+        return (" " <= ch <= "~" or "\xa0" <= ch <= "\ud7ff" or "\ue000" <= ch <= "\ufffd" or ch >= "\U00010000") and (
+            ch != "\ufeff"
+        )
+
+    boundaries = [0x00, 0x09, 0x0A, 0x1F, 0x20, 0x7E, 0x7F, 0x85, 0x9F, 0xA0, 0xD7FF, 0xD800, 0xDFFF, 0xE000]
+    boundaries += [0xFEFE, 0xFEFF, 0xFF00, 0xFFFD, 0xFFFE, 0xFFFF, 0x10000, 0x1F600, 0x10FFFF]
+    assert [printable(chr(cp)) for cp in boundaries] == [yaml_printable(chr(cp)) for cp in boundaries]

@@ -62,12 +62,12 @@ class Unsure(Exception):
     """This module cannot vouch for PyYAML's output here: the caller asks PyYAML."""
 
 
+# What YAML calls printable (with allow_unicode): ASCII 0x20-0x7E and the non-ASCII planes, less the BOM.
+NOT_PRINTABLE = re.compile("[^\x20-\x7e\xa0-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]")
+
+
 def printable(text: str) -> bool:
-    return all(
-        " " <= ch <= "~"
-        or (("\xa0" <= ch <= "\ud7ff" or "\ue000" <= ch <= "\ufffd" or ch >= "\U00010000") and ch != "\ufeff")
-        for ch in text
-    )
+    return NOT_PRINTABLE.search(text) is None
 
 
 def style_of(text: str) -> str:
