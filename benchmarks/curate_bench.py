@@ -20,7 +20,7 @@ import orjson
 import polars as pl
 
 from void_pipeline.defs.curate.assets import DEMO_SNAPSHOT
-from void_pipeline.lib.curate.context import distilled_window, full_window, load_snapshot, trimmed_window
+from void_pipeline.lib.curate.context import context_windows, load_snapshot
 from void_pipeline.lib.curate.dataset import build_examples, encode_rows, format_row, split_by_thread, token_report
 from void_pipeline.lib.curate.filters import FilterOptions, filter_records
 from void_pipeline.lib.curate.prompt import TOOL_DESCRIPTION, PromptTemplate
@@ -112,11 +112,7 @@ def main() -> None:
         counter = TokenCounter.load(train_tokenizer(texts, Path(tmp), vocab_size=8192))
         snapshot = load_snapshot(DEMO_SNAPSHOT)
         started = time.perf_counter()
-        windows = {
-            "full": full_window(snapshot, counter),
-            "trimmed": trimmed_window(snapshot, counter, 8192 - 2048),
-            "distilled": distilled_window(snapshot, counter, TOOL_DESCRIPTION),
-        }
+        windows = context_windows(snapshot, counter, 8192 - 2048, TOOL_DESCRIPTION)
         system_tokens = {name: w.tokens for name, w in windows.items()}
         _, report = token_report(examples, system_tokens, "full", 10**9, counter)
         token_s = time.perf_counter() - started

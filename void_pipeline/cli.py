@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from void_pipeline.lib import paths
-from void_pipeline.lib.curate.context import distilled_window, full_window, load_snapshot, trimmed_window
+from void_pipeline.lib.curate.context import context_windows, load_snapshot
 from void_pipeline.lib.curate.handler import PARENT_HEIGHT, thread_from_response
 from void_pipeline.lib.curate.prompt import TOOL_DESCRIPTION, PromptTemplate, render_mention
 from void_pipeline.lib.files import Busy, write_text_atomic
@@ -132,11 +132,7 @@ def context_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--budget {args.budget}: a token budget is a whole number of at least 1")
     snapshot = load_snapshot(args.snapshot)
     counter = TokenCounter.load(args.tokenizer)
-    windows = [
-        full_window(snapshot, counter),
-        trimmed_window(snapshot, counter, args.budget),
-        distilled_window(snapshot, counter, TOOL_DESCRIPTION),
-    ]
+    windows = list(context_windows(snapshot, counter, args.budget, TOOL_DESCRIPTION).values())
     if args.json:
         data = {
             "snapshot": str(args.snapshot),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Any
 import pytest
 
 from void_pipeline.lib.layout import DataLayout, IngestPaths
+from void_pipeline.lib.paths import REPO_ROOT
 from void_pipeline.lib.processes import pid_alive
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.model import ModelChoice
@@ -20,6 +23,14 @@ from void_pipeline.testworld.seeding import SeedResult, seed_corpus
 from void_pipeline.testworld.tiny_tokenizer import train_tokenizer
 
 TEST_SPEC = CorpusSpec(seed=11, agent_posts=400, other_accounts=20, deleted_parent_share=0.05)
+
+
+def pipeline_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m void_pipeline ARGS`` as an operator runs it, with nothing from this process's environment but the
+    checkout on PYTHONPATH."""
+    command = [sys.executable, "-m", "void_pipeline", *args]
+    env = {"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"}
+    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
 
 
 def model_choice(**changes: Any) -> ModelChoice:

@@ -212,14 +212,11 @@ def test_the_shipped_snapshot_loads_without_warnings() -> None:
 
 def test_the_context_preview_prints_the_windows_and_refuses_bad_input(tmp_path: Path) -> None:
     import subprocess
-    import sys
 
-    from void_pipeline.lib.paths import REPO_ROOT
+    from void_pipeline_tests.conftest import pipeline_cli
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "void_pipeline", "context", *args]
-        env = {"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"}
-        return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+        return pipeline_cli("context", *args)
 
     folder = realistic_snapshot(tmp_path / "snapshot")
     shown = cli("--snapshot", str(folder), "--budget", "1500", "--json")

@@ -7,20 +7,17 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from void_pipeline.lib.paths import REPO_ROOT
 from void_pipeline.testworld.devnet import DevnetInfo
+from void_pipeline_tests.conftest import pipeline_cli
 
 
 def prompt_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "void_pipeline", "prompt", *args]
-    env = {"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"}
-    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    return pipeline_cli("prompt", *args)
 
 
 def test_the_training_prompt_is_what_the_handler_would_send(curated: dict[str, Any], devnet: DevnetInfo) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import secrets
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -16,6 +17,15 @@ from void_pipeline.lib.ingest.xrpc import XrpcClient
 from void_pipeline.testworld.devnet import DevnetInfo
 from void_pipeline.testworld.seeding import SeedResult
 from void_pipeline_tests.conftest import Agent
+
+
+def new_account(client: XrpcClient, handle: str) -> dict[str, Any]:
+    """An account of the test's own on the PDS ``client`` talks to: its session (did, accessJwt)."""
+    session: dict[str, Any] = client.procedure(
+        "com.atproto.server.createAccount",
+        {"handle": handle, "email": f"{handle}@devnet.test", "password": secrets.token_hex(12)},
+    )
+    return session
 
 
 def test_every_reason_an_ancestor_is_missing_and_the_getrecord_fallback(
@@ -29,11 +39,7 @@ def test_every_reason_an_ancestor_is_missing_and_the_getrecord_fallback(
     pds = devnet.pds[0]
     with ResilientHttp() as http:
         client = XrpcClient(pds.url, client=http)
-        handle = f"gone{secrets.token_hex(3)}{pds.handle_domain}"
-        session = client.procedure(
-            "com.atproto.server.createAccount",
-            {"handle": handle, "email": f"{handle}@devnet.test", "password": secrets.token_hex(12)},
-        )
+        session = new_account(client, f"gone{secrets.token_hex(3)}{pds.handle_domain}")
         token = session["accessJwt"]
         record = {"$type": "app.bsky.feed.post", "text": "soon gone", "createdAt": "2026-11-30T00:00:00Z"}
         made = client.procedure(
@@ -76,11 +82,7 @@ def test_thread_context_keeps_display_names_and_the_record_the_handler_shows(
     pds = devnet.pds[0]
     with ResilientHttp() as http:
         client = XrpcClient(pds.url, client=http)
-        handle = f"named{secrets.token_hex(3)}{pds.handle_domain}"
-        session = client.procedure(
-            "com.atproto.server.createAccount",
-            {"handle": handle, "email": f"{handle}@devnet.test", "password": secrets.token_hex(12)},
-        )
+        session = new_account(client, f"named{secrets.token_hex(3)}{pds.handle_domain}")
         token, did = session["accessJwt"], session["did"]
         profile = {"$type": "app.bsky.actor.profile", "displayName": "Ada Lovelace"}
         client.procedure(

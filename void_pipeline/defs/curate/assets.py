@@ -14,13 +14,10 @@ from void_pipeline.defs.ingest.assets import collection_partitions, raw_records,
 from void_pipeline.defs.metadata import table_schema
 from void_pipeline.lib.curate.context import (
     STRATEGIES,
-    ContextWindow,
     SnapshotError,
-    distilled_window,
+    context_windows,
     drift_report,
-    full_window,
     load_snapshot,
-    trimmed_window,
 )
 from void_pipeline.lib.curate.dataset import (
     InvalidDataset,
@@ -154,14 +151,9 @@ def context_window(
     if budget < 1:
         raise dg.Failure(f"{no_room}: raise VOID_SEQUENCE_LEN or lower reserve_tokens")
     try:
-        trimmed = trimmed_window(snapshot, counter, budget)
+        windows = context_windows(snapshot, counter, budget, TOOL_DESCRIPTION)
     except SnapshotError as err:
         raise dg.Failure(f"{no_room}, and {err}: raise VOID_SEQUENCE_LEN or lower reserve_tokens") from err
-    windows: dict[str, ContextWindow] = {
-        "full": full_window(snapshot, counter),
-        "trimmed": trimmed,
-        "distilled": distilled_window(snapshot, counter, TOOL_DESCRIPTION),
-    }
     layout = recorded_agent(storage)[1]
     out = layout.curate.context_window
     report = {

@@ -289,6 +289,18 @@ def distilled_window(
     return ContextWindow("distilled", text, counter.count(text), reports)
 
 
+def context_windows(
+    snapshot: Snapshot, counter: TokenCounter, budget_tokens: int, tool_description: str
+) -> dict[str, ContextWindow]:
+    """All three variants: full, trimmed to ``budget_tokens`` (SnapshotError when the system prompt alone is over
+    it), distilled."""
+    return {
+        "full": full_window(snapshot, counter),
+        "trimmed": trimmed_window(snapshot, counter, budget_tokens),
+        "distilled": distilled_window(snapshot, counter, tool_description),
+    }
+
+
 def drift_report(posts: pl.DataFrame, snapshot_date: date) -> str:
     """Share of the agent's posts older than the snapshot, by month (markdown): the blocks drifted since those
     were written. ``posts`` needs ``created_at``."""

@@ -30,7 +30,6 @@ from typing import Any
 import yaml
 from atproto_client import models
 from atproto_client.models.utils import get_or_create
-from pydantic import BaseModel
 
 from void_pipeline.lib.curate.handler_yaml import list_item
 
@@ -132,7 +131,7 @@ def post_view(post: ThreadPost) -> models.AppBskyFeedDefs.PostView:
 
 def plain(value: Any) -> Any:
     """SDK models as nested dicts of their attributes; lists and dicts walked; other non-basic values as text."""
-    if isinstance(value, BaseModel) or hasattr(value, "__dict__"):
+    if hasattr(value, "__dict__"):  # the SDK's pydantic models: their fields by attribute name
         return plain(vars(value))
     if isinstance(value, dict):
         return {key: plain(item) for key, item in value.items()}
