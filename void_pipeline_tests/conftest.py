@@ -22,6 +22,9 @@ from void_pipeline.testworld.devnet import Devnet, DevnetInfo
 from void_pipeline.testworld.seeding import SeedResult, seed_corpus
 from void_pipeline.testworld.tiny_tokenizer import train_tokenizer
 
+# The trainer's fixtures (tiny model, the session's one trained adapter) for every folder that needs a model.
+pytest_plugins = ["void_pipeline_tests.trainer_fixtures"]
+
 TEST_SPEC = CorpusSpec(seed=11, agent_posts=400, other_accounts=20, deleted_parent_share=0.05)
 
 

@@ -9,7 +9,9 @@
         curate/                              filtered_records/, context_window/, chat_dataset/<format>/
         train/<run>/                         one folder per training run; train/latest.json names the newest
                                              finished one (written atomically when it completes)
-        evaluate/, serve/                    the stages to come
+        evaluate/<settings>/                 held-out generations and their report, per set of settings;
+                                             evaluate/latest.json names the newest (EvaluationPaths)
+        serve/                               the stage to come
       identity/did-documents-<plc>.json      DID documents cached per PLC directory
       mlflow/  models/  devnet/  dagster_home/
 
@@ -130,6 +132,10 @@ class DatasetPaths:
     @property
     def index(self) -> Path:  # which thread each row came from, its split and tokens
         return self.root / "index.parquet"
+
+    @property
+    def heldout(self) -> Path:  # the test split as evaluation reads it: example id, thread, prompt, the real calls
+        return self.root / "heldout.parquet"
 
     @property
     def manifest(self) -> Path:  # dataset.json: format, sizes, tokens, the model choice it was built for
@@ -268,6 +274,74 @@ class TrainPaths:
 
 
 @dataclass(frozen=True)
+class EvaluationPaths:
+    """One evaluation: the generations of one set of settings (its folder is named by their fingerprint)."""
+
+    root: Path
+
+    @property
+    def settings(self) -> Path:  # what was asked: sampling, models, adapter, dataset, examples
+        return self.root / "settings.json"
+
+    @property
+    def generations_log(self) -> Path:  # one JSON line per finished answer, appended as it comes (resume)
+        return self.root / "generations.jsonl"
+
+    @property
+    def generations(self) -> Path:  # the whole table, written at the end
+        return self.root / "generations.parquet"
+
+    @property
+    def server_log(self) -> Path:
+        return self.root / "vllm.log"
+
+    @property
+    def report(self) -> Path:  # report.json: every metric, interval and gate
+        return self.root / "report.json"
+
+    @property
+    def report_markdown(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def length_plot(self) -> Path:
+        return self.root / "lengths.png"
+
+    @property
+    def metric_plot(self) -> Path:
+        return self.root / "metrics.png"
+
+    @property
+    def review(self) -> Path:  # the blind review pack: review.md, review.csv, review_key.csv
+        return self.root / "review"
+
+
+@dataclass(frozen=True)
+class EvaluatePaths:
+    root: Path
+
+    def evaluation(self, fingerprint: str) -> EvaluationPaths:
+        return EvaluationPaths(self.root / fingerprint)
+
+    @property
+    def latest(self) -> Path:
+        """The newest finished generations: {"folder", "adapter", "mlflow_run", ...}."""
+        return self.root / "latest.json"
+
+    def write_latest(self, **fields: Any) -> None:
+        write_text_atomic(self.latest, json.dumps(fields, indent=2))
+
+    def read_latest(self) -> dict[str, Any] | None:
+        if not self.latest.exists():
+            return None
+        try:
+            loaded = json.loads(self.latest.read_text())
+        except ValueError as err:
+            raise ValueError(f"{self.latest} is not valid JSON ({err}): materialize eval_generations again") from err
+        return loaded if isinstance(loaded, dict) else None
+
+
+@dataclass(frozen=True)
 class AgentLayout:
     root: Path
     name: str
@@ -289,8 +363,8 @@ class AgentLayout:
         return TrainPaths(self.root / "train")
 
     @property
-    def evaluate(self) -> Path:
-        return self.root / "evaluate"
+    def evaluate(self) -> EvaluatePaths:
+        return EvaluatePaths(self.root / "evaluate")
 
     @property
     def serve(self) -> Path:

@@ -19,10 +19,11 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from void_pipeline.lib import environments, paths
 from void_pipeline.lib.files import write_text_atomic
-from void_pipeline.lib.layout import AgentLayout, DataLayout, RunPaths
+from void_pipeline.lib.layout import AgentLayout, DataLayout, EvaluationPaths, RunPaths
 from void_pipeline.lib.train import training
 from void_pipeline.testworld.corpus import AGENT_NAME, COLLECTIONS, CorpusSpec, generate, record_text
 from void_pipeline.testworld.devnet import (
@@ -115,6 +116,14 @@ def build_tiny_model(tokenizer_dir: Path, out: Path) -> None:
     print(f"tiny model (stands in for the base model): {out}")
 
 
+# The demo's evaluation: a small held-out sample, short posts, and gates a barely trained tiny model can meet
+# (the defaults — 90% valid calls, at most 5 character-sheet answers per 1,000 — are for a real model; README).
+DEMO_RUN_CONFIG: dict[str, dict[str, Any]] = {
+    "eval_generations": {"limit": 24, "max_tokens": 64, "max_posts": 3, "concurrency": 8},
+    "eval_report": {"min_call_validity": 0.0, "max_character_sheet_per_1000": 1000.0, "review_threads": 10},
+}
+
+
 def materialize_all(env_overrides: dict[str, str]) -> int:
     """Materialize every asset through the Dagster CLI in dependency order, so runs show in the UI.
 
@@ -150,6 +159,9 @@ def materialize_all(env_overrides: dict[str, str]) -> int:
         label = ",".join(names) + (f" [{partition}]" if partition else "")
         print(f"[demo] materializing {label}")
         cmd = [*base, "--select", ",".join(names), *(["--partition", partition] if partition else [])]
+        ops = {name: {"config": DEMO_RUN_CONFIG[name]} for name in names if name in DEMO_RUN_CONFIG}
+        if ops:
+            cmd += ["--config-json", json.dumps({"ops": ops})]
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             print(result.stdout[-4000:] + result.stderr[-8000:], file=sys.stderr)
@@ -218,6 +230,7 @@ def demo(agent_posts: int, seed: int, keep_devnet: bool) -> int:
             layout = DataLayout(paths.data_root()).agent(DEMO_AGENT)
             show_example(layout)
             show_adapter(layout)
+            show_evaluation(layout)
             print(f"[demo] settings for `make ui` (the demo's agent and data): {save_demo_settings(settings)}")
     finally:
         if not keep_devnet:
@@ -241,6 +254,16 @@ def show_adapter(layout: AgentLayout) -> None:
     if (run.merged / "config.json").exists():
         print(f"[demo] merged model: {run.merged}")
     print(f"[demo] MLflow: mlflow ui --backend-store-uri sqlite:///{store}")
+
+
+def show_evaluation(layout: AgentLayout) -> None:
+    """The evaluation's headline table: base vs tuned vs the real replies on the held-out threads."""
+    latest = layout.evaluate.read_latest()
+    if latest is None:
+        return
+    report = EvaluationPaths(Path(latest["folder"])).report_markdown
+    if report.exists():
+        print(f"\n[demo] evaluation on held-out threads ({report}):\n{report.read_text()}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,9 @@ CHAT_TEMPLATE = (
 )
 
 
+HEAD_DIM = 32
+
+
 def chat_tokenizer(tokenizer_dir: Path) -> Any:
     """The trained BPE as a Hugging Face tokenizer with Llama 3's special tokens and the chat template above."""
     from transformers import PreTrainedTokenizerFast
@@ -64,8 +67,9 @@ def build(tokenizer_dir: Path, out: Path, layers: int, hidden: int, seed: int) -
         hidden_size=hidden,
         intermediate_size=hidden * 2,
         num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        # Heads of 32 dimensions (the smallest vLLM's CPU attention serves), grouped-query like Llama: 2 per KV head.
+        num_attention_heads=max(1, hidden // HEAD_DIM),
+        num_key_value_heads=max(1, hidden // HEAD_DIM // 2),
         max_position_embeddings=8192,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -12,7 +12,17 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-SPECIAL_TOKENS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+# Llama 3's special tokens the chat template and vLLM's llama3_json tool parser use (the parser refuses a tokenizer
+# without <|python_tag|>). The first five keep their places: bos and eos are named by index below.
+SPECIAL_TOKENS = [
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|python_tag|>",
+]
 
 
 def train_tokenizer(texts: Iterable[str], out_dir: Path, vocab_size: int = 4096) -> Path:

@@ -135,7 +135,7 @@ def test_an_injected_invalid_tool_call_fails_the_blocking_check(curated: dict[st
     original = train_path.read_bytes()
     lines = original.decode().splitlines()
     row = json.loads(lines[0])
-    row["messages"][-1]["tool_calls"][0]["function"]["name"] = "delete_everything"
+    row["messages"][1]["tool_calls"][0]["function"]["name"] = "delete_everything"  # the first call's turn
     write_bytes_atomic(train_path, ("\n".join([json.dumps(row), *lines[1:]]) + "\n").encode())
     try:
         result = chat_dataset_tool_calls_are_valid(storage=storage)

@@ -111,9 +111,17 @@ def test_rows_carry_valid_tool_calls_in_every_format() -> None:
     examples, _ = build_examples(posts, context, PromptTemplate.from_file(), AGENT, "void.test")
     example = examples.filter(pl.col("first_uri") == uri(AGENT, "v1")).to_dicts()[0]
     openai = format_row(example, "openai")
-    assert [m["role"] for m in openai["messages"]] == ["user", "assistant"]  # the system prompt is stored once
-    calls = openai["messages"][1]["tool_calls"]
+    # The system prompt is stored once; the answer is the agent loop's turns: a call, the tool's result, ... , an end.
+    roles = [m["role"] for m in openai["messages"]]
+    assert roles == ["user", "assistant", "tool", "assistant", "tool", "assistant", "tool", "assistant"]
+    calls = [c for m in openai["messages"] if m["role"] == "assistant" for c in m.get("tool_calls", [])]
+    assert all(len(m.get("tool_calls", [])) <= 1 for m in openai["messages"])
+    assert [c["function"]["arguments"]["text"][:6] for c in calls] == ["First ", "Second", "Third "]
     assert [c["function"]["name"] for c in calls] == [REPLY_TOOL_NAME] * 3
+    ids = [c["id"] for c in calls]
+    assert len(set(ids)) == 3 and all(len(i) == 9 and i.isalnum() for i in ids)
+    assert [m["tool_call_id"] for m in openai["messages"] if m["role"] == "tool"] == ids
+    assert openai["messages"][-1] == {"role": "assistant", "content": ""}
     assert all(reply_call_errors(c["function"]["arguments"]) == [] for c in calls)
     assert openai["tools"][0]["function"]["name"] == REPLY_TOOL_NAME
     assert format_row(example, "openai", system="SYS")["messages"][0] == {"role": "system", "content": "SYS"}

@@ -128,11 +128,12 @@ def test_recall_and_false_positives_against_the_generator_ground_truth() -> None
 def test_the_columnwise_filter_agrees_with_the_per_record_rules() -> None:
     corpus = generate(CorpusSpec(seed=17, agent_posts=2000))
     widened = ["Str 8 Dex 14 Con 12", "Armor Class 16, HP 31", "int 32 and str 8", "Strength 16, wisdom 10, CHA 9"]
-    texts = [record_text(r.value) for r in corpus.records] + ["  a\u0301\t b \r\n\r\n\r\n c  ", "", "x\n \ny", *widened]
+    odd = ["  a\u0301\t b \r\n\r\n\r\n c  ", "", "x\n \ny", "a \u00a0 b\u2003c\t\td  e", "e\u0301 \t", None]
+    texts = [record_text(r.value) for r in corpus.records] + odd + widened
     frame = pl.DataFrame({"text": texts})
-    from void_pipeline.lib.curate.filters import loop_expr, normalised_text_expr
+    from void_pipeline.lib.curate.filters import loop_expr, normalised_text
 
-    vectorised = frame.with_columns(normalised_text_expr().alias("text_norm")).with_columns(
+    vectorised = frame.with_columns(normalised_text(frame["text"]).alias("text_norm")).with_columns(
         loop_expr(DETECTOR).alias("loop")
     )
     assert vectorised["text_norm"].to_list() == [normalise_text(t) for t in texts]

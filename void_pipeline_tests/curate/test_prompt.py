@@ -345,3 +345,32 @@ def test_printable_is_yamls_printable_at_every_boundary() -> None:
     boundaries = [0x00, 0x09, 0x0A, 0x1F, 0x20, 0x7E, 0x7F, 0x85, 0x9F, 0xA0, 0xD7FF, 0xD800, 0xDFFF, 0xE000]
     boundaries += [0xFEFE, 0xFEFF, 0xFF00, 0xFFFD, 0xFFFE, 0xFFFF, 0x10000, 0x1F600, 0x10FFFF]
     assert [printable(chr(cp)) for cp in boundaries] == [yaml_printable(chr(cp)) for cp in boundaries]
+
+
+def test_each_posts_item_is_pyyamls_dump_of_what_the_handler_keeps(corpus: Corpus) -> None:
+    """post_item's shortcuts (an author's lines written once, the text written directly) against yaml.dump of the
+    pruned post, for posts of every shape: text only, blank, odd display names, records with facets or embeds."""
+    from void_pipeline.lib.curate.handler import post_data
+
+    rng = random.Random(13)
+    texts = [record_text(r.value) for r in corpus.records if r.collection == "app.bsky.feed.post"][:400]
+    texts += ["", " ", "yes", "12 monkeys", "a: b", "it's 'quoted'", "line\nbreak", "tab\there", "x" * 95 + " y"]
+    texts += [" ".join(rng.choice(["word", "it's", "#tag", "漢字", "https://x.y/" + "z" * 70]) for _ in range(40))]
+    names = [None, "", " ", "Ada", "Ada: the first", "no", "漢字", "'q'"]
+    extras: list[dict[str, object]] = [
+        {},
+        {"langs": ["en"]},
+        {"facets": [{"index": {"byteStart": 0, "byteEnd": 3}, "features": [{"$type": "app.bsky.richtext.facet#tag", "tag": "x"}]}]},
+        {"embed": {"$type": "app.bsky.embed.external", "external": {"uri": "https://x.y", "title": "T", "description": ""}}},
+    ]  # fmt: skip
+    shortcut = 0
+    for i, text in enumerate(texts):
+        extra = rng.choice(extras)
+        record = {"$type": "app.bsky.feed.post", "text": text, "createdAt": "2025-01-01T00:00:00Z", **extra}
+        post = ThreadPost(f"at://did:plc:a/app.bsky.feed.post/{i}", rng.choice(["a.test", "yes.test"]), "did:plc:a",
+                          text, None, display_name=rng.choice(names),
+                          record_json=rng.choice([None, json.dumps(record)]) if not extra else json.dumps(record))  # fmt: skip
+        expected = yaml.dump([post_data(post)], indent=2, allow_unicode=True, default_flow_style=False)
+        assert post_item(post) == expected, post
+        shortcut += set(extra) <= {"langs"}
+    assert shortcut > len(texts) // 3

@@ -23,13 +23,13 @@ from void_pipeline.lib.layout import RunPaths
 from void_pipeline.lib.paths import REPO_ROOT
 from void_pipeline.lib.train.training import History, dataset_hash, loss_png, read_metrics, read_state
 from void_pipeline.resources.storage import PipelineStorage
-from void_pipeline_tests.train.conftest import Trained, failure_text, materialize, mlflow_run, run_trainer, value
+from void_pipeline_tests.trainer_fixtures import Trained, failure_text, materialize, mlflow_run, run_trainer, value
 
 
 def test_the_adapter_trains_learns_is_tracked_registered_and_merged(
     curated: dict[str, Any], tiny_model: Path, trainer_bin: Path, trained: Trained
 ) -> None:
-    """The session's shared adapter (train/conftest.py: 12 steps, logging every 2, then merged)."""
+    """The session's shared adapter (trainer_fixtures.py: 12 steps, logging every 2, then merged)."""
     instance, result = trained.instance, trained.result
     meta = result.asset_materializations_for_node("lora_adapter")[0].metadata
     adapter = Path(str(value(meta, "adapter_path")))

@@ -21,13 +21,15 @@ from typing import Any, Literal
 import orjson
 import polars as pl
 
-from void_pipeline.lib.curate.handler import ThreadPost
+from void_pipeline.lib.bulk import gc_paused
+from void_pipeline.lib.curate.handler import ThreadPost, post_item
 from void_pipeline.lib.curate.prompt import (
     REPLY_TOOL,
     REPLY_TOOL_NAME,
     PromptTemplate,
     render_mention,
     reply_call_errors,
+    reply_tool_result,
 )
 from void_pipeline.lib.files import write_bytes_atomic, write_parquet_atomic, write_text_atomic
 from void_pipeline.lib.layout import DatasetPaths
@@ -55,6 +57,7 @@ class TurnStats:
     skipped: Counter[str] = field(default_factory=Counter)
 
 
+@gc_paused()
 def build_examples(
     posts: pl.DataFrame,
     context: pl.DataFrame,
@@ -79,16 +82,9 @@ def build_examples(
         parent = row["reply_parent_uri"]
         if parent is not None and parent in by_uri:
             children.setdefault(parent, []).append(row)
-    ancestors = dict(zip(context["uri"].to_list(), context["ancestors"].to_list(), strict=True))
+    chains, posts_by_uri = _threads(context)
+    items = {uri: post_item(post) for uri, post in posts_by_uri.items()}  # each post written once for all threads
     thoughts = _reasoning_index(reasoning)
-    posts_by_uri: dict[str, ThreadPost] = {}  # one ThreadPost per ancestor: threads repeat across turns
-
-    def thread_post(ancestor: dict[str, Any]) -> ThreadPost:
-        post = posts_by_uri.get(ancestor["uri"])
-        if post is None:
-            post = posts_by_uri[ancestor["uri"]] = _thread_post(ancestor)
-        return post
-
     examples = []
     for row in rows:
         parent = row["reply_parent_uri"]
@@ -102,7 +98,7 @@ def build_examples(
         chain = [row]
         while chain[-1]["uri"] in children:
             chain.append(children[chain[-1]["uri"]][0])  # the agent's first continuation, by time
-        thread = [thread_post(a) for a in ancestors.get(row["uri"], [])]
+        thread = [posts_by_uri[uri] for uri in chains.get(row["uri"], [])]
         if not thread or thread[-1].uri != parent or not thread[-1].available:
             stats.skipped["parent_unavailable"] += 1
             continue
@@ -116,7 +112,7 @@ def build_examples(
                 "root_uri": row["reply_root_uri"] or parent,
                 "first_uri": row["uri"],
                 "created_at": row["created_at"],
-                "prompt": render_mention(thread, template),
+                "prompt": render_mention(thread, template, items),
                 "calls": calls,
                 "reasoning": _reasoning_before(thoughts, row["created_at"], reasoning_window_s),
             }
@@ -147,19 +143,37 @@ def build_examples(
     return frame.with_columns(call_lists.alias("calls")).select(list(EXAMPLE_SCHEMA)), stats
 
 
-def _thread_post(ancestor: dict[str, Any]) -> ThreadPost:
-    return ThreadPost(
-        uri=ancestor["uri"],
-        author_handle=ancestor.get("author_handle"),
-        author_did=ancestor.get("author_did"),
-        text=ancestor.get("text"),
-        created_at=ancestor.get("created_at"),
-        available=bool(ancestor.get("available")),
-        reason=ancestor.get("reason"),
-        display_name=ancestor.get("author_display_name"),
-        cid=ancestor.get("cid"),
-        record_json=ancestor.get("record_json"),
+# ThreadPost's fields, in order, as thread context's ancestor struct names them.
+ANCESTOR_FIELDS = (
+    "uri",
+    "author_handle",
+    "author_did",
+    "text",
+    "created_at",
+    "available",
+    "reason",
+    "author_display_name",
+    "cid",
+    "record_json",
+)
+
+
+def _threads(context: pl.DataFrame) -> tuple[dict[str, list[str]], dict[str, ThreadPost]]:
+    """Each reply's ancestor URIs (root first), and one ThreadPost per distinct ancestor. Threads repeat across
+    turns, so the posts are read from columns once each, not as a Python dict per ancestor of every row."""
+    uris = context["ancestors"].list.eval(pl.element().struct.field("uri")).to_list()
+    chains = dict(zip(context["uri"].to_list(), uris, strict=True))
+    flat = (
+        context.select(pl.col("ancestors").explode())
+        .unnest("ancestors")
+        .filter(pl.col("uri").is_not_null())
+        .unique("uri", keep="first", maintain_order=True)
     )
+    columns = [flat[name].to_list() if name in flat.columns else [None] * flat.height for name in ANCESTOR_FIELDS]
+    posts = {}
+    for uri, handle, did, text, created_at, available, reason, name, cid, record_json in zip(*columns, strict=True):
+        posts[uri] = ThreadPost(uri, handle, did, text, created_at, bool(available), reason, name, cid, record_json)
+    return chains, posts
 
 
 def _reasoning_index(reasoning: pl.DataFrame | None) -> list[tuple[datetime, str]]:
@@ -184,21 +198,41 @@ def _reasoning_before(thoughts: list[tuple[datetime, str]], when: datetime, wind
 
 
 def tool_calls(calls: list[str]) -> list[dict[str, Any]]:
+    """The reply tool's calls, with ids of 9 letters and digits (Mistral's templates refuse any other id)."""
     return [
-        {"id": f"call_{i}", "type": "function", "function": {"name": REPLY_TOOL_NAME, "arguments": {"text": text}}}
+        {
+            "id": f"call{i:05d}",
+            "type": "function",
+            "function": {"name": REPLY_TOOL_NAME, "arguments": {"text": text}},
+        }
         for i, text in enumerate(calls)
     ]
 
 
+def answer_messages(calls: list[str], reasoning: str | None) -> list[dict[str, Any]]:
+    """The answer as the handler's agent loop runs it: one reply call per assistant turn, the tool's result after
+    each, then an assistant turn without a call that ends the answer. (Stock Llama 3.x templates refuse several
+    calls in one turn; this shape renders under every family's own template and parser.) The reasoning, when
+    kept, is the first turn's content."""
+    messages: list[dict[str, Any]] = []
+    for i, call in enumerate(tool_calls(calls)):
+        messages.append({"role": "assistant", "content": (reasoning or "") if i == 0 else "", "tool_calls": [call]})
+        text = call["function"]["arguments"]["text"]
+        messages.append({"role": "tool", "tool_call_id": call["id"], "content": reply_tool_result(i, text)})
+    messages.append({"role": "assistant", "content": ""})
+    return messages
+
+
 def format_row(example: dict[str, Any], fmt: Format, system: str | None = None) -> dict[str, Any]:
-    """One dataset row. ``system`` is inlined only when given (the copy-into-every-row layout, for comparison)."""
-    calls = tool_calls(example["calls"])
+    """One dataset row. ``system`` is inlined only when given (the copy-into-every-row layout, for comparison).
+    ``openai`` holds the agent loop's turns (answer_messages); ``sharegpt`` and ``alpaca`` have no tool turns, so
+    their answer is the list of calls as JSON in one message."""
     if fmt == "openai":
         messages: list[dict[str, Any]] = [] if system is None else [{"role": "system", "content": system}]
         messages.append({"role": "user", "content": example["prompt"]})
-        messages.append({"role": "assistant", "content": example.get("reasoning") or "", "tool_calls": calls})
+        messages += answer_messages(example["calls"], example.get("reasoning"))
         return {"messages": messages, "tools": [REPLY_TOOL]}
-    answer = json.dumps([c["function"] for c in calls], ensure_ascii=False)
+    answer = json.dumps([c["function"] for c in tool_calls(example["calls"])], ensure_ascii=False)
     if fmt == "sharegpt":
         turns = [] if system is None else [{"from": "system", "value": system}]
         return {
@@ -207,16 +241,24 @@ def format_row(example: dict[str, Any], fmt: Format, system: str | None = None) 
     return {"instruction": example["prompt"], "input": "", "output": answer, **({"system": system} if system else {})}
 
 
-def encode_rows(examples: list[dict[str, Any]], fmt: Format) -> bytes:
-    """JSON lines for ``examples`` (orjson: rows are kilobytes each and there are tens of thousands)."""
-    if not examples:
+def encode_rows(examples: pl.DataFrame, fmt: Format) -> bytes:
+    """JSON lines for ``examples`` (EXAMPLE_SCHEMA rows), read column by column: only the three columns a row
+    holds become Python objects (orjson: rows are kilobytes each and there are tens of thousands)."""
+    if examples.height == 0:
         return b""
-    return b"\n".join(orjson.dumps(format_row(e, fmt)) for e in examples) + b"\n"
+    columns = (examples[name].to_list() for name in ("prompt", "calls", "reasoning"))
+    rows = (
+        format_row({"prompt": prompt, "calls": calls, "reasoning": reasoning}, fmt)
+        for prompt, calls, reasoning in zip(*columns, strict=True)
+    )
+    return b"\n".join(orjson.dumps(row) for row in rows) + b"\n"
 
 
 def assistant_text(example: dict[str, Any]) -> str:
-    """What the model must produce, as text (for token counts)."""
-    return (example.get("reasoning") or "") + json.dumps([c["function"] for c in tool_calls(example["calls"])])
+    """Everything after the prompt, as text (for token counts): the calls, the tool's results, the reasoning."""
+    calls = example["calls"]
+    results = "".join(reply_tool_result(i, text) for i, text in enumerate(calls))
+    return (example.get("reasoning") or "") + json.dumps([c["function"] for c in tool_calls(calls)]) + results
 
 
 # --- split ------------------------------------------------------------------------------------------------
@@ -291,9 +333,13 @@ class TokenReport:
 
 def token_lengths(examples: pl.DataFrame, counter: TokenCounter) -> pl.Series:
     """Tokens of each example without the system prompt: the user prompt plus the assistant's answer."""
-    rows = examples.to_dicts()
-    prompts = counter.count_many([r["prompt"] for r in rows])
-    answers = counter.count_many([assistant_text(r) for r in rows])
+    prompts = counter.count_many(examples["prompt"].to_list())
+    answers = counter.count_many(
+        [
+            assistant_text({"calls": calls, "reasoning": reasoning})
+            for calls, reasoning in zip(examples["calls"].to_list(), examples["reasoning"].to_list(), strict=True)
+        ]
+    )
     return pl.Series("tokens", [p + a for p, a in zip(prompts, answers, strict=True)], dtype=pl.Int64)
 
 
@@ -343,13 +389,15 @@ def write_dataset(
     files = DatasetPaths(folder)
     sizes, copy_bytes = {}, 0
     for split in SPLITS:
-        rows = kept.filter(pl.col("split") == split).sort("created_at").to_dicts()
+        rows = kept.filter(pl.col("split") == split).sort("created_at")
         data = encode_rows(rows, fmt)
         write_bytes_atomic(files.split(split), data)
-        sizes[split] = (len(rows), len(data))
-        copy_bytes += len(data) + len(rows) * len(system.encode())
+        sizes[split] = (rows.height, len(data))
+        copy_bytes += len(data) + rows.height * len(system.encode())
     index = kept.select("example_id", "root_uri", "first_uri", "created_at", "split", "tokens")
     write_parquet_atomic(index, files.index)  # which thread each row came from (split check)
+    heldout = kept.filter(pl.col("split") == "test").select("example_id", "root_uri", "created_at", "prompt", "calls")
+    write_parquet_atomic(heldout.sort("created_at", "example_id"), files.heldout)  # what evaluation answers
     write_text_atomic(files.system_prompt, system)
     write_text_atomic(files.tools, json.dumps(tools, indent=2))
     splits = {s: {"examples": n, "bytes": b} for s, (n, b) in sizes.items()}

@@ -23,20 +23,18 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import yaml
 from atproto_client import models
 from atproto_client.models.utils import get_or_create
 
-from void_pipeline.lib.curate.handler_yaml import list_item
+from void_pipeline.lib.curate.handler_yaml import Unsure, list_item, scalar
 
 
-@dataclass(frozen=True)
-class ThreadPost:
-    """One post of a thread as thread context keeps it (hashable: renders are cached per post)."""
+class ThreadPost(NamedTuple):
+    """One post of a thread as thread context keeps it (a named tuple: a dataset builds tens of thousands)."""
 
     uri: str
     author_handle: str | None
@@ -104,9 +102,12 @@ HANDLER_STRIPS = frozenset(
 def visible_thread(thread: Sequence[ThreadPost]) -> list[ThreadPost]:
     """What ``getPostThread(parent_height=40)`` lets the handler see of ``thread`` (root first, the mention last):
     the posts after the last one that cannot be shown, at most 40 parents."""
-    start = max((i + 1 for i, post in enumerate(thread) if not post.available), default=0)
-    shown = list(thread[start:])
-    return shown[-(PARENT_HEIGHT + 1) :]
+    start = max(0, len(thread) - PARENT_HEIGHT - 1)
+    for i in range(len(thread) - 1, start - 1, -1):
+        if not thread[i].available:
+            start = i + 1
+            break
+    return list(thread[start:])
 
 
 def post_view(post: ThreadPost) -> models.AppBskyFeedDefs.PostView:
@@ -161,18 +162,47 @@ def pruned(value: Any) -> Any:
 TEXT_ONLY_RECORD_KEYS = frozenset({"$type", "text", "createdAt", "langs", "reply", "tags", "labels"})
 
 
+NOT_TEXT_ONLY = object()
+
+
+def _text_only(post: ThreadPost) -> Any:
+    """The text the handler shows when it would show ``post`` as just its author and text, else NOT_TEXT_ONLY."""
+    if not (post.author_did and post.author_handle):
+        return NOT_TEXT_ONLY
+    if not post.record_json:
+        return post.text
+    record = json.loads(post.record_json)
+    return record.get("text", post.text) if set(record) <= TEXT_ONLY_RECORD_KEYS else NOT_TEXT_ONLY
+
+
 def post_data(post: ThreadPost) -> Any:
     """The post as plain data, pruned as the handler prunes it."""
-    record = json.loads(post.record_json) if post.record_json else {}
-    if set(record) <= TEXT_ONLY_RECORD_KEYS and post.author_did and post.author_handle:
+    text = _text_only(post)
+    if text is not NOT_TEXT_ONLY:
         author = {"did": post.author_did, "display_name": post.display_name, "handle": post.author_handle}
-        return pruned({"author": author, "record": {"text": record.get("text", post.text)}})
+        return pruned({"author": author, "record": {"text": text}})
     return pruned(plain(post_view(post)))
 
 
-@functools.lru_cache(maxsize=200_000)
+@functools.lru_cache(maxsize=65_536)
+def _author_item(did: str, display_name: str | None, handle: str) -> str | None:
+    """The ``- author:`` lines of a post's item: authors recur across thousands of posts."""
+    author = pruned({"did": did, "display_name": display_name, "handle": handle})
+    return list_item({"author": author}) if author else None
+
+
 def post_item(post: ThreadPost) -> str:
-    """One post's YAML list item. A thread's posts recur in every reply of it: each is dumped once."""
+    """One post's YAML list item: ``yaml.dump([post_data(post)], ...)``, the common shapes written directly."""
+    text = _text_only(post)
+    if isinstance(text, str):
+        author_part = _author_item(post.author_did or "", post.display_name, post.author_handle or "")
+        if author_part is not None:
+            if not text.strip():
+                return author_part
+            try:  # what list_item writes for {"record": {"text": text}}, continuing the item (author < record)
+                return f"{author_part}  record:\n    text: {scalar(text, 9, 6)}\n"
+            except Unsure:
+                pass
     data = post_data(post)
     written = list_item(data)  # the common shapes, written directly; PyYAML for the rest (same bytes)
     if written is not None:
@@ -181,13 +211,16 @@ def post_item(post: ThreadPost) -> str:
     return dumped
 
 
-def thread_yaml(thread: Sequence[ThreadPost]) -> str:
+def thread_yaml(thread: Sequence[ThreadPost], items: Mapping[str, str] | None = None) -> str:
     """``yaml.dump({"posts": [...]})`` of the visible thread, from per-post items (PyYAML writes a mapping's block
-    sequence without indenting it, so the items are the same text either way; a test holds both equal)."""
+    sequence without indenting it, so the items are the same text either way; a test holds both equal).
+    ``items``: posts' items already written, by URI (a dataset writes each post once for all its threads)."""
     posts = visible_thread(thread)
     if not posts:
         return "posts: []\n"
-    return "posts:\n" + "".join(post_item(post) for post in posts)
+    if items is None:
+        return "posts:\n" + "".join(post_item(post) for post in posts)
+    return "posts:\n" + "".join(items[post.uri] for post in posts)
 
 
 def tree_view(thread: Sequence[ThreadPost]) -> str:

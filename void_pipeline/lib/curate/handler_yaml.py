@@ -89,20 +89,20 @@ def style_of(text: str) -> str:
 
 
 def scalar(text: str, column: int, indent: int) -> str:
-    """``text`` as PyYAML writes it after ``key:`` at ``column``, continuation lines at ``indent``."""
+    """``text`` as PyYAML writes it after ``key:`` at ``column``, continuation lines at ``indent``: PyYAML breaks
+    at the first space whose column is past WIDTH, so each line is found with one search, not word by word."""
     style = style_of(text)
-    words = (text.replace("'", "''") if style else text).split(" ")
+    body = text.replace("'", "''") if style else text
     column += 1 + len(style)  # the space after the colon, and the opening quote
-    out = [style + words[0]]
-    column += len(words[0])
-    for word in words[1:]:
-        if column > WIDTH:
-            out.append("\n" + " " * indent + word)
-            column = indent + len(word)
-        else:
-            out.append(" " + word)
-            column += 1 + len(word)
-    return "".join(out) + style
+    lines, start = [], 0
+    while True:
+        end = body.find(" ", max(start, start + WIDTH - column + 1))
+        if end < 0:
+            lines.append(body[start:])
+            break
+        lines.append(body[start:end])
+        start, column = end + 1, indent
+    return style + ("\n" + " " * indent).join(lines) + style
 
 
 def value_lines(head: str, value: Any, key_column: int, out: list[str]) -> None:

@@ -16,6 +16,7 @@ newline of the file is dropped (editors add one; the handler's prompt has none).
 from __future__ import annotations
 
 import string
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -112,13 +113,16 @@ class PromptTemplate:
             raise ValueError(f"prompt template {self.name}: {err.message}") from err
 
 
-def mention_variables(thread: list[ThreadPost], with_tree: bool = True) -> dict[str, str]:
-    """What the handler fills in for answering ``thread[-1]`` (the mention), ``thread`` root first."""
+def mention_variables(
+    thread: list[ThreadPost], with_tree: bool = True, items: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """What the handler fills in for answering ``thread[-1]`` (the mention), ``thread`` root first; ``items``: the
+    posts' YAML items already written, by URI."""
     if not thread:
         raise ValueError("a mention prompt needs at least the post being answered")
     mention = thread[-1]
     handle = mention.author_handle or mention.author_did or "unknown"
-    data = thread_yaml(thread)
+    data = thread_yaml(thread, items)
     return {
         "author_handle": handle,
         "author_name": mention.display_name or handle,
@@ -129,9 +133,14 @@ def mention_variables(thread: list[ThreadPost], with_tree: bool = True) -> dict[
     }
 
 
-def render_mention(thread: list[ThreadPost], template: PromptTemplate) -> str:
+def render_mention(thread: list[ThreadPost], template: PromptTemplate, items: Mapping[str, str] | None = None) -> str:
     """The prompt for answering ``thread[-1]`` (the mention), with ``thread`` root first."""
-    return template.render(**mention_variables(thread, with_tree="tree_view" in template.used))
+    return template.render(**mention_variables(thread, "tree_view" in template.used, items))
+
+
+def reply_tool_result(index: int, text: str) -> str:
+    """What the reply tool answers after posting (the training rows' tool turns; the handler client sends the same)."""
+    return f"Posted reply {index + 1} ({len(text)} characters)."
 
 
 def reply_call_errors(arguments: Any) -> list[str]:

@@ -189,6 +189,7 @@ def finish(
         adapter=str(plan.output_dir),
         base_model=str(plan.config["base_model"]),
         config=str(plan.run.config),
+        dataset=str(plan.dataset),
         dataset_sha256=plan.data_hash,
         mlflow_run=tracked.run_id,
         model_version=tracked.model_version,

@@ -116,3 +116,33 @@ def log_training(
 
 def _registered(client: MlflowClient, name: str) -> bool:
     return bool(client.search_registered_models(filter_string=f"name = '{name}'"))
+
+
+def record_evaluation(
+    uri: str,
+    run_id: str,
+    registered_model: str,
+    model_version: str | None,
+    headline: dict[str, float],
+    artifacts: list[Path],
+    alias: str,
+) -> None:
+    """An evaluation of a tracked training: its metrics (``eval/<name>``) and files (``evaluation/``) on the
+    training's run; the headline metrics as tags of the registered model version, which gets ``alias`` (an alias
+    names one version at a time; a version evaluated again as ``candidate`` loses ``champion``)."""
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics(mlflow_metrics({f"eval/{k}": v for k, v in headline.items()}))
+        for path in artifacts:
+            if path.exists():
+                mlflow.log_artifact(str(path), artifact_path="evaluation")
+    if model_version is None:
+        return
+    for name, value in headline.items():
+        client.set_model_version_tag(registered_model, str(model_version), f"eval.{name}", f"{value:.4g}")
+    client.set_model_version_tag(registered_model, str(model_version), "eval.gates", alias)
+    client.set_registered_model_alias(registered_model, alias, str(model_version))
+    champion = client.get_registered_model(registered_model).aliases.get("champion")
+    if alias != "champion" and str(champion) == str(model_version):  # this version no longer passes
+        client.delete_registered_model_alias(registered_model, "champion")

@@ -1,5 +1,6 @@
 """Trainer fixtures: the trainer environment, the tiny model built from the corpus, a small chat dataset, and the
-session's one trained (and merged) adapter that every test needing *an* adapter shares."""
+session's one trained (and merged) adapter that every test needing *an* adapter shares (train, evaluate, serve).
+Loaded for the whole suite by the root conftest (pytest_plugins)."""
 
 from __future__ import annotations
 
@@ -31,12 +32,19 @@ def trainer_bin() -> Path:
 
 
 def run_trainer(
-    trainer_bin: Path, *args: str, cwd: Path | None = None, timeout: int = 600
+    trainer_bin: Path, *args: str, cwd: Path | None = None, timeout: int = 600, input_text: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """A command in the trainer environment (its bin first on PATH: axolotl starts `accelerate` from there)."""
     env = {**os.environ, **OFFLINE, "PYTHONPATH": str(REPO_ROOT), "PATH": f"{trainer_bin}:{os.environ['PATH']}"}
     return subprocess.run(
-        list(args), cwd=cwd or REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        list(args),
+        cwd=cwd or REPO_ROOT,
+        env=env,
+        input=input_text,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 

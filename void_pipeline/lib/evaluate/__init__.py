@@ -1,0 +1,1 @@
+"""Evaluate: held-out generations through a real server, voice metrics, authorship, gates."""

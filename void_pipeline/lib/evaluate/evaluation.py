@@ -1,0 +1,159 @@
+"""What an evaluation asks and of whom: the held-out prompts, the server that answers them (the base model and the
+trained adapter, as the training left them), the authorship classifier's training posts, and the blind review pack.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import yaml
+
+from void_pipeline.lib.curate.dataset import calls_of, format_row
+from void_pipeline.lib.evaluate.generations import Prompt
+from void_pipeline.lib.files import write_text_atomic
+from void_pipeline.lib.layout import DatasetPaths, EvaluationPaths
+from void_pipeline.lib.model import family_of
+from void_pipeline.lib.serve.vllm_server import TOOL_CALL_PARSERS, ServerSpec
+
+
+class CannotEvaluate(ValueError):
+    """Something evaluation needs is missing; the message says what to materialize."""
+
+
+def heldout(dataset: Path) -> pl.DataFrame:
+    path = DatasetPaths(dataset).heldout
+    if not path.exists():
+        raise CannotEvaluate(f"{path} is missing: materialize chat_dataset again (it writes the held-out split)")
+    frame = pl.read_parquet(path)
+    if frame.height == 0:
+        raise CannotEvaluate(f"the dataset {dataset} has no held-out (test) examples")
+    return frame
+
+
+def choose_prompts(heldout: pl.DataFrame, limit: int, seed: int) -> list[Prompt]:
+    """``limit`` held-out examples, a seeded random choice (all of them when there are fewer)."""
+    rows = list(zip(heldout["example_id"].to_list(), heldout["prompt"].to_list(), strict=True))
+    if limit < len(rows):
+        rows = sorted(random.Random(seed).sample(rows, limit))
+    return [Prompt(example_id, prompt) for example_id, prompt in rows]
+
+
+def real_answers(heldout: pl.DataFrame) -> dict[str, list[str]]:
+    return dict(zip(heldout["example_id"].to_list(), heldout["calls"].to_list(), strict=True))
+
+
+def server_spec(
+    latest_training: Mapping[str, Any],
+    dtype: str,
+    env: Mapping[str, str],
+    max_model_len: int | None = None,
+    extra_args: Sequence[str] = (),
+) -> ServerSpec:
+    """The base model under ``base`` and the trained adapter under ``tuned``, with the chat template the adapter
+    was trained with (axolotl saves it beside the adapter) and the family's tool-call parser."""
+    adapter = Path(latest_training["adapter"])
+    if not (adapter / "adapter_config.json").exists():
+        raise CannotEvaluate(f"the latest adapter {adapter} is gone or incomplete: materialize lora_adapter again")
+    config = yaml.safe_load(Path(latest_training["config"]).read_text())
+    base = str(latest_training["base_model"])
+    family = family_of(str(config.get("base_model", base)), base)
+    parser = TOOL_CALL_PARSERS.get(family)
+    if parser is None:
+        raise CannotEvaluate(f"no vLLM tool-call parser is known for the {family} family ({base})")
+    template = adapter / "chat_template.jinja"
+    return ServerSpec(
+        model=base,
+        adapters={"tuned": str(adapter)},
+        lora_rank=int(config.get("lora_r") or 16),
+        tool_call_parser=parser,
+        chat_template=str(template) if template.exists() else None,
+        dtype=dtype,
+        max_model_len=max_model_len,
+        extra_args=tuple(extra_args),
+        env=dict(env),
+    )
+
+
+def authorship_corpus(dataset: Path, thread_context: pl.DataFrame, agent_did: str) -> tuple[list[str], list[str]]:
+    """The agent's replies in the train split, and the other authors' posts in those same threads (the ancestors
+    thread context holds for the train split's replies): what the authorship classifier learns from."""
+    files = DatasetPaths(dataset)
+    agent = []
+    for line in files.split("train").read_bytes().splitlines():
+        agent += [str(c["arguments"]["text"]) for c in calls_of(json.loads(line), files.format)]
+    index = pl.read_parquet(files.index)
+    train_ids = index.filter(pl.col("split") == "train")["example_id"].implode()
+    ancestors = (
+        thread_context.filter(pl.col("uri").is_in(train_ids))
+        .select(pl.col("ancestors").explode())
+        .unnest("ancestors")
+        .filter(pl.col("available") & (pl.col("author_did") != agent_did) & pl.col("text").is_not_null())
+        .unique("uri")
+    )
+    return agent, ancestors["text"].to_list()
+
+
+def review_pack(
+    heldout: pl.DataFrame, generations: pl.DataFrame, folder: Path, threads: int = 50, seed: int = 0
+) -> int:
+    """A blind review: ``threads`` random held-out threads, each with the real reply, the base answer and the tuned
+    one under shuffled labels A/B/C (review.md, review.csv); which is which in review_key.csv. Returns the count."""
+    first = generations.filter(pl.col("sample") == 0)
+    answers = {(e, m): posts for e, m, posts in first.select("example_id", "model", "posts").iter_rows()}
+    ids = sorted({e for e, _ in answers if (e, "base") in answers and (e, "tuned") in answers})
+    rng = random.Random(seed)
+    chosen = sorted(rng.sample(ids, min(threads, len(ids))))
+    prompts = dict(zip(heldout["example_id"].to_list(), heldout["prompt"].to_list(), strict=True))
+    real = real_answers(heldout)
+    markdown = ["# Blind review", "", "For each thread, which answer is the agent's own? Which would you post?", ""]
+    table, key = io.StringIO(), io.StringIO()
+    rows, keys = csv.writer(table), csv.writer(key)
+    rows.writerow(["item", "example_id", "thread", "A", "B", "C"])
+    keys.writerow(["item", "example_id", "A", "B", "C"])
+    for item, example_id in enumerate(chosen, 1):
+        candidates = [("real", real.get(example_id, [])), ("base", answers[(example_id, "base")])]
+        candidates.append(("tuned", answers[(example_id, "tuned")]))
+        rng.shuffle(candidates)
+        texts = ["\n\n".join(posts) or "(no answer)" for _, posts in candidates]
+        markdown += [f"## {item}. {example_id}", "", "```", prompts.get(example_id, ""), "```", ""]
+        for label, text in zip("ABC", texts, strict=True):
+            markdown += [f"**{label}.**", "", *(f"> {line}" for line in text.splitlines()), ""]
+        rows.writerow([item, example_id, prompts.get(example_id, ""), *texts])
+        keys.writerow([item, example_id, *(name for name, _ in candidates)])
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder / "review.md", "\n".join(markdown))
+    write_text_atomic(folder / "review.csv", table.getvalue())
+    write_text_atomic(folder / "review_key.csv", key.getvalue())
+    return len(chosen)
+
+
+def model_measure_inputs(paths: EvaluationPaths, heldout: pl.DataFrame, generations: pl.DataFrame) -> tuple[Path, Path]:
+    """The files the trainer-side measures read: the evaluated held-out examples as training rows (system prompt
+    and tools included), and each generated answer beside its real reply (answers with no post are left out: the
+    failure modes count them)."""
+    settings = json.loads(paths.settings.read_text())
+    dataset = DatasetPaths(Path(settings["dataset"]))
+    system, tools = dataset.system_prompt.read_text(), json.loads(dataset.tools.read_text())
+    evaluated = set(generations["example_id"].to_list())
+    rows = []
+    for example_id, prompt, calls in heldout.select("example_id", "prompt", "calls").iter_rows():
+        if example_id in evaluated:
+            row = format_row({"prompt": prompt, "calls": calls, "reasoning": None}, "openai", system)
+            rows.append(json.dumps({"example_id": example_id, "messages": row["messages"], "tools": tools}))
+    real = real_answers(heldout)
+    answers = [
+        json.dumps({"model": model, "text": "\n\n".join(posts), "real": "\n\n".join(real.get(example_id, []))})
+        for example_id, model, posts in generations.select("example_id", "model", "posts").iter_rows()
+        if posts and real.get(example_id)
+    ]
+    rows_path, answers_path = paths.root / "heldout_rows.jsonl", paths.root / "answers.jsonl"
+    write_text_atomic(rows_path, "\n".join(rows) + "\n")
+    write_text_atomic(answers_path, "\n".join(answers) + ("\n" if answers else ""))
+    return rows_path, answers_path

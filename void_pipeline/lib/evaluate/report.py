@@ -1,0 +1,300 @@
+"""The evaluation report: the base model, the tuned one and the agent's real replies side by side on the held-out
+threads, with the gates that decide whether the tuned model may be served.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from void_pipeline.lib.evaluate.authorship import AuthorshipClassifier
+from void_pipeline.lib.evaluate.metrics import (
+    Answer,
+    call_validity,
+    distance,
+    distinct_n,
+    failure_modes,
+    js_divergence,
+    post_lengths,
+    posts_per_answer,
+    share_ci,
+)
+from void_pipeline.lib.files import write_bytes_atomic
+
+REAL = "real"
+
+
+@dataclass(frozen=True)
+class Gates:
+    """Thresholds for serving: blocking ones fail the asset checks; the rest warn."""
+
+    min_call_validity: float = 0.9  # share of tuned answers with only valid reply calls (blocking)
+    max_character_sheet_per_1000: float = 5.0  # tuned answers with character-sheet content (blocking)
+    tuned_must_beat_base: tuple[str, ...] = ("authorship_pass_rate", "heldout_loss")  # warnings
+
+
+# Metrics where lower is better (the rest: higher is better); the report marks the better of base and tuned.
+LOWER_IS_BETTER = {
+    "no_call",
+    "invalid_call",
+    "post_length_wasserstein",
+    "post_length_ks",
+    "posts_per_answer_wasserstein",
+    "unigram_jsd",
+    "bigram_jsd",
+    "character_sheet",
+    "voice_break",
+    "empty_answer",
+    "repetition_loop",
+    "over_length",
+    "hashtag_rate_gap",
+    "emoji_rate_gap",
+    "heldout_loss",
+}
+# Descriptive numbers with no better direction (their distance to the real replies is what is compared).
+DESCRIPTIVE = {"posts_per_answer", "post_length_mean"}
+
+
+@dataclass
+class ModelScores:
+    model: str
+    answers: int
+    values: dict[str, float] = field(default_factory=dict)
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+def answers_of(generations: pl.DataFrame, model: str) -> tuple[list[list[str]], list[int]]:
+    rows = generations.filter(pl.col("model") == model)
+    return rows["posts"].to_list(), rows["invalid_calls"].to_list()
+
+
+def score(
+    model: str,
+    answers: Sequence[Answer],
+    invalid_calls: Sequence[int],
+    real: Sequence[Answer],
+    classifier: AuthorshipClassifier | None,
+) -> ModelScores:
+    scores = ModelScores(model, len(answers))
+    validity = call_validity(answers, invalid_calls)
+    values = scores.values
+    values["call_validity"] = validity.rate
+    scores.intervals["call_validity"] = share_ci(validity.valid, validity.answers)
+    values["no_call"] = validity.no_call / max(validity.answers, 1)
+    values["invalid_call"] = validity.invalid_call / max(validity.answers, 1)
+    per_answer = posts_per_answer(answers)
+    lengths = post_lengths(answers)
+    values["posts_per_answer"] = sum(per_answer) / len(per_answer) if per_answer else math.nan
+    values["post_length_mean"] = sum(lengths) / len(lengths) if lengths else math.nan
+    length_distance = distance(lengths, post_lengths(real))
+    values["post_length_wasserstein"] = length_distance.wasserstein
+    values["post_length_ks"] = length_distance.ks
+    values["posts_per_answer_wasserstein"] = distance(per_answer, posts_per_answer(real)).wasserstein
+    texts = [p for posts in answers for p in posts]
+    real_texts = [p for posts in real for p in posts]
+    values["unigram_jsd"] = js_divergence(texts, real_texts, 1)
+    values["bigram_jsd"] = js_divergence(texts, real_texts, 2)
+    values["distinct_1"] = distinct_n(texts, 1)
+    values["distinct_2"] = distinct_n(texts, 2)
+    if classifier is not None:
+        probabilities = classifier.agent_probability([t for t in texts if t.strip()])
+        passed = sum(p >= 0.5 for p in probabilities)
+        values["authorship_pass_rate"] = passed / len(probabilities) if probabilities else math.nan
+        scores.intervals["authorship_pass_rate"] = share_ci(passed, len(probabilities))
+    failures = failure_modes(answers)
+    real_failures = failure_modes(real)
+    values.update({k: v for k, v in failures.as_dict().items() if not k.endswith("_per_post")})
+    values["hashtag_rate_gap"] = abs(failures.hashtags_per_post - real_failures.hashtags_per_post)
+    values["emoji_rate_gap"] = abs(failures.emoji_per_post - real_failures.emoji_per_post)
+    return scores
+
+
+@dataclass
+class EvalReport:
+    scores: dict[str, ModelScores]  # base, tuned, real
+    examples: int
+    samples: int
+    authorship: dict[str, Any] | None
+    gates: Gates
+    blocking: dict[str, tuple[bool, str]] = field(default_factory=dict)  # name → (passed, why)
+    warnings: dict[str, tuple[bool, str]] = field(default_factory=dict)
+
+    def headline(self) -> dict[str, float]:
+        tuned = self.scores.get("tuned")
+        return {k: v for k, v in (tuned.values if tuned else {}).items() if isinstance(v, float) and not math.isnan(v)}
+
+    def better(self, metric: str) -> str | None:
+        base, tuned = self.scores.get("base"), self.scores.get("tuned")
+        if base is None or tuned is None:
+            return None
+        a, b = base.values.get(metric, math.nan), tuned.values.get(metric, math.nan)
+        if metric in DESCRIPTIVE or math.isnan(a) or math.isnan(b) or a == b:
+            return None
+        lower = metric in LOWER_IS_BETTER
+        return "tuned" if (b < a) == lower else "base"
+
+    def wins(self) -> list[str]:
+        """Metrics on which the tuned model is better than the base."""
+        names = sorted({k for s in self.scores.values() for k in s.values})
+        return [m for m in names if self.better(m) == "tuned"]
+
+    def markdown(self) -> str:
+        columns = [name for name in ("base", "tuned", REAL) if name in self.scores]
+        names = [k for k in self.scores[columns[0]].values]
+        lines = ["| metric | " + " | ".join(columns) + " | better |", "|---|" + "---:|" * len(columns) + "---|"]
+        for name in names:
+            cells = []
+            for column in columns:
+                value = self.scores[column].values.get(name, math.nan)
+                interval = self.scores[column].intervals.get(name)
+                text = _number(value)
+                if interval and not math.isnan(interval[0]):
+                    text += f" [{_number(interval[0])}, {_number(interval[1])}]"
+                cells.append(text)
+            arrow = "" if name in DESCRIPTIVE else " ↓" if name in LOWER_IS_BETTER else " ↑"
+            lines.append(f"| {name}{arrow} | " + " | ".join(cells) + f" | {self.better(name) or ''} |")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "examples": self.examples,
+            "samples": self.samples,
+            "scores": {k: {"answers": s.answers, **s.values} for k, s in self.scores.items()},
+            "intervals": {k: s.intervals for k, s in self.scores.items()},
+            "authorship": self.authorship,
+            "gates": asdict(self.gates),
+            "blocking": {k: {"passed": p, "why": w} for k, (p, w) in self.blocking.items()},
+            "warnings": {k: {"passed": p, "why": w} for k, (p, w) in self.warnings.items()},
+            "tuned_wins": self.wins(),
+        }
+
+
+def _number(value: float) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "-"
+    return f"{value:.3f}" if abs(value) < 100 else f"{value:,.0f}"
+
+
+def build_report(
+    generations: pl.DataFrame,
+    real: Mapping[str, Answer],
+    classifier: AuthorshipClassifier | None,
+    gates: Gates,
+    heldout_loss: Mapping[str, float] | None = None,
+    similarity: Mapping[str, Mapping[str, float]] | None = None,
+) -> EvalReport:
+    """``real``: example id → the agent's real posts for every held-out example answered. ``heldout_loss``: model →
+    mean loss on the real answers' tokens; ``similarity``: model → {mean, low, high} cosine to the real replies."""
+    answered = set(generations["example_id"].to_list())
+    real_answers = [list(real[e]) for e in sorted(answered) if e in real]
+    scores = {}
+    for model in sorted(set(generations["model"].to_list())):
+        answers, invalid = answers_of(generations, model)
+        scores[model] = score(model, answers, invalid, real_answers, classifier)
+    scores[REAL] = score(REAL, real_answers, [0] * len(real_answers), real_answers, classifier)
+    for model, loss in (heldout_loss or {}).items():
+        if model in scores and isinstance(loss, float):
+            scores[model].values["heldout_loss"] = loss
+    for model, cosine in (similarity or {}).items():
+        if model in scores:
+            scores[model].values["semantic_similarity"] = float(cosine["mean"])
+            scores[model].intervals["semantic_similarity"] = (float(cosine["low"]), float(cosine["high"]))
+    authorship = None
+    if classifier is not None:
+        authorship = {
+            "trained_on_agent_posts": classifier.trained_on[0],
+            "trained_on_other_posts": classifier.trained_on[1],
+            "cross_validated_accuracy": classifier.cross_validated_accuracy,
+            "ceiling_pass_rate_on_real_heldout": scores[REAL].values.get("authorship_pass_rate", math.nan),
+        }
+    samples = generations["sample"].n_unique()
+    report = EvalReport(scores, len(answered), samples, authorship, gates)
+    judge_gates(report)
+    return report
+
+
+def judge_gates(report: EvalReport) -> None:
+    gates = report.gates
+    tuned = report.scores.get("tuned")
+    if tuned is None:
+        report.blocking["tuned_answers"] = (False, "no answers of the tuned model")
+        return
+    validity = tuned.values["call_validity"]
+    report.blocking["tool_call_validity"] = (
+        validity >= gates.min_call_validity,
+        f"{validity:.1%} of tuned answers hold only valid reply calls (gate >= {gates.min_call_validity:.0%})",
+    )
+    sheets = tuned.values["character_sheet"]
+    report.blocking["character_sheet_rate"] = (
+        sheets <= gates.max_character_sheet_per_1000,
+        f"{sheets:.1f} character-sheet answers per 1,000 (gate <= {gates.max_character_sheet_per_1000:g})",
+    )
+    for metric in gates.tuned_must_beat_base:
+        if metric not in tuned.values:
+            report.warnings[f"beats_base_on_{metric}"] = (False, f"{metric} was not measured")
+            continue
+        better = report.better(metric)
+        base = report.scores["base"].values.get(metric, math.nan) if "base" in report.scores else math.nan
+        report.warnings[f"beats_base_on_{metric}"] = (
+            better == "tuned",
+            f"{metric}: tuned {_number(tuned.values[metric])} vs base {_number(base)}",
+        )
+
+
+def length_plot(generations: pl.DataFrame, real: Sequence[Answer], path: Path) -> Path:
+    """Post-length histograms of base, tuned and real, overlaid (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(1, 2, figsize=(10, 3.5))
+    series: dict[str, list[list[str]]] = {
+        m: answers_of(generations, m)[0] for m in sorted(set(generations["model"].to_list()))
+    }
+    series[REAL] = [list(posts) for posts in real]
+    bins = list(range(0, 320, 20))
+    for name, answers in series.items():
+        axes[0].hist(post_lengths(answers) or [0], bins=bins, alpha=0.45, label=name, density=True)
+        counts = posts_per_answer(answers) or [0]
+        axes[1].hist(counts, bins=range(0, max(counts) + 2), alpha=0.45, label=name, density=True)
+    axes[0].set_title("post length (graphemes)")
+    axes[1].set_title("posts per answer")
+    axes[0].legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    pyplot.close(figure)
+    write_bytes_atomic(path, buffer.getvalue())
+    return path
+
+
+def metric_plot(report: EvalReport, path: Path) -> Path:
+    """Bars of the comparable metrics, base vs tuned vs real (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    names = ["call_validity", "authorship_pass_rate", "semantic_similarity", "unigram_jsd", "bigram_jsd"]
+    names += ["post_length_ks", "distinct_2"]
+    names = [n for n in names if any(n in s.values for s in report.scores.values())]
+    figure, axis = pyplot.subplots(figsize=(10, 3.5))
+    width = 0.8 / max(len(report.scores), 1)
+    for i, (model, scores) in enumerate(report.scores.items()):
+        values = [0 if math.isnan(v := scores.values.get(n, math.nan)) else v for n in names]
+        axis.bar([x + i * width for x in range(len(names))], values, width, label=model)
+    axis.set_xticks([x + width for x in range(len(names))], names, rotation=15)
+    axis.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    pyplot.close(figure)
+    write_bytes_atomic(path, buffer.getvalue())
+    return path

@@ -1,0 +1,1 @@
+"""Serving: the vLLM server lifecycle (evaluate and serve start it the same way)."""

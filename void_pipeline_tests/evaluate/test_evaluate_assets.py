@@ -1,0 +1,104 @@
+"""eval_generations and eval_report on the session's curated world and trained adapter, through a real vLLM
+server: every held-out answer of both models, a report with gates, MLflow updated, and a failing gate stopping what
+comes after it in the same run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import polars as pl
+from mlflow.tracking import MlflowClient
+
+from void_pipeline.defs.evaluate.assets import eval_generations, eval_report
+from void_pipeline.lib.layout import EvaluationPaths
+from void_pipeline.lib.train.tracking import default_uri
+from void_pipeline.resources.server import InferenceServer
+from void_pipeline.resources.storage import PipelineStorage
+from void_pipeline.resources.trainer import Trainer
+from void_pipeline_tests.trainer_fixtures import Trained, failure_text
+
+GENERATION = {"limit": 5, "max_tokens": 48, "max_posts": 2, "concurrency": 4, "seed": 3}
+
+
+@dg.asset(deps=[eval_report], group_name="serve")
+def behind_the_gates() -> int:
+    """Stands in for what serving will build after the gates (a downstream asset in the same run)."""
+    return 1
+
+
+def run(
+    curated: dict[str, Any], trainer_bin: Path, selection: list[dg.AssetsDefinition], report: dict[str, Any]
+) -> Any:
+    resources = {
+        **curated["resources"],
+        "server": InferenceServer(cpu=True, max_model_len=4096),
+        "trainer": Trainer(python=str(trainer_bin / "python")),
+        "pipes_subprocess_client": dg.PipesSubprocessClient(),
+    }
+    config = {"ops": {"eval_generations": {"config": GENERATION}, "eval_report": {"config": report}}}
+    return dg.materialize(
+        [eval_generations, eval_report, behind_the_gates],
+        selection=[a.key for a in selection],
+        resources=resources,
+        run_config={"ops": {k: v for k, v in config["ops"].items() if k in {a.key.path[-1] for a in selection}}},
+        raise_on_error=False,
+    )
+
+
+def test_held_out_threads_are_answered_reported_tracked_and_gated(
+    curated: dict[str, Any], trained: Trained, trainer_bin: Path
+) -> None:
+    storage: PipelineStorage = curated["storage"]
+    lenient = {"min_call_validity": 0.0, "max_character_sheet_per_1000": 1000.0, "review_threads": 4}
+    result = run(curated, trainer_bin, [eval_generations, eval_report, behind_the_gates], lenient)
+    assert result.success, failure_text(result)
+
+    generated = result.asset_materializations_for_node("eval_generations")[0].metadata
+    assert generated["answers"].value == 10 and generated["errors"].value == 0
+    paths = EvaluationPaths(Path(str(generated["folder"].value)))
+    rows = pl.read_parquet(paths.generations)
+    assert sorted(set(rows["model"])) == ["base", "tuned"] and rows.height == 10
+    assert rows["steps"].min() >= 1 and rows["completion_tokens"].sum() > 0  # type: ignore[operator]
+    settings = json.loads(paths.settings.read_text())
+    assert settings["sampling"]["seed"] == 3 and len(settings["examples"]) == 5
+
+    report = json.loads(paths.report.read_text())
+    assert set(report["scores"]) == {"base", "tuned", "real"}
+    assert report["scores"]["real"]["call_validity"] == 1.0  # the agent's own replies are valid calls
+    assert report["blocking"]["tool_call_validity"]["passed"] is True
+    base, tuned = report["scores"]["base"]["heldout_loss"], report["scores"]["tuned"]["heldout_loss"]
+    assert tuned < base, (base, tuned)  # the adapter is applied, and it learned the agent's answers
+    answered = {m for m, posts in rows.select("model", "posts").iter_rows() if posts}
+    for model in answered:  # similarity is measured wherever a model answered with a post
+        assert -1 <= report["scores"][model]["semantic_similarity"] <= 1
+    for name in ("report.md", "lengths.png", "metrics.png"):
+        assert (paths.root / name).stat().st_size > 0
+    key = (paths.review / "review_key.csv").read_text().splitlines()
+    assert len(key) == 1 + 4 and all(sorted(line.split(",")[2:]) == ["base", "real", "tuned"] for line in key[1:])
+    review = (paths.review / "review.md").read_text()
+    assert all(f"**{label}.**" in review for label in "ABC")
+    assert (paths.review / "review.csv").read_text().splitlines()[0] == "item,example_id,thread,A,B,C"
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks["tool_call_validity"] and checks["character_sheet_rate"]
+    assert result.asset_materializations_for_node("behind_the_gates")
+
+    client = MlflowClient(default_uri(storage.layout.mlflow))
+    champion = client.get_model_version_by_alias("void-lora", "champion")
+    latest = storage.agent_layout.train.read_latest()
+    assert latest and str(champion.version) == str(latest["model_version"])
+    assert "eval.call_validity" in champion.tags
+    artifacts = [a.path for a in client.list_artifacts(str(latest["mlflow_run"]), "evaluation")]
+    assert "evaluation/report.json" in artifacts
+
+    strict = {**lenient, "min_call_validity": 1.01}  # no model can pass: the gate must stop what follows
+    gated = run(curated, trainer_bin, [eval_report, behind_the_gates], strict)
+    assert not gated.success
+    failed = {c.check_name: c.passed for c in gated.get_asset_check_evaluations()}
+    assert failed["tool_call_validity"] is False
+    assert not gated.asset_materializations_for_node("behind_the_gates")
+    aliases = client.get_registered_model("void-lora").aliases
+    # the gates took it back: the version is a candidate again, and no version is champion
+    assert str(aliases.get("candidate")) == str(champion.version) and "champion" not in aliases

