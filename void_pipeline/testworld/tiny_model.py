@@ -5,6 +5,12 @@ Runs in the trainer environment (torch, transformers). The result is an ordinary
 axolotl, peft and vLLM take it through exactly the code paths a real 8B model takes.
 
     python -m void_pipeline.testworld.tiny_model --tokenizer DIR --out DIR [--layers 2 --hidden 64]
+        [--pretrain FILE --pretrain-steps N]
+
+``--pretrain`` makes it stand in for an *instruct* base model: a short full training on other authors' language and
+on chat conversations in which an assistant answers with the reply tool (never the agent's own posts), so the base
+knows the format and the corpus's words but not the agent's voice — what a LoRA adapter then has to learn, as with
+a real instruct model. FILE holds JSON lines: {"text": ...} or {"messages": [...], "tools": [...]}.
 """
 
 from __future__ import annotations
@@ -56,7 +62,50 @@ def chat_tokenizer(tokenizer_dir: Path) -> Any:
     )
 
 
-def build(tokenizer_dir: Path, out: Path, layers: int, hidden: int, seed: int) -> Path:
+def pretrain(model: Any, tokenizer: Any, examples: list[dict[str, Any]], steps: int, seed: int) -> tuple[float, float]:
+    """Full training on ``examples`` (texts, or conversations rendered by the chat template): random 256-token
+    windows of their concatenation, batches of 16, AdamW. Returns the mean loss of the first and last 10 steps."""
+    import torch
+
+    texts = [
+        tokenizer.apply_chat_template(e["messages"], tools=e.get("tools"), tokenize=False)
+        if "messages" in e
+        else str(e["text"]) + tokenizer.eos_token
+        for e in examples
+    ]
+    stream = [i for text in texts for i in tokenizer(text, add_special_tokens=False)["input_ids"]]
+    window, batch = 256, 16
+    if len(stream) <= window + 1:
+        raise ValueError("not enough pretraining text for one window")
+    generator = torch.Generator().manual_seed(seed)
+    data = torch.tensor(stream)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    losses = []
+    model.train()
+    for _ in range(steps):
+        starts = torch.randint(0, len(stream) - window - 1, (batch,), generator=generator)
+        inputs = torch.stack([data[s : s + window] for s in starts])
+        loss = model(input_ids=inputs, labels=inputs).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        losses.append(float(loss.detach()))
+    model.eval()
+    return sum(losses[:10]) / len(losses[:10]), sum(losses[-10:]) / len(losses[-10:])
+
+
+def build(
+    tokenizer_dir: Path,
+    out: Path,
+    layers: int,
+    hidden: int,
+    seed: int,
+    pretraining: list[dict[str, Any]] | None = None,
+    pretrain_steps: int = 0,
+) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -77,12 +126,23 @@ def build(tokenizer_dir: Path, out: Path, layers: int, hidden: int, seed: int) -
         tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(config)
+    trained: dict[str, Any] = {}
+    if pretraining and pretrain_steps:
+        first, last = pretrain(model, tokenizer, pretraining, pretrain_steps, seed)
+        trained = {"pretrain_steps": pretrain_steps, "pretrain_loss_first": first, "pretrain_loss_last": last}
+        print(f"pretrained {pretrain_steps} steps: loss {first:.3f} -> {last:.3f}")
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     (out / "tiny_model.json").write_text(
         json.dumps(
-            {"layers": layers, "hidden": hidden, "seed": seed, "parameters": sum(p.numel() for p in model.parameters())}
+            {
+                "layers": layers,
+                "hidden": hidden,
+                "seed": seed,
+                "parameters": sum(p.numel() for p in model.parameters()),
+                **trained,
+            }
         )
     )
     return out
@@ -95,8 +155,13 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pretrain", type=Path, default=None, help="JSON lines: {text} or {messages, tools}")
+    parser.add_argument("--pretrain-steps", type=int, default=300)
     args = parser.parse_args()
-    print(build(args.tokenizer, args.out, args.layers, args.hidden, args.seed))
+    examples = None
+    if args.pretrain:
+        examples = [json.loads(line) for line in args.pretrain.read_text().splitlines() if line.strip()]
+    print(build(args.tokenizer, args.out, args.layers, args.hidden, args.seed, examples, args.pretrain_steps))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from typing import Any
 
 from void_pipeline.lib.curate.prompt import REPLY_TOOL, REPLY_TOOL_NAME
 from void_pipeline.lib.train.axolotl_config import CANDIDATES, CPU_OVERLAY, effective_config, write
+from void_pipeline.testworld.corpus import Corpus, record_text
 from void_pipeline_tests.trainer_fixtures import run_trainer
 
 
@@ -69,3 +70,25 @@ def test_every_candidate_config_passes_axolotl_validation_and_an_unknown_key_fai
     expected = {"valid": True, "base_model": str(tiny_model), "adapter": "qlora", "sequence_len": 8192}
     assert candidates == [{**expected, "load_in_4bit": True}] * len(CANDIDATES)
     assert unknown == {"valid": False, "errors": ["unknown config key: lora_rank"]}
+
+
+def test_the_demo_base_learns_the_other_authors_and_the_tool_format_but_not_the_agent(
+    trainer_bin: Path, corpus: Corpus, corpus_tokenizer: Path, tmp_path: Path
+) -> None:
+    """`--pretrain` (the demo's instruct stand-in): a short full training whose loss falls, on data that holds
+    tool-call conversations and none of the agent's posts."""
+    from void_pipeline.testworld.cli import instruct_pretraining
+
+    examples = instruct_pretraining(corpus)
+    agent_texts = {record_text(r.value) for r in corpus.records if r.author == corpus.agent.handle}
+    assert any("messages" in e for e in examples) and any("text" in e for e in examples)
+    assert not {e["text"] for e in examples if "text" in e} & agent_texts
+    data = tmp_path / "pretrain.jsonl"
+    data.write_text("".join(json.dumps(e) + "\n" for e in examples))
+    result = run_trainer(trainer_bin, str(trainer_bin / "python"), "-m", "void_pipeline.testworld.tiny_model",
+                         "--tokenizer", str(corpus_tokenizer), "--out", str(tmp_path / "model"),
+                         "--pretrain", str(data), "--pretrain-steps", "40")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / "model" / "tiny_model.json").read_text())
+    assert record["pretrain_steps"] == 40
+    assert record["pretrain_loss_last"] < record["pretrain_loss_first"] - 1.0, record

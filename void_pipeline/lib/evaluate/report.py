@@ -42,6 +42,7 @@ class Gates:
 # Metrics where lower is better (the rest: higher is better); the report marks the better of base and tuned.
 LOWER_IS_BETTER = {
     "no_call",
+    "truncated",
     "invalid_call",
     "post_length_wasserstein",
     "post_length_ks",
@@ -58,7 +59,7 @@ LOWER_IS_BETTER = {
     "heldout_loss",
 }
 # Descriptive numbers with no better direction (their distance to the real replies is what is compared).
-DESCRIPTIVE = {"posts_per_answer", "post_length_mean"}
+DESCRIPTIVE = {"posts_per_answer", "post_length_mean", "distinct_1", "distinct_2"}
 
 
 @dataclass
@@ -197,6 +198,9 @@ def build_report(
     for model in sorted(set(generations["model"].to_list())):
         answers, invalid = answers_of(generations, model)
         scores[model] = score(model, answers, invalid, real_answers, classifier)
+        finishes = generations.filter(pl.col("model") == model)["finish_reason"]
+        # cut off by max_tokens: a call that never closed counts as no call; this says how many to raise the limit for
+        scores[model].values["truncated"] = finishes.to_list().count("length") / max(finishes.len(), 1)
     scores[REAL] = score(REAL, real_answers, [0] * len(real_answers), real_answers, classifier)
     for model, loss in (heldout_loss or {}).items():
         if model in scores and isinstance(loss, float):
