@@ -136,3 +136,15 @@ def test_the_report_prefers_the_model_that_answers_like_the_agent_and_gates_the_
     assert not failing.blocking["tool_call_validity"][0]
     assert not failing.blocking["character_sheet_rate"][0]
     assert "authorship_pass_rate" not in failing.scores["tuned"].values
+
+
+def test_the_judge_sees_each_models_first_answer_beside_the_real_reply() -> None:
+    from void_pipeline.lib.evaluate.evaluation import judge_inputs
+
+    heldout = pl.DataFrame(
+        {"example_id": ["e1", "e2", "e3"], "prompt": ["p1", "p2", "p3"], "calls": [["r1"], ["r2"], ["r3"]]}
+    )
+    frame = generations({"base": {"e1": ["b1"], "e2": ["b2"]}, "tuned": {"e1": ["t1"], "e2": []}})
+    threads, answers = judge_inputs(heldout, frame, threads=1)
+    assert threads == {"e1": "p1"}
+    assert answers["real"]["e3"] == ["r3"] and answers["base"]["e1"] == ["b1"] and answers["tuned"]["e2"] == []

@@ -17,6 +17,7 @@ import pytest
 from void_pipeline.lib import environments
 from void_pipeline.lib.curate.prompt import REPLY_TOOL, REPLY_TOOL_NAME
 from void_pipeline.lib.evaluate.generations import Prompt, Sampling, generate
+from void_pipeline.lib.evaluate.judge import Judge, judge_answers
 from void_pipeline.lib.layout import EvaluationPaths
 from void_pipeline.lib.paths import REPO_ROOT
 from void_pipeline.lib.processes import pid_alive
@@ -47,7 +48,7 @@ def descendants(pid: int) -> set[int]:
 
 
 def test_base_and_adapter_answer_with_the_reply_tool_and_the_server_stops(
-    trained: Trained, tiny_model: Path, server_python: str, tmp_path: Path
+    trained: Trained, tiny_model: Path, server_python: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     template = trained.adapter / "chat_template.jinja"
     spec = ServerSpec(
@@ -85,6 +86,7 @@ def test_base_and_adapter_answer_with_the_reply_tool_and_the_server_stops(
             calls = message.get("tool_calls") or []
             assert calls and all(c["function"]["name"] == REPLY_TOOL_NAME for c in calls), message
         resumed_generation(server.base_url, server.api_key, tmp_path)
+        judged_in_both_orders(server.base_url, server.api_key, monkeypatch)
     assert server.api_key not in (tmp_path / "vllm.log").read_text()
     deadline = time.monotonic() + 30
     while any(pid_alive(p) for p in group) and time.monotonic() < deadline:
@@ -97,6 +99,7 @@ import os, sys
 from pathlib import Path
 from void_pipeline.lib.curate.prompt import REPLY_TOOL
 from void_pipeline.lib.evaluate.generations import Prompt, Sampling, generate
+from void_pipeline.lib.evaluate.judge import Judge, judge_answers
 from void_pipeline.lib.layout import EvaluationPaths
 prompts = [Prompt(f"e{i}", f"@ada.test: what changes at scale, part {i}?") for i in range(8)]
 headers = {"Authorization": "Bearer " + os.environ["TEST_SERVER_KEY"]}
@@ -138,10 +141,29 @@ def resumed_generation(base_url: str, api_key: str, tmp_path: Path) -> None:
             assert row["raw"] == kept[(row["example_id"], row["model"])]
 
 
+def judged_in_both_orders(base_url: str, api_key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The optional LLM judge against a real endpoint (the tiny base as judge): every pair asked in both orders,
+    every thread accounted for; without its key every answer is refused and counted as unparsed."""
+    threads = {f"e{i}": f"@ada.test: what changes at scale, part {i}?" for i in range(3)}
+    answers = {
+        model: {e: [f"{model} says the network holds the archive, part {i}."] for i, e in enumerate(threads)}
+        for model in ("tuned", "base", "real")
+    }
+    monkeypatch.setenv("TEST_JUDGE_KEY", api_key)
+    report = judge_answers(Judge(base_url, "base", "TEST_JUDGE_KEY", max_tokens=4), threads, answers)
+    for name in ("tuned_vs_base", "tuned_vs_real"):
+        result = report.results[name]
+        assert result.asked == 6 and result.wins + result.losses + result.ties + result.unparsed == 3, vars(result)
+    monkeypatch.delenv("TEST_JUDGE_KEY")
+    refused = judge_answers(Judge(base_url, "base", "TEST_JUDGE_KEY"), threads, answers)
+    assert refused.results["tuned_vs_base"].unparsed == 3
+
+
 STARTER = """
 import sys, time
 from pathlib import Path
 from void_pipeline.lib.evaluate.generations import Prompt, Sampling, generate
+from void_pipeline.lib.evaluate.judge import Judge, judge_answers
 from void_pipeline.lib.layout import EvaluationPaths
 from void_pipeline.lib.serve.vllm_server import ServerSpec, vllm_server
 from void_pipeline.resources.server import InferenceServer

@@ -17,6 +17,7 @@ from void_pipeline.lib import processes
 from void_pipeline.lib.evaluate import evaluation
 from void_pipeline.lib.evaluate.authorship import AuthorshipClassifier
 from void_pipeline.lib.evaluate.generations import Sampling, fingerprint, generate, settings_record
+from void_pipeline.lib.evaluate.judge import Judge, judge_answers
 from void_pipeline.lib.evaluate.report import Gates, build_report, length_plot, metric_plot
 from void_pipeline.lib.files import write_text_atomic
 from void_pipeline.lib.layout import DatasetPaths, EvaluationPaths, RunPaths
@@ -162,6 +163,12 @@ class EvalReportConfig(dg.Config):
     max_character_sheet_per_1000: float = Field(default=5.0, description="gate (blocking): loop content rate")
     review_threads: int = Field(default=50, description="threads in the blind review pack")
     seed: int = 0
+    judge_url: str | None = Field(
+        default=None, description="optional LLM judge: an OpenAI-compatible base URL ending in /v1 (off when unset)"
+    )
+    judge_model: str = Field(default="", description="the judge's model name at judge_url")
+    judge_key_env: str = Field(default="VOID_JUDGE_API_KEY", description="environment variable holding its key")
+    judge_threads: int = Field(default=50, description="held-out threads the judge compares")
 
 
 GATE_CHECKS = ("tool_call_validity", "character_sheet_rate")
@@ -218,6 +225,13 @@ def eval_report(
     length_plot(generations, real, paths.length_plot)
     metric_plot(report, paths.metric_plot)
     reviewed = evaluation.review_pack(heldout, generations, paths.review, config.review_threads, config.seed)
+    judged = None
+    if config.judge_url:
+        judge = Judge(config.judge_url.rstrip("/"), config.judge_model, config.judge_key_env)
+        threads, answers = evaluation.judge_inputs(heldout, generations, config.judge_threads)
+        judged = judge_answers(judge, threads, answers).as_dict()
+        data["judge"] = {"url": config.judge_url, "model": config.judge_model, **judged}
+        write_text_atomic(paths.report, json.dumps(data, indent=2, default=str))
     tracked = track(latest, report.headline(), report, paths, trainer, storage)
     context.log.info("\n" + report.markdown())
     yield dg.MaterializeResult(
@@ -233,6 +247,7 @@ def eval_report(
             "review_pack": dg.MetadataValue.path(str(paths.review / "review.md")),
             "review_threads": reviewed,
             "mlflow": tracked,
+            "judge": dg.MetadataValue.json(judged or {"off": "set judge_url to compare answers with an LLM judge"}),
         }
     )
     for name in GATE_CHECKS:

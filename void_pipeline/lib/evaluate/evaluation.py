@@ -157,3 +157,17 @@ def model_measure_inputs(paths: EvaluationPaths, heldout: pl.DataFrame, generati
     write_text_atomic(rows_path, "\n".join(rows) + "\n")
     write_text_atomic(answers_path, "\n".join(answers) + ("\n" if answers else ""))
     return rows_path, answers_path
+
+
+def judge_inputs(
+    heldout: pl.DataFrame, generations: pl.DataFrame, threads: int
+) -> tuple[dict[str, str], dict[str, dict[str, list[str]]]]:
+    """The first ``threads`` evaluated examples' prompts, and every model's first answer to them beside the real
+    reply (``real``): what the optional judge compares."""
+    first = generations.filter(pl.col("sample") == 0)
+    ids = sorted(set(first["example_id"].to_list()))[:threads]
+    prompts = dict(zip(heldout["example_id"].to_list(), heldout["prompt"].to_list(), strict=True))
+    answers: dict[str, dict[str, list[str]]] = {"real": {e: posts for e, posts in real_answers(heldout).items()}}
+    for example_id, model, posts in first.select("example_id", "model", "posts").iter_rows():
+        answers.setdefault(model, {})[example_id] = posts
+    return {e: prompts[e] for e in ids if e in prompts}, answers
