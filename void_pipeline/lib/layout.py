@@ -26,7 +26,7 @@ import re
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from void_pipeline.lib.files import write_text_atomic
 
@@ -246,18 +246,15 @@ class RunPaths:
 
 
 @dataclass(frozen=True)
-class TrainPaths:
+class LatestPointer:
+    """A stage folder whose ``latest.json`` names its newest finished output, written atomically when it completes
+    (training: {"run_dir", "adapter", "base_model", ...}; evaluation: {"folder", "adapter", "mlflow_run", ...})."""
+
     root: Path
-
-    def run(self, run_id: str) -> RunPaths:
-        return RunPaths(self.root / run_id)
-
-    def runs(self) -> list[RunPaths]:
-        return [RunPaths(p) for p in sorted(self.root.glob("*/"))] if self.root.exists() else []
+    producer: ClassVar[str]  # the asset to materialize again when the file is damaged
 
     @property
     def latest(self) -> Path:
-        """The newest finished training run: {"run_dir", "adapter", "base_model", ...}, written when one completes."""
         return self.root / "latest.json"
 
     def write_latest(self, **fields: Any) -> None:
@@ -269,8 +266,19 @@ class TrainPaths:
         try:
             loaded = json.loads(self.latest.read_text())
         except ValueError as err:
-            raise ValueError(f"{self.latest} is not valid JSON ({err}): materialize lora_adapter again") from err
+            raise ValueError(f"{self.latest} is not valid JSON ({err}): materialize {self.producer} again") from err
         return loaded if isinstance(loaded, dict) else None
+
+
+@dataclass(frozen=True)
+class TrainPaths(LatestPointer):
+    producer: ClassVar[str] = "lora_adapter"
+
+    def run(self, run_id: str) -> RunPaths:
+        return RunPaths(self.root / run_id)
+
+    def runs(self) -> list[RunPaths]:
+        return [RunPaths(p) for p in sorted(self.root.glob("*/"))] if self.root.exists() else []
 
 
 @dataclass(frozen=True)
@@ -317,28 +325,11 @@ class EvaluationPaths:
 
 
 @dataclass(frozen=True)
-class EvaluatePaths:
-    root: Path
+class EvaluatePaths(LatestPointer):
+    producer: ClassVar[str] = "eval_generations"
 
     def evaluation(self, fingerprint: str) -> EvaluationPaths:
         return EvaluationPaths(self.root / fingerprint)
-
-    @property
-    def latest(self) -> Path:
-        """The newest finished generations: {"folder", "adapter", "mlflow_run", ...}."""
-        return self.root / "latest.json"
-
-    def write_latest(self, **fields: Any) -> None:
-        write_text_atomic(self.latest, json.dumps(fields, indent=2))
-
-    def read_latest(self) -> dict[str, Any] | None:
-        if not self.latest.exists():
-            return None
-        try:
-            loaded = json.loads(self.latest.read_text())
-        except ValueError as err:
-            raise ValueError(f"{self.latest} is not valid JSON ({err}): materialize eval_generations again") from err
-        return loaded if isinstance(loaded, dict) else None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -213,7 +212,6 @@ def generate(
     ]
     log(f"[evaluate] {len(done):,} answers kept from an earlier run, {len(todo):,} to generate")
     started = time.monotonic()
-    lock = threading.Lock()
     new_rows: list[dict[str, Any]] = []
     _rewrite(jsonl, done_rows)  # drops rows with errors and a torn last line: they are asked again
     with open(jsonl, "ab") as out, httpx.Client(timeout=timeout_s) as client:
@@ -226,11 +224,10 @@ def generate(
             futures = [pool.submit(one, item) for item in todo]
             for count, future in enumerate(as_completed(futures), 1):
                 row = future.result()
-                with lock:
-                    out.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")
-                    out.flush()
-                    os.fsync(out.fileno())
-                    new_rows.append(row)
+                out.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")  # one writer: this thread
+                out.flush()
+                os.fsync(out.fileno())
+                new_rows.append(row)
                 if count % 10 == 0 or count == len(todo):
                     log(f"[evaluate] {count:,}/{len(todo):,} answers ({time.monotonic() - started:.0f} s)")
     rows = pl.DataFrame([*done_rows, *new_rows], schema=GENERATION_SCHEMA).sort("example_id", "model", "sample")

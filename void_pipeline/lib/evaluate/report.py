@@ -4,7 +4,6 @@ threads, with the gates that decide whether the tuned model may be served.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,7 +24,7 @@ from void_pipeline.lib.evaluate.metrics import (
     posts_per_answer,
     share_ci,
 )
-from void_pipeline.lib.files import write_bytes_atomic
+from void_pipeline.lib.plots import png_figure
 
 REAL = "real"
 
@@ -253,52 +252,32 @@ def judge_gates(report: EvalReport) -> None:
 
 def length_plot(generations: pl.DataFrame, real: Sequence[Answer], path: Path) -> Path:
     """Post-length histograms of base, tuned and real, overlaid (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    figure, axes = pyplot.subplots(1, 2, figsize=(10, 3.5))
     series: dict[str, list[list[str]]] = {
         m: answers_of(generations, m)[0] for m in sorted(set(generations["model"].to_list()))
     }
     series[REAL] = [list(posts) for posts in real]
     bins = list(range(0, 320, 20))
-    for name, answers in series.items():
-        axes[0].hist(post_lengths(answers) or [0], bins=bins, alpha=0.45, label=name, density=True)
-        counts = posts_per_answer(answers) or [0]
-        axes[1].hist(counts, bins=range(0, max(counts) + 2), alpha=0.45, label=name, density=True)
-    axes[0].set_title("post length (graphemes)")
-    axes[1].set_title("posts per answer")
-    axes[0].legend()
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    pyplot.close(figure)
-    write_bytes_atomic(path, buffer.getvalue())
+    with png_figure(path, ncols=2, figsize=(10, 3.5)) as (_, axes):
+        for name, answers in series.items():
+            axes[0].hist(post_lengths(answers) or [0], bins=bins, alpha=0.45, label=name, density=True)
+            counts = posts_per_answer(answers) or [0]
+            axes[1].hist(counts, bins=range(0, max(counts) + 2), alpha=0.45, label=name, density=True)
+        axes[0].set_title("post length (graphemes)")
+        axes[1].set_title("posts per answer")
+        axes[0].legend()
     return path
 
 
 def metric_plot(report: EvalReport, path: Path) -> Path:
     """Bars of the comparable metrics, base vs tuned vs real (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
     names = ["call_validity", "authorship_pass_rate", "semantic_similarity", "unigram_jsd", "bigram_jsd"]
     names += ["post_length_ks", "distinct_2"]
     names = [n for n in names if any(n in s.values for s in report.scores.values())]
-    figure, axis = pyplot.subplots(figsize=(10, 3.5))
     width = 0.8 / max(len(report.scores), 1)
-    for i, (model, scores) in enumerate(report.scores.items()):
-        values = [0 if math.isnan(v := scores.values.get(n, math.nan)) else v for n in names]
-        axis.bar([x + i * width for x in range(len(names))], values, width, label=model)
-    axis.set_xticks([x + width for x in range(len(names))], names, rotation=15)
-    axis.legend()
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    pyplot.close(figure)
-    write_bytes_atomic(path, buffer.getvalue())
+    with png_figure(path, figsize=(10, 3.5)) as (_, axis):
+        for i, (model, scores) in enumerate(report.scores.items()):
+            values = [0 if math.isnan(v := scores.values.get(n, math.nan)) else v for n in names]
+            axis.bar([x + i * width for x in range(len(names))], values, width, label=model)
+        axis.set_xticks([x + width for x in range(len(names))], names, rotation=15)
+        axis.legend()
     return path

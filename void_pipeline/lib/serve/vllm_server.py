@@ -18,7 +18,7 @@ import secrets
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -114,7 +114,7 @@ def vllm_server(
     spec: ServerSpec,
     log_path: Path,
     startup_timeout_s: float = 600.0,
-    on_progress: Any = None,
+    on_progress: Callable[[str], None] | None = None,
 ) -> Iterator[RunningServer]:
     """Start the server, wait until it answers, yield it; stop it (and everything it started) on the way out,
     whatever happens inside. ServerFailed when it exits or does not answer within ``startup_timeout_s``."""
@@ -141,7 +141,7 @@ def _wait_until_up(
     log_path: Path,
     started: float,
     timeout_s: float,
-    on_progress: Any,
+    on_progress: Callable[[str], None] | None,
     log: IO[bytes],
 ) -> RunningServer:
     headers = {"Authorization": f"Bearer {api_key}"}

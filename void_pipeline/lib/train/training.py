@@ -19,8 +19,9 @@ from typing import Any
 import orjson
 import polars as pl
 
-from void_pipeline.lib.files import write_bytes_atomic, write_text_atomic
+from void_pipeline.lib.files import write_text_atomic
 from void_pipeline.lib.layout import DatasetPaths, RunPaths, TrainPaths
+from void_pipeline.lib.plots import png_figure
 
 # Keys that say where a run writes, not what it trains: two runs that differ only here are the same training.
 PLACEMENT_KEYS = ("output_dir", "dataset_prepared_path", "resume_from_checkpoint")
@@ -185,28 +186,16 @@ def sparkline(values: list[float]) -> str:
 
 def loss_png(train: list[tuple[int, float]], evals: list[tuple[int, float]], path: Path) -> Path:
     """Training loss per logged step and validation loss as points, a PNG written atomically (matplotlib)."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display: render to a buffer
-    from matplotlib import pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6.4, 3.2), dpi=100)
-    if train:
-        axes.plot([s for s, _ in train], [v for _, v in train], color="#1c7ed6", label="training loss")
-    if evals:
-        axes.plot([s for s, _ in evals], [v for _, v in evals], "o", color="#d9480f", label="validation loss")
-    axes.set_xlabel("step")
-    axes.set_ylabel("loss")
-    axes.grid(alpha=0.3)
-    if train or evals:
-        axes.legend()
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    write_bytes_atomic(path, buffer.getvalue())
+    with png_figure(path, figsize=(6.4, 3.2), dpi=100) as (_, axes):
+        if train:
+            axes.plot([s for s, _ in train], [v for _, v in train], color="#1c7ed6", label="training loss")
+        if evals:
+            axes.plot([s for s, _ in evals], [v for _, v in evals], "o", color="#d9480f", label="validation loss")
+        axes.set_xlabel("step")
+        axes.set_ylabel("loss")
+        axes.grid(alpha=0.3)
+        if train or evals:
+            axes.legend()
     return path
 
 
