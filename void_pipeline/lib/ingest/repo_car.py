@@ -52,15 +52,45 @@ def cid_str(cid: bytes) -> str:
     return str(libipld.encode_multibase("b", cid))
 
 
+def section_end(data: bytes) -> int:
+    """Where the CAR's length-prefixed sections end; ``len(data)`` unless the last one is cut short.
+
+    libipld accepts a CAR cut at a block boundary or inside the next length prefix, so the framing is checked here.
+    """
+    offset, size = 0, len(data)
+    while offset < size:
+        length = shift = 0
+        while True:
+            if offset >= size:
+                return offset
+            byte = data[offset]
+            offset += 1
+            length |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                break
+            shift += 7
+        if offset + length > size:
+            return offset
+        offset += length
+    return offset
+
+
 def read_repo_car(data: bytes, expected_did: str | None = None, partial: bool = False) -> RepoWalk:
-    """Decode and walk a repo CAR. ``partial`` for a diff CAR. Raises CarError when the CAR is unusable."""
+    """Decode and walk a repo CAR. ``partial`` for a diff CAR. Raises CarError when the CAR is unusable.
+
+    A full CAR must hold its whole MST: a missing node hides every record under it, so that is an error (the export
+    falls back to listRecords), while a missing record block is a problem reported for that one record.
+    """
+    prefix = f"corrupt or truncated CAR ({len(data):,} bytes)"
+    if (end := section_end(data)) != len(data):
+        raise CarError(f"{prefix}: a section is cut short at byte {end:,}")
     try:
         header, blocks = libipld.decode_car(data)
     except Exception as err:  # libipld raises plain ValueError/OSError variants for bad bytes
-        raise CarError(f"corrupt or truncated CAR ({len(data):,} bytes): {err}") from err
+        raise CarError(f"{prefix}: {err}") from err
     roots = header.get("roots") or []
     if not roots or roots[0] not in blocks:
-        raise CarError("CAR has no commit block at its root")
+        raise CarError(f"{prefix}: no commit block at its root")
     commit = blocks[roots[0]]
     if not isinstance(commit, dict) or not {"did", "data", "rev"} <= set(commit):
         raise CarError("CAR root is not a repo commit (needs did, data, rev)")
@@ -97,6 +127,9 @@ def read_repo_car(data: bytes, expected_did: str | None = None, partial: bool = 
             _visit_entry(walk, blocks, key, value_cid, partial)
             if entry.get("t"):
                 stack.append(entry["t"])
+    missing_nodes = sum(p.reason == "missing_mst_node" for p in walk.problems)
+    if missing_nodes:
+        raise CarError(f"{prefix}: {missing_nodes} MST node(s) missing, the records under them cannot be listed")
     return walk
 
 
