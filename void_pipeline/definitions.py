@@ -19,7 +19,7 @@ import sys
 
 import dagster as dg
 
-from void_pipeline.defs import curate, evaluate, ingest, train
+from void_pipeline.defs import curate, evaluate, ingest, serve, train
 from void_pipeline.lib import paths
 from void_pipeline.lib.settings import Settings, from_environment
 from void_pipeline.resources.atproto import AtprotoEndpoint
@@ -62,6 +62,20 @@ def resources_from_environment(settings: Settings | None = None) -> dict[str, ob
     }
 
 
-STAGES: list[dg.Definitions] = [ingest.defs, curate.defs, train.defs, evaluate.defs]
+STAGES: list[dg.Definitions] = [ingest.defs, curate.defs, train.defs, evaluate.defs, serve.defs]
 
-defs = dg.Definitions.merge(*STAGES, dg.Definitions(resources=resources_from_environment()))
+
+def executor_from_environment() -> dg.ExecutorDefinition | None:
+    """VOID_EXECUTOR=k8s (the Helm values set it): each step a Kubernetes Job, GPU steps on GPU nodes by their tags.
+    dagster-k8s is only in the code-location image, so it is imported only then."""
+    if os.environ.get("VOID_EXECUTOR") == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        executor: dg.ExecutorDefinition = k8s_job_executor
+        return executor
+    return None
+
+
+defs = dg.Definitions.merge(
+    *STAGES, dg.Definitions(resources=resources_from_environment(), executor=executor_from_environment())
+)

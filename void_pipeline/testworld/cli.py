@@ -23,7 +23,7 @@ from typing import Any
 
 from void_pipeline.lib import environments, paths
 from void_pipeline.lib.curate.dataset import answer_messages
-from void_pipeline.lib.curate.prompt import REPLY_TOOL
+from void_pipeline.lib.curate.reply_tool import REPLY_TOOL
 from void_pipeline.lib.files import write_text_atomic
 from void_pipeline.lib.layout import AgentLayout, DataLayout, EvaluationPaths, RunPaths
 from void_pipeline.lib.train import training
@@ -264,6 +264,7 @@ def demo(agent_posts: int, seed: int, keep_devnet: bool) -> int:
             show_example(layout)
             show_adapter(layout)
             show_evaluation(layout)
+            show_serving(layout)
             print(f"[demo] settings for `make ui` (the demo's agent and data): {save_demo_settings(settings)}")
     finally:
         if not keep_devnet:
@@ -287,6 +288,20 @@ def show_adapter(layout: AgentLayout) -> None:
     if (run.merged / "config.json").exists():
         print(f"[demo] merged model: {run.merged}")
     print(f"[demo] MLflow: mlflow ui --backend-store-uri sqlite:///{store}")
+
+
+def show_serving(layout: AgentLayout) -> None:
+    """The bundle served_model promoted, and how to serve it and ask it."""
+    from void_pipeline.lib.serve.bundle import current_bundle
+
+    bundle = current_bundle(layout.serve)
+    if bundle is None:
+        return
+    print(f"\n[demo] serving bundle v{bundle.version:04d} is current: {bundle.paths.root}")
+    print(
+        f"[demo] serve it: VOID_SERVE_API_KEY=... python -m void_pipeline serve up --agent {DEMO_AGENT}; ask it: python -m "
+        f"void_pipeline reply <at://post> --agent {DEMO_AGENT} --appview-url <an AppView>"
+    )
 
 
 def show_evaluation(layout: AgentLayout) -> None:

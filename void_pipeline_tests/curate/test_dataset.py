@@ -9,7 +9,8 @@ import polars as pl
 import pytest
 
 from void_pipeline.lib.curate.dataset import build_examples, format_row, leaked_roots, split_by_thread
-from void_pipeline.lib.curate.prompt import REPLY_TOOL_NAME, PromptTemplate, reply_call_errors
+from void_pipeline.lib.curate.prompt import PromptTemplate
+from void_pipeline.lib.curate.reply_tool import REPLY_TOOL_NAME, reply_call_errors
 from void_pipeline.lib.ingest.threads import THREAD_SCHEMA
 
 AGENT = "did:plc:void"

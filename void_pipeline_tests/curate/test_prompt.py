@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from void_pipeline.lib.curate.handler import ThreadPost, post_item, thread_yaml, visible_thread
-from void_pipeline.lib.curate.prompt import PromptTemplate, mention_variables, render_mention, reply_call_errors
+from void_pipeline.lib.curate.prompt import PromptTemplate, mention_variables, render_mention
+from void_pipeline.lib.curate.reply_tool import reply_call_errors
 from void_pipeline.testworld.corpus import Corpus, record_text
 
 MENTION_RECORD = {

@@ -1,6 +1,6 @@
-"""eval_generations and eval_report on the session's curated world and trained adapter, through a real vLLM
-server: every held-out answer of both models, a report with gates, MLflow updated, and a failing gate stopping what
-comes after it in the same run."""
+"""eval_generations, eval_report and served_model on the session's curated world and trained adapter, through a
+real vLLM server: every held-out answer of both models, a report with gates, MLflow updated, the passing adapter
+promoted to a bundle and smoke-tested, and a failing gate stopping serving in the same run and in the next."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import polars as pl
 from mlflow.tracking import MlflowClient
 
 from void_pipeline.defs.evaluate.assets import eval_generations, eval_report
+from void_pipeline.defs.serve.assets import served_model
 from void_pipeline.lib.layout import EvaluationPaths
 from void_pipeline.lib.train.tracking import default_uri
 from void_pipeline.resources.server import InferenceServer
@@ -21,12 +22,6 @@ from void_pipeline.resources.trainer import Trainer
 from void_pipeline_tests.trainer_fixtures import Trained, failure_text
 
 GENERATION = {"limit": 5, "max_tokens": 48, "max_posts": 2, "concurrency": 4, "seed": 3}
-
-
-@dg.asset(deps=[eval_report], group_name="serve")
-def behind_the_gates() -> int:
-    """Stands in for what serving will build after the gates (a downstream asset in the same run)."""
-    return 1
 
 
 def run(
@@ -40,7 +35,7 @@ def run(
     }
     config = {"ops": {"eval_generations": {"config": GENERATION}, "eval_report": {"config": report}}}
     return dg.materialize(
-        [eval_generations, eval_report, behind_the_gates],
+        [eval_generations, eval_report, served_model],
         selection=[a.key for a in selection],
         resources=resources,
         run_config={"ops": {k: v for k, v in config["ops"].items() if k in {a.key.path[-1] for a in selection}}},
@@ -53,7 +48,7 @@ def test_held_out_threads_are_answered_reported_tracked_and_gated(
 ) -> None:
     storage: PipelineStorage = curated["storage"]
     lenient = {"min_call_validity": 0.0, "max_character_sheet_per_1000": 1000.0, "review_threads": 4}
-    result = run(curated, trainer_bin, [eval_generations, eval_report, behind_the_gates], lenient)
+    result = run(curated, trainer_bin, [eval_generations, eval_report, served_model], lenient)
     assert result.success, failure_text(result)
 
     generated = result.asset_materializations_for_node("eval_generations")[0].metadata
@@ -83,10 +78,17 @@ def test_held_out_threads_are_answered_reported_tracked_and_gated(
     assert (paths.review / "review.csv").read_text().splitlines()[0] == "item,example_id,thread,A,B,C"
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks["tool_call_validity"] and checks["character_sheet_rate"]
-    assert result.asset_materializations_for_node("behind_the_gates")
+    served = result.asset_materializations_for_node("served_model")[0].metadata
+    serve = storage.agent_layout.serve
+    assert served["bundle_version"].value == 1 and json.loads(serve.current.read_text())["version"] == 1
+    assert "temporary" in str(served["how"].value) and "void" in served["served_models"].value
+    assert str(served["smoke_prompt"].value).strip("`\n") in set(pl.read_parquet(
+        Path(latest_dataset(storage)) / "heldout.parquet")["prompt"])  # fmt: skip
+    assert served["smoke_latency_s"].value > 0
 
     client = MlflowClient(default_uri(storage.layout.mlflow))
     champion = client.get_model_version_by_alias("void-lora", "champion")
+    assert client.get_model_version_by_alias("void-lora", "production").version == champion.version
     latest = storage.agent_layout.train.read_latest()
     assert latest and str(champion.version) == str(latest["model_version"])
     assert "eval.call_validity" in champion.tags
@@ -94,11 +96,20 @@ def test_held_out_threads_are_answered_reported_tracked_and_gated(
     assert "evaluation/report.json" in artifacts
 
     strict = {**lenient, "min_call_validity": 1.01}  # no model can pass: the gate must stop what follows
-    gated = run(curated, trainer_bin, [eval_report, behind_the_gates], strict)
+    gated = run(curated, trainer_bin, [eval_report, served_model], strict)
     assert not gated.success
     failed = {c.check_name: c.passed for c in gated.get_asset_check_evaluations()}
     assert failed["tool_call_validity"] is False
-    assert not gated.asset_materializations_for_node("behind_the_gates")
+    assert not gated.asset_materializations_for_node("served_model")
+    alone = run(curated, trainer_bin, [served_model], strict)  # a later run, whatever launched it, is refused too
+    assert not alone.success and "did not pass its blocking gates" in failure_text(alone)
+    assert json.loads(serve.current.read_text())["version"] == 1 and serve.versions() == [1]
     aliases = client.get_registered_model("void-lora").aliases
     # the gates took it back: the version is a candidate again, and no version is champion
     assert str(aliases.get("candidate")) == str(champion.version) and "champion" not in aliases
+
+
+def latest_dataset(storage: PipelineStorage) -> str:
+    latest = storage.agent_layout.train.read_latest()
+    assert latest is not None
+    return str(latest["dataset"])

@@ -7,8 +7,9 @@ from typing import Any
 import httpx
 import pytest
 
+from void_pipeline.lib.curate.reply_tool import grapheme_count
 from void_pipeline.lib.ingest.identity import IdentityError, parse_did_document
-from void_pipeline.lib.ingest.records import POST, Rejection, grapheme_count, normalise_record
+from void_pipeline.lib.ingest.records import POST, Rejection, normalise_record
 from void_pipeline.lib.ingest.resilience import TokenBucket, rate_limit_wait
 from void_pipeline.lib.ingest.xrpc import XrpcError, raise_for_xrpc
 

@@ -15,12 +15,13 @@ import httpx
 import pytest
 
 from void_pipeline.lib import environments
-from void_pipeline.lib.curate.prompt import REPLY_TOOL, REPLY_TOOL_NAME
-from void_pipeline.lib.evaluate.generations import Prompt, Sampling, generate
+from void_pipeline.lib.curate.reply_tool import REPLY_TOOL, REPLY_TOOL_NAME
+from void_pipeline.lib.evaluate.generations import Prompt, generate
 from void_pipeline.lib.evaluate.judge import Judge, judge_answers
 from void_pipeline.lib.layout import EvaluationPaths
 from void_pipeline.lib.paths import REPO_ROOT
 from void_pipeline.lib.processes import pid_alive
+from void_pipeline.lib.serve.client import Sampling
 from void_pipeline.lib.serve.vllm_server import ServerSpec, vllm_server
 from void_pipeline.resources.server import InferenceServer
 from void_pipeline_tests.trainer_fixtures import Trained
@@ -97,8 +98,9 @@ def test_base_and_adapter_answer_with_the_reply_tool_and_the_server_stops(
 GENERATOR = """
 import os, sys
 from pathlib import Path
-from void_pipeline.lib.curate.prompt import REPLY_TOOL
-from void_pipeline.lib.evaluate.generations import Prompt, Sampling, generate
+from void_pipeline.lib.curate.reply_tool import REPLY_TOOL
+from void_pipeline.lib.evaluate.generations import Prompt, generate
+from void_pipeline.lib.serve.client import Sampling
 from void_pipeline.lib.evaluate.judge import Judge, judge_answers
 from void_pipeline.lib.layout import EvaluationPaths
 prompts = [Prompt(f"e{i}", f"@ada.test: what changes at scale, part {i}?") for i in range(8)]
@@ -162,7 +164,8 @@ def judged_in_both_orders(base_url: str, api_key: str, monkeypatch: pytest.Monke
 STARTER = """
 import sys, time
 from pathlib import Path
-from void_pipeline.lib.evaluate.generations import Prompt, Sampling, generate
+from void_pipeline.lib.evaluate.generations import Prompt, generate
+from void_pipeline.lib.serve.client import Sampling
 from void_pipeline.lib.evaluate.judge import Judge, judge_answers
 from void_pipeline.lib.layout import EvaluationPaths
 from void_pipeline.lib.serve.vllm_server import ServerSpec, vllm_server

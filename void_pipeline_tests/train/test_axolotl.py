@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from void_pipeline.lib.curate.prompt import REPLY_TOOL, REPLY_TOOL_NAME
+from void_pipeline.lib.curate.reply_tool import REPLY_TOOL, REPLY_TOOL_NAME
 from void_pipeline.lib.train.axolotl_config import CANDIDATES, CPU_OVERLAY, effective_config, write
 from void_pipeline.testworld.corpus import Corpus, record_text
 from void_pipeline_tests.trainer_fixtures import run_trainer

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from void_pipeline.lib.curate.dataset import format_row
-from void_pipeline.lib.curate.prompt import REPLY_TOOL_NAME
+from void_pipeline.lib.curate.reply_tool import REPLY_TOOL_NAME
 from void_pipeline.lib.train.axolotl_config import CANDIDATES, load
 from void_pipeline_tests.trainer_fixtures import run_trainer
 

@@ -29,11 +29,12 @@ from void_pipeline.lib.curate.dataset import (
     write_dataset,
 )
 from void_pipeline.lib.curate.filters import FilterOptions, LoopDetector, filter_records, orphan_replies
-from void_pipeline.lib.curate.prompt import DEFAULT_TEMPLATE, REPLY_TOOL, TOOL_DESCRIPTION, PromptTemplate
+from void_pipeline.lib.curate.prompt import DEFAULT_TEMPLATE, TOOL_DESCRIPTION, PromptTemplate
+from void_pipeline.lib.curate.reply_tool import REPLY_TOOL
 from void_pipeline.lib.files import staged_dir, write_parquet_atomic, write_text_atomic
 from void_pipeline.lib.ingest.export import CorruptState, read_parquet_output
 from void_pipeline.lib.ingest.records import POST
-from void_pipeline.lib.layout import ContextWindowPaths
+from void_pipeline.lib.layout import ContextWindowPaths, DatasetPaths
 from void_pipeline.lib.report import counts_table, markdown_table
 from void_pipeline.resources.model import ModelChoice
 from void_pipeline.resources.storage import PipelineStorage
@@ -268,6 +269,8 @@ def chat_dataset(
     try:
         with staged_dir(out) as staging:
             written = write_dataset(staging, kept, config.format, system, [REPLY_TOOL], manifest)
+            # serving renders live threads with the same template (the serving bundle copies it)
+            write_text_atomic(DatasetPaths(staging).prompt_template(template.syntax), template.source)
     except InvalidDataset as err:
         raise dg.Failure(str(err)) from err
     curate.write_latest_dataset(config.format)  # what training reads: the dataset built last

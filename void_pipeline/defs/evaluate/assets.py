@@ -16,12 +16,13 @@ from void_pipeline.defs.train.assets import GPU_STEP_TAGS, lora_adapter, run_ext
 from void_pipeline.lib import processes
 from void_pipeline.lib.evaluate import evaluation
 from void_pipeline.lib.evaluate.authorship import AuthorshipClassifier
-from void_pipeline.lib.evaluate.generations import Sampling, fingerprint, generate, settings_record
+from void_pipeline.lib.evaluate.generations import fingerprint, generate, settings_record
 from void_pipeline.lib.evaluate.judge import Judge, judge_answers
 from void_pipeline.lib.evaluate.report import Gates, build_report, length_plot, metric_plot
 from void_pipeline.lib.files import write_text_atomic
 from void_pipeline.lib.layout import DatasetPaths, EvaluationPaths, RunPaths
 from void_pipeline.lib.report import markdown_table
+from void_pipeline.lib.serve.client import Sampling
 from void_pipeline.lib.serve.vllm_server import ServerFailed, vllm_server
 from void_pipeline.lib.train import tracking
 from void_pipeline.lib.train.tracking import default_uri

@@ -18,7 +18,16 @@ from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline.resources.trainer import Trainer
 
 # Under the k8s executor (dagster-k8s) each GPU step's pod asks for one GPU; other executors ignore the tag.
-GPU_STEP_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}
+# Under the Kubernetes executor (VOID_EXECUTOR=k8s) a step with these tags runs in a pod of its own on a GPU node.
+GPU_STEP_TAGS = {
+    "dagster-k8s/config": {
+        "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}},
+        "pod_spec_config": {
+            "node_selector": {"nvidia.com/gpu.present": "true"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        },
+    }
+}
 OFFLINE = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",

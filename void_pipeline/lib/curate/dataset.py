@@ -23,14 +23,8 @@ import polars as pl
 
 from void_pipeline.lib.bulk import gc_paused
 from void_pipeline.lib.curate.handler import ThreadPost, post_item
-from void_pipeline.lib.curate.prompt import (
-    REPLY_TOOL,
-    REPLY_TOOL_NAME,
-    PromptTemplate,
-    render_mention,
-    reply_call_errors,
-    reply_tool_result,
-)
+from void_pipeline.lib.curate.prompt import PromptTemplate, render_mention
+from void_pipeline.lib.curate.reply_tool import REPLY_TOOL, REPLY_TOOL_NAME, reply_call_errors, reply_tool_result
 from void_pipeline.lib.files import write_bytes_atomic, write_parquet_atomic, write_text_atomic
 from void_pipeline.lib.layout import DatasetPaths
 from void_pipeline.lib.model import TokenCounter

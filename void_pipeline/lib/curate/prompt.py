@@ -24,6 +24,7 @@ import jinja2
 import jinja2.meta
 
 from void_pipeline.lib.curate.handler import ThreadPost, thread_yaml, tree_view
+from void_pipeline.lib.curate.reply_tool import MAX_POST_CHARS, REPLY_TOOL_NAME
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "prompts" / "mention.txt"
 VARIABLES = ("author_handle", "author_name", "mention_text", "thread_context", "yaml_thread_data", "tree_view")
@@ -31,24 +32,6 @@ THREAD_VARIABLES = ("thread_context", "yaml_thread_data", "tree_view")
 # A file's suffix says its syntax; other files are read as Jinja2 when they hold {{ or {%, else as a format string.
 SYNTAX_BY_SUFFIX = {".j2": "jinja2", ".jinja": "jinja2", ".jinja2": "jinja2", ".txt": "format", ".fmt": "format"}
 
-REPLY_TOOL_NAME = "add_post_to_bluesky_reply_thread"
-MAX_POST_CHARS = 300
-REPLY_TOOL: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": REPLY_TOOL_NAME,
-        "description": "Post one reply of at most 300 characters in the current thread. Call it again to continue "
-        "the thread: each call becomes the next post, in order.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "text": {"type": "string", "description": "The post's text.", "maxLength": MAX_POST_CHARS},
-            },
-            "required": ["text"],
-            "additionalProperties": False,
-        },
-    },
-}
 TOOL_DESCRIPTION = (
     f"You answer mentions with the tool {REPLY_TOOL_NAME}(text): one call per post, at most "
     f"{MAX_POST_CHARS} characters each; several calls make a thread."
@@ -136,23 +119,3 @@ def mention_variables(
 def render_mention(thread: list[ThreadPost], template: PromptTemplate, items: Mapping[str, str] | None = None) -> str:
     """The prompt for answering ``thread[-1]`` (the mention), with ``thread`` root first."""
     return template.render(**mention_variables(thread, "tree_view" in template.used, items))
-
-
-def reply_tool_result(index: int, text: str) -> str:
-    """What the reply tool answers after posting (the training rows' tool turns; the handler client sends the same)."""
-    return f"Posted reply {index + 1} ({len(text)} characters)."
-
-
-def reply_call_errors(arguments: Any) -> list[str]:
-    """Why ``arguments`` is not a valid call of the reply tool (empty list: valid)."""
-    if not isinstance(arguments, dict):
-        return ["arguments must be a JSON object"]
-    errors = []
-    if set(arguments) != {"text"}:
-        errors.append(f"arguments must have exactly the key 'text', got {sorted(arguments)}")
-    text = arguments.get("text")
-    if not isinstance(text, str) or not text.strip():
-        errors.append("text must be a non-empty string")
-    elif len(text) > MAX_POST_CHARS:
-        errors.append(f"text is {len(text)} characters, over {MAX_POST_CHARS}")
-    return errors

@@ -23,9 +23,9 @@ from typing import Any
 import httpx
 import polars as pl
 
-from void_pipeline.lib.curate.prompt import REPLY_TOOL_NAME, reply_call_errors, reply_tool_result
 from void_pipeline.lib.files import write_bytes_atomic, write_parquet_atomic
 from void_pipeline.lib.layout import EvaluationPaths
+from void_pipeline.lib.serve.client import Answer, Endpoint, EndpointError, Sampling, agent_loop, request_seed
 
 GENERATION_SCHEMA: dict[str, pl.DataType] = {
     "example_id": pl.String(),
@@ -46,16 +46,6 @@ GENERATION_SCHEMA: dict[str, pl.DataType] = {
 
 
 @dataclass(frozen=True)
-class Sampling:
-    temperature: float = 0.7
-    top_p: float = 0.95
-    max_tokens: int = 200  # per request (one post)
-    seed: int = 0
-    samples: int = 1  # answers per prompt and model
-    max_posts: int = 6  # reply calls in one answer before the loop stops it
-
-
-@dataclass(frozen=True)
 class Prompt:
     example_id: str
     prompt: str
@@ -63,12 +53,6 @@ class Prompt:
 
 def fingerprint(settings: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def request_seed(sampling: Sampling, example_id: str, sample: int, step: int) -> int:
-    """The same seed for every model on the same (example, sample, step): differences come from the models."""
-    digest = hashlib.sha256(f"{sampling.seed}:{example_id}:{sample}:{step}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
 def answer(
@@ -82,84 +66,29 @@ def answer(
     sampling: Sampling,
     sample: int,
 ) -> dict[str, Any]:
-    """One answer through the agent loop (a GENERATION_SCHEMA row)."""
-    messages: list[dict[str, Any]] = [{"role": "system", "content": system}, {"role": "user", "content": prompt.prompt}]
-    posts: list[str] = []
-    content: list[str] = []
-    raw: list[Any] = []
-    invalid = prompt_tokens = completion_tokens = 0
-    finish, error = "max_posts", None
+    """One answer through the handler's agent loop (a GENERATION_SCHEMA row; ``error`` set when there is none)."""
+    key = headers.get("Authorization", "").removeprefix("Bearer ")
+    endpoint = Endpoint(base_url, key, model, timeout_s=client.timeout.read or 600.0, retries=1)
     started = time.monotonic()
-    step = 0
-    while step <= sampling.max_posts:
-        body = {
-            "model": model,
-            "messages": messages,
-            "tools": tools,
-            "tool_choice": "auto",
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "max_tokens": sampling.max_tokens,
-            "seed": request_seed(sampling, prompt.example_id, sample, step),
-        }
-        step += 1
-        try:
-            response = client.post(f"{base_url}/chat/completions", headers=dict(headers), json=body)
-        except httpx.HTTPError as err:
-            finish, error = "error", f"{type(err).__name__}: {err}"
-            break
-        if response.status_code != 200:
-            finish, error = "error", f"HTTP {response.status_code}: {response.text[:500]}"
-            break
-        data = response.json()
-        usage = data.get("usage") or {}
-        prompt_tokens += int(usage.get("prompt_tokens") or 0)
-        completion_tokens += int(usage.get("completion_tokens") or 0)
-        choice = data["choices"][0]
-        message = choice.get("message") or {}
-        raw.append(message)
-        if message.get("content"):
-            content.append(str(message["content"]))
-        calls = message.get("tool_calls") or []
-        finish = str(choice.get("finish_reason"))
-        if not calls:
-            break
-        replies, results = [], []
-        for call in calls:
-            function = call.get("function") or {}
-            try:
-                arguments = json.loads(function.get("arguments") or "null")
-            except json.JSONDecodeError:
-                arguments = None
-            if function.get("name") != REPLY_TOOL_NAME or reply_call_errors(arguments):
-                invalid += 1
-                continue
-            text = str(arguments["text"])
-            results.append(
-                {"role": "tool", "tool_call_id": call.get("id", ""), "content": reply_tool_result(len(posts), text)}
-            )
-            posts.append(text)
-            replies.append(call)
-        if invalid or len(posts) >= sampling.max_posts:
-            finish = "invalid_call" if invalid else "max_posts"
-            break
-        messages.append({"role": "assistant", "content": message.get("content") or "", "tool_calls": replies})
-        messages += results
+    try:
+        got = agent_loop(client, endpoint, system, tools, prompt.prompt, sampling, prompt.example_id, sample)
+    except EndpointError as err:
+        got = Answer([], 0, "", 1, "error", 0, 0, round(time.monotonic() - started, 4), [], str(err))
     return {
         "example_id": prompt.example_id,
         "model": model,
         "sample": sample,
-        "posts": posts,
-        "invalid_calls": invalid,
-        "content": "\n".join(content),
-        "steps": step,
-        "finish_reason": finish,
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "latency_s": round(time.monotonic() - started, 4),
+        "posts": got.posts,
+        "invalid_calls": got.invalid_calls,
+        "content": got.content,
+        "steps": got.steps,
+        "finish_reason": got.finish_reason,
+        "prompt_tokens": got.prompt_tokens,
+        "completion_tokens": got.completion_tokens,
+        "latency_s": got.latency_s,
         "seed": request_seed(sampling, prompt.example_id, sample, 0),
-        "raw": json.dumps(raw, ensure_ascii=False),
-        "error": error,
+        "raw": json.dumps(got.raw, ensure_ascii=False),
+        "error": got.error,
     }
 
 

@@ -18,8 +18,8 @@ import numpy as np
 from scipy import stats
 
 from void_pipeline.lib.curate.filters import LoopDetector
-from void_pipeline.lib.curate.prompt import MAX_POST_CHARS
-from void_pipeline.lib.ingest.records import grapheme_count
+from void_pipeline.lib.curate.reply_tool import MAX_POST_CHARS, grapheme_count
+from void_pipeline.lib.serve.client import post_problems
 
 Answer = Sequence[str]  # the posts of one answer
 
@@ -40,15 +40,6 @@ def words(text: str) -> list[str]:
 
 
 # --- tool calls ----------------------------------------------------------------------------------------------
-
-
-def post_problems(post: str) -> list[str]:
-    """Why one post would not go out: empty, or over Bluesky's 300 graphemes."""
-    if not post.strip():
-        return ["empty post"]
-    if grapheme_count(post) > MAX_POST_CHARS:
-        return [f"{grapheme_count(post)} graphemes, over {MAX_POST_CHARS}"]
-    return []
 
 
 @dataclass(frozen=True)

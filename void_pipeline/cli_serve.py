@@ -1,0 +1,319 @@
+"""``python -m void_pipeline serve up|status|down|list|promote`` and ``reply``: the served model, from a shell.
+
+serve up       a long-running vLLM server for the current bundle (loopback, key from $VOID_SERVE_API_KEY)
+serve status   up | starting | down, with URL, models and uptime (exit 0 only when up)
+serve down     stop it (its whole process group)
+serve list     the bundles, the current one marked
+serve promote  make a bundle version current (rolling back is promoting an earlier one); a running server
+               loads its adapter without a restart
+reply AT_URI   the thread fetched from an AppView, rendered as training did, answered by the endpoint; printed
+               (dry run) or, with --post, published as a reply thread
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from void_pipeline.lib import environments, paths
+from void_pipeline.lib.layout import DataLayout, ServePaths
+from void_pipeline.lib.serve import managed
+from void_pipeline.lib.serve.bundle import Bundle, BundleError, current_bundle, make_current, read_bundle, server_spec
+from void_pipeline.lib.serve.managed import API_KEY_ENV, URL_ENV, ServerState
+from void_pipeline.lib.serve.vllm_server import ServerFailed, engine_settings, has_gpu, load_adapter
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class ServeUsageError(ValueError):
+    """A bad argument or a missing setting: one line, exit code 2."""
+
+
+def serve_paths(args: argparse.Namespace) -> ServePaths:
+    data = Path(args.data) if args.data else paths.data_root()
+    return DataLayout(data).agent(args.agent or os.environ.get("VOID_AGENT") or "void").serve
+
+
+def the_current_bundle(serve: ServePaths) -> Bundle:
+    bundle = current_bundle(serve)
+    if bundle is None:
+        raise ServeUsageError(f"no bundle is current in {serve.root}: materialize served_model, or serve promote N")
+    return bundle
+
+
+def version_number(text: str) -> int:
+    try:
+        return int(text.lower().removeprefix("v"))
+    except ValueError as err:
+        raise ServeUsageError(f"{text!r} is not a bundle version (1, 2, v0003 ...)") from err
+
+
+def up_command(args: argparse.Namespace) -> int:
+    serve = serve_paths(args)
+    bundle = the_current_bundle(serve)
+    also: dict[str, Bundle] = {}
+    for item in args.also:
+        name, _, version = item.partition("=")
+        if not name or not version:
+            raise ServeUsageError(f"--also {item!r}: write NAME=VERSION, e.g. candidate=3")
+        also[name] = read_bundle(serve.bundle(version_number(version)))
+    key = os.environ.get(API_KEY_ENV)
+    if not key and not args.no_key_loopback_test:
+        raise ServeUsageError(
+            f"{API_KEY_ENV} is not set: the endpoint needs an API key (export {API_KEY_ENV}=...). "
+            "Only for a loopback-only test: --no-key-loopback-test"
+        )
+    if args.no_key_loopback_test:
+        if args.host not in LOOPBACK:
+            raise ServeUsageError(f"--no-key-loopback-test serves loopback only, not --host {args.host}")
+        key = None
+    cpu = args.cpu if args.cpu is not None else not has_gpu()
+    dtype, env, extra = engine_settings(cpu, args.max_model_len, args.vllm_arg)
+    max_len = args.max_model_len or (4096 if cpu else None)
+    spec = server_spec(bundle, dtype, env, max_len, tuple(extra), also, args.host, args.port)
+    python = args.python or str(environments.ensure("server") / "bin" / "python")
+    print(f"starting vLLM for bundle v{bundle.version:04d} ({bundle.base_model}) on {args.host}:{args.port} ...")
+    state = managed.up(serve, python, spec, key, bundle.version, args.timeout, print)
+    print(f"up at {state.url}/v1 (pid {state.pid}); models: {', '.join(state.models)}; log: {state.log}")
+    if args.foreground:
+        try:
+            return managed.foreground(state.pid)
+        finally:
+            serve.server_state.unlink(missing_ok=True)
+    return 0
+
+
+def status_command(args: argparse.Namespace) -> int:
+    report = managed.status(serve_paths(args), os.environ.get(API_KEY_ENV))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{report['state']}" + (f" at {report['url']}/v1" if "url" in report else ""))
+        for key in ("pid", "bundle", "uptime_s", "models", "log", "note", "why"):
+            if key in report:
+                print(f"  {key}: {report[key]}")
+    return 0 if report["state"] == "up" else 3
+
+
+def down_command(args: argparse.Namespace) -> int:
+    print(managed.down(serve_paths(args)))
+    return 0
+
+
+def list_command(args: argparse.Namespace) -> int:
+    serve = serve_paths(args)
+    versions = serve.versions()
+    if not versions:
+        print(f"no bundles in {serve.bundles}: materialize served_model")
+        return 0
+    from void_pipeline.lib.serve.bundle import current_version
+
+    current = current_version(serve)
+    for version in versions:
+        bundle = read_bundle(serve.bundle(version))
+        mark = "*" if version == current else " "
+        source = bundle.source
+        print(
+            f"{mark} v{version:04d}  {bundle.created}  {bundle.served_model_name}  on {bundle.base_model}  "
+            f"(model version {source.get('model_version', '?')}, run {Path(str(source.get('run_dir', '?'))).name})"
+        )
+    return 0
+
+
+def endpoint_url(serve: ServePaths, given: str | None) -> str | None:
+    """The server to talk to: --endpoint, $VOID_SERVE_URL, or the managed server's (None: none is known)."""
+    if given or os.environ.get(URL_ENV):
+        return str(given or os.environ.get(URL_ENV)).rstrip("/").removesuffix("/v1")
+    state = ServerState.read(serve)
+    return state.url if state is not None and state.alive() else None
+
+
+def promote_command(args: argparse.Namespace) -> int:
+    """A running server gets the bundle's adapter first: if it refuses, nothing changes."""
+    serve = serve_paths(args)
+    bundle = read_bundle(serve.bundle(version_number(args.version)))
+    url = endpoint_url(serve, args.endpoint)
+    if url is not None and bundle.adapter:
+        load_adapter(url, os.environ.get(API_KEY_ENV), bundle.served_model_name, bundle.adapter)
+        print(f"the server at {url} now answers {bundle.served_model_name} with bundle v{bundle.version:04d}")
+    make_current(serve, bundle.version)
+    print(f"current: bundle v{bundle.version:04d} ({bundle.served_model_name} on {bundle.base_model})")
+    alias = set_production_alias(bundle, args.data)
+    if alias:
+        print(alias)
+    return 0
+
+
+def set_production_alias(bundle: Bundle, data: str | None) -> str | None:
+    """The MLflow alias ``production`` on the bundle's registered model version, in the store the promotion used
+    ($MLFLOW_TRACKING_URI overrides). None when the bundle has no registered version."""
+    name, version = bundle.source.get("registered_model"), bundle.source.get("model_version")
+    if not name or not version:
+        return None
+    from mlflow.exceptions import MlflowException
+
+    from void_pipeline.lib.train import tracking
+
+    store = DataLayout(Path(data) if data else paths.data_root()).mlflow
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or bundle.source.get("tracking_uri") or tracking.default_uri(store)
+    try:
+        tracking.set_alias(uri, str(name), str(version), "production")
+    except MlflowException as err:
+        return f"warning: MLflow alias not set ({err.message})"
+    return f"MLflow: {name} v{version} is now 'production'"
+
+
+def reply_command(args: argparse.Namespace) -> int:
+    import httpx
+
+    from void_pipeline.lib.curate.prompt import render_mention
+    from void_pipeline.lib.ingest.resilience import ResilientHttp
+    from void_pipeline.lib.ingest.xrpc import XrpcClient
+    from void_pipeline.lib.serve.client import Endpoint, reply
+    from void_pipeline.lib.serve.replying import fetch_thread, post_reply_thread
+
+    serve = serve_paths(args)
+    bundle = read_bundle(serve.bundle(version_number(args.bundle))) if args.bundle else the_current_bundle(serve)
+    url = endpoint_url(serve, args.endpoint)
+    if url is None:
+        raise ServeUsageError(f"no endpoint: start one (serve up), or give --endpoint URL or ${URL_ENV}")
+    password = os.environ.get(args.password_env)
+    if args.post and not (args.handle and password):
+        raise ServeUsageError(f"--post needs --handle and the app password in ${args.password_env}")
+    with ResilientHttp() as http:
+        fetched = fetch_thread(XrpcClient(args.appview_url, client=http), args.uri)
+    prompt = render_mention(fetched.thread, bundle.prompt_template())
+    endpoint = Endpoint(f"{url}/v1", os.environ.get(API_KEY_ENV) or "", args.model or bundle.served_model_name,
+                        timeout_s=args.timeout, retries=args.retries)  # fmt: skip
+    sampling = (
+        bundle.sampling
+        if args.seed is None
+        else type(bundle.sampling)(**{**bundle.sampling.__dict__, "seed": args.seed})
+    )
+    with httpx.Client() as client:
+        answer = reply(client, endpoint, bundle.system_prompt(), bundle.tools(), prompt, sampling, args.uri)
+    problems = answer.problems()
+    result: dict[str, Any] = {
+        "uri": args.uri,
+        "model": endpoint.model,
+        "posts": answer.posts,
+        "problems": problems,
+        "required_retry": answer.required_retry,
+        "latency_s": answer.latency_s,
+        "prompt_tokens": answer.prompt_tokens,
+        "completion_tokens": answer.completion_tokens,
+    }
+    if args.show_prompt:
+        result["prompt"] = prompt
+    if not problems and args.post:
+        created = post_reply_thread(args.pds_url, args.handle, str(password), fetched, answer.posts)
+        result["posted"] = [ref.as_dict() for ref in created]
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        if args.show_prompt:
+            print(f"--- prompt ---\n{prompt}\n--- answer ({endpoint.model}, {answer.latency_s:.1f} s) ---")
+        for i, post in enumerate(answer.posts, 1):
+            print(f"[{i}/{len(answer.posts)}] {post}")
+        for ref in result.get("posted", []):
+            print(f"posted {ref['uri']}")
+        if not args.post and not problems:
+            print("(dry run: --post publishes these as a reply thread)")
+    if problems:
+        print("error: the answer cannot be posted: " + "; ".join(problems), file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    """The serve and reply subcommands, on the main parser's subparsers."""
+
+    def common(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--data", default=None, help="data root (default $VOID_PIPELINE_DATA or .data)")
+        parser.add_argument("--agent", default=None, help="the agent's folder name (default $VOID_AGENT or void)")
+
+    serve = sub.add_parser("serve", help="the served model: up | status | down | list | promote")
+    actions = serve.add_subparsers(dest="action", required=True)
+    up = actions.add_parser("up", help="start a long-running vLLM server for the current bundle")
+    common(up)
+    up.add_argument("--host", default="127.0.0.1", help="listen address (loopback by default)")
+    up.add_argument("--port", type=int, default=managed.DEFAULT_PORT)
+    up.add_argument("--python", default=None, help="the server's interpreter (default: the cached server env)")
+    up.add_argument("--also", action="append", default=[], metavar="NAME=VERSION",
+                    help="serve another bundle's adapter under NAME too (an A/B, another agent)")  # fmt: skip
+    up.add_argument("--cpu", action=argparse.BooleanOptionalAction, default=None, help="CPU engine settings")
+    up.add_argument("--max-model-len", type=int, default=None)
+    up.add_argument("--vllm-arg", action="append", default=[], help="one more vLLM argument (repeat)")
+    up.add_argument("--timeout", type=float, default=900.0, help="seconds to wait until it answers")
+    up.add_argument("--foreground", action="store_true", help="stay attached until the server ends (containers)")
+    up.add_argument("--no-key-loopback-test", action="store_true",
+                    help=f"start without ${API_KEY_ENV}: only for a test on loopback")  # fmt: skip
+    for name, help_text in (("status", "is it up, where, what it serves"), ("down", "stop it"),
+                            ("list", "the bundles, current marked")):  # fmt: skip
+        parser = actions.add_parser(name, help=help_text)
+        common(parser)
+        if name == "status":
+            parser.add_argument("--json", action="store_true")
+    promote = actions.add_parser("promote", help="make bundle VERSION current (roll back = an earlier one)")
+    common(promote)
+    promote.add_argument("version")
+    promote.add_argument("--endpoint", default=None, help=f"a server to update (default ${URL_ENV} or the managed one)")
+
+    answer = sub.add_parser("reply", help="answer one post with the served model (dry run unless --post)")
+    common(answer)
+    answer.add_argument("uri", help="the post to answer (at://...)")
+    answer.add_argument("--appview-url", default=os.environ.get("VOID_APPVIEW_URL") or "https://public.api.bsky.app")
+    answer.add_argument("--endpoint", default=None, help=f"the server (default ${URL_ENV} or the managed one)")
+    answer.add_argument("--model", default=None, help="served model name (default: the bundle's)")
+    answer.add_argument("--bundle", default=None, help="render with this bundle version (default: current)")
+    answer.add_argument("--seed", type=int, default=None)
+    answer.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    answer.add_argument("--retries", type=int, default=2, help="more tries after a failed request")
+    answer.add_argument("--post", action="store_true", help="publish the answer as a reply thread")
+    answer.add_argument("--handle", default=os.environ.get("VOID_HANDLE"), help="the posting account")
+    answer.add_argument(
+        "--password-env", default="VOID_APP_PASSWORD", help="environment variable with its app password"
+    )
+    answer.add_argument("--pds-url", default=os.environ.get("VOID_PDS_URL") or "https://bsky.social")
+    answer.add_argument("--show-prompt", action="store_true", help="print the rendered prompt too")
+    answer.add_argument("--json", action="store_true")
+
+
+COMMANDS = {
+    ("serve", "up"): up_command,
+    ("serve", "status"): status_command,
+    ("serve", "down"): down_command,
+    ("serve", "list"): list_command,
+    ("serve", "promote"): promote_command,
+    ("reply", None): reply_command,
+}
+
+
+def run(args: argparse.Namespace) -> int:
+    from void_pipeline.lib.serve.client import EndpointError
+
+    command = COMMANDS[(args.command, getattr(args, "action", None))]
+    try:
+        return command(args)
+    except ServeUsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (BundleError, ServerFailed, EndpointError, managed.AlreadyRunning, ValueError, RuntimeError) as err:
+        # ValueError: a thread the AppView cannot give; RuntimeError: the AppView down, a refused post
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"error: {err.strerror or err}" + (f" ({err.filename})" if err.filename else ""), file=sys.stderr)
+        return 1
+
+
+def main(argv: list[str]) -> int:
+    """``serve`` and ``reply`` without the rest of the CLI's imports: the server image runs ``serve up`` with only
+    vLLM's packages (httpx, pyyaml), no polars, atproto or dagster."""
+    parser = argparse.ArgumentParser(prog="python -m void_pipeline", description=__doc__.split("\n")[0])
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    return run(parser.parse_args(argv))

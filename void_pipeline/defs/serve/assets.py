@@ -1,0 +1,241 @@
+"""served_model: a passing adapter promoted to a versioned serving bundle, made current, loaded into the running
+server without a restart, and smoke-tested through the reference client."""
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import httpx
+import polars as pl
+from pydantic import Field
+
+from void_pipeline.defs.agent import recorded_agent
+from void_pipeline.defs.evaluate.assets import eval_report
+from void_pipeline.defs.train.assets import GPU_STEP_TAGS
+from void_pipeline.lib import processes
+from void_pipeline.lib.evaluate import evaluation
+from void_pipeline.lib.layout import DatasetPaths, EvaluationPaths, ServePaths
+from void_pipeline.lib.serve import managed
+from void_pipeline.lib.serve.bundle import Bundle, Promotion, add_bundle, current_version, make_current, server_spec
+from void_pipeline.lib.serve.client import Answer, Endpoint, EndpointError, Sampling, reply
+from void_pipeline.lib.serve.vllm_server import ServerFailed, load_adapter, vllm_server
+from void_pipeline.lib.train import tracking
+from void_pipeline.lib.train.tracking import default_uri
+from void_pipeline.resources.server import InferenceServer
+from void_pipeline.resources.storage import PipelineStorage
+from void_pipeline.resources.trainer import Trainer
+
+
+class ServedModelConfig(dg.Config):
+    served_model_name: str = Field(default="", description="the model name clients ask for; default: the agent's")
+    temperature: float = Field(default=0.7, description="sampling defaults recorded in the bundle")
+    top_p: float = 0.95
+    max_tokens: int = Field(default=200, description="per request: one post")
+    max_posts: int = Field(default=6, description="reply calls in one answer before the client stops asking")
+    seed: int = 0
+
+
+class NotServable(Exception):
+    pass
+
+
+def passed_evaluation(training: dict[str, Any] | None, evaluation: dict[str, Any] | None) -> EvaluationPaths:
+    """The evaluation of the latest adapter, when its report exists and every blocking gate passed; NotServable
+    naming what is missing or which gate failed. Checked here too, so that no run — whatever launched it — serves
+    an adapter the gates stopped."""
+    if training is None:
+        raise NotServable("no finished training: materialize lora_adapter, eval_generations and eval_report")
+    if evaluation is None or evaluation.get("adapter") != training.get("adapter"):
+        raise NotServable(f"the latest adapter {training.get('adapter')} has not been evaluated: "
+                          "materialize eval_generations and eval_report")  # fmt: skip
+    paths = EvaluationPaths(Path(evaluation["folder"]))
+    if not paths.report.exists() or paths.report.stat().st_mtime < paths.generations.stat().st_mtime:
+        raise NotServable(f"no report on the latest generations in {paths.root}: materialize eval_report")
+    blocking = json.loads(paths.report.read_text()).get("blocking") or {}
+    failed = {name: gate.get("why") for name, gate in blocking.items() if not gate.get("passed")}
+    if not blocking or failed:
+        reasons = "; ".join(f"{k}: {v}" for k, v in failed.items()) or "no gate was measured"
+        raise NotServable(f"the adapter did not pass its blocking gates ({reasons}): not served")
+    return paths
+
+
+@dg.asset(
+    deps=[eval_report],
+    group_name="serve",
+    kinds={"vllm", "mlflow"},
+    pool="gpu",
+    op_tags=GPU_STEP_TAGS,
+    check_specs=[dg.AssetCheckSpec("smoke_answer_valid", asset="served_model")],
+    description="The evaluated adapter, when it passed its blocking gates, promoted to a versioned serving bundle "
+    "(adapter, chat template, prompt template, system prompt, tools, sampling), made current, aliased 'production' "
+    "in MLflow, loaded into the running server without a restart, and smoke-tested through the reference client.",
+)
+def served_model(
+    context: dg.AssetExecutionContext,
+    config: ServedModelConfig,
+    storage: PipelineStorage,
+    server: InferenceServer,
+    trainer: Trainer,
+) -> Iterator[Any]:
+    _, layout = recorded_agent(storage)
+    training = layout.train.read_latest()
+    try:
+        evaluated = passed_evaluation(training, layout.evaluate.read_latest())
+        assert training is not None
+        trained = evaluation.server_spec(training, "auto", {})  # the family's parser, the adapter's rank
+    except (NotServable, evaluation.CannotEvaluate) as err:
+        raise dg.Failure(str(err), allow_retries=False) from err
+    serve = layout.serve
+    sampling = Sampling(config.temperature, config.top_p, config.max_tokens, config.seed, 1, config.max_posts)
+    dataset = Path(training["dataset"])
+    config_yaml = Path(training["config"])
+    previous = current_version(serve)
+    bundle = add_bundle(
+        serve,
+        Promotion(
+            base_model=str(training["base_model"]),
+            adapter=Path(training["adapter"]),
+            dataset=dataset,
+            served_model_name=config.served_model_name or storage.agent,
+            tool_call_parser=trained.tool_call_parser,
+            lora_rank=trained.lora_rank,
+            sampling=sampling,
+            source={
+                "run_dir": training["run_dir"],
+                "config": str(config_yaml),
+                "evaluation": str(evaluated.root),
+                "mlflow_run": training.get("mlflow_run"),
+                "registered_model": trainer.registered_model if training.get("model_version") else None,
+                "tracking_uri": trainer.tracking_uri or default_uri(storage.layout.mlflow),
+                "model_version": training.get("model_version"),
+                "dagster_run": context.run.run_id,
+            },
+        ),
+    )
+    make_current(serve, bundle.version)
+    context.log.info(f"bundle v{bundle.version:04d} is current ({bundle.paths.root}); previous: v{previous}")
+    prompt = pl.read_parquet(DatasetPaths(dataset).heldout)["prompt"][0]
+    try:
+        with processes.bound_to_run_worker(lambda m: context.instance.report_run_failed(context.run, m)):
+            served = serve_and_smoke(context, serve, bundle, server, prompt)
+    except (ServerFailed, EndpointError) as err:
+        if previous is not None:  # nothing half-done: the previous bundle is current (and served) again
+            make_current(serve, previous)
+            with contextlib.suppress(ServerFailed, EndpointError, OSError):
+                restore_previous(serve, server, previous)
+        else:
+            serve.current.unlink(missing_ok=True)
+        after = f"v{previous:04d} is current again" if previous else "no bundle is current"
+        raise dg.Failure(f"bundle v{bundle.version:04d} could not be served ({err}); {after}") from err
+    production = None
+    if training.get("model_version"):
+        tracking.set_alias(
+            bundle.source["tracking_uri"], trainer.registered_model, str(training["model_version"]), "production"
+        )
+        production = f"{trainer.registered_model} v{training['model_version']} → production"
+    answer: Answer = served["answer"]
+    yield dg.MaterializeResult(
+        metadata={
+            "bundle_version": bundle.version,
+            "bundle": dg.MetadataValue.path(str(bundle.paths.root)),
+            "previous_version": previous or 0,
+            "endpoint": dg.MetadataValue.url(f"{served['url']}/v1") if served["kept"] else "none running",
+            "served_models": dg.MetadataValue.json(served["models"]),
+            "served_model_name": bundle.served_model_name,
+            "how": served["how"],
+            "base_model": bundle.base_model,
+            "tool_call_parser": bundle.tool_call_parser,
+            "mlflow": production or "no registered model version for this adapter",
+            "smoke_prompt": dg.MetadataValue.md(f"```\n{prompt}\n```"),
+            "smoke_answer": dg.MetadataValue.md(
+                "\n".join(f"{i}. {p}" for i, p in enumerate(answer.posts, 1)) or "(no post)"
+            ),
+            "smoke_latency_s": answer.latency_s,
+            "smoke_required_retry": answer.required_retry,
+        }
+    )
+    problems = answer.problems()
+    yield dg.AssetCheckResult(
+        check_name="smoke_answer_valid",
+        passed=not problems,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"problems": "; ".join(problems) or "none", "posts": len(answer.posts)},
+    )
+
+
+def endpoint_of(serve: ServePaths, server: InferenceServer) -> tuple[str | None, bool]:
+    """(URL, managed here) of the server to update: the configured endpoint, or the managed server when it runs."""
+    if server.endpoint_url:
+        return server.endpoint_url.rstrip("/").removesuffix("/v1"), False
+    state = managed.ServerState.read(serve)
+    return (state.url, True) if state is not None and state.alive() else (None, False)
+
+
+def served_base(url: str, key: str | None) -> str | None:
+    """The base model a running server serves (its ``root`` in /v1/models)."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    listed = httpx.get(f"{url}/v1/models", headers=headers, timeout=30.0)
+    if listed.status_code != 200:
+        raise ServerFailed(f"{url}/v1/models answered {listed.status_code}: is {managed.API_KEY_ENV} its key?")
+    roots = [m.get("root") for m in listed.json().get("data", []) if not m.get("parent")]
+    return str(roots[0]) if roots else None
+
+
+def serve_and_smoke(
+    context: dg.AssetExecutionContext, serve: ServePaths, bundle: Bundle, server: InferenceServer, prompt: str
+) -> dict[str, Any]:
+    """Load the bundle where it is served (in place when the base is the same, a clean restart of the managed
+    server when it is not, a temporary server when none runs), then answer one held-out prompt through it."""
+    url, is_managed = endpoint_of(serve, server)
+    key = server.api_key()
+    dtype, env, arguments = server.engine()
+    spec = server_spec(bundle, dtype, env, server.context_length(), tuple(arguments))
+    assert bundle.adapter is not None
+    if url is not None:
+        if served_base(url, key) == bundle.base_model:
+            load_adapter(url, key, bundle.served_model_name, bundle.adapter)
+            how = "adapter loaded into the running server without a restart"
+        elif is_managed:
+            state = managed.ServerState.read(serve)
+            port = int(url.rsplit(":", 1)[1])
+            context.log.info(f"the running server serves another base model: restarting it on port {port}")
+            managed.down(serve)
+            spec = server_spec(bundle, dtype, env, server.context_length(), tuple(arguments), port=port)
+            managed.up(
+                serve, server.interpreter(), spec, key, bundle.version, server.startup_timeout_s, context.log.info
+            )
+            how = f"managed server restarted on the new base (was pid {state.pid if state else '?'})"
+        else:
+            raise ServerFailed(f"{url} serves another base model than {bundle.base_model}: restart it with serve up")
+        answer, models = smoke(url, key, bundle, prompt)
+        return {"url": url, "kept": True, "how": how, "answer": answer, "models": models}
+    with vllm_server(
+        server.interpreter(), spec, serve.root / "smoke-server.log", server.startup_timeout_s, context.log.info
+    ) as running:
+        answer, models = smoke(running.url, running.api_key, bundle, prompt)
+    how = "no server was running: smoke-tested on a temporary one (void-pipeline serve up keeps one running)"
+    return {"url": running.url, "kept": False, "how": how, "answer": answer, "models": models}
+
+
+def smoke(url: str, key: str | None, bundle: Bundle, prompt: str) -> tuple[Answer, list[str]]:
+    endpoint = Endpoint(f"{url}/v1", key or "", bundle.served_model_name, timeout_s=300.0)
+    started = time.monotonic()
+    with httpx.Client() as client:
+        answer = reply(client, endpoint, bundle.system_prompt(), bundle.tools(), prompt, bundle.sampling, "smoke")
+        listed = client.get(f"{url}/v1/models", headers=endpoint.headers(), timeout=30.0)
+    models = [m["id"] for m in listed.json().get("data", [])] if listed.status_code == 200 else []
+    answer.latency_s = round(time.monotonic() - started, 3)
+    return answer, models
+
+
+def restore_previous(serve: ServePaths, server: InferenceServer, previous: int) -> None:
+    from void_pipeline.lib.serve.bundle import read_bundle
+
+    url, _ = endpoint_of(serve, server)
+    earlier = read_bundle(serve.bundle(previous))
+    if url is not None and earlier.adapter and served_base(url, server.api_key()) == earlier.base_model:
+        load_adapter(url, server.api_key(), earlier.served_model_name, earlier.adapter)

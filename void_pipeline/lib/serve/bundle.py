@@ -1,0 +1,210 @@
+"""Serving bundles: what one promotion serves, copied into a versioned folder, and the ``current`` pointer.
+
+A bundle holds the LoRA adapter (or names a merged model), the chat template the training used, the mention prompt
+template, system prompt and tools of its dataset, and ``bundle.json``: the base model, the tool-call parser, the
+served model name, the sampling defaults and where it came from (training run, evaluation, MLflow model version,
+the gates it passed). Bundles are written whole (staged, then renamed) and never changed; ``current.json`` is moved
+atomically. Promoting makes a new version current; rolling back makes an earlier one current again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from void_pipeline.lib.files import locked, staged_dir, write_text_atomic
+from void_pipeline.lib.layout import BundlePaths, DatasetPaths, ServePaths
+from void_pipeline.lib.serve.client import Sampling
+from void_pipeline.lib.serve.vllm_server import ServerSpec
+
+if TYPE_CHECKING:  # jinja2 and the atproto models stay out of the server image's imports
+    from void_pipeline.lib.curate.prompt import PromptTemplate
+
+# The adapter's own files; checkpoint-N/ folders and training state stay with the run.
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+
+
+class BundleError(ValueError):
+    """A bundle cannot be made or used; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    version: int
+    paths: BundlePaths
+    base_model: str
+    served_model_name: str
+    tool_call_parser: str
+    lora_rank: int
+    sampling: Sampling
+    adapter: str | None  # the adapter folder inside the bundle (None when a merged model is served)
+    merged_model: str | None
+    source: dict[str, Any]
+    created: str
+
+    @property
+    def chat_template(self) -> Path | None:
+        return self.paths.chat_template if self.paths.chat_template.exists() else None
+
+    def system_prompt(self) -> str:
+        return self.paths.system_prompt.read_text()
+
+    def tools(self) -> list[dict[str, Any]]:
+        return list(json.loads(self.paths.tools.read_text()))
+
+    def prompt_template(self) -> PromptTemplate:
+        from void_pipeline.lib.curate.prompt import PromptTemplate
+
+        saved = self.paths.saved_prompt_template()
+        if saved is None:
+            raise BundleError(f"bundle {self.paths.root} has no prompt template")
+        return PromptTemplate.from_file(saved)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["paths"] = str(self.paths.root)
+        return data
+
+
+def read_bundle(paths: BundlePaths) -> Bundle:
+    try:
+        data = json.loads(paths.manifest.read_text())
+        return Bundle(
+            version=int(data["version"]),
+            paths=paths,
+            base_model=str(data["base_model"]),
+            served_model_name=str(data["served_model_name"]),
+            tool_call_parser=str(data["tool_call_parser"]),
+            lora_rank=int(data["lora_rank"]),
+            sampling=Sampling(**data["sampling"]),
+            adapter=str(paths.adapter) if data.get("adapter") else None,
+            merged_model=data.get("merged_model"),
+            source=dict(data.get("source") or {}),
+            created=str(data["created"]),
+        )
+    except FileNotFoundError as err:
+        raise BundleError(f"{paths.root} is not a serving bundle (no bundle.json)") from err
+    except (ValueError, KeyError, TypeError) as err:
+        raise BundleError(f"{paths.manifest} is damaged ({err}): promote again") from err
+
+
+def current_version(serve: ServePaths) -> int | None:
+    if not serve.current.exists():
+        return None
+    try:
+        return int(json.loads(serve.current.read_text())["version"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise BundleError(f"{serve.current} is damaged ({err}): promote a version again") from err
+
+
+def current_bundle(serve: ServePaths) -> Bundle | None:
+    version = current_version(serve)
+    return None if version is None else read_bundle(serve.bundle(version))
+
+
+def make_current(serve: ServePaths, version: int) -> Bundle:
+    """Point ``current`` at ``version`` (promote or roll back); the bundle must be whole."""
+    bundle = read_bundle(serve.bundle(version))
+    write_text_atomic(serve.current, json.dumps({"version": version, "since": now()}, indent=2))
+    return bundle
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """Where a new bundle's parts come from."""
+
+    base_model: str
+    adapter: Path
+    dataset: Path
+    served_model_name: str
+    tool_call_parser: str
+    lora_rank: int
+    sampling: Sampling
+    merged_model: str | None = None
+    source: dict[str, Any] | None = None
+
+
+def add_bundle(serve: ServePaths, promotion: Promotion) -> Bundle:
+    """Copy the parts into the next version's folder (whole or not at all); ``current`` does not move."""
+    adapter, files = promotion.adapter, DatasetPaths(promotion.dataset)
+    if not (adapter / "adapter_config.json").exists():
+        raise BundleError(f"{adapter} is not a LoRA adapter (no adapter_config.json)")
+    template = files.saved_prompt_template()
+    missing = [p.name for p in (files.system_prompt, files.tools) if not p.exists()] + ([] if template else ["prompt"])
+    if missing:
+        raise BundleError(f"the dataset {promotion.dataset} lacks {', '.join(missing)}: materialize chat_dataset again")
+    assert template is not None
+    serve.root.mkdir(parents=True, exist_ok=True)
+    with locked(serve.root / ".promote.lock"):  # two promotions never take the same version
+        version = max(serve.versions(), default=0) + 1
+        target = serve.bundle(version)
+        with staged_dir(target.root) as staging:
+            parts = BundlePaths(staging)
+            parts.adapter.mkdir()
+            for name in ADAPTER_FILES:
+                if (adapter / name).exists():
+                    shutil.copy2(adapter / name, parts.adapter / name)
+            if (adapter / "chat_template.jinja").exists():
+                shutil.copy2(adapter / "chat_template.jinja", parts.chat_template)
+            shutil.copy2(files.system_prompt, parts.system_prompt)
+            shutil.copy2(files.tools, parts.tools)
+            shutil.copy2(template, staging / template.name)
+            manifest = {
+                "version": version,
+                "base_model": promotion.base_model,
+                "served_model_name": promotion.served_model_name,
+                "tool_call_parser": promotion.tool_call_parser,
+                "lora_rank": promotion.lora_rank,
+                "sampling": asdict(promotion.sampling),
+                "adapter": "adapter",
+                "merged_model": promotion.merged_model,
+                "source": {"adapter": str(adapter), "dataset": str(promotion.dataset), **(promotion.source or {})},
+                "created": now(),
+            }
+            write_text_atomic(parts.manifest, json.dumps(manifest, indent=2))
+    return read_bundle(target)
+
+
+def server_spec(
+    bundle: Bundle,
+    dtype: str = "auto",
+    env: dict[str, str] | None = None,
+    max_model_len: int | None = None,
+    extra_args: tuple[str, ...] = (),
+    also: dict[str, Bundle] | None = None,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+) -> ServerSpec:
+    """The server for ``bundle`` (its adapter under its served name) and any more bundles on the same base, each
+    under its own name (an A/B, or two agents)."""
+    adapters = {bundle.served_model_name: str(bundle.paths.adapter)}
+    for name, other in (also or {}).items():
+        if other.base_model != bundle.base_model:
+            raise BundleError(
+                f"{name} (bundle v{other.version}) is on {other.base_model}, not {bundle.base_model}: "
+                "adapters served together share one base model"
+            )
+        adapters[name] = str(other.paths.adapter)
+    ranks = [bundle.lora_rank, *(b.lora_rank for b in (also or {}).values())]
+    return ServerSpec(
+        model=bundle.base_model,
+        adapters=adapters,
+        lora_rank=max(ranks),
+        tool_call_parser=bundle.tool_call_parser,
+        chat_template=str(bundle.chat_template) if bundle.chat_template else None,
+        dtype=dtype,
+        max_model_len=max_model_len,
+        max_loras=len(adapters),
+        extra_args=extra_args,
+        env=dict(env or {}),
+        host=host,
+        port=port,
+    )

@@ -1,0 +1,194 @@
+"""The managed server: a long-running vLLM server for the current bundle (``void-pipeline serve up|status|down``).
+
+Unlike the evaluation's server it outlives the command that starts it: it runs in a session of its own, and
+``serve/server.json`` records its pid, process group, URL, models and log, so ``status`` and ``down`` find it and
+``served_model`` can load a newly promoted adapter into it. The API key comes from the environment and is passed
+to vLLM in its environment; it is never written to the state file, a log or the command line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from void_pipeline.lib.files import write_text_atomic
+from void_pipeline.lib.layout import ServePaths
+from void_pipeline.lib.processes import pid_alive
+from void_pipeline.lib.serve.vllm_server import (
+    ServerFailed,
+    ServerSpec,
+    log_tail,
+    server_command,
+    server_env,
+    wait_until_up,
+)
+
+API_KEY_ENV = "VOID_SERVE_API_KEY"  # the endpoint's key, for the server and for every client
+URL_ENV = "VOID_SERVE_URL"  # a server this machine did not start (another container): its base URL
+DEFAULT_PORT = 8000
+
+
+class AlreadyRunning(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ServerState:
+    pid: int
+    url: str  # http://HOST:PORT (no /v1)
+    models: list[str]
+    log: str
+    started: float  # time.time()
+    bundle_version: int | None
+    adapters: dict[str, str]
+    base_model: str
+
+    @classmethod
+    def read(cls, serve: ServePaths) -> ServerState | None:
+        try:
+            return cls(**json.loads(serve.server_state.read_text()))
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{serve.server_state} is damaged ({err}): stop the server by hand and delete it") from err
+
+    def write(self, serve: ServePaths) -> None:
+        write_text_atomic(serve.server_state, json.dumps(self.__dict__, indent=2))
+
+    def alive(self) -> bool:
+        return pid_alive(self.pid) and is_vllm(self.pid)
+
+
+def is_vllm(pid: int) -> bool:
+    """The pid is still a vLLM server (not a recycled pid)."""
+    try:
+        return b"vllm" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return pid_alive(pid)  # no /proc: trust the pid
+
+
+def connect_url(host: str, port: int) -> str:
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
+
+
+def up(
+    serve: ServePaths,
+    python: str,
+    spec: ServerSpec,
+    api_key: str | None,
+    bundle_version: int | None,
+    timeout_s: float = 900.0,
+    on_progress: Callable[[str], None] | None = None,
+) -> ServerState:
+    """Start the server in a session of its own and wait until it answers. ServerFailed (the server stopped
+    again, nothing left running) when it does not come up."""
+    if (recorded := ServerState.read(serve)) is not None and recorded.alive():
+        raise AlreadyRunning(f"a server already runs at {recorded.url} (pid {recorded.pid}): serve down first")
+    port = spec.port or DEFAULT_PORT
+    spec_env = server_env(spec, api_key)
+    serve.root.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with open(serve.server_log, "ab") as log:
+        log.write(f"\n--- serve up {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
+        log.flush()
+        process = subprocess.Popen(
+            server_command(python, spec, port),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=spec_env,
+            start_new_session=True,  # its own process group: it outlives this command, `down` stops all of it
+        )
+        state = ServerState(
+            process.pid, connect_url(spec.host, port), [], str(serve.server_log), time.time(), bundle_version,
+            dict(spec.adapters), spec.model,
+        )  # fmt: skip
+        state.write(serve)
+        try:
+            running = wait_until_up(process, state.url, api_key, serve.server_log, started, timeout_s, on_progress, log)
+        except BaseException:
+            stop_process_group(process.pid)
+            serve.server_state.unlink(missing_ok=True)
+            raise
+    state = ServerState(**{**state.__dict__, "models": running.models})
+    state.write(serve)
+    return state
+
+
+def stop_process_group(pid: int, grace_s: float = 20.0) -> bool:
+    """SIGTERM to the server's process group, SIGKILL after ``grace_s``. True when something was running."""
+    try:
+        group = os.getpgid(pid)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and pid_alive(pid):
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reap it when this process started it
+    return True
+
+
+def down(serve: ServePaths) -> str:
+    state = ServerState.read(serve)
+    if state is None:
+        return "no managed server is recorded: nothing to stop"
+    stopped = state.alive() and stop_process_group(state.pid)
+    serve.server_state.unlink(missing_ok=True)
+    return f"stopped the server at {state.url} (pid {state.pid})" if stopped else "the server had already stopped"
+
+
+def status(serve: ServePaths, api_key: str | None) -> dict[str, Any]:
+    """What runs: ``state`` up | starting | down | unhealthy, with URL, pid, models and uptime."""
+    state = ServerState.read(serve)
+    if state is None:
+        return {"state": "down", "why": "no managed server is recorded (void-pipeline serve up)"}
+    report: dict[str, Any] = {"url": state.url, "pid": state.pid, "log": state.log, "bundle": state.bundle_version}
+    if not state.alive():
+        tail = log_tail(Path(state.log), 5)
+        return {**report, "state": "down", "why": f"pid {state.pid} is gone; the log ends:\n{tail}"}
+    report["uptime_s"] = round(time.time() - state.started)
+    try:
+        health = httpx.get(f"{state.url}/health", timeout=5.0).status_code
+    except httpx.HTTPError as err:
+        return {**report, "state": "starting", "why": f"the process runs but {state.url} does not answer ({err})"}
+    if health != 200:
+        return {**report, "state": "unhealthy", "why": f"/health answered {health}"}
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    listed = httpx.get(f"{state.url}/v1/models", headers=headers, timeout=10.0)
+    if listed.status_code == 200:
+        report["models"] = [m["id"] for m in listed.json().get("data", [])]
+    else:
+        report["models"] = state.models
+        report["note"] = f"/v1/models answered {listed.status_code}: is {API_KEY_ENV} the server's key?"
+    return {**report, "state": "up"}
+
+
+def foreground(process_pid: int) -> int:
+    """Wait for the server (a container's main process), passing SIGTERM/SIGINT on to its group."""
+
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(os.getpgid(process_pid), signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    _, status_code = os.waitpid(process_pid, 0)
+    return os.waitstatus_to_exitcode(status_code)
+
+
+__all__ = ["AlreadyRunning", "ServerFailed", "ServerState", "down", "foreground", "status", "up"]

