@@ -51,13 +51,14 @@ def resources_from_environment(settings: Settings | None = None) -> dict[str, ob
     trainer = Trainer(
         overrides={"max_steps": settings.trainer_max_steps} if settings.trainer_max_steps else {},
         tracking_uri=settings.mlflow_tracking_uri,
+        python=settings.trainer_python,
     )
     return {
         "endpoint": endpoint,
         "storage": PipelineStorage(root=str(paths.data_root()), agent=settings.agent, problems=list(settings.problems)),
         "model": model,
         "trainer": trainer,
-        "server": InferenceServer(),
+        "server": InferenceServer(python=settings.server_python),
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
     }
 

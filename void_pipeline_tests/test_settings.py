@@ -24,6 +24,8 @@ from void_pipeline.lib.settings import from_environment
         ({"VOID_TRAINER_MAX_STEPS": "0"}, "unset it to train the config's full epochs"),
         ({"VOID_COLLECTIONS": "app.bsky.feed.post,../../../../escaped"}, "'../../../../escaped' is not a valid"),
         ({"VOID_COLLECTIONS": ","}, "VOID_COLLECTIONS names no collection"),
+        ({"VOID_TRAINER_PYTHON": "/no/such/python"}, "VOID_TRAINER_PYTHON='/no/such/python' is not an executable"),
+        ({"VOID_SERVER_PYTHON": "/tmp"}, "VOID_SERVER_PYTHON='/tmp' is not an executable"),
     ],
 )
 def test_a_bad_value_is_a_problem_naming_its_variable(env: dict[str, str], expected: str) -> None:
@@ -39,6 +41,8 @@ def test_good_values_are_used_and_defaults_fill_the_rest() -> None:
     assert settings.problems == () and settings.sequence_len == 4096 and settings.trainer_max_steps == 10
     assert settings.collections == ("app.bsky.feed.post",)
     assert from_environment({}).collections == DEFAULT_COLLECTIONS and from_environment({}).trainer_max_steps is None
+    images = from_environment({"VOID_TRAINER_PYTHON": sys.executable, "VOID_SERVER_PYTHON": sys.executable})
+    assert images.trainer_python == images.server_python == sys.executable and images.problems == ()
 
 
 def test_the_location_loads_with_bad_values_and_every_run_refuses_naming_them(tmp_path: Path) -> None:

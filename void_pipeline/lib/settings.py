@@ -29,8 +29,19 @@ class Settings:
     trainer_overlays: tuple[str, ...] = ()
     trainer_max_steps: int | None = None
     mlflow_tracking_uri: str | None = None
+    trainer_python: str | None = None  # the trainer image's interpreter; None: the cached trainer environment
+    server_python: str | None = None  # the vLLM image's interpreter; None: the cached server environment
     collections: tuple[str, ...] = DEFAULT_COLLECTIONS
     problems: tuple[str, ...] = field(default=())
+
+
+def interpreter(env: Mapping[str, str], name: str, problems: list[str]) -> str | None:
+    """``env[name]`` as a Python interpreter that exists (an image's own); None when unset."""
+    raw = env.get(name, "").strip()
+    if raw and not (os.path.isfile(raw) and os.access(raw, os.X_OK)):
+        problems.append(f"{name}={raw!r} is not an executable Python interpreter")
+        return None
+    return raw or None
 
 
 def positive_int(env: Mapping[str, str], name: str, meaning: str, problems: list[str]) -> int | None:
@@ -101,6 +112,8 @@ def from_environment(env: Mapping[str, str] | None = None) -> Settings:
         trainer_overlays=overlays,
         trainer_max_steps=max_steps,
         mlflow_tracking_uri=env.get("VOID_MLFLOW_TRACKING_URI") or None,
+        trainer_python=interpreter(env, "VOID_TRAINER_PYTHON", problems),
+        server_python=interpreter(env, "VOID_SERVER_PYTHON", problems),
         collections=tuple(collections) or DEFAULT_COLLECTIONS,
         problems=tuple(problems),
     )

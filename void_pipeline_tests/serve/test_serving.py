@@ -30,7 +30,6 @@ from void_pipeline.lib.serve.managed import ServerState
 from void_pipeline.lib.serve.vllm_server import free_port
 from void_pipeline.testworld.devnet import DevnetInfo
 from void_pipeline.testworld.seeding import SeedResult
-from void_pipeline_tests.conftest import Agent
 from void_pipeline_tests.serve.adapters import scaled_adapter
 from void_pipeline_tests.trainer_fixtures import Trained
 
@@ -155,7 +154,7 @@ def test_promoting_switches_the_served_adapter_without_a_restart(server: ServerS
 
 
 def test_reply_prints_then_posts_a_reply_thread_on_the_devnet(
-    server: ServerState, world: dict[str, Any], devnet: DevnetInfo, seeded: SeedResult, agent: Agent
+    server: ServerState, world: dict[str, Any], devnet: DevnetInfo, seeded: SeedResult
 ) -> None:
     manifest = seeded.manifest
     target = manifest.filter(
@@ -169,20 +168,29 @@ def test_reply_prints_then_posts_a_reply_thread_on_the_devnet(
     assert printed["posts"] and not printed["problems"] and "posted" not in printed
     assert target["text"] in printed["prompt"]  # the thread was fetched and rendered with the bundle's template
 
-    refused = cli(*common, "--post", "--handle", agent.handle)  # no app password in the environment
+    # a poster of its own: the seeded accounts' repos stay as the manifest says (other tests count them)
+    handle = "replier.comind.test"
+    password = devnet.account_password(handle)
+    pds_url = devnet.pds_for_handle(handle).url
+    with httpx.Client() as http:
+        poster = XrpcClient(pds_url, client=http).procedure(
+            "com.atproto.server.createAccount", {"handle": handle, "email": "replier@devnet.test", "password": password}
+        )
+    refused = cli(*common, "--post", "--handle", handle)  # no app password in the environment
     assert refused.returncode == 2 and "VOID_APP_PASSWORD" in refused.stderr
+    wrong = cli(*common, "--post", "--handle", handle, "--password-env", "PATH", "--pds-url", pds_url)
+    assert wrong.returncode == 1 and "posting as replier.comind.test" in wrong.stderr and os.environ["PATH"] not in wrong.stderr
 
-    os.environ["TEST_APP_PASSWORD"] = devnet.account_password(agent.handle)
+    os.environ["TEST_APP_PASSWORD"] = password
     try:
-        posted = cli(*common, "--post", "--handle", agent.handle, "--password-env", "TEST_APP_PASSWORD",
-                     "--pds-url", agent.pds_url)  # fmt: skip
+        posted = cli(*common, "--post", "--handle", handle, "--password-env", "TEST_APP_PASSWORD", "--pds-url", pds_url)
     finally:
         del os.environ["TEST_APP_PASSWORD"]
     assert posted.returncode == 0, posted.stderr
     created = json.loads(posted.stdout)["posted"]
     assert len(created) == len(json.loads(posted.stdout)["posts"]) >= 1
     with httpx.Client() as http:
-        pds = XrpcClient(agent.pds_url, client=http)
+        pds = XrpcClient(pds_url, client=http)
         author_pds = XrpcClient(seeded.accounts[target["author"]].pds_url, client=http)
         target_record = author_pds.query("com.atproto.repo.getRecord", **split(target["uri"]))
         root = (target_record["value"].get("reply") or {}).get("root") or {
@@ -192,7 +200,7 @@ def test_reply_prints_then_posts_a_reply_thread_on_the_devnet(
         parent = {"uri": target["uri"], "cid": target_record["cid"]}
         for ref in created:
             record = pds.query("com.atproto.repo.getRecord", **split(ref["uri"]))
-            assert record["cid"] == ref["cid"] and record["uri"].startswith(f"at://{agent.did}/{POST}/")
+            assert record["cid"] == ref["cid"] and record["uri"].startswith(f"at://{poster['did']}/{POST}/")
             refs = {
                 name: {k: v for k, v in ref.items() if k != "$type"}
                 for name, ref in record["value"]["reply"].items()
