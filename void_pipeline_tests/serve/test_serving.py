@@ -179,7 +179,11 @@ def test_reply_prints_then_posts_a_reply_thread_on_the_devnet(
     refused = cli(*common, "--post", "--handle", handle)  # no app password in the environment
     assert refused.returncode == 2 and "VOID_APP_PASSWORD" in refused.stderr
     wrong = cli(*common, "--post", "--handle", handle, "--password-env", "PATH", "--pds-url", pds_url)
-    assert wrong.returncode == 1 and "posting as replier.comind.test" in wrong.stderr and os.environ["PATH"] not in wrong.stderr
+    assert (
+        wrong.returncode == 1
+        and "posting as replier.comind.test" in wrong.stderr
+        and os.environ["PATH"] not in wrong.stderr
+    )
 
     os.environ["TEST_APP_PASSWORD"] = password
     try:
