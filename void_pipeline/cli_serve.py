@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from void_pipeline.lib.serve.managed import API_KEY_ENV, URL_ENV, ServerState
 from void_pipeline.lib.serve.vllm_server import ServerFailed, engine_settings, has_gpu, load_adapter
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+BUNDLE_POLL_S = 5.0  # reading one small file
 
 
 class ServeUsageError(ValueError):
@@ -54,6 +56,10 @@ def version_number(text: str) -> int:
 
 def up_command(args: argparse.Namespace) -> int:
     serve = serve_paths(args)
+    if args.wait_for_bundle and current_bundle(serve) is None:  # a container started before the first promotion
+        print(f"waiting for served_model to make a bundle current in {serve.root} ...", flush=True)
+        while current_bundle(serve) is None:
+            time.sleep(BUNDLE_POLL_S)
     bundle = the_current_bundle(serve)
     also: dict[str, Bundle] = {}
     for item in args.also:
@@ -250,6 +256,7 @@ def add_commands(sub: Any) -> None:
     up.add_argument("--vllm-arg", action="append", default=[], help="one more vLLM argument (repeat)")
     up.add_argument("--timeout", type=float, default=900.0, help="seconds to wait until it answers")
     up.add_argument("--foreground", action="store_true", help="stay attached until the server ends (containers)")
+    up.add_argument("--wait-for-bundle", action="store_true", help="wait until a bundle is current (containers)")
     up.add_argument("--no-key-loopback-test", action="store_true",
                     help=f"start without ${API_KEY_ENV}: only for a test on loopback")  # fmt: skip
     for name, help_text in (("status", "is it up, where, what it serves"), ("down", "stop it"),

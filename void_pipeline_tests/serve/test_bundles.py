@@ -175,3 +175,24 @@ def test_serve_commands_refuse_clearly_and_status_sees_a_dead_server(tmp_path: P
     assert no_endpoint.returncode == 2 and "no endpoint" in no_endpoint.stderr
     listed = cli("serve", "list", *data)
     assert listed.returncode == 0 and listed.stdout.startswith("* v0001")
+
+
+def test_a_container_s_server_waits_for_the_first_bundle_then_starts_it(tmp_path: Path) -> None:
+    """--wait-for-bundle (compose's vllm service): no crash loop before the first served_model; once a bundle is
+    current it goes on to start the server (here an interpreter that fails at once, so the start fails fast)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOID_SERVE_")}
+    command = [sys.executable, "-m", "void_pipeline", "serve", "up", "--data", str(tmp_path), "--wait-for-bundle",
+               "--no-key-loopback-test", "--cpu", "--python", "/bin/false", "--timeout", "30"]  # fmt: skip
+    waiting = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**env, "PYTHONPATH": str(REPO_ROOT)})  # fmt: skip
+    try:
+        assert waiting.stdout is not None and "waiting for served_model" in waiting.stdout.readline()
+        assert waiting.poll() is None
+        serve = DataLayout(tmp_path).agent("void").serve
+        make_current(serve, add_bundle(serve, promotion(tmp_path, "one")).version)
+        out, err = waiting.communicate(timeout=60)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+    assert waiting.returncode == 1 and "starting vLLM for bundle v0001" in out and "exited with" in err
+    assert not serve.server_state.exists()
