@@ -43,7 +43,7 @@ unit: setup  ## pytest's exit 5 (no tests collected) means a broken suite: say s
 	@$(PY) -m pytest $(PYTEST_ARGS) || { c=$$?; [ $$c -ne 5 ] || echo "pytest collected no tests: failing" >&2; exit $$c; }
 
 ui: setup  ## the Dagster web UI on http://127.0.0.1:3000: on the demo's agent and data after `make demo`, on a devnet that runs
-	@mkdir -p $(DAGSTER_HOME)
+	@mkdir -p $(DAGSTER_HOME); [ -f $(DAGSTER_HOME)/dagster.yaml ] || cp deploy/dagster.local.yaml $(DAGSTER_HOME)/dagster.yaml
 	@demo_env="$${VOID_PIPELINE_DATA:-$(CURDIR)/.data}/demo.env"; [ ! -f "$$demo_env" ] || . "$$demo_env"; \
 	  eval "$$($(PY) -m void_pipeline.testworld devnet env 2>/dev/null)"; \
 	  echo "agent: $${VOID_AGENT:-void} = $${VOID_ACTOR:-void.comind.network} (PLC $${VOID_PLC_URL:-https://plc.directory})"; \

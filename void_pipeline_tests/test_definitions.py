@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import dagster as dg
 import httpx
 
 from void_pipeline.lib.paths import REPO_ROOT
@@ -150,3 +151,26 @@ def test_the_pipeline_never_imports_the_test_world() -> None:
     assert not offenders, offenders
     # the check itself sees an import: the test world's CLI imports its devnet
     assert "void_pipeline.testworld.devnet" in imported_modules(REPO_ROOT / "void_pipeline/testworld/cli.py")
+
+
+def test_every_asset_has_owners_and_a_code_reference_and_raw_records_a_freshness_policy() -> None:
+    from void_pipeline.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.owners == ["team:void-pipeline"], key
+        references = node.metadata["dagster/code_references"].code_references
+        assert references and all(Path(r.file_path).is_file() for r in references), key
+    freshness = graph.get(dg.AssetKey("raw_records")).freshness_policy
+    window = getattr(freshness, "fail_window", None)  # a time-window policy (its class is not public)
+    assert window is not None and window.to_timedelta().days == 1
+
+
+def test_the_local_instance_config_loads_with_the_pinned_dagster(tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copyfile(REPO_ROOT / "deploy" / "dagster.local.yaml", tmp_path / "dagster.yaml")
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+    assert "dagster.local.yaml" in (REPO_ROOT / "Makefile").read_text()

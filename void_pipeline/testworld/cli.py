@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -171,6 +172,8 @@ def materialize_all(env_overrides: dict[str, str]) -> int:
         return 0
     home = paths.dagster_home()
     home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():  # the local instance's settings (never over the operator's own)
+        shutil.copyfile(paths.REPO_ROOT / "deploy" / "dagster.local.yaml", home / "dagster.yaml")
     env = {**os.environ, **env_overrides, "DAGSTER_HOME": str(home)}
     # One GPU job at a time: the training step runs in the "gpu" pool.
     limit = [sys.executable, "-m", "dagster", "instance", "concurrency", "set", "gpu", "1"]

@@ -8,8 +8,9 @@ from void_pipeline.defs.curate.checks import (
     chat_dataset_tool_calls_are_valid,
     filtered_records_are_clean,
 )
+from void_pipeline.defs.metadata import with_code_references
 
 defs = dg.Definitions(
-    assets=[filtered_records, context_window, chat_dataset],
+    assets=with_code_references([filtered_records, context_window, chat_dataset]),
     asset_checks=[filtered_records_are_clean, chat_dataset_has_no_split_leak, chat_dataset_tool_calls_are_valid],
 )

@@ -11,7 +11,7 @@ import polars as pl
 
 from void_pipeline.defs.agent import recorded_agent
 from void_pipeline.defs.ingest.assets import collection_partitions, raw_records, thread_context
-from void_pipeline.defs.metadata import table_schema
+from void_pipeline.defs.metadata import OWNERS, table_schema
 from void_pipeline.lib.curate.context import (
     STRATEGIES,
     SnapshotError,
@@ -66,6 +66,7 @@ def read_input(path: Path, producer: str) -> pl.DataFrame:
     partitions_def=collection_partitions,
     deps=[raw_records, thread_context],
     group_name="curate",
+    owners=OWNERS,
     kinds={"polars", "parquet"},
     description="Records worth learning from: normalised, without loop content, duplicates or too-short text.",
 )
@@ -125,6 +126,7 @@ class ContextWindowConfig(dg.Config):
 @dg.asset(
     deps=[raw_records],
     group_name="curate",
+    owners=OWNERS,
     kinds={"text"},
     description="The agent's system prompt and memory blocks, as full, trimmed-to-budget and distilled variants.",
 )
@@ -212,6 +214,7 @@ class ChatDatasetConfig(dg.Config):
 @dg.asset(
     deps=[filtered_records, thread_context, context_window],
     group_name="curate",
+    owners=OWNERS,
     kinds={"jsonl"},
     description="Train/val/test chat datasets: the handler's mention prompt in, add_post tool calls out.",
 )

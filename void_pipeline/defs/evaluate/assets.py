@@ -12,6 +12,7 @@ from pydantic import Field
 
 from void_pipeline.defs.agent import recorded_agent
 from void_pipeline.defs.curate.assets import chat_dataset
+from void_pipeline.defs.metadata import OWNERS
 from void_pipeline.defs.train.assets import GPU_STEP_TAGS, lora_adapter, run_external
 from void_pipeline.lib import processes
 from void_pipeline.lib.evaluate import evaluation
@@ -47,6 +48,7 @@ class EvalGenerationsConfig(dg.Config):
 @dg.asset(
     deps=[lora_adapter, chat_dataset],
     group_name="evaluate",
+    owners=OWNERS,
     kinds={"vllm"},
     pool="gpu",
     op_tags=GPU_STEP_TAGS,
@@ -178,6 +180,7 @@ GATE_CHECKS = ("tool_call_validity", "character_sheet_rate")
 @dg.asset(
     deps=[eval_generations],
     group_name="evaluate",
+    owners=OWNERS,
     kinds={"mlflow", "scikitlearn"},
     check_specs=[
         *(dg.AssetCheckSpec(name, asset="eval_report", blocking=True) for name in GATE_CHECKS),

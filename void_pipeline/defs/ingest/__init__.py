@@ -4,8 +4,9 @@ import dagster as dg
 
 from void_pipeline.defs.ingest.assets import raw_records, thread_context
 from void_pipeline.defs.ingest.checks import raw_records_unique_uris, thread_context_covers_every_reply
+from void_pipeline.defs.metadata import with_code_references
 
 defs = dg.Definitions(
-    assets=[raw_records, thread_context],
+    assets=with_code_references([raw_records, thread_context]),
     asset_checks=[raw_records_unique_uris, thread_context_covers_every_reply],
 )

@@ -1,12 +1,13 @@
 """raw_records (one partition per collection) and thread_context: thin wrappers over lib/export and lib/threads."""
 
+from datetime import timedelta
 from typing import Literal
 
 import dagster as dg
 import polars as pl
 
 from void_pipeline.defs.agent import resolve_agent
-from void_pipeline.defs.metadata import table_schema
+from void_pipeline.defs.metadata import OWNERS, table_schema
 from void_pipeline.lib.files import Busy
 from void_pipeline.lib.ingest.agent import write_thread_context
 from void_pipeline.lib.ingest.export import (
@@ -41,7 +42,10 @@ class RawRecordsConfig(dg.Config):
 @dg.asset(
     partitions_def=collection_partitions,
     group_name="ingest",
+    owners=OWNERS,
     kinds={"atproto", "polars", "parquet"},
+    # the agent posts all day: an export older than a day misses a day of its voice
+    freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(days=1)),
     description="Every record of one collection of the agent's repo, one row each; malformed ones quarantined.",
 )
 def raw_records(
@@ -101,6 +105,7 @@ def raw_records(
 @dg.asset(
     deps=[dg.AssetDep(raw_records, partition_mapping=dg.SpecificPartitionsPartitionMapping([POST]))],
     group_name="ingest",
+    owners=OWNERS,
     kinds={"atproto", "polars", "parquet"},
     description="For every reply of the agent, its ancestor chain up to the thread root (root first).",
 )

@@ -2,7 +2,8 @@
 
 import dagster as dg
 
+from void_pipeline.defs.metadata import with_code_references
 from void_pipeline.defs.serve.assets import served_model
 from void_pipeline.defs.serve.exports import gguf_export
 
-defs = dg.Definitions(assets=[served_model, gguf_export])
+defs = dg.Definitions(assets=with_code_references([served_model, gguf_export]))

@@ -15,6 +15,7 @@ from pydantic import Field
 
 from void_pipeline.defs.agent import recorded_agent
 from void_pipeline.defs.evaluate.assets import eval_report
+from void_pipeline.defs.metadata import OWNERS
 from void_pipeline.defs.train.assets import GPU_STEP_TAGS
 from void_pipeline.lib import processes
 from void_pipeline.lib.evaluate import evaluation
@@ -66,6 +67,7 @@ def passed_evaluation(training: dict[str, Any] | None, evaluation: dict[str, Any
 @dg.asset(
     deps=[eval_report],
     group_name="serve",
+    owners=OWNERS,
     kinds={"vllm", "mlflow"},
     pool="gpu",
     op_tags=GPU_STEP_TAGS,

@@ -12,6 +12,7 @@ import yaml
 from pydantic import Field
 
 from void_pipeline.defs.agent import recorded_agent
+from void_pipeline.defs.metadata import OWNERS
 from void_pipeline.defs.train.assets import merged_model, run_external
 from void_pipeline.lib import environments
 from void_pipeline.lib.files import write_text_atomic
@@ -44,6 +45,7 @@ def shown(modelfile: str, system: str | None) -> str:
 @dg.asset(
     deps=[merged_model],
     group_name="serve",
+    owners=OWNERS,
     kinds={"gguf", "ollama"},
     description="The latest merged model converted to GGUF with llama.cpp's own converter and read back (tensors "
     "checked against the safetensors), with an Ollama Modelfile whose template frames turns as training did.",

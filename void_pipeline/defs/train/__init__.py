@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from void_pipeline.defs.metadata import with_code_references
 from void_pipeline.defs.train.assets import lora_adapter, merged_model
 
-defs = dg.Definitions(assets=[lora_adapter, merged_model])
+defs = dg.Definitions(assets=with_code_references([lora_adapter, merged_model]))

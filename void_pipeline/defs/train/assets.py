@@ -8,6 +8,7 @@ import dagster as dg
 
 from void_pipeline.defs.agent import recorded_agent
 from void_pipeline.defs.curate.assets import chat_dataset
+from void_pipeline.defs.metadata import OWNERS
 from void_pipeline.lib import processes
 from void_pipeline.lib.layout import RunPaths
 from void_pipeline.lib.paths import REPO_ROOT
@@ -90,6 +91,7 @@ def run_external(
 @dg.asset(
     deps=[chat_dataset],
     group_name="train",
+    owners=OWNERS,
     kinds={"axolotl", "pytorch", "mlflow"},
     pool="gpu",
     op_tags=GPU_STEP_TAGS,
@@ -166,6 +168,7 @@ def lora_adapter(
 @dg.asset(
     deps=[lora_adapter],
     group_name="train",
+    owners=OWNERS,
     kinds={"axolotl", "safetensors"},
     pool="gpu",
     op_tags=GPU_STEP_TAGS,
