@@ -71,7 +71,7 @@ def main() -> None:
                 for model in ("base", "tuned"):
                     paths = EvaluationPaths(root / f"{model}-{concurrency}")
                     started = time.monotonic()
-                    run = generate(paths, server.base_url, server.headers(), [model], "You are void.", [REPLY_TOOL],
+                    run = generate(paths, server.base_url, server.api_key, [model], "You are void.", [REPLY_TOOL],
                                    prompts, sampling, concurrency, log=lambda m: None)  # fmt: skip
                     seconds = time.monotonic() - started
                     errors = run.rows["error"].drop_nulls().len()

@@ -13,6 +13,7 @@ reply AT_URI   the thread fetched from an AppView, rendered as training did, ans
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -23,8 +24,16 @@ from typing import Any
 from void_pipeline.lib import environments, paths
 from void_pipeline.lib.layout import DataLayout, ServePaths
 from void_pipeline.lib.serve import managed
-from void_pipeline.lib.serve.bundle import Bundle, BundleError, current_bundle, make_current, read_bundle, server_spec
-from void_pipeline.lib.serve.managed import API_KEY_ENV, URL_ENV, ServerState
+from void_pipeline.lib.serve.bundle import (
+    Bundle,
+    BundleError,
+    current_bundle,
+    current_version,
+    make_current,
+    read_bundle,
+    server_spec,
+)
+from void_pipeline.lib.serve.managed import API_KEY_ENV, URL_ENV
 from void_pipeline.lib.serve.vllm_server import ServerFailed, engine_settings, has_gpu, load_adapter
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -116,8 +125,6 @@ def list_command(args: argparse.Namespace) -> int:
     if not versions:
         print(f"no bundles in {serve.bundles}: materialize served_model")
         return 0
-    from void_pipeline.lib.serve.bundle import current_version
-
     current = current_version(serve)
     for version in versions:
         bundle = read_bundle(serve.bundle(version))
@@ -130,19 +137,11 @@ def list_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def endpoint_url(serve: ServePaths, given: str | None) -> str | None:
-    """The server to talk to: --endpoint, $VOID_SERVE_URL, or the managed server's (None: none is known)."""
-    if given or os.environ.get(URL_ENV):
-        return str(given or os.environ.get(URL_ENV)).rstrip("/").removesuffix("/v1")
-    state = ServerState.read(serve)
-    return state.url if state is not None and state.alive() else None
-
-
 def promote_command(args: argparse.Namespace) -> int:
     """A running server gets the bundle's adapter first: if it refuses, nothing changes."""
     serve = serve_paths(args)
     bundle = read_bundle(serve.bundle(version_number(args.version)))
-    url = endpoint_url(serve, args.endpoint)
+    url, _ = managed.running_endpoint(serve, args.endpoint)
     if url is not None and bundle.adapter:
         load_adapter(url, os.environ.get(API_KEY_ENV), bundle.served_model_name, bundle.adapter)
         print(f"the server at {url} now answers {bundle.served_model_name} with bundle v{bundle.version:04d}")
@@ -184,7 +183,7 @@ def reply_command(args: argparse.Namespace) -> int:
 
     serve = serve_paths(args)
     bundle = read_bundle(serve.bundle(version_number(args.bundle))) if args.bundle else the_current_bundle(serve)
-    url = endpoint_url(serve, args.endpoint)
+    url, _ = managed.running_endpoint(serve, args.endpoint)
     if url is None:
         raise ServeUsageError(f"no endpoint: start one (serve up), or give --endpoint URL or ${URL_ENV}")
     password = os.environ.get(args.password_env)
@@ -195,11 +194,7 @@ def reply_command(args: argparse.Namespace) -> int:
     prompt = render_mention(fetched.thread, bundle.prompt_template())
     endpoint = Endpoint(f"{url}/v1", os.environ.get(API_KEY_ENV) or "", args.model or bundle.served_model_name,
                         timeout_s=args.timeout, retries=args.retries)  # fmt: skip
-    sampling = (
-        bundle.sampling
-        if args.seed is None
-        else type(bundle.sampling)(**{**bundle.sampling.__dict__, "seed": args.seed})
-    )
+    sampling = bundle.sampling if args.seed is None else dataclasses.replace(bundle.sampling, seed=args.seed)
     with httpx.Client() as client:
         answer = reply(client, endpoint, bundle.system_prompt(), bundle.tools(), prompt, sampling, args.uri)
     problems = answer.problems()

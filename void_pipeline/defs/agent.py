@@ -1,6 +1,8 @@
 """Who the pipeline is about. Ingest resolves the agent over the network and records it (agent.json in the
 agent's folder); every later asset and check reads that record, so they run from local files alone."""
 
+from typing import Any
+
 import dagster as dg
 
 from void_pipeline.lib.ingest.agent import record_agent
@@ -31,6 +33,15 @@ def resolve_agent(
             f"{layout.root}); delete it when you no longer need it"
         )
     return resolver, agent, changed is not None
+
+
+def latest_training(layout: AgentLayout) -> dict[str, Any]:
+    """train/latest.json of the agent: what the stages after training read; a Failure before the first training."""
+    latest = layout.train.read_latest()
+    if latest is None:
+        raise dg.Failure(f"no finished training in {layout.train.root}: materialize lora_adapter first",
+                         allow_retries=False)  # fmt: skip
+    return latest
 
 
 def recorded_agent(storage: PipelineStorage) -> tuple[AgentRecord, AgentLayout]:

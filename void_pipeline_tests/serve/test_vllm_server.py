@@ -104,8 +104,7 @@ from void_pipeline.lib.serve.client import Sampling
 from void_pipeline.lib.evaluate.judge import Judge, judge_answers
 from void_pipeline.lib.layout import EvaluationPaths
 prompts = [Prompt(f"e{i}", f"@ada.test: what changes at scale, part {i}?") for i in range(8)]
-headers = {"Authorization": "Bearer " + os.environ["TEST_SERVER_KEY"]}
-generate(EvaluationPaths(Path(sys.argv[2])), sys.argv[1], headers, ["base", "tuned"], "You are void.", [REPLY_TOOL],
+generate(EvaluationPaths(Path(sys.argv[2])), sys.argv[1], os.environ["TEST_SERVER_KEY"], ["base", "tuned"], "You are void.", [REPLY_TOOL],
          prompts, Sampling(max_tokens=32, max_posts=2), concurrency=1, log=lambda m: None)
 """
 
@@ -131,8 +130,7 @@ def resumed_generation(base_url: str, api_key: str, tmp_path: Path) -> None:
     before = [json.loads(line) for line in log.read_bytes().splitlines() if line.strip()]
     assert 3 <= len(before) < 16
     prompts = [Prompt(f"e{i}", f"@ada.test: what changes at scale, part {i}?") for i in range(8)]
-    headers = {"Authorization": f"Bearer {api_key}"}
-    run = generate(EvaluationPaths(folder), base_url, headers, ["base", "tuned"], "You are void.", [REPLY_TOOL],
+    run = generate(EvaluationPaths(folder), base_url, api_key, ["base", "tuned"], "You are void.", [REPLY_TOOL],
                    prompts, Sampling(max_tokens=32, max_posts=2), concurrency=2, log=lambda m: None)  # fmt: skip
     assert run.reused == len(before) and run.generated == 16 - len(before)
     assert run.rows.height == 16 and run.rows["error"].null_count() == 16

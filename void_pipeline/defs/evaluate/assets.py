@@ -10,7 +10,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from void_pipeline.defs.agent import recorded_agent
+from void_pipeline.defs.agent import latest_training, recorded_agent
 from void_pipeline.defs.curate.assets import chat_dataset
 from void_pipeline.defs.metadata import OWNERS
 from void_pipeline.defs.train.assets import GPU_STEP_TAGS, lora_adapter, run_external
@@ -59,9 +59,7 @@ def eval_generations(
     context: dg.AssetExecutionContext, config: EvalGenerationsConfig, storage: PipelineStorage, server: InferenceServer
 ) -> dg.MaterializeResult:
     layout = recorded_agent(storage)[1]
-    latest = layout.train.read_latest()
-    if latest is None:
-        raise dg.Failure("no finished training: materialize lora_adapter first", allow_retries=False)
+    latest = latest_training(layout)
     dataset = Path(latest.get("dataset") or layout.curate.latest_dataset() or "")
     files = DatasetPaths(dataset)
     dtype, env, arguments = server.engine()
@@ -100,7 +98,7 @@ def eval_generations(
                 run = generate(
                     paths,
                     running.base_url,
-                    running.headers(),
+                    running.api_key,
                     list(MODELS),
                     files.system_prompt.read_text(),
                     json.loads(files.tools.read_text()),

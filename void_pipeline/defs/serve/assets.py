@@ -19,9 +19,18 @@ from void_pipeline.defs.metadata import OWNERS
 from void_pipeline.defs.train.assets import GPU_STEP_TAGS
 from void_pipeline.lib import processes
 from void_pipeline.lib.evaluate import evaluation
+from void_pipeline.lib.ingest.xrpc import auth_header
 from void_pipeline.lib.layout import DatasetPaths, EvaluationPaths, ServePaths
 from void_pipeline.lib.serve import managed
-from void_pipeline.lib.serve.bundle import Bundle, Promotion, add_bundle, current_version, make_current, server_spec
+from void_pipeline.lib.serve.bundle import (
+    Bundle,
+    Promotion,
+    add_bundle,
+    current_version,
+    make_current,
+    read_bundle,
+    server_spec,
+)
 from void_pipeline.lib.serve.client import Answer, Endpoint, EndpointError, Sampling, reply
 from void_pipeline.lib.serve.vllm_server import ServerFailed, load_adapter, vllm_server
 from void_pipeline.lib.train import tracking
@@ -169,18 +178,9 @@ def served_model(
     )
 
 
-def endpoint_of(serve: ServePaths, server: InferenceServer) -> tuple[str | None, bool]:
-    """(URL, managed here) of the server to update: the configured endpoint, or the managed server when it runs."""
-    if server.endpoint_url:
-        return server.endpoint_url.rstrip("/").removesuffix("/v1"), False
-    state = managed.ServerState.read(serve)
-    return (state.url, True) if state is not None and state.alive() else (None, False)
-
-
 def served_base(url: str, key: str | None) -> str | None:
     """The base model a running server serves (its ``root`` in /v1/models)."""
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    listed = httpx.get(f"{url}/v1/models", headers=headers, timeout=30.0)
+    listed = httpx.get(f"{url}/v1/models", headers=auth_header(key), timeout=30.0)
     if listed.status_code != 200:
         raise ServerFailed(f"{url}/v1/models answered {listed.status_code}: is {managed.API_KEY_ENV} its key?")
     roots = [m.get("root") for m in listed.json().get("data", []) if not m.get("parent")]
@@ -192,7 +192,7 @@ def serve_and_smoke(
 ) -> dict[str, Any]:
     """Load the bundle where it is served (in place when the base is the same, a clean restart of the managed
     server when it is not, a temporary server when none runs), then answer one held-out prompt through it."""
-    url, is_managed = endpoint_of(serve, server)
+    url, is_managed = managed.running_endpoint(serve, server.endpoint_url)
     key = server.api_key()
     dtype, env, arguments = server.engine()
     spec = server_spec(bundle, dtype, env, server.context_length(), tuple(arguments))
@@ -235,9 +235,7 @@ def smoke(url: str, key: str | None, bundle: Bundle, prompt: str) -> tuple[Answe
 
 
 def restore_previous(serve: ServePaths, server: InferenceServer, previous: int) -> None:
-    from void_pipeline.lib.serve.bundle import read_bundle
-
-    url, _ = endpoint_of(serve, server)
+    url, _ = managed.running_endpoint(serve, server.endpoint_url)
     earlier = read_bundle(serve.bundle(previous))
     if url is not None and earlier.adapter and served_base(url, server.api_key()) == earlier.base_model:
         load_adapter(url, server.api_key(), earlier.served_model_name, earlier.adapter)

@@ -11,7 +11,7 @@ import dagster as dg
 import yaml
 from pydantic import Field
 
-from void_pipeline.defs.agent import recorded_agent
+from void_pipeline.defs.agent import latest_training, recorded_agent
 from void_pipeline.defs.metadata import OWNERS
 from void_pipeline.defs.train.assets import merged_model, run_external
 from void_pipeline.lib import environments
@@ -58,9 +58,7 @@ def gguf_export(
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> dg.MaterializeResult:
     layout = recorded_agent(storage)[1]
-    latest = layout.train.read_latest()
-    if latest is None:
-        raise dg.Failure(f"no finished training in {layout.train.root}: materialize lora_adapter first")
+    latest = latest_training(layout)
     run = RunPaths(Path(latest["run_dir"]))
     if not (run.merged / "config.json").exists():
         raise dg.Failure(f"no merged model in {run.merged}: materialize merged_model first", allow_retries=False)

@@ -6,7 +6,7 @@ from typing import Any
 
 import dagster as dg
 
-from void_pipeline.defs.agent import recorded_agent
+from void_pipeline.defs.agent import latest_training, recorded_agent
 from void_pipeline.defs.curate.assets import chat_dataset
 from void_pipeline.defs.metadata import OWNERS
 from void_pipeline.lib import processes
@@ -182,9 +182,7 @@ def merged_model(
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> dg.MaterializeResult:
     layout = recorded_agent(storage)[1]
-    latest = layout.train.read_latest()
-    if latest is None:
-        raise dg.Failure(f"no finished training in {layout.train.root}: materialize lora_adapter first")
+    latest = latest_training(layout)
     run, adapter = RunPaths(Path(latest["run_dir"])), Path(latest["adapter"])
     if not (adapter / "adapter_config.json").exists():
         raise dg.Failure(f"the latest adapter {adapter} is gone or incomplete (no adapter_config.json)")

@@ -58,7 +58,7 @@ def fingerprint(settings: Mapping[str, Any]) -> str:
 def answer(
     client: httpx.Client,
     base_url: str,
-    headers: Mapping[str, str],
+    api_key: str,
     model: str,
     system: str,
     tools: list[dict[str, Any]],
@@ -67,8 +67,7 @@ def answer(
     sample: int,
 ) -> dict[str, Any]:
     """One answer through the handler's agent loop (a GENERATION_SCHEMA row; ``error`` set when there is none)."""
-    key = headers.get("Authorization", "").removeprefix("Bearer ")
-    endpoint = Endpoint(base_url, key, model, timeout_s=client.timeout.read or 600.0, retries=1)
+    endpoint = Endpoint(base_url, api_key, model, timeout_s=client.timeout.read or 600.0, retries=1)
     started = time.monotonic()
     try:
         got = agent_loop(client, endpoint, system, tools, prompt.prompt, sampling, prompt.example_id, sample)
@@ -116,7 +115,7 @@ class GenerationRun:
 def generate(
     paths: EvaluationPaths,
     base_url: str,
-    headers: Mapping[str, str],
+    api_key: str,
     models: Sequence[str],
     system: str,
     tools: list[dict[str, Any]],
@@ -147,7 +146,7 @@ def generate(
 
         def one(item: tuple[Prompt, str, int]) -> dict[str, Any]:
             prompt, model, sample = item
-            return answer(client, base_url, headers, model, system, tools, prompt, sampling, sample)
+            return answer(client, base_url, api_key, model, system, tools, prompt, sampling, sample)
 
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
             futures = [pool.submit(one, item) for item in todo]

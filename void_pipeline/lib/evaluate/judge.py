@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from void_pipeline.lib.evaluate.metrics import share_ci
+from void_pipeline.lib.ingest.xrpc import auth_header
 
 VERDICT = re.compile(r"\b([AB])\b")
 INSTRUCTION = (
@@ -33,8 +34,7 @@ class Judge:
     max_tokens: int = 8
 
     def headers(self) -> dict[str, str]:
-        key = os.environ.get(self.api_key_env)
-        return {"Authorization": f"Bearer {key}"} if key else {}
+        return auth_header(os.environ.get(self.api_key_env))
 
 
 def ask(client: httpx.Client, judge: Judge, thread: str, first: str, second: str) -> str | None:

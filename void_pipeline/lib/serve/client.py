@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from void_pipeline.lib.curate.reply_tool import REPLY_TOOL_NAME, grapheme_count, reply_call_errors, reply_tool_result
+from void_pipeline.lib.ingest.xrpc import auth_header
 
 MAX_POST_GRAPHEMES = 300
 FORCED_MAX_TOKENS = 512  # the required retry's budget for one call
@@ -50,7 +51,7 @@ class Endpoint:
     backoff_s: float = 1.0
 
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        return auth_header(self.api_key)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from void_pipeline.lib.files import write_text_atomic
+from void_pipeline.lib.ingest.xrpc import auth_header
 from void_pipeline.lib.layout import ServePaths
 from void_pipeline.lib.processes import pid_alive
 from void_pipeline.lib.serve.vllm_server import (
@@ -75,6 +76,16 @@ def is_vllm(pid: int) -> bool:
         return b"vllm" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return pid_alive(pid)  # no /proc: trust the pid
+
+
+def running_endpoint(serve: ServePaths, given: str | None = None) -> tuple[str | None, bool]:
+    """(URL without /v1, managed here) of the server to talk to: ``given``, ``$VOID_SERVE_URL``, or the managed
+    server when it runs; (None, False) when none is known."""
+    url = given or os.environ.get(URL_ENV)
+    if url:
+        return url.rstrip("/").removesuffix("/v1"), False
+    state = ServerState.read(serve)
+    return (state.url, True) if state is not None and state.alive() else (None, False)
 
 
 def connect_url(host: str, port: int) -> str:
@@ -168,8 +179,7 @@ def status(serve: ServePaths, api_key: str | None) -> dict[str, Any]:
         return {**report, "state": "starting", "why": f"the process runs but {state.url} does not answer ({err})"}
     if health != 200:
         return {**report, "state": "unhealthy", "why": f"/health answered {health}"}
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    listed = httpx.get(f"{state.url}/v1/models", headers=headers, timeout=10.0)
+    listed = httpx.get(f"{state.url}/v1/models", headers=auth_header(api_key), timeout=10.0)
     if listed.status_code == 200:
         report["models"] = [m["id"] for m in listed.json().get("data", [])]
     else:

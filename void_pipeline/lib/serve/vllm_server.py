@@ -25,6 +25,7 @@ from typing import IO, Any
 
 import httpx
 
+from void_pipeline.lib.ingest.xrpc import auth_header
 from void_pipeline.lib.processes import spawn_group, stop_group
 
 # vLLM's tool-call parser for each model family (lib/model.py's family_of): what reads the calls back out of the
@@ -131,7 +132,7 @@ class RunningServer:
         return f"{self.url}/v1"
 
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}"}
+        return auth_header(self.api_key)
 
 
 def log_tail(path: Path, lines: int = 30) -> str:
@@ -176,7 +177,7 @@ def wait_until_up(
     on_progress: Callable[[str], None] | None,
     log: IO[bytes],
 ) -> RunningServer:
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = auth_header(api_key)
     next_note = started + 15
     with httpx.Client(timeout=5.0) as client:
         while True:
@@ -201,7 +202,7 @@ def wait_until_up(
 
 def load_adapter(url: str, api_key: str | None, name: str, path: str, timeout_s: float = 300.0) -> None:
     """Load (or replace, in place) the adapter served as ``name`` in a running server, without a restart."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = auth_header(api_key)
     body = {"lora_name": name, "lora_path": path, "load_inplace": True}
     try:
         response = httpx.post(f"{url}/v1/load_lora_adapter", headers=headers, json=body, timeout=timeout_s)
