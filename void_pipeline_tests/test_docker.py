@@ -84,7 +84,8 @@ COMPOSE = DOCKER / "compose.yaml"
 INSTANCE = DOCKER / "dagster.yaml"
 HELM_VALUES = REPO_ROOT / "deploy" / "helm" / "values.yaml"
 DAGSTER_SERVICES = ("code-location", "webserver", "daemon")
-PG_ENV = ("DAGSTER_PG_HOST", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB")
+PG_ENV = ("DAGSTER_PG_HOST", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB", "DAGSTER_PG_PORT")
+POSTGRES_IMAGE_PORT = 5432  # the official postgres image listens here unless told otherwise
 # Key names that hold a secret. A value under one must come from the environment, never be written in a file.
 SECRET_KEY = re.compile(r"(?i)(password|passwd|secret|token|api_?key)")
 SECRET_VALUE = re.compile(r"\b(sk-[A-Za-z0-9]{20,}|hf_[A-Za-z0-9]{20,}|ghp_[A-Za-z0-9]{20,})")
@@ -362,15 +363,18 @@ def test_dagster_instance_keeps_its_storage_in_postgres_with_credentials_from_th
 
     instance = load_yaml(INSTANCE)
     db = instance["storage"]["postgres"]["postgres_db"]
-    assert [db[key] for key in ("hostname", "username", "password", "db_name")] == [{"env": name} for name in PG_ENV]
+    keys = ("hostname", "username", "password", "db_name", "port")
+    assert [db[key] for key in keys] == [{"env": name} for name in PG_ENV]
     config, _ = dagster_instance_config(str(DOCKER), "dagster.yaml")  # the pinned dagster accepts the whole file
     assert config["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
     postgres = services()["postgres"]["environment"]
+    assert "PGPORT" not in postgres and "command" not in services()["postgres"]
     for name in DAGSTER_SERVICES:
         service = services()[name]
         environment = service["environment"]
         assert set(PG_ENV) <= set(environment), name
         assert environment["DAGSTER_PG_HOST"] == "postgres"
+        assert environment["DAGSTER_PG_PORT"] == str(POSTGRES_IMAGE_PORT)
         assert environment["DAGSTER_PG_PASSWORD"] == postgres["POSTGRES_PASSWORD"]
         assert (environment["DAGSTER_PG_USER"], environment["DAGSTER_PG_DB"]) == (
             postgres["POSTGRES_USER"],
@@ -380,21 +384,23 @@ def test_dagster_instance_keeps_its_storage_in_postgres_with_credentials_from_th
         assert service["depends_on"]["postgres"]["condition"] == "service_healthy", name
 
 
-def test_code_location_image_installs_dagster_postgres_and_k8s_for_the_pinned_dagster() -> None:
-    dagster = pin(REPO_ROOT / "envs" / "orchestrator.txt", "dagster")
+def test_code_location_image_has_dagster_postgres_and_k8s_for_the_pinned_dagster() -> None:
+    pins = REPO_ROOT / "envs" / "orchestrator.txt"
+    dagster = pin(pins, "dagster")
     major, minor, patch = (int(part) for part in dagster.split("."))
     assert major == 1
     runs = [rest for word, rest in dockerfile_instructions(DOCKER / "code-location.Dockerfile") if word == "RUN"]
-    extra = [run for run in runs if "dagster-postgres==" in run]
+    extra = [run for run in runs if "dagster-k8s==" in run]
     assert len(extra) == 1 and "--no-deps" in extra[0], "installed beside the pins, never re-resolving dagster"
-    orchestrator = (REPO_ROOT / "envs" / "orchestrator.txt").read_text().lower()
+    orchestrator = pins.read_text().lower()
     for requirement in re.findall(r"(\S+==\S+)", extra[0]):
-        package, version = requirement.lower().split("==")
+        package, _ = requirement.lower().split("==")
         assert f"\n{package}==" not in f"\n{orchestrator}", f"{package} is pinned in envs/orchestrator.txt already"
-        if package in {"dagster-postgres", "dagster-k8s"}:  # libraries 0.(minor+16).x go with dagster 1.minor.x
-            lib_major, lib_minor, lib_patch = (int(part) for part in version.split("."))
-            assert (lib_major, lib_minor) == (0, minor + 16) and lib_patch <= patch, requirement
-    assert {"dagster-postgres", "dagster-k8s", "psycopg2-binary"} <= set(re.findall(r"(\S+)==", extra[0]))
+    # libraries 0.(minor+16).x go with dagster 1.minor.x; Postgres storage is in the pins (its test runs it)
+    for library in (pin(pins, "dagster-postgres"), re.findall(r"dagster-k8s==(\S+)", extra[0])[0]):
+        lib_major, lib_minor, lib_patch = (int(part) for part in library.split("."))
+        assert (lib_major, lib_minor) == (0, minor + 16) and lib_patch <= patch, library
+    assert pin(pins, "psycopg2-binary")
 
 
 def test_helm_values_deploy_our_code_location_with_the_k8s_run_launcher_and_postgres() -> None:

@@ -32,6 +32,8 @@ class Settings:
     trainer_python: str | None = None  # the trainer image's interpreter; None: the cached trainer environment
     server_python: str | None = None  # the vLLM image's interpreter; None: the cached server environment
     collections: tuple[str, ...] = DEFAULT_COLLECTIONS
+    automation: bool = False  # schedules, sensors and automation conditions start running (else: off until switched on)
+    retrain_min_new_examples: int = 500  # the weekly retrain runs only when the training set grew by this many
     problems: tuple[str, ...] = field(default=())
 
 
@@ -100,6 +102,12 @@ def from_environment(env: Mapping[str, str] | None = None) -> Settings:
     except ValueError as err:
         problems.append(f"VOID_TRAINER_CONFIG/VOID_TRAINER_OVERLAYS: {err}")
         trainer_config, overlays = Settings.trainer_config, ()
+    automation_raw = env.get("VOID_AUTOMATION", "off").strip().lower()
+    if automation_raw not in ("on", "off", ""):
+        problems.append(f"VOID_AUTOMATION={automation_raw!r} must be on or off")
+    retrain_min = positive_int(
+        env, "VOID_RETRAIN_MIN_NEW_EXAMPLES", "new training examples that make the weekly retrain run", problems
+    )
     return Settings(
         actor=actor,
         agent=agent,
@@ -115,5 +123,7 @@ def from_environment(env: Mapping[str, str] | None = None) -> Settings:
         trainer_python=interpreter(env, "VOID_TRAINER_PYTHON", problems),
         server_python=interpreter(env, "VOID_SERVER_PYTHON", problems),
         collections=tuple(collections) or DEFAULT_COLLECTIONS,
+        automation=automation_raw == "on",
+        retrain_min_new_examples=retrain_min or Settings.retrain_min_new_examples,
         problems=tuple(problems),
     )

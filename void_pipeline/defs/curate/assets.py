@@ -10,6 +10,7 @@ import dagster as dg
 import polars as pl
 
 from void_pipeline.defs.agent import recorded_agent
+from void_pipeline.defs.automation import WHEN_INPUTS_CHANGE
 from void_pipeline.defs.ingest.assets import collection_partitions, raw_records, thread_context
 from void_pipeline.defs.metadata import OWNERS, table_schema
 from void_pipeline.lib.curate.context import (
@@ -36,6 +37,7 @@ from void_pipeline.lib.ingest.export import CorruptState, read_parquet_output
 from void_pipeline.lib.ingest.records import POST
 from void_pipeline.lib.layout import ContextWindowPaths, DatasetPaths
 from void_pipeline.lib.report import counts_table, markdown_table
+from void_pipeline.lib.train.training import dataset_hash
 from void_pipeline.resources.model import ModelChoice
 from void_pipeline.resources.storage import PipelineStorage
 
@@ -69,6 +71,7 @@ def read_input(path: Path, producer: str) -> pl.DataFrame:
     owners=OWNERS,
     kinds={"polars", "parquet"},
     description="Records worth learning from: normalised, without loop content, duplicates or too-short text.",
+    automation_condition=WHEN_INPUTS_CHANGE,
 )
 def filtered_records(
     context: dg.AssetExecutionContext, config: FilterConfig, storage: PipelineStorage
@@ -129,6 +132,7 @@ class ContextWindowConfig(dg.Config):
     owners=OWNERS,
     kinds={"text"},
     description="The agent's system prompt and memory blocks, as full, trimmed-to-budget and distilled variants.",
+    automation_condition=WHEN_INPUTS_CHANGE,
 )
 def context_window(
     context: dg.AssetExecutionContext,
@@ -217,6 +221,7 @@ class ChatDatasetConfig(dg.Config):
     owners=OWNERS,
     kinds={"jsonl"},
     description="Train/val/test chat datasets: the handler's mention prompt in, add_post tool calls out.",
+    automation_condition=WHEN_INPUTS_CHANGE,
 )
 def chat_dataset(
     context: dg.AssetExecutionContext,
@@ -284,6 +289,8 @@ def chat_dataset(
     tokens_md = markdown_table(pl.DataFrame([{"split": s, **v} for s, v in tokens.per_split.items()]))
     epoch_md = counts_table(tokens.epoch_tokens_by_strategy, key="context strategy", value="training tokens / epoch")
     return dg.MaterializeResult(
+        # the same dataset twice is the same version: the UI shows what downstream is stale against
+        data_version=dg.DataVersion(dataset_hash(out)),
         metadata={
             "dagster/row_count": examples_total,
             **{f"{split}_examples": n for split, (n, _) in sizes.items()},
@@ -307,7 +314,7 @@ def chat_dataset(
                 if sample
                 else "_no examples_"
             ),
-        }
+        },
     )
 
 

@@ -11,6 +11,7 @@ import polars as pl
 from pydantic import Field
 
 from void_pipeline.defs.agent import latest_training, recorded_agent
+from void_pipeline.defs.automation import AFTER_NEW_ADAPTER, WHEN_INPUTS_CHANGE
 from void_pipeline.defs.curate.assets import chat_dataset
 from void_pipeline.defs.metadata import OWNERS
 from void_pipeline.defs.train.assets import GPU_STEP_TAGS, lora_adapter, run_external
@@ -54,6 +55,7 @@ class EvalGenerationsConfig(dg.Config):
     op_tags=GPU_STEP_TAGS,
     description="Held-out threads answered by the base model and by the trained adapter through vLLM's "
     "OpenAI-compatible server, with the handler's prompt, system prompt and reply tool; resumable.",
+    automation_condition=AFTER_NEW_ADAPTER,
 )
 def eval_generations(
     context: dg.AssetExecutionContext, config: EvalGenerationsConfig, storage: PipelineStorage, server: InferenceServer
@@ -186,6 +188,7 @@ GATE_CHECKS = ("tool_call_validity", "character_sheet_rate")
     ],
     description="Base vs tuned vs the agent's real replies on the held-out threads: tool-call validity, length and "
     "lexical distances, authorship, failure modes; gates that serving waits on; a blind review pack.",
+    automation_condition=WHEN_INPUTS_CHANGE,
 )
 def eval_report(
     context: dg.AssetExecutionContext,

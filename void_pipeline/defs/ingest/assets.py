@@ -7,6 +7,7 @@ import dagster as dg
 import polars as pl
 
 from void_pipeline.defs.agent import resolve_agent
+from void_pipeline.defs.automation import WHEN_INPUTS_CHANGE
 from void_pipeline.defs.metadata import OWNERS, table_schema
 from void_pipeline.lib.files import Busy
 from void_pipeline.lib.ingest.agent import write_thread_context
@@ -108,6 +109,7 @@ def raw_records(
     owners=OWNERS,
     kinds={"atproto", "polars", "parquet"},
     description="For every reply of the agent, its ancestor chain up to the thread root (root first).",
+    automation_condition=WHEN_INPUTS_CHANGE,
 )
 def thread_context(
     context: dg.AssetExecutionContext, endpoint: AtprotoEndpoint, storage: PipelineStorage

@@ -14,6 +14,7 @@ import polars as pl
 from pydantic import Field
 
 from void_pipeline.defs.agent import recorded_agent
+from void_pipeline.defs.automation import WHEN_GATES_PASS
 from void_pipeline.defs.evaluate.assets import eval_report
 from void_pipeline.defs.metadata import OWNERS
 from void_pipeline.defs.train.assets import GPU_STEP_TAGS
@@ -84,6 +85,7 @@ def passed_evaluation(training: dict[str, Any] | None, evaluation: dict[str, Any
     description="The evaluated adapter, when it passed its blocking gates, promoted to a versioned serving bundle "
     "(adapter, chat template, prompt template, system prompt, tools, sampling), made current, aliased 'production' "
     "in MLflow, loaded into the running server without a restart, and smoke-tested through the reference client.",
+    automation_condition=WHEN_GATES_PASS,
 )
 def served_model(
     context: dg.AssetExecutionContext,

@@ -12,6 +12,7 @@ import yaml
 from pydantic import Field
 
 from void_pipeline.defs.agent import latest_training, recorded_agent
+from void_pipeline.defs.automation import WHEN_INPUTS_CHANGE
 from void_pipeline.defs.metadata import OWNERS
 from void_pipeline.defs.train.assets import merged_model, run_external
 from void_pipeline.lib import environments
@@ -49,6 +50,7 @@ def shown(modelfile: str, system: str | None) -> str:
     kinds={"gguf", "ollama"},
     description="The latest merged model converted to GGUF with llama.cpp's own converter and read back (tensors "
     "checked against the safetensors), with an Ollama Modelfile whose template frames turns as training did.",
+    automation_condition=WHEN_INPUTS_CHANGE,
 )
 def gguf_export(
     context: dg.AssetExecutionContext,

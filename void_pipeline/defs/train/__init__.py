@@ -4,5 +4,8 @@ import dagster as dg
 
 from void_pipeline.defs.metadata import with_code_references
 from void_pipeline.defs.train.assets import lora_adapter, merged_model
+from void_pipeline.defs.train.automation import retrain_on_growth, train_job
 
-defs = dg.Definitions(assets=with_code_references([lora_adapter, merged_model]))
+defs = dg.Definitions(
+    assets=with_code_references([lora_adapter, merged_model]), jobs=[train_job], schedules=[retrain_on_growth]
+)

@@ -7,6 +7,7 @@ from typing import Any
 import dagster as dg
 
 from void_pipeline.defs.agent import latest_training, recorded_agent
+from void_pipeline.defs.automation import AFTER_NEW_ADAPTER
 from void_pipeline.defs.curate.assets import chat_dataset
 from void_pipeline.defs.metadata import OWNERS
 from void_pipeline.lib import processes
@@ -157,6 +158,7 @@ def lora_adapter(
             "loss_plot": dg.MetadataValue.path(str(summary.plot)),
             "effective_config": dg.MetadataValue.path(str(plan.run.config)),
             "dataset_sha256": plan.data_hash,
+            "dataset_train_examples": runs.train_examples(plan.dataset),  # retrain_on_growth compares against it
             "resumed_from": plan.resumed.checkpoint.name if plan.resumed else "none",
             "mlflow_run": dg.MetadataValue.url(tracked.link) if tracked.link.startswith("http") else tracked.link,
             "mlflow_run_id": tracked.run_id,
@@ -174,6 +176,7 @@ def lora_adapter(
     op_tags=GPU_STEP_TAGS,
     description="The latest adapter merged into its base model (axolotl merge-lora): a standalone model directory "
     "for vLLM and GGUF export.",
+    automation_condition=AFTER_NEW_ADAPTER,
 )
 def merged_model(
     context: dg.AssetExecutionContext,

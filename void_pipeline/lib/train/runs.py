@@ -107,6 +107,40 @@ def plan_training(
     return TrainingPlan(run, dataset, config, data_hash, fingerprint, resumed)
 
 
+@dataclass(frozen=True)
+class RetrainDecision:
+    retrain: bool
+    reason: str
+
+
+def retrain_decision(dataset_examples: int | None, trained_examples: int | None, min_new: int) -> RetrainDecision:
+    """Whether a scheduled retrain should run: the training set (train split) grew by at least ``min_new`` examples
+    since the adapter there was trained, or there is no adapter yet."""
+    if dataset_examples is None:
+        return RetrainDecision(False, "no chat_dataset has been materialized yet: nothing to train on")
+    if trained_examples is None:
+        return RetrainDecision(True, f"no adapter yet: training on {dataset_examples:,} examples")
+    grew = dataset_examples - trained_examples
+    if grew < min_new:
+        return RetrainDecision(
+            False,
+            f"the training set grew by {grew:,} examples since the adapter ({trained_examples:,} → "
+            f"{dataset_examples:,}); retraining waits for {min_new:,}",
+        )
+    return RetrainDecision(
+        True, f"the training set grew by {grew:,} examples ({trained_examples:,} → {dataset_examples:,})"
+    )
+
+
+def train_examples(dataset: Path) -> int:
+    """Rows in a chat dataset's train split."""
+    split = DatasetPaths(dataset).split("train")
+    if not split.exists():
+        return 0
+    with split.open("rb") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
 def begin(plan: TrainingPlan, dagster_run: str) -> None:
     """Mark the run folder as training, by this Dagster run (a resumed folder lists every run that worked on it)."""
     state = training.read_state(plan.run)

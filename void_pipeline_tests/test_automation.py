@@ -1,0 +1,169 @@
+"""The pipeline's automation, evaluated by Dagster's own evaluator against an instance: what each event makes run.
+
+Materializations and check results are reported to the instance as events (no step runs here: what a run does is
+tested with each stage); the conditions, schedules and their decisions are the real ones of the code location.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import dagster as dg
+import pytest
+from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
+
+from void_pipeline.definitions import defs
+from void_pipeline.defs.ingest.assets import COLLECTIONS
+from void_pipeline.defs.train.automation import RETRAIN_MIN_NEW_EXAMPLES, retrain_on_growth
+from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.train.runs import retrain_decision
+
+CURATE = {"thread_context", "context_window", "filtered_records", "chat_dataset"}
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+def materialized(instance: dg.DagsterInstance, key: str, partition: str | None = None, **metadata: int) -> None:
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key=key, partition=partition, metadata=metadata or None)
+    )
+
+
+def checked(instance: dg.DagsterInstance, key: str, check: str, passed: bool) -> None:
+    instance.report_runless_asset_event(
+        dg.AssetCheckEvaluation(asset_key=dg.AssetKey(key), check_name=check, passed=passed)
+    )
+
+
+class Ticks:
+    """Consecutive evaluations of the automation conditions, each from the cursor the one before left."""
+
+    def __init__(self, instance: dg.DagsterInstance) -> None:
+        self.instance = instance
+        self.cursor: AssetDaemonCursor | None = None
+
+    def requested(self) -> set[str]:
+        return set(self.requested_partitions())
+
+    def requested_partitions(self) -> dict[str, set[str | None]]:
+        result = dg.evaluate_automation_conditions(defs=defs, instance=self.instance, cursor=self.cursor)
+        self.cursor = result.cursor
+        return {
+            r.key.to_user_string(): set(result.get_requested_partitions(r.key))
+            for r in result.results
+            if r.true_subset.size
+        }
+
+    def run_until_quiet(self, limit: int = 6) -> set[str]:
+        """Tick, "run" what was requested (its materializations reported), and again until nothing is requested:
+        everything that was requested on the way."""
+        everything: set[str] = set()
+        for _ in range(limit):
+            requested = self.requested_partitions()
+            if not requested:
+                return everything
+            everything |= set(requested)
+            for key, partitions in requested.items():
+                for partition in partitions:
+                    materialized(self.instance, key, partition)
+        raise AssertionError(f"still requesting after {limit} ticks: {everything}")
+
+
+def test_new_records_curate_but_never_train_and_a_new_adapter_is_evaluated_and_served_only_past_its_gates(
+    instance: dg.DagsterInstance,
+) -> None:
+    ticks = Ticks(instance)
+    assert ticks.requested() == set(), "nothing exported yet: nothing to curate"
+
+    for collection in COLLECTIONS:
+        materialized(instance, "raw_records", collection)
+    assert ticks.run_until_quiet() == CURATE, "new records: the whole curate stage, and never training"
+    materialized(instance, "raw_records", "app.bsky.feed.post")
+    assert ticks.run_until_quiet() == CURATE, "one collection changed: curated again, still no training"
+
+    materialized(instance, "lora_adapter")
+    after_training = ticks.requested()
+    # one run from the adapter to serving; the evaluation's blocking checks stop served_model inside it on a failure
+    assert after_training == {"eval_generations", "merged_model", "eval_report", "gguf_export", "served_model"}
+    for key in after_training:
+        materialized(instance, key)
+    assert ticks.requested() == set()
+
+    materialized(instance, "chat_dataset")  # a new dataset alone does not re-evaluate the old adapter
+    assert "eval_generations" not in ticks.requested()
+
+    materialized(instance, "eval_report")
+    checked(instance, "eval_report", "tool_call_validity", passed=False)  # a blocking gate
+    for check in ("character_sheet_rate", "tuned_beats_base"):
+        checked(instance, "eval_report", check, passed=True)
+    assert "served_model" not in ticks.requested(), "a failed blocking gate: the evaluation is not served"
+
+    materialized(instance, "eval_report")
+    checked(instance, "eval_report", "tuned_beats_base", passed=False)  # informational, not a gate
+    for check in ("tool_call_validity", "character_sheet_rate"):
+        checked(instance, "eval_report", check, passed=True)
+    assert "served_model" in ticks.requested(), "the gates passed: served, though the tuned model lost to the base"
+
+
+def test_daily_ingest_asks_for_every_collection_once_per_day() -> None:
+    schedule = defs.get_schedule_def("daily_ingest")
+    day = datetime.datetime(2026, 11, 30, 5, 0, tzinfo=datetime.UTC)
+    context = dg.build_schedule_context(scheduled_execution_time=day, repository_def=defs.get_repository_def())
+    requests = list(schedule.evaluate_tick(context).run_requests or [])
+    assert sorted(str(r.partition_key) for r in requests) == sorted(COLLECTIONS)
+    assert len({r.run_key for r in requests}) == len(COLLECTIONS)
+    assert all(str(r.run_key).startswith("2026-11-30:") for r in requests)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "trained", "retrain"),
+    [(None, None, False), (120, None, True), (120, 100, False), (100 + RETRAIN_MIN_NEW_EXAMPLES, 100, True)],
+)
+def test_retrain_on_growth_trains_only_when_the_training_set_grew_enough(
+    instance: dg.DagsterInstance, dataset: int | None, trained: int | None, retrain: bool
+) -> None:
+    if dataset is not None:
+        materialized(instance, "chat_dataset", train_examples=dataset)
+    if trained is not None:
+        materialized(instance, "lora_adapter", dataset_train_examples=trained)
+    result = retrain_on_growth.evaluate_tick(dg.build_schedule_context(instance=instance))
+    requests = list(result.run_requests or [])
+    assert bool(requests) is retrain, result.skip_message
+    if not retrain:
+        assert result.skip_message == retrain_decision(dataset, trained, RETRAIN_MIN_NEW_EXAMPLES).reason
+    else:
+        assert requests[0].run_key  # one run per dataset materialization: a second tick does not train twice
+
+
+def automation_statuses(env: dict[str, str]) -> dict[str, str]:
+    script = (
+        "import json; from void_pipeline.definitions import defs; r = defs.get_repository_def(); "
+        "print(json.dumps({d.name: d.default_status.value for d in [*r.schedule_defs, *r.sensor_defs]}))"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("VOID_")}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**clean, **env, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def test_schedules_and_sensors_start_stopped_unless_automation_is_switched_on() -> None:
+    names = {"daily_ingest", "retrain_on_growth", "agent_repo_sensor", "pipeline_automation"}
+    off = automation_statuses({})
+    assert set(off) == names and set(off.values()) == {"STOPPED"}
+    on = automation_statuses({"VOID_AUTOMATION": "on"})
+    assert set(on.values()) == {"RUNNING"}

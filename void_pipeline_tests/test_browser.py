@@ -1,0 +1,267 @@
+"""The web UI in a real browser: Debian's chromium driven by Playwright against `dagster dev` (webserver and daemon)
+on loopback, over the demo's instance settings and the shared devnet.
+
+The asset graph shows every stage with its assets and their lineage; a partition of raw_records launched from the
+UI (the Materialize button and its partition dialog) succeeds; the automation pages list our schedules and sensors.
+Screenshots of every page land in $VOID_TEST_ARTIFACTS (default <repo>/.data/test-artifacts/browser).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.testworld import webui
+from void_pipeline.testworld.corpus import POST
+from void_pipeline.testworld.devnet import DevnetInfo
+from void_pipeline_tests.conftest import Agent
+
+ARTIFACTS = Path(os.environ.get("VOID_TEST_ARTIFACTS") or REPO_ROOT / ".data" / "test-artifacts" / "browser")
+STAGES = ("ingest", "curate", "train", "evaluate", "serve")
+TIMEOUT_MS = 60_000
+RUN_TIMEOUT_S = 240
+
+
+def location_name() -> str:
+    """The code location's name as the UI shows it under `dg dev`: pyproject's [tool.dg.project]."""
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["dg"]["project"]
+    return str(project["code_location_name"])
+
+
+@pytest.fixture(scope="module")
+def definitions() -> dg.Definitions:
+    from void_pipeline.definitions import defs
+
+    return defs
+
+
+@pytest.fixture(scope="module")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    print(f"\nbrowser test artifacts: {ARTIFACTS}")
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="module")
+def ui(
+    devnet: DevnetInfo, agent: Agent, artifacts: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[webui.WebUI]:
+    assert devnet.appview_url
+    root = tmp_path_factory.mktemp("webui")
+    # the operator's own settings stay out; automation stays off (the demo's default): no run but ours
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOID_") and k != "DAGSTER_HOME"}
+    env.update(
+        PYTHONPATH=str(REPO_ROOT),
+        VOID_ACTOR=agent.handle,
+        VOID_PLC_URL=devnet.plc_url,
+        VOID_APPVIEW_URL=devnet.appview_url,
+        VOID_PIPELINE_DATA=str(root / "data"),
+    )
+    log = root / "dagster-dev.log"
+    try:
+        with webui.running(webui.prepare_home(root / "home"), env, log) as running:
+            yield running
+    finally:
+        if log.exists():
+            shutil.copyfile(log, artifacts / log.name)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("chromium is not installed: `make setup-system` installs it (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        # no sandbox: it cannot start as root in a container; no /dev/shm: a container's is often too small
+        flags = ["--no-sandbox", "--disable-dev-shm-usage"]
+        launched = playwright.chromium.launch(executable_path=chromium, headless=True, args=flags)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    # the first visit's "Join the Dagster community" dialog, dismissed as its Skip button does (localStorage)
+    context.add_init_script("window.localStorage.setItem('communityNux', JSON.stringify('1'))")
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+@contextmanager
+def recorded(page: Page, artifacts: Path, name: str) -> Iterator[None]:
+    """A screenshot of the page when the block ends; on a failure also its HTML, then the failure goes on."""
+    try:
+        yield
+    except BaseException:
+        page.screenshot(path=artifacts / f"{name}-failed.png", full_page=True)
+        (artifacts / f"{name}-failed.html").write_text(page.content())
+        raise
+    page.screenshot(path=artifacts / f"{name}.png", full_page=True)
+
+
+# The graph is SVG: every node, group box and label is a <foreignObject>, every edge a <path> with an arrowhead.
+GRAPH_SNAPSHOT = """() => {
+  const boxes = [...document.querySelectorAll('svg foreignObject')].map(f => ({
+    text: f.textContent.trim(), x: +f.getAttribute('x'), y: +f.getAttribute('y'),
+    w: +f.getAttribute('width'), h: +f.getAttribute('height')}));
+  const edges = [...document.querySelectorAll('svg path[marker-end]')].map(p => {
+    const a = p.getPointAtLength(0), b = p.getPointAtLength(p.getTotalLength());
+    return [a.x, a.y, b.x, b.y];
+  });
+  return {boxes, edges};
+}"""
+
+
+def graph_snapshot(page: Page) -> tuple[dict[str, dict[str, float]], list[list[float]]]:
+    snapshot: dict[str, Any] = page.evaluate(GRAPH_SNAPSHOT)
+    boxes = {b["text"]: b for b in snapshot["boxes"] if b["text"]}
+    return boxes, snapshot["edges"]
+
+
+def settled_graph(
+    page: Page, names: set[str], edges_at_least: int = 0
+) -> tuple[dict[str, dict[str, float]], list[list[float]]]:
+    """The graph once it draws every one of ``names`` (its layout runs in a web worker, after the page loads)."""
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while True:
+        boxes, edges = graph_snapshot(page)
+        if (names <= set(boxes) and len(edges) >= edges_at_least) or time.monotonic() > deadline:
+            return boxes, edges
+        page.wait_for_timeout(250)
+
+
+def connects(edge: list[float], source: dict[str, float], target: dict[str, float], slack: float = 12) -> bool:
+    """An edge leaves ``source``'s right side and ends at ``target``'s left side (the horizontal layout)."""
+    ax, ay, bx, by = edge
+    leaves = abs(ax - (source["x"] + source["w"])) <= slack and source["y"] <= ay <= source["y"] + source["h"]
+    arrives = abs(bx - target["x"]) <= slack and target["y"] <= by <= target["y"] + target["h"]
+    return leaves and arrives
+
+
+def inside(box: dict[str, float], region: dict[str, float]) -> bool:
+    return (
+        region["x"] <= box["x"]
+        and box["x"] + box["w"] <= region["x"] + region["w"]
+        and region["y"] <= box["y"]
+        and box["y"] + box["h"] <= region["y"] + region["h"]
+    )
+
+
+def test_the_asset_graph_shows_every_stage_its_assets_and_their_lineage(
+    ui: webui.WebUI, page: Page, artifacts: Path, definitions: dg.Definitions
+) -> None:
+    graph = definitions.resolve_asset_graph()
+    groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    lineage = {
+        (key.to_user_string(), child.to_user_string())
+        for key in graph.get_all_asset_keys()
+        for child in graph.get(key).child_keys
+    }
+    assert set(groups.values()) == set(STAGES)
+    assert ("raw_records", "thread_context") in lineage
+    page.goto(f"{ui.url}/asset-groups")
+    with recorded(page, artifacts, "asset-graph"):
+        boxes, _ = settled_graph(page, set(STAGES))
+        assert set(STAGES) <= set(boxes), f"stages missing from the graph; it shows {sorted(boxes)}"
+        if not set(groups) <= set(boxes):
+            page.keyboard.press("Alt+e")  # the graph's "Expand all groups" (⌥E): collapsed groups hide their assets
+        boxes, edges = settled_graph(page, set(groups), len(lineage))
+        missing = sorted(set(groups) - set(boxes))
+        assert not missing, f"assets missing from the graph: {missing}; it shows {sorted(boxes)}"
+        for asset, group in groups.items():
+            assert inside(boxes[asset], boxes[group]), f"{asset} is not drawn inside its group {group}"
+        for source, target in sorted(lineage):
+            assert any(connects(e, boxes[source], boxes[target]) for e in edges), f"no edge {source} → {target}"
+        assert len(edges) == len(lineage), f"{len(edges)} edges drawn for {len(lineage)} dependencies"
+
+
+def test_a_partition_of_raw_records_launched_from_the_ui_succeeds(
+    ui: webui.WebUI, page: Page, artifacts: Path, definitions: dg.Definitions
+) -> None:
+    partitions = definitions.resolve_assets_def("raw_records").partitions_def
+    assert partitions is not None
+    partition_keys = partitions.get_partition_keys()
+    assert POST in partition_keys
+    page.goto(f"{ui.url}/assets/raw_records")
+    with recorded(page, artifacts, "materialize-dialog"):
+        # by its text: the accessible name starts with its icon's label ("materialization Materialize...")
+        page.get_by_role("button").filter(has_text=re.compile(r"^Materialize")).first.click()
+        dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize raw_records")
+        dialog.get_by_role("button", name="Custom", exact=True).click()
+        dialog.locator('[aria-haspopup="dialog"]').click()  # the partition picker (all of them are preselected)
+        # its list is a popover of its own, outside the dialog's DOM: a row per partition key, with a checkbox
+        for key in partition_keys:
+            row = page.get_by_role("menuitem").filter(has=page.get_by_title(key, exact=True))
+            box = row.get_by_role("checkbox")  # the input itself is hidden under a drawn box: click the row
+            if box.is_checked() != (key == POST):
+                row.click()
+            expect(box).to_be_checked(checked=key == POST, timeout=TIMEOUT_MS)
+        dialog.get_by_text("Launch runs to materialize raw_records").click()  # closes the popover, not the dialog
+        dialog.get_by_text("1 partition", exact=True).wait_for()
+        launch = dialog.get_by_role("button").filter(has_text=re.compile(r"^Launch 1 run$"))
+        launch.wait_for()
+    launch.click()
+    with recorded(page, artifacts, "run"):
+        # the toast says "Launched run <id>"; its View button opens the run's page
+        toast = page.get_by_text("Launched run")
+        toast.wait_for()
+        page.get_by_role("link", name="View", exact=True).click()
+        page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}"))
+        opened = re.search(r"/runs/([0-9a-f-]{36})", page.url)
+        assert opened, page.url
+        run_id = opened.group(1)
+        # the run is queued until the daemon starts it; its page shows how it ended as a tag
+        ended = [page.get_by_text(status, exact=True) for status in ("Success", "Failure", "Canceled")]
+        ended[0].or_(ended[1]).or_(ended[2]).first.wait_for(timeout=RUN_TIMEOUT_S * 1000)
+        with dg.DagsterInstance.from_config(str(ui.home)) as instance:
+            run = instance.get_run_by_id(run_id)
+            assert run is not None
+            errors = [e.message for e in instance.all_logs(run_id) if e.dagster_event and e.dagster_event.is_failure]
+            assert run.status == dg.DagsterRunStatus.SUCCESS, f"run {run_id}: {run.status}: {errors}"
+            assert run.tags.get("dagster/partition") == POST
+            assert instance.get_materialized_partitions(dg.AssetKey("raw_records")) == {POST}
+        expect(ended[0].first).to_be_visible()
+
+
+def test_the_automation_pages_list_our_schedules_and_sensors(
+    ui: webui.WebUI, page: Page, artifacts: Path, definitions: dg.Definitions
+) -> None:
+    location = location_name()
+    schedules = [s.name for s in definitions.schedules or []]
+    sensors = [s.name for s in definitions.sensors or []]
+    everything = [("schedules", n) for n in schedules] + [("sensors", n) for n in sensors]
+    pages = {  # name: (path, what it lists, what it says when it lists nothing)
+        "automation": ("/automation", everything, "No automations"),
+        "schedules": (f"/locations/{location}/schedules", [("schedules", n) for n in schedules], "No schedules found"),
+        "sensors": (f"/locations/{location}/sensors", [("sensors", n) for n in sensors], "No sensors found"),
+    }
+    for name, (path, expected, empty) in pages.items():
+        page.goto(f"{ui.url}{path}")
+        with recorded(page, artifacts, name):
+            expect(page).to_have_url(re.compile(re.escape(path) + "$"), timeout=TIMEOUT_MS)  # not redirected
+            # loaded: it lists something or says it has nothing (an entry links to its page, .../sensors/<name>)
+            entries = page.locator(
+                f'a[href*="/locations/{location}/schedules/"], a[href*="/locations/{location}/sensors/"]'
+            )
+            page.get_by_text(empty, exact=True).or_(entries).first.wait_for()
+            for kind, item in expected:
+                link = page.locator(f'a[href$="/locations/{location}/{kind}/{item}"]').filter(has_text=item)
+                expect(link.first).to_be_visible(timeout=TIMEOUT_MS)
