@@ -52,6 +52,7 @@ def resources_from_environment(settings: Settings | None = None) -> dict[str, ob
     trainer = Trainer(
         overrides={"max_steps": settings.trainer_max_steps} if settings.trainer_max_steps else {},
         tracking_uri=settings.mlflow_tracking_uri,
+        ui_url=settings.mlflow_ui_url,
         python=settings.trainer_python,
     )
     return {

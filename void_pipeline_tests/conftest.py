@@ -134,6 +134,9 @@ def curated(
     )
     assert result.success
     metadata["chat_dataset"] = result.asset_materializations_for_node("chat_dataset")[0].metadata
+    metadata["chat_dataset_version"] = (result.asset_materializations_for_node("chat_dataset")[0].tags or {}).get(
+        "dagster/data_version"
+    )
     metadata["context_window"] = result.asset_materializations_for_node("context_window")[0].metadata
     metadata["checks"] = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     metadata["dataset"] = storage.agent_layout.curate.chat_dataset("openai")

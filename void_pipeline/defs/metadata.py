@@ -1,16 +1,48 @@
 """Asset metadata helpers shared by the stages."""
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import dagster as dg
 import polars as pl
 
+from void_pipeline.lib.ingest.records import COLUMN_DOCS
+
 OWNERS = ["team:void-pipeline"]  # shown on every asset in the UI
 
 
-def table_schema(frame: pl.DataFrame) -> dg.TableSchema:
-    return dg.TableSchema(columns=[dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()])
+def type_name(dtype: Any) -> str:  # a polars DataType (instance or class: nested types hold either)
+    """A column type as people read it: string, int32, datetime (UTC), list<string>, struct{a, b}."""
+    if isinstance(dtype, pl.Datetime):
+        return f"datetime ({dtype.time_zone})" if dtype.time_zone else "datetime"
+    if isinstance(dtype, pl.List | pl.Array):
+        return f"list<{type_name(dtype.inner)}>"
+    if isinstance(dtype, pl.Struct):
+        return "struct{" + ", ".join(field.name for field in dtype.fields) + "}"
+    names: dict[Any, str] = {pl.String: "string", pl.Boolean: "bool", pl.Date: "date"}
+    return names.get(dtype if isinstance(dtype, type) else type(dtype), str(dtype).lower())
+
+
+def table_schema(frame: pl.DataFrame, docs: Mapping[str, str] = COLUMN_DOCS) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[dg.TableColumn(name, type_name(dtype), docs.get(name)) for name, dtype in frame.schema.items()]
+    )
+
+
+def table_preview(frame: pl.DataFrame, columns: Sequence[str], rows: int = 10) -> dg.TableMetadataValue:
+    """The first ``rows`` rows of ``columns`` as a table the UI renders (long text cut at 200 characters)."""
+    head = frame.select([c for c in columns if c in frame.columns]).head(rows)
+
+    def cell(value: object) -> str | int | float | bool | None:
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        text = str(value)
+        return text if len(text) <= 200 else text[:199] + "…"
+
+    records = [dg.TableRecord({k: cell(v) for k, v in row.items()}) for row in head.iter_rows(named=True)]
+    schema = dg.TableSchema(columns=[dg.TableColumn(n, type_name(t)) for n, t in head.schema.items()])
+    return dg.MetadataValue.table(records, schema)
 
 
 def with_code_references(assets: Sequence[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:

@@ -29,6 +29,7 @@ class Settings:
     trainer_overlays: tuple[str, ...] = ()
     trainer_max_steps: int | None = None
     mlflow_tracking_uri: str | None = None
+    mlflow_ui_url: str | None = None  # the MLflow UI that metadata links to; None: the server, or make mlflow-ui's
     trainer_python: str | None = None  # the trainer image's interpreter; None: the cached trainer environment
     server_python: str | None = None  # the vLLM image's interpreter; None: the cached server environment
     collections: tuple[str, ...] = DEFAULT_COLLECTIONS
@@ -120,6 +121,7 @@ def from_environment(env: Mapping[str, str] | None = None) -> Settings:
         trainer_overlays=overlays,
         trainer_max_steps=max_steps,
         mlflow_tracking_uri=env.get("VOID_MLFLOW_TRACKING_URI") or None,
+        mlflow_ui_url=env.get("VOID_MLFLOW_UI_URL") or None,
         trainer_python=interpreter(env, "VOID_TRAINER_PYTHON", problems),
         server_python=interpreter(env, "VOID_SERVER_PYTHON", problems),
         collections=tuple(collections) or DEFAULT_COLLECTIONS,

@@ -20,6 +20,9 @@ class Trainer(dg.ConfigurableResource):
         default=None, description="MLflow tracking URI; default: SQLite under the data folder (<data>/mlflow)"
     )
     registered_model: str = Field(default="void-lora", description="MLflow registered model the adapters go to")
+    ui_url: str | None = Field(
+        default=None, description="the MLflow UI that metadata links to; default: the server, or make mlflow-ui's"
+    )
 
     def interpreter(self) -> str:
         return self.python or str(environments.ensure("trainer") / "bin" / "python")

@@ -19,6 +19,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,31 @@ def instruct_pretraining(corpus: Corpus) -> list[dict[str, Any]]:
 
 
 def build_tiny_model(tokenizer_dir: Path, out: Path, pretraining: Path | None = None) -> None:
-    """The demo's stand-in base model, built in the trainer environment (the orchestrator never imports torch)."""
+    """The demo's stand-in base model, built in the trainer environment (the orchestrator never imports torch), or
+    copied from the cache when one was built from the same tokenizer, pretraining data and builder before (the same
+    seed makes the same corpus): its pretraining is minutes of CPU that a second demo need not spend again."""
+    key = environments.content_key(
+        (tokenizer_dir / "tokenizer.json").read_bytes(),
+        pretraining.read_bytes() if pretraining else b"",
+        str(PRETRAIN_STEPS).encode(),
+        (paths.REPO_ROOT / "void_pipeline" / "testworld" / "tiny_model.py").read_bytes(),
+    )
+    cached = environments.cache_root() / "models" / f"tiny-{key}"
+    if (cached / environments.COMPLETE_MARKER).exists():
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(cached, out, ignore=shutil.ignore_patterns(environments.COMPLETE_MARKER))
+        print(f"tiny model (stands in for the base model; built before, from the cache {cached}): {out}")
+        return
+    _build_tiny_model(tokenizer_dir, out, pretraining)
+    staging = cached.with_name(cached.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(out, staging)
+    (staging / environments.COMPLETE_MARKER).write_text("ok\n")
+    shutil.rmtree(cached, ignore_errors=True)
+    staging.rename(cached)
+
+
+def _build_tiny_model(tokenizer_dir: Path, out: Path, pretraining: Path | None) -> None:
     python = environments.ensure("trainer") / "bin" / "python"
     command = [
         str(python),
@@ -154,15 +179,24 @@ DEMO_RUN_CONFIG: dict[str, dict[str, Any]] = {
 }
 
 
-DEMO_TRAINING_STEPS = 30
+DEMO_TRAINING_STEPS = 12
+# The demo's longest example is ~3,100 tokens: 4096-token rows halve a step's work against the config's 8192.
+DEMO_SEQUENCE_LEN = 4096
 PRETRAIN_STEPS = 400  # the tiny base's own training (full, on other authors' posts and tool-call chats)
 
 
 def materialize_all(env_overrides: dict[str, str]) -> int:
-    """Materialize every asset through the Dagster CLI in dependency order, so runs show in the UI.
+    """Materialize every asset in dependency order, in this one process (the code location loaded once, each run
+    recorded in the instance, so the runs show in the UI): a partitioned asset runs once per partition;
+    consecutive unpartitioned assets run together."""
+    os.environ.update(env_overrides)  # the code location reads its settings when it is imported, below
+    home = paths.dagster_home()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home)
+    if not (home / "dagster.yaml").exists():  # the local instance's settings (never over the operator's own)
+        shutil.copyfile(paths.REPO_ROOT / "deploy" / "dagster.local.yaml", home / "dagster.yaml")
+    import dagster as dg
 
-    A partitioned asset runs once per partition; consecutive unpartitioned assets run together.
-    """
     from void_pipeline.definitions import defs
 
     graph = defs.resolve_asset_graph()
@@ -170,39 +204,41 @@ def materialize_all(env_overrides: dict[str, str]) -> int:
     if not order:
         print("no assets are defined yet: nothing to materialize")
         return 0
-    home = paths.dagster_home()
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():  # the local instance's settings (never over the operator's own)
-        shutil.copyfile(paths.REPO_ROOT / "deploy" / "dagster.local.yaml", home / "dagster.yaml")
-    env = {**os.environ, **env_overrides, "DAGSTER_HOME": str(home)}
-    # One GPU job at a time: the training step runs in the "gpu" pool.
-    limit = [sys.executable, "-m", "dagster", "instance", "concurrency", "set", "gpu", "1"]
-    if subprocess.run(limit, env=env, capture_output=True, text=True, check=False).returncode != 0:
-        print("[demo] warning: could not limit the gpu pool to 1 on this instance")
-    base = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "void_pipeline.definitions"]
-    steps: list[tuple[list[str], str | None]] = []
+    job = defs.resolve_implicit_global_asset_job_def()
+    steps: list[tuple[list[dg.AssetKey], str | None]] = []
     for key in order:
         partitions = graph.get(key).partitions_def
-        name = key.to_user_string()
         if partitions is None:
             if steps and steps[-1][1] is None:
-                steps[-1][0].append(name)
+                steps[-1][0].append(key)
             else:
-                steps.append(([name], None))
+                steps.append(([key], None))
         else:
-            steps.extend(([name], partition) for partition in partitions.get_partition_keys())
-    for names, partition in steps:
-        label = ",".join(names) + (f" [{partition}]" if partition else "")
-        print(f"[demo] materializing {label}")
-        cmd = [*base, "--select", ",".join(names), *(["--partition", partition] if partition else [])]
-        ops = {name: {"config": DEMO_RUN_CONFIG[name]} for name in names if name in DEMO_RUN_CONFIG}
-        if ops:
-            cmd += ["--config-json", json.dumps({"ops": ops})]
-        result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            print(result.stdout[-4000:] + result.stderr[-8000:], file=sys.stderr)
-            print(f"[demo] {label} failed (exit {result.returncode})", file=sys.stderr)
-            return result.returncode
+            steps.extend(([key], partition) for partition in partitions.get_partition_keys())
+    with dg.DagsterInstance.get() as instance:
+        # One GPU job at a time: the training step runs in the "gpu" pool.
+        instance.event_log_storage.set_concurrency_slots("gpu", 1)
+        for keys, partition in steps:
+            names = [k.to_user_string() for k in keys]
+            label = ",".join(names) + (f" [{partition}]" if partition else "")
+            started = time.monotonic()
+            ops = {name: {"config": DEMO_RUN_CONFIG[name]} for name in names if name in DEMO_RUN_CONFIG}
+            result = job.execute_in_process(
+                # the assets' progress lines, not Dagster's step-by-step events (those stay in the UI)
+                run_config={"ops": ops, "loggers": {"console": {"config": {"log_level": "INFO"}}}},
+                instance=instance,
+                partition_key=partition,
+                asset_selection=keys,
+                raise_on_error=False,
+                tags={"void/trigger": "demo"},
+            )
+            took = time.monotonic() - started
+            if not result.success:
+                failures = [e.message or "" for e in result.all_events if e.is_failure]
+                print("\n".join(failures)[-8000:], file=sys.stderr)
+                print(f"[demo] {label} failed (run {result.run_id}, {took:.0f}s)", file=sys.stderr)
+                return 1
+            print(f"[demo] materialized {label} in {took:.1f}s")
     print(f"[demo] {len(order)} assets materialized; runs are in {home} (make ui)")
     return 0
 
@@ -222,6 +258,7 @@ def devnet_environment(info: DevnetInfo, agent_handle: str) -> dict[str, str]:
             VOID_BASE_MODEL_PATH=str(tiny),
             VOID_TRAINER_OVERLAYS="cpu-tiny",
             VOID_TRAINER_MAX_STEPS=str(DEMO_TRAINING_STEPS),
+            VOID_SEQUENCE_LEN=str(DEMO_SEQUENCE_LEN),
         )
     return env
 
@@ -269,6 +306,7 @@ def demo(agent_posts: int, seed: int, keep_devnet: bool) -> int:
             show_evaluation(layout)
             show_serving(layout)
             print(f"[demo] settings for `make ui` (the demo's agent and data): {save_demo_settings(settings)}")
+            print("[demo] the runs, lineage and metadata: `make ui`, then open http://127.0.0.1:3000")
     finally:
         if not keep_devnet:
             stop_devnet(info)
@@ -290,7 +328,11 @@ def show_adapter(layout: AgentLayout) -> None:
         print(f"[demo] validation loss: {evals[0]:.4f} before training → {evals[-1]:.4f} after")
     if (run.merged / "config.json").exists():
         print(f"[demo] merged model: {run.merged}")
-    print(f"[demo] MLflow: mlflow ui --backend-store-uri sqlite:///{store}")
+    from void_pipeline.lib.train.tracking import LOCAL_MLFLOW_UI  # mlflow: imported only when there is a run
+
+    print(
+        f"[demo] MLflow run {latest.get('mlflow_run')}: `make mlflow-ui`, then open {LOCAL_MLFLOW_UI} (store {store})"
+    )
 
 
 def show_serving(layout: AgentLayout) -> None:
@@ -301,8 +343,17 @@ def show_serving(layout: AgentLayout) -> None:
     if bundle is None:
         return
     print(f"\n[demo] serving bundle v{bundle.version:04d} is current: {bundle.paths.root}")
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey("served_model"))
+    metadata = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    if "smoke_answer" in metadata:
+        prompt, answer = metadata["smoke_prompt"].value, metadata["smoke_answer"].value
+        print(f"\n[demo] one held-out thread, as the handler sends it:\n{str(prompt).strip('`').strip()}")
+        print(f"[demo] the served model's reply, through the reference client (lib/serve/client.py):\n{answer}")
     print(
-        f"[demo] serve it: VOID_SERVE_API_KEY=... python -m void_pipeline serve up --agent {DEMO_AGENT}; ask it: python -m "
+        f"\n[demo] serve it: VOID_SERVE_API_KEY=... python -m void_pipeline serve up --agent {DEMO_AGENT}; ask it: python -m "
         f"void_pipeline reply <at://post> --agent {DEMO_AGENT} --appview-url <an AppView>"
     )
 

@@ -12,6 +12,7 @@ import polars as pl
 
 from void_pipeline.defs.curate.checks import chat_dataset_has_no_split_leak
 from void_pipeline.lib.files import write_bytes_atomic
+from void_pipeline.lib.train.training import dataset_hash
 from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline.testworld.corpus import COLLECTIONS, MEMORY, POST
 from void_pipeline.testworld.seeding import SeedResult
@@ -103,6 +104,9 @@ def test_chat_dataset_is_split_valid_and_stores_the_system_prompt_once(curated: 
     meta = curated["chat_dataset"]
     assert meta["copy_prompt_layout_bytes"].value > 3 * meta["dataset_bytes"].value
     assert "add_post_to_bluesky_reply_thread" in meta["sample"].value
+    # its data version is what training hashes: the UI shows a retrained dataset as a new version, a rebuild of
+    # the same data as the same one
+    assert curated["chat_dataset_version"] == dataset_hash(folder)
     assert curated["context_window"]["tokens_distilled"].value * 10 <= curated["context_window"]["tokens_full"].value
     assert curated["context_window"]["tokens_trimmed"].value <= 4096 - 2048
 

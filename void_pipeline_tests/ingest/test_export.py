@@ -125,8 +125,13 @@ def test_assets_materialize_with_metadata_people_can_read(
         assert meta["dagster/row_count"].value == len(expected[collection])
         assert meta["rows_new"].value == len(expected[collection])
         assert meta["method"].value == "car"
-        assert "| created_at | text |" in meta["sample"].value
-        assert {c.name for c in meta["dagster/column_schema"].schema.columns} >= {"uri", "cid", "text", "raw_json"}
+        preview = meta["preview"].value  # a table the UI renders: the newest records first
+        assert [c.name for c in preview.schema.columns] == ["created_at", "text", "reply_parent_uri", "uri"]
+        assert 0 < len(preview.records) <= 10 and preview.records[0].data["uri"] in expected[collection]
+        columns = {c.name: c for c in meta["dagster/column_schema"].schema.columns}
+        assert set(columns) >= {"uri", "cid", "text", "raw_json"}
+        assert columns["created_at"].type == "datetime (UTC)" and columns["langs"].type == "list<string>"
+        assert all(c.description for c in columns.values()), "every column says what it holds"
     context = metadata["thread_context"]
     replies = sum(1 for r in seeded.manifest.iter_rows(named=True) if r["is_agent"] and r["parent"])
     assert context["dagster/row_count"].value == replies

@@ -3,6 +3,7 @@ a registered adapter, a merged standalone model, resume after a kill, and bad in
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -42,7 +43,14 @@ def test_the_adapter_trains_learns_is_tracked_registered_and_merged(
     assert value(meta, "val_rows") > 0
     assert value(meta, "val_loss_after") < value(meta, "val_loss_before")
     assert 0 < value(meta, "packing_efficiency") <= 1 and value(meta, "tokens_per_second") > 0
-    assert Path(str(value(meta, "loss_plot"))).read_bytes().startswith(b"\x89PNG\r\n")
+    plot = str(value(meta, "loss_plot"))  # the PNG inline (the UI shows it), and where it lies
+    png = base64.b64decode(plot.split("data:image/png;base64,")[1].split(")")[0])
+    assert png.startswith(b"\x89PNG\r\n") and Path(plot.split("`")[-2]).read_bytes() == png
+    run_id = str(value(meta, "mlflow_run_id"))  # links into the MLflow UI, the run and its charts
+    assert str(value(meta, "mlflow_run")).startswith("http://127.0.0.1:5000/#/experiments/")
+    assert str(value(meta, "mlflow_run")).endswith(f"/runs/{run_id}")
+    assert str(value(meta, "loss_chart")) == f"{value(meta, 'mlflow_run')}/model-metrics"
+    assert value(meta, "dataset_train_examples") > 0
     messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
     assert any("step 12: loss" in m for m in messages)  # the external process's progress, in Dagster's log
     assert any("validation at step 0" in m for m in messages)

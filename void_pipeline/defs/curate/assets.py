@@ -12,7 +12,7 @@ import polars as pl
 from void_pipeline.defs.agent import recorded_agent
 from void_pipeline.defs.automation import WHEN_INPUTS_CHANGE
 from void_pipeline.defs.ingest.assets import collection_partitions, raw_records, thread_context
-from void_pipeline.defs.metadata import OWNERS, table_schema
+from void_pipeline.defs.metadata import OWNERS, table_preview, table_schema
 from void_pipeline.lib.curate.context import (
     STRATEGIES,
     SnapshotError,
@@ -113,6 +113,7 @@ def filtered_records(
                 markdown_table(examples, rows=10) if examples.height else "_none_"
             ),
             "path": dg.MetadataValue.path(str(layout.curate.filtered_records(collection))),
+            "preview": table_preview(result.kept, ["created_at", "text", "orphan", "uri"]),
         }
     )
 

@@ -8,7 +8,7 @@ import polars as pl
 
 from void_pipeline.defs.agent import resolve_agent
 from void_pipeline.defs.automation import WHEN_INPUTS_CHANGE
-from void_pipeline.defs.metadata import OWNERS, table_schema
+from void_pipeline.defs.metadata import OWNERS, table_preview, table_schema
 from void_pipeline.lib.files import Busy
 from void_pipeline.lib.ingest.agent import write_thread_context
 from void_pipeline.lib.ingest.export import (
@@ -19,7 +19,7 @@ from void_pipeline.lib.ingest.export import (
     unknown_collection_warnings,
 )
 from void_pipeline.lib.ingest.records import POST
-from void_pipeline.lib.report import counts_table, markdown_table
+from void_pipeline.lib.report import counts_table
 from void_pipeline.lib.settings import from_environment
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.storage import PipelineStorage
@@ -98,7 +98,7 @@ def raw_records(
             "collection_warning": unknown[0] if unknown else "",
             "path": dg.MetadataValue.path(str(paths.records(collection))),
             "rejected_path": dg.MetadataValue.path(str(paths.rejected(collection))),
-            "sample": dg.MetadataValue.md(markdown_table(frame.sort("created_at", descending=True), sample_columns)),
+            "preview": table_preview(frame.sort("created_at", descending=True), sample_columns),
         }
     )
 

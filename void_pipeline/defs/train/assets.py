@@ -1,5 +1,6 @@
 """lora_adapter and merged_model: axolotl QLoRA and merge-lora, run outside the orchestrator through Dagster Pipes."""
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,14 @@ def run_external(
             raise TrainerFailure(explained["stage"], explained["errors"], run_dir) from err
 
 
+def plot_markdown(plot: Path) -> dg.MarkdownMetadataValue:
+    """The plot itself in the UI (a PNG inline, as Dagster's markdown renders it), with where it lies."""
+    if not plot.exists():
+        return dg.MetadataValue.md("_no plot_")
+    image = base64.b64encode(plot.read_bytes()).decode()
+    return dg.MetadataValue.md(f"![loss](data:image/png;base64,{image})\n\n`{plot}`")
+
+
 @dg.asset(
     deps=[chat_dataset],
     group_name="train",
@@ -155,12 +164,13 @@ def lora_adapter(
             "val_loss_before": summary.val_loss_before,
             "val_loss_after": summary.val_loss_after,
             "loss_curve": dg.MetadataValue.md(summary.history.curve_markdown()),
-            "loss_plot": dg.MetadataValue.path(str(summary.plot)),
+            "loss_plot": plot_markdown(summary.plot),
             "effective_config": dg.MetadataValue.path(str(plan.run.config)),
             "dataset_sha256": plan.data_hash,
             "dataset_train_examples": runs.train_examples(plan.dataset),  # retrain_on_growth compares against it
             "resumed_from": plan.resumed.checkpoint.name if plan.resumed else "none",
-            "mlflow_run": dg.MetadataValue.url(tracked.link) if tracked.link.startswith("http") else tracked.link,
+            "mlflow_run": dg.MetadataValue.url(tracked.link(trainer.ui_url)),
+            "loss_chart": dg.MetadataValue.url(tracked.link(trainer.ui_url, "model-metrics")),
             "mlflow_run_id": tracked.run_id,
             "registered_model": f"{tracked.model_name} v{tracked.model_version}",
         }

@@ -73,6 +73,32 @@ RAW_SCHEMA: dict[str, pl.DataType] = {
     "tool_args": pl.String(),
     "raw_json": pl.String(),
 }
+# What each column holds, for the UI's schema view and anyone reading the parquet.
+COLUMN_DOCS: dict[str, str] = {
+    "uri": "at:// URI of the record (the table's key)",
+    "cid": "content hash of the record's current version",
+    "did": "DID of the repo the record is in (the agent)",
+    "collection": "the record's collection NSID (the partition)",
+    "rkey": "record key within the collection (a TID for posts)",
+    "created_at": "the record's createdAt, parsed to UTC",
+    "text": "the post's text, or the thought's text/content",
+    "reply_parent_uri": "for a reply: the post it answers",
+    "reply_parent_cid": "for a reply: the version of the post it answers",
+    "reply_root_uri": "for a reply: the thread's first post",
+    "reply_root_cid": "for a reply: the version of the thread's first post",
+    "langs": "languages the author declared",
+    "embed_type": "the embed's $type (images, a quote, an external link), if any",
+    "embed_uri": "what the embed points at (a quoted post, a link)",
+    "facet_count": "number of rich-text facets (mentions, links, tags)",
+    "mention_dids": "DIDs mentioned in the text",
+    "link_uris": "links in the text",
+    "tool_args": "for tool-call thoughts: the call's arguments as JSON",
+    "raw_json": "the record exactly as the PDS served it (JSON)",
+    "text_norm": "the text normalised for duplicate detection (lower case, no mentions or links, collapsed space)",
+    "orphan": "a reply whose thread could not be fetched (kept, flagged)",
+    "reason": "why the record was quarantined",
+    "detail": "what exactly was wrong with it",
+}
 REJECTED_SCHEMA: dict[str, pl.DataType] = {
     "uri": pl.String(),
     "cid": pl.String(),

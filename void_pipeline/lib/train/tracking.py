@@ -2,8 +2,8 @@
 model version per adapter, tagged with the dataset hash and the config fingerprint.
 
 The store defaults to SQLite under the pipeline's data folder (``<data>/mlflow/mlflow.db``, artifacts beside
-it); any tracking URI (an MLflow server) works instead. Open the local one with
-``mlflow ui --backend-store-uri sqlite:///<data>/mlflow/mlflow.db``.
+it); any tracking URI (an MLflow server) works instead. Open the local one with ``make mlflow-ui``
+(http://127.0.0.1:5000, where the asset metadata's links point unless VOID_MLFLOW_UI_URL says otherwise).
 """
 
 from __future__ import annotations
@@ -50,19 +50,32 @@ def mlflow_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def run_link(uri: str, experiment_id: str, run_id: str) -> str:
-    """A link to the run in the MLflow UI when the store is a server; otherwise the command that opens one."""
-    if uri.startswith(("http://", "https://")):
-        return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-    return f"mlflow ui --backend-store-uri {uri}  →  experiment {experiment_id}, run {run_id}"
+# Where `make mlflow-ui` serves the local store's UI; VOID_MLFLOW_UI_URL names another.
+LOCAL_MLFLOW_UI = "http://127.0.0.1:5000"
+
+
+def ui_base(tracking_uri: str, configured: str | None = None) -> str:
+    """The MLflow UI that shows this store's runs: the configured one, the tracking server itself, or the local
+    UI over a file or SQLite store."""
+    if configured:
+        return configured.rstrip("/")
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/")
+    return LOCAL_MLFLOW_UI
 
 
 @dataclass(frozen=True)
 class TrackedRun:
     run_id: str
-    link: str
+    experiment_id: str
+    tracking_uri: str
     model_name: str
     model_version: str
+
+    def link(self, ui_url: str | None = None, page: str = "") -> str:
+        """The run's page in the MLflow UI (``page``: a tab of it, e.g. ``model-metrics`` for the charts)."""
+        url = f"{ui_base(self.tracking_uri, ui_url)}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+        return f"{url}/{page}" if page else url
 
 
 def log_training(
@@ -111,7 +124,7 @@ def log_training(
         tags=tags,
         description=f"adapter of {config.get('base_model')}; effective config: axolotl.yml in the run's artifacts",
     )
-    return TrackedRun(run.info.run_id, run_link(uri, experiment_id, run.info.run_id), registered_model, version.version)
+    return TrackedRun(run.info.run_id, experiment_id, uri, registered_model, version.version)
 
 
 def _registered(client: MlflowClient, name: str) -> bool:
