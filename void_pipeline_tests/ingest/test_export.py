@@ -135,6 +135,9 @@ def test_assets_materialize_with_metadata_people_can_read(
     context = metadata["thread_context"]
     replies = sum(1 for r in seeded.manifest.iter_rows(named=True) if r["is_agent"] and r["parent"])
     assert context["dagster/row_count"].value == replies
+    columns = {c.name: c for c in context["dagster/column_schema"].schema.columns}
+    assert columns["ancestors"].type.startswith("list<struct{uri, cid, author_did")
+    assert all(c.description for c in columns.values())
     assert context["complete_chains"].value < replies  # deleted parents break some chains
     assert "deleted" in context["unavailable_ancestors"].value
     assert metadata["checks"] == {"thread_context_covers_every_reply": True}

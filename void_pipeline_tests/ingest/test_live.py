@@ -183,6 +183,21 @@ def test_new_posts_reach_raw_records_within_two_ticks_and_a_killed_daemon_resume
             assert len(keys) == len(set(keys)), f"a run was launched twice for one revision: {keys}"
             assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
             assert saved_seq(instance) > cursor_before, "the cursor moved on"
+
+            # two runs of one partition through the queue (as the schedule, the sensor and the UI launch them):
+            # the instance's limit of one run per partition key makes the second wait for the first
+            tags = json.dumps({"dagster/partition": POST, "void/trigger": "queued"})
+            for _ in range(2):
+                dagster(world, "job", "launch", "-j", "ingest_job", "-w", "workspace.yaml", "--tags", tags)
+
+            def queued() -> list[dg.DagsterRun]:
+                return list(instance.get_runs(filters=dg.RunsFilter(tags={"void/trigger": "queued"})))
+
+            wait_for("the queued runs", lambda: len(queued()) == 2 and all(r.is_finished for r in queued()), 180, world)
+            records = [instance.get_run_record_by_id(r.run_id) for r in queued()]
+            assert all(r is not None and r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in records)
+            spans = sorted((r.start_time, r.end_time) for r in records if r is not None)
+            assert spans[0][1] is not None and spans[1][0] is not None and spans[0][1] <= spans[1][0], spans
     finally:
         stop_group(daemon)
 

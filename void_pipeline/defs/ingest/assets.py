@@ -139,6 +139,7 @@ def thread_context(
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": frame.height,
+            "dagster/column_schema": table_schema(frame),
             "replies": run.replies,
             "complete_chains": complete,
             "complete_share": round(complete / frame.height, 4) if frame.height else 0.0,

@@ -96,6 +96,12 @@ COLUMN_DOCS: dict[str, str] = {
     "raw_json": "the record exactly as the PDS served it (JSON)",
     "text_norm": "the text normalised for duplicate detection (lower case, no mentions or links, collapsed space)",
     "orphan": "a reply whose thread could not be fetched (kept, flagged)",
+    "parent_uri": "the post the reply answers",
+    "root_uri": "the thread's first post",
+    "depth": "ancestors above the reply (1: it answers the root)",
+    "complete": "every ancestor up to the root was fetched",
+    "missing_reason": "why the chain stops short (deleted, taken down, blocked), when it does",
+    "ancestors": "the chain from the root down to the post answered: author, text, record, where it came from",
     "reason": "why the record was quarantined",
     "detail": "what exactly was wrong with it",
 }
