@@ -22,6 +22,7 @@ import dagster as dg
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from void_pipeline.lib.ingest.records import COLUMN_DOCS
 from void_pipeline.lib.paths import REPO_ROOT
 from void_pipeline.testworld import webui
 from void_pipeline.testworld.corpus import POST
@@ -239,6 +240,12 @@ def test_a_partition_of_raw_records_launched_from_the_ui_succeeds(
             assert run.tags.get("dagster/partition") == POST
             assert instance.get_materialized_partitions(dg.AssetKey("raw_records")) == {POST}
         expect(ended[0].first).to_be_visible()
+
+    # what the asset's page shows of it: columns with readable types and what each holds
+    page.goto(f"{ui.url}/assets/raw_records")
+    with recorded(page, artifacts, "raw_records-overview"):
+        expect(page.get_by_text(COLUMN_DOCS["uri"]).first).to_be_visible(timeout=TIMEOUT_MS)
+        expect(page.get_by_text("datetime (UTC)").first).to_be_visible(timeout=TIMEOUT_MS)
 
 
 def test_the_automation_pages_list_our_schedules_and_sensors(

@@ -148,7 +148,7 @@ class _Stop(Exception):
         self.signum = signum
 
 
-def _descendants(root: int) -> list[int]:
+def descendants(root: int) -> list[int]:
     """Every process below ``root`` (via /proc/<pid>/task/*/children)."""
     found: list[int] = []
     todo = [root]
@@ -177,7 +177,7 @@ def _stop_everything(group: int, grace_s: float) -> None:
     """SIGTERM the group and our descendants, then SIGKILL whatever is left after ``grace_s``; never ourselves."""
     me = os.getpid()
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        targets = {*_group_members(group), *_descendants(me)} - {me}
+        targets = {*_group_members(group), *descendants(me)} - {me}
         if not targets:
             return
         for pid in targets:
@@ -188,7 +188,7 @@ def _stop_everything(group: int, grace_s: float) -> None:
             with contextlib.suppress(ChildProcessError):
                 while os.waitpid(-1, os.WNOHANG)[0] > 0:
                     pass
-            if not ({*_group_members(group), *_descendants(me)} - {me}):
+            if not ({*_group_members(group), *descendants(me)} - {me}):
                 return
             time.sleep(0.1)
 

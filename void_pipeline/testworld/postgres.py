@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from void_pipeline.lib.processes import pid_alive
+from void_pipeline.testworld.devnet import free_port, log_tail
 
 DEBIAN_ROOT = Path("/usr/lib/postgresql")  # /usr/lib/postgresql/<major>/bin: not on PATH on Debian
 INSTALL_HINT = "apt-get install postgresql"
@@ -119,25 +120,12 @@ def server_account() -> tuple[int, int] | None:
     return entry.pw_uid, entry.pw_gid
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def accepts_connections(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1.0):
             return True
     except OSError:
         return False
-
-
-def log_tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log written)"
 
 
 def child_pids(pid: int) -> list[int]:

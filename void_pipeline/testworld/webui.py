@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from void_pipeline.lib.paths import REPO_ROOT
-from void_pipeline.lib.processes import pid_alive, spawn_group, stop_group
+from void_pipeline.lib.processes import descendants, pid_alive, spawn_group, stop_group
 from void_pipeline.testworld.devnet import free_port
 
 LOCAL_INSTANCE = REPO_ROOT / "deploy" / "dagster.local.yaml"
@@ -38,17 +38,7 @@ class WebUI:
 
     def processes(self) -> list[int]:
         """Every live process below the guard."""
-        found: list[int] = []
-        todo = [self.guard.pid]
-        while todo:
-            for children in Path(f"/proc/{todo.pop()}/task").glob("*/children"):
-                try:
-                    kids = [int(k) for k in children.read_text().split()]
-                except OSError:
-                    continue
-                found += kids
-                todo += kids
-        return [pid for pid in found if pid_alive(pid)]
+        return [pid for pid in descendants(self.guard.pid) if pid_alive(pid)]
 
     def log_tail(self, chars: int = 4000) -> str:
         try:

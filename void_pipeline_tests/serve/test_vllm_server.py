@@ -20,7 +20,7 @@ from void_pipeline.lib.evaluate.generations import Prompt, generate
 from void_pipeline.lib.evaluate.judge import Judge, judge_answers
 from void_pipeline.lib.layout import EvaluationPaths
 from void_pipeline.lib.paths import REPO_ROOT
-from void_pipeline.lib.processes import pid_alive
+from void_pipeline.lib.processes import descendants, pid_alive
 from void_pipeline.lib.serve.client import Sampling
 from void_pipeline.lib.serve.vllm_server import ServerSpec, vllm_server
 from void_pipeline.resources.server import InferenceServer
@@ -33,19 +33,6 @@ DTYPE, CPU_ENV, CPU_ARGS = InferenceServer(cpu=True, max_model_len=4096).engine(
 @pytest.fixture(scope="session")
 def server_python() -> str:
     return str(environments.ensure("server") / "bin" / "python")
-
-
-def descendants(pid: int) -> set[int]:
-    found, todo = set(), [pid]
-    while todo:
-        for children in Path(f"/proc/{todo.pop()}/task").glob("*/children"):
-            try:
-                kids = {int(k) for k in children.read_text().split()}
-            except OSError:
-                continue
-            found |= kids
-            todo += list(kids)
-    return found
 
 
 def test_base_and_adapter_answer_with_the_reply_tool_and_the_server_stops(

@@ -105,19 +105,6 @@ def trainer_processes(config: Path) -> list[int]:
     return found
 
 
-def descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        for children in Path(f"/proc/{todo.pop()}/task").glob("*/children"):
-            try:
-                kids = [int(k) for k in children.read_text().split()]
-            except OSError:
-                continue
-            found += kids
-            todo += kids
-    return found
-
-
 def wait_for(condition: Any, timeout_s: float, interval_s: float = 0.1) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -170,7 +157,7 @@ def test_killing_the_run_worker_stops_the_trainer_and_the_next_run_resumes(
         assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
         run_dir = states()[0].parents[2]
         trainers = trainer_processes(run_dir / "axolotl.yml")
-        tree = descendants(worker.pid)
+        tree = processes.descendants(worker.pid)
         assert trainers and set(trainers) <= set(tree)
         for pid in trainers:  # hold training still while a second run tries the same folder
             os.kill(pid, signal.SIGSTOP)
