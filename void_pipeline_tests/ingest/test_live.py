@@ -22,7 +22,7 @@ import pytest
 from void_pipeline.lib.ingest.live import read_changes
 from void_pipeline.lib.paths import REPO_ROOT
 from void_pipeline.lib.processes import spawn_group, stop_group
-from void_pipeline.testworld.corpus import POST, CorpusSpec, generate
+from void_pipeline.testworld.corpus import MEMORY, POST, CorpusSpec, generate
 from void_pipeline.testworld.devnet import Devnet, DevnetInfo
 from void_pipeline.testworld.seeding import SeedResult, seed_corpus
 from void_pipeline_tests.conftest import agent_ingest
@@ -69,6 +69,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             "VOID_PLC_URL": info.plc_url,
             "VOID_APPVIEW_URL": info.appview_url or "",
             "VOID_LIVE_INTERVAL_S": str(TICK_S),
+            "VOID_COLLECTIONS": f"{POST},{MEMORY}",  # two partitions: the catch-up is two runs, not four
         }
         yield World(info, seeded, corpus.agent.handle, env, data, home)
 
