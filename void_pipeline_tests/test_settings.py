@@ -26,6 +26,9 @@ from void_pipeline.lib.settings import from_environment
         ({"VOID_COLLECTIONS": ","}, "VOID_COLLECTIONS names no collection"),
         ({"VOID_TRAINER_PYTHON": "/no/such/python"}, "VOID_TRAINER_PYTHON='/no/such/python' is not an executable"),
         ({"VOID_SERVER_PYTHON": "/tmp"}, "VOID_SERVER_PYTHON='/tmp' is not an executable"),
+        ({"VOID_AUTOMATION": "yes"}, "VOID_AUTOMATION='yes' must be on or off"),
+        ({"VOID_RETRAIN_MIN_NEW_EXAMPLES": "many"}, "VOID_RETRAIN_MIN_NEW_EXAMPLES='many' is not a whole number"),
+        ({"VOID_LIVE_INTERVAL_S": "0"}, "VOID_LIVE_INTERVAL_S=0 must be at least 1"),
     ],
 )
 def test_a_bad_value_is_a_problem_naming_its_variable(env: dict[str, str], expected: str) -> None:
@@ -43,6 +46,9 @@ def test_good_values_are_used_and_defaults_fill_the_rest() -> None:
     assert from_environment({}).collections == DEFAULT_COLLECTIONS and from_environment({}).trainer_max_steps is None
     images = from_environment({"VOID_TRAINER_PYTHON": sys.executable, "VOID_SERVER_PYTHON": sys.executable})
     assert images.trainer_python == images.server_python == sys.executable and images.problems == ()
+    operating = from_environment({"VOID_AUTOMATION": "on", "VOID_RETRAIN_MIN_NEW_EXAMPLES": "50"})
+    assert operating.automation and operating.retrain_min_new_examples == 50 and operating.problems == ()
+    assert not from_environment({}).automation and from_environment({}).live_interval_s == 30
 
 
 def test_the_location_loads_with_bad_values_and_every_run_refuses_naming_them(tmp_path: Path) -> None:

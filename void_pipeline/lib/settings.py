@@ -35,6 +35,7 @@ class Settings:
     collections: tuple[str, ...] = DEFAULT_COLLECTIONS
     automation: bool = False  # schedules, sensors and automation conditions start running (else: off until switched on)
     retrain_min_new_examples: int = 500  # the weekly retrain runs only when the training set grew by this many
+    live_interval_s: int = 30  # seconds between agent_repo_sensor's ticks
     problems: tuple[str, ...] = field(default=())
 
 
@@ -109,6 +110,7 @@ def from_environment(env: Mapping[str, str] | None = None) -> Settings:
     retrain_min = positive_int(
         env, "VOID_RETRAIN_MIN_NEW_EXAMPLES", "new training examples that make the weekly retrain run", problems
     )
+    live_interval = positive_int(env, "VOID_LIVE_INTERVAL_S", "seconds between the firehose sensor's ticks", problems)
     return Settings(
         actor=actor,
         agent=agent,
@@ -127,5 +129,6 @@ def from_environment(env: Mapping[str, str] | None = None) -> Settings:
         collections=tuple(collections) or DEFAULT_COLLECTIONS,
         automation=automation_raw == "on",
         retrain_min_new_examples=retrain_min or Settings.retrain_min_new_examples,
+        live_interval_s=live_interval or Settings.live_interval_s,
         problems=tuple(problems),
     )

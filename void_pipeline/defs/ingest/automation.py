@@ -5,7 +5,6 @@ around it. One run per collection: the CAR of a revision is downloaded once and 
 """
 
 import json
-import os
 from typing import Any
 
 import dagster as dg
@@ -15,6 +14,7 @@ from void_pipeline.defs.automation import SCHEDULE_STATUS, SENSOR_STATUS
 from void_pipeline.defs.ingest.assets import COLLECTIONS, raw_records
 from void_pipeline.lib.ingest.live import read_changes
 from void_pipeline.lib.ingest.xrpc import XrpcClient, XrpcError
+from void_pipeline.lib.settings import from_environment
 from void_pipeline.resources.storage import PipelineStorage
 
 ingest_job = dg.define_asset_job(
@@ -45,8 +45,8 @@ def sensor_cursor(raw: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-# Seconds between the sensor's ticks (the daemon's floor is ~30 s in production; the tests go faster).
-LIVE_INTERVAL_S = int(os.environ.get("VOID_LIVE_INTERVAL_S") or 30)
+# Seconds between the sensor's ticks (30 by default; the tests go faster).
+LIVE_INTERVAL_S = from_environment().live_interval_s
 
 
 def latest_rev(pds_url: str, did: str) -> str:
