@@ -12,6 +12,7 @@ import httpx
 
 from void_pipeline.defs.automation import SCHEDULE_STATUS, SENSOR_STATUS
 from void_pipeline.defs.ingest.assets import COLLECTIONS, raw_records
+from void_pipeline.lib.ingest.export import latest_rev
 from void_pipeline.lib.ingest.live import read_changes
 from void_pipeline.lib.ingest.xrpc import XrpcClient, XrpcError
 from void_pipeline.lib.settings import from_environment
@@ -49,11 +50,6 @@ def sensor_cursor(raw: str | None) -> dict[str, Any]:
 LIVE_INTERVAL_S = from_environment().live_interval_s
 
 
-def latest_rev(pds_url: str, did: str) -> str:
-    with XrpcClient(pds_url, timeout=10.0) as pds:
-        return str(pds.query("com.atproto.sync.getLatestCommit", did=did)["rev"])
-
-
 @dg.sensor(
     job=ingest_job,
     minimum_interval_seconds=LIVE_INTERVAL_S,
@@ -82,7 +78,8 @@ def agent_repo_sensor(context: dg.SensorEvaluationContext, storage: PipelineStor
     catch_up = changes.cursor is None or seq is None or changes.outdated_cursor or "*" in changes.collections
     if catch_up:
         try:
-            rev = latest_rev(record.pds_url, record.did)
+            with XrpcClient(record.pds_url, timeout=10.0) as pds:
+                rev = latest_rev(pds, record.did)
         except (XrpcError, httpx.HTTPError) as err:
             raise dg.Failure(f"cannot read the latest commit of {record.did} on {record.pds_url}: {err}") from err
         wanted = {c: rev for c in COLLECTIONS}

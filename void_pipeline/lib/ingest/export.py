@@ -115,9 +115,14 @@ class CarSnapshot:
     size: int
 
 
+def latest_rev(pds: XrpcClient, did: str) -> str:
+    """The revision of the repo's latest commit."""
+    return str(pds.query("com.atproto.sync.getLatestCommit", did=did)["rev"])
+
+
 def fetch_repo_car(pds: XrpcClient, did: str, cars_dir: Path, since: str | None) -> CarSnapshot:
     """The repo CAR at its latest revision (full, or the diff since ``since``), downloaded once per revision."""
-    rev = str(pds.query("com.atproto.sync.getLatestCommit", did=did)["rev"])
+    rev = latest_rev(pds, did)
     if since == rev:
         return CarSnapshot(None, rev, since, False, 0)
     path = cars_dir / (f"{rev}.car" if since is None else f"{rev}.since-{since}.car")
@@ -315,7 +320,7 @@ def _export_collection(
             rejected.clear()
 
     if method == "list_records":
-        result.rev = str(pds.query("com.atproto.sync.getLatestCommit", did=did)["rev"])
+        result.rev = latest_rev(pds, did)
         known = (
             dict(zip(existing["uri"], existing["cid"], strict=True)) if incremental and existing is not None else None
         )

@@ -38,7 +38,6 @@ class RepoChanges:
     seen; ``cursor`` the seq to read from next time (the start cursor when nothing was read)."""
 
     did: str
-    start_cursor: int | None
     cursor: int | None
     collections: dict[str, str] = field(default_factory=dict)
     commits: int = 0
@@ -73,7 +72,7 @@ def read_changes(
 ) -> RepoChanges:
     """Read the PDS's repo event stream from ``cursor`` (None: from now on) until it has been silent for ``idle_s``,
     ``budget_s`` has passed or ``max_events`` were read, and report the changes of ``did``'s repository."""
-    changes = RepoChanges(did=did, start_cursor=cursor, cursor=cursor)
+    changes = RepoChanges(did=did, cursor=cursor)
     params = models.ComAtprotoSyncSubscribeRepos.Params(cursor=cursor) if cursor is not None else None
     client = _CountingClient(params=params, base_uri=firehose_uri(pds_url))
     lock = threading.Lock()
