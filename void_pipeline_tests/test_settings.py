@@ -21,7 +21,6 @@ from void_pipeline.lib.settings import from_environment
         ({"VOID_SEQUENCE_LEN": "0"}, "VOID_SEQUENCE_LEN=0 must be at least 1"),
         ({"VOID_TRAINER_MAX_STEPS": "ten"}, "VOID_TRAINER_MAX_STEPS='ten' is not a whole number"),
         ({"VOID_TRAINER_MAX_STEPS": "-1"}, "VOID_TRAINER_MAX_STEPS=-1 must be at least 1"),
-        ({"VOID_TRAINER_MAX_STEPS": "0"}, "unset it to train the config's full epochs"),
         ({"VOID_COLLECTIONS": "app.bsky.feed.post,../../../../escaped"}, "'../../../../escaped' is not a valid"),
         ({"VOID_COLLECTIONS": ","}, "VOID_COLLECTIONS names no collection"),
         ({"VOID_TRAINER_PYTHON": "/no/such/python"}, "VOID_TRAINER_PYTHON='/no/such/python' is not an executable"),
@@ -73,3 +72,50 @@ def test_the_location_loads_with_bad_values_and_every_run_refuses_naming_them(tm
     assert "VOID_SEQUENCE_LEN='abc' is not a whole number" in output
     assert "VOID_TRAINER_MAX_STEPS=-1 must be at least 1" in output
     assert not (tmp_path / "data").exists() or not any((tmp_path / "data").rglob("*.txt"))  # nothing was written
+
+
+def test_the_operator_wins_over_a_settings_file_and_each_source_is_named(tmp_path: Path) -> None:
+    demo = tmp_path / "demo.env"
+    demo.write_text(
+        "export VOID_ACTOR=agent.devnet.test\nexport VOID_AGENT=void-demo\nexport VOID_TRAINER_MAX_STEPS=12\n"
+        "export VOID_SEQUENCE_LEN=4096\nexport VOID_BASE_MODEL_PATH='/data/models/tiny'\nexport VOID_APP_PASSWORD=pw\n"
+    )
+    settings = from_environment({"VOID_SETTINGS_FILE": str(demo), "VOID_TRAINER_MAX_STEPS": "0"})
+    assert settings.problems == () and settings.trainer_max_steps is None  # 0: no cap, over the file's 12
+    assert settings.sequence_len == 4096 and settings.base_model_path == "/data/models/tiny"  # the file fills in
+    assert settings.agent == "void-demo"
+    sources = {s.name: (s.value, s.origin) for s in settings.sources}
+    assert sources["VOID_TRAINER_MAX_STEPS"] == ("0", "environment")
+    assert sources["VOID_SEQUENCE_LEN"] == ("4096", f"file {demo}")
+    assert sources["VOID_APP_PASSWORD"] == ("(set)", f"file {demo}")  # a secret's value is never shown
+
+    # Another agent selected: none of the demo's settings apply (no tiny model, no 12-step cap for the real agent)
+    real = from_environment({"VOID_SETTINGS_FILE": str(demo), "VOID_ACTOR": "void.comind.network"})
+    assert real.agent == "void" and real.trainer_max_steps is None and real.base_model_path is None
+    assert real.sequence_len is None and any("is not applied: VOID_ACTOR=void.comind.network" in n for n in real.notes)
+    assert {s.name for s in real.sources} == {"VOID_ACTOR"}
+
+    missing = from_environment({"VOID_SETTINGS_FILE": str(tmp_path / "nope.env")})
+    assert any("VOID_SETTINGS_FILE=" in p and "cannot be read" in p for p in missing.problems)
+
+
+def test_make_ui_shows_where_settings_come_from_and_refuses_a_busy_port(tmp_path: Path) -> None:
+    """`make ui` after a demo: the operator's variable wins over the demo's, the banner says so, and a port that
+    is taken fails at once, naming it (before, dg dev's daemon went on running beside a failed webserver)."""
+    import socket
+
+    (tmp_path / "demo.env").write_text("export VOID_AGENT=void-demo\nexport VOID_TRAINER_MAX_STEPS=12\n")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = {**os.environ, "VOID_PIPELINE_DATA": str(tmp_path), "VOID_TRAINER_MAX_STEPS": "0",
+               "DAGSTER_HOME": str(tmp_path / "home")}  # fmt: skip
+        env.pop("VOID_SETTINGS_FILE", None)
+        done = subprocess.run(["make", "-s", "ui", f"UI_PORT={port}"], cwd=REPO_ROOT, env=env, capture_output=True,
+                              text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode != 0
+    assert f"port {port} on 127.0.0.1 is in use" in done.stderr and f"UI_PORT={port + 1} make ui" in done.stderr
+    assert "VOID_TRAINER_MAX_STEPS=0  (environment)" in done.stdout, done.stdout
+    assert f"VOID_AGENT=void-demo  (file {tmp_path / 'ui-settings.env'})" in done.stdout, done.stdout
+    assert "Dagster UI:" not in done.stdout  # dg dev never started

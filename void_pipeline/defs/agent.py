@@ -6,8 +6,8 @@ from typing import Any
 import dagster as dg
 
 from void_pipeline.lib.ingest.agent import record_agent
-from void_pipeline.lib.ingest.identity import Identity, IdentityResolver
-from void_pipeline.lib.ingest.resilience import ResilientHttp
+from void_pipeline.lib.ingest.identity import Identity, IdentityError, IdentityResolver
+from void_pipeline.lib.ingest.resilience import ResilientHttp, TransportFailure
 from void_pipeline.lib.layout import AgentLayout, AgentRecord
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.storage import PipelineStorage
@@ -21,7 +21,10 @@ def resolve_agent(
     resolver = endpoint.identities(http, storage.layout.identity_cache(endpoint.plc_url))
     if resolver.discarded:
         context.log.warning(resolver.discarded)
-    agent = endpoint.agent(resolver)
+    try:
+        agent = endpoint.agent(resolver)
+    except (IdentityError, TransportFailure) as err:
+        raise endpoint.failure(err) from err
     resolver.save()
     layout = storage.agent_layout
     changed = record_agent(layout, agent.did, agent.handle, agent.pds_url, endpoint.plc_url)

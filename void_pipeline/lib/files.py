@@ -1,5 +1,6 @@
 """Atomic file writes (a reader sees the old file or the new one, never half of one), folders replaced only when
-the new one is complete, file locks, and exclusive owner locks that name their holder."""
+the new one is complete, file locks, exclusive owner locks that name their holder, and the two ways a file fails
+an operator that deserve one clear line: a full disk, and a text file that is not text."""
 
 from __future__ import annotations
 
@@ -38,20 +39,45 @@ def locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+class DiskFull(OSError):
+    """No space (or quota) left while writing: the message says "disk full", names the folder and what was kept."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextmanager
+def disk_full_named(folder: Path, kept: str) -> Iterator[None]:
+    """Out of space while the block writes into ``folder``: a ``DiskFull`` naming it (an errno alone names neither
+    the folder nor the way out); ``kept`` says what is left as it was."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in NO_SPACE:
+            raise
+        raise DiskFull(
+            err.errno, f"disk full: no space left to write {folder} ({kept}); free space on its disk and run again"
+        ) from err
+
+
 def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with disk_full_named(path.parent, f"{path.name} is left as it was"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, mode)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
@@ -62,6 +88,21 @@ def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
 
 def write_text_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     write_bytes_atomic(path, text.encode(), mode)
+
+
+class NotText(ValueError):
+    """A file that should hold UTF-8 text does not (a binary dropped in by mistake); the message names it."""
+
+
+def read_utf8(path: Path, what: str) -> str:
+    """The text of ``path`` (``what`` it is, for the message): a decode error alone names no file."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise NotText(
+            f"{what} {path} is not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start}): give a text file"
+        ) from err
 
 
 # --- folders replaced whole ------------------------------------------------------------------------------------
@@ -107,16 +148,18 @@ def staged_dir(target: Path) -> Iterator[Path]:
     Readers see the old folder or the new one, whole. A failure (or a kill) leaves the old folder as it was.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _restore_interrupted(target)
-    staging = _aside(target, "staging")
-    staging.mkdir()
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    replace_dir(staging, target)
+    # the message names the folder being replaced, not its hidden staging twin
+    with disk_full_named(target, "its previous contents are kept as they were"):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _restore_interrupted(target)
+        staging = _aside(target, "staging")
+        staging.mkdir()
+        try:
+            yield staging
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        replace_dir(staging, target)
 
 
 def replace_dir(new: Path, target: Path) -> None:

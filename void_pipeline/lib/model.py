@@ -24,6 +24,19 @@ CHARS_PER_TOKEN = {"llama": 3.9, "mistral": 3.6, "qwen": 3.8}
 DEFAULT_CHARS_PER_TOKEN = 4.0
 
 
+class TokenizerError(ValueError):
+    """A tokenizer.json the tokenizers library cannot read; the message names the file."""
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as err:  # the library raises a bare Exception that names no file
+        raise TokenizerError(
+            f"{path} is not a tokenizer the tokenizers library can read ({err}): copy the model's tokenizer.json again"
+        ) from err
+
+
 @dataclass
 class TokenCounter:
     tokenizer: Tokenizer | None
@@ -38,7 +51,7 @@ class TokenCounter:
     def load(cls, model_dir: str | Path | None, family: str = "llama") -> TokenCounter:
         if model_dir is not None and (Path(model_dir) / "tokenizer.json").exists():
             path = Path(model_dir) / "tokenizer.json"
-            return cls(Tokenizer.from_file(str(path)), 0.0, f"tokenizer {path}")
+            return cls(load_tokenizer(path), 0.0, f"tokenizer {path}")
         ratio = CHARS_PER_TOKEN.get(family, DEFAULT_CHARS_PER_TOKEN)
         where = f"no tokenizer.json in {model_dir}" if model_dir else "no tokenizer configured"
         return cls(None, ratio, f"ESTIMATE ({where}): {ratio} characters per token for the {family} family")
@@ -75,7 +88,7 @@ def vocabulary_fingerprint(model_dir: str | Path | None) -> str | None:
     path = Path(model_dir) / "tokenizer.json" if model_dir else None
     if path is None or not path.exists():
         return None
-    vocab = Tokenizer.from_file(str(path)).get_vocab(with_added_tokens=True)
+    vocab = load_tokenizer(path).get_vocab(with_added_tokens=True)
     return hashlib.sha256(json.dumps(sorted(vocab.items())).encode()).hexdigest()[:16]
 
 

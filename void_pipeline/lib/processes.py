@@ -120,16 +120,17 @@ def bound_to_run_worker(on_gone: Callable[[str], None] | None = None, timeout_s:
 # --- the guard ---------------------------------------------------------------------------------------------------
 
 
-def spawn_group(command: Sequence[str], **popen: Any) -> subprocess.Popen[Any]:
-    """Start ``command`` under the guard; stop it (and everything it started) with ``stop_group``."""
-    guard = [sys.executable, "-m", "void_pipeline.lib.processes", "--", *command]
+def spawn_group(command: Sequence[str], grace_s: float = GRACE_S, **popen: Any) -> subprocess.Popen[Any]:
+    """Start ``command`` under the guard; stop it (and everything it started) with ``stop_group``. ``grace_s``: how
+    long the guard waits after SIGTERM before it SIGKILLs what is left."""
+    guard = [sys.executable, "-m", "void_pipeline.lib.processes", "--grace", str(grace_s), "--", *command]
     env = dict(popen.pop("env", None) or os.environ)
     root = str(Path(__file__).resolve().parents[2])  # the guard imports this module from the same checkout
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH", "")]))
     return subprocess.Popen(guard, env=env, **popen)
 
 
-def stop_group(process: subprocess.Popen[Any], timeout_s: float = GRACE_S + 5) -> int:
+def stop_group(process: subprocess.Popen[Any], timeout_s: float = GRACE_S + 15) -> int:
     """Ask the guard to stop its group (SIGTERM) and wait; SIGKILL the guard if it does not end in time."""
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
@@ -142,67 +143,102 @@ def stop_group(process: subprocess.Popen[Any], timeout_s: float = GRACE_S + 5) -
     return int(process.returncode)
 
 
-class _Stop(Exception):
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
+def children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (every thread's); [] when it is gone. Processes end while this reads: a
+    vanished task or process is skipped, never an error."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    kids: list[int] = []
+    for task in tasks:
+        try:
+            kids += [int(k) for k in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return kids
 
 
 def descendants(root: int) -> list[int]:
     """Every process below ``root`` (via /proc/<pid>/task/*/children)."""
     found: list[int] = []
-    todo = [root]
+    seen, todo = {root}, [root]
     while todo:
-        pid = todo.pop()
-        for children in Path(f"/proc/{pid}/task").glob("*/children"):
-            with contextlib.suppress(OSError):
-                kids = [int(k) for k in children.read_text().split()]
-                found += kids
-                todo += kids
+        for kid in children(todo.pop()):
+            if kid not in seen:
+                seen.add(kid)
+                found.append(kid)
+                todo.append(kid)
     return found
 
 
-def _group_members(group: int) -> list[int]:
-    members = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[2]) == group and fields[0] != "Z":
-                    members.append(int(entry.name))
+def group_members(group: int) -> list[int]:
+    """The live (not zombie) processes whose process group is ``group``."""
+    members: list[int] = []
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return members
+    for entry in entries:
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == group and fields[0] != "Z":
+                members.append(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
     return members
 
 
-def _stop_everything(group: int, grace_s: float) -> None:
-    """SIGTERM the group and our descendants, then SIGKILL whatever is left after ``grace_s``; never ourselves."""
+def _signal_all(pids: set[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def _reap() -> None:
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+
+
+def _stop_everything(group: int, grace_s: float, kill_for_s: float = 10.0) -> None:
+    """SIGTERM the group and our descendants (processes born meanwhile too) for up to ``grace_s``, then SIGKILL
+    sweeps until two scans in a row find nothing — a process forked between sweeps is caught by the next one.
+    Never ourselves; never an exception (a process ending while /proc is read is not an error)."""
     me = os.getpid()
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        targets = {*_group_members(group), *descendants(me)} - {me}
-        if not targets:
-            return
-        for pid in targets:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + (grace_s if sig == signal.SIGTERM else 5.0)
-        while time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                while os.waitpid(-1, os.WNOHANG)[0] > 0:
-                    pass
-            if not ({*_group_members(group), *descendants(me)} - {me}):
-                return
-            time.sleep(0.1)
+
+    def targets() -> set[int]:
+        return {*group_members(group), *descendants(me)} - {me}
+
+    terminated: set[int] = set()
+    deadline = time.monotonic() + grace_s
+    while (left := targets()) and time.monotonic() < deadline:
+        _signal_all(left - terminated, signal.SIGTERM)
+        terminated |= left
+        _reap()
+        time.sleep(0.05)
+    quiet, deadline = 0, time.monotonic() + kill_for_s
+    while quiet < 2 and time.monotonic() < deadline:
+        left = targets()
+        quiet = 0 if left else quiet + 1
+        _signal_all(left, signal.SIGKILL)
+        _reap()
+        time.sleep(0.02)
 
 
 def guard(command: list[str], grace_s: float = GRACE_S) -> int:
     parent = os.getppid()
-    os.setsid()  # a group (and session) of our own: one killpg reaches everything below
+    os.setsid()  # a group (and session) of our own: one scan of the group reaches everything below
     _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     _prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans below us are reparented to us, not to init
     if os.getppid() != parent:
         return 143  # the parent died before the death signal was armed
+    received: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
-        raise _Stop(signum)
+        # Only noted: a handler that raised could fire again (parent-death signal and watcher together) in the
+        # middle of the stop and cut it short before its SIGKILL sweeps.
+        received.append(signum)
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
@@ -210,26 +246,32 @@ def guard(command: list[str], grace_s: float = GRACE_S) -> int:
     group = os.getpgrp()
     try:
         child = subprocess.Popen(command)
-        code = child.wait()
-    except _Stop as stop:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)  # our own killpg reaches us too
-        _stop_everything(group, grace_s)
-        return 128 + stop.signum
-    except FileNotFoundError as err:
+    except OSError as err:
         print(f"cannot start {command[0]}: {err}", file=sys.stderr)
         return 127
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
-    _stop_everything(group, grace_s=2.0)  # stragglers (data loader workers, a launcher's children)
-    return code
+    code: int | None = None
+    while code is None and not received:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            code = child.wait(timeout=0.2)
+    if received:
+        _stop_everything(group, grace_s)
+        return 128 + received[0]
+    _stop_everything(group, grace_s=min(grace_s, 2.0))  # stragglers (data loader workers, a launcher's children)
+    return int(code or 0)
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] != "--" or len(argv) < 2:
-        print("usage: python -m void_pipeline.lib.processes -- COMMAND [ARGS...]", file=sys.stderr)
+    grace_s = GRACE_S
+    if argv[:1] == ["--grace"] and len(argv) > 1:
+        try:
+            grace_s = float(argv[1])
+        except ValueError:
+            grace_s = -1.0
+        argv = argv[2:]
+    if not argv or argv[0] != "--" or len(argv) < 2 or grace_s < 0:
+        print("usage: python -m void_pipeline.lib.processes [--grace SECONDS] -- COMMAND [ARGS...]", file=sys.stderr)
         return 2
-    return guard(argv[1:])
+    return guard(argv[1:], grace_s)
 
 
 if __name__ == "__main__":

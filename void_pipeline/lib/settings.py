@@ -3,13 +3,20 @@
 A bad value never stops the code location from loading: it is reported as a problem naming the variable, the
 resources keep the default, and every run refuses to start until it is fixed (``PipelineStorage`` raises the
 problems when a step sets it up). The CLI prints the same messages.
+
+Layers: ``$VOID_SETTINGS_FILE`` may name a file of ``export VOID_X=...`` lines (``make ui`` passes the demo's and a
+running devnet's) that fills in what the environment leaves unset: a variable the operator set always wins. The
+file speaks for one agent: when the environment selects another (``VOID_ACTOR`` or ``VOID_AGENT`` differ from the
+file's), none of it applies. ``Settings.sources`` says where each set variable came from.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from void_pipeline.lib.ingest.records import DEFAULT_COLLECTIONS, collection_error
 from void_pipeline.lib.layout import agent_name_error, default_agent_name
@@ -37,6 +44,60 @@ class Settings:
     retrain_min_new_examples: int = 500  # the weekly retrain runs only when the training set grew by this many
     live_interval_s: int = 30  # seconds between agent_repo_sensor's ticks
     problems: tuple[str, ...] = field(default=())
+    sources: tuple[Source, ...] = field(default=())  # every VOID_* variable in force and where it came from
+    notes: tuple[str, ...] = field(default=())  # a settings file that was not applied, and why
+
+
+SETTINGS_FILE_ENV = "VOID_SETTINGS_FILE"
+SECRET_WORDS = ("PASSWORD", "KEY", "TOKEN", "SECRET")
+AGENT_SELECTORS = ("VOID_ACTOR", "VOID_AGENT")
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    value: str  # "(set)" for a secret
+    origin: str  # "environment" or "file <path>"
+
+
+def read_settings_file(path: Path) -> dict[str, str]:
+    """``export VOID_X=value`` (or ``VOID_X=value``) lines, shell-quoted; other lines and names are ignored."""
+    found: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        words = shlex.split(line, comments=True)
+        if words[:1] == ["export"]:
+            words = words[1:]
+        if len(words) == 1 and "=" in words[0]:
+            name, _, value = words[0].partition("=")
+            if name.startswith("VOID_") and name != SETTINGS_FILE_ENV:
+                found[name] = value
+    return found
+
+
+def layered(env: Mapping[str, str]) -> tuple[dict[str, str], tuple[Source, ...], tuple[str, ...], list[str]]:
+    """(the variables in force, their sources, notes, problems): the environment over ``$VOID_SETTINGS_FILE``."""
+    mine = {k: v for k, v in env.items() if k.startswith("VOID_") and k != SETTINGS_FILE_ENV}
+    layer: dict[str, str] = {}
+    notes: list[str] = []
+    problems: list[str] = []
+    file = env.get(SETTINGS_FILE_ENV, "").strip()
+    if file:
+        try:
+            layer = read_settings_file(Path(file))
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            problems.append(f"{SETTINGS_FILE_ENV}={file!r} cannot be read: {err}")
+        for name in AGENT_SELECTORS:
+            if name in mine and name in layer and mine[name] != layer[name]:
+                notes.append(f"{file} is not applied: {name}={mine[name]} selects another agent than its {layer[name]}")
+                layer = {}
+                break
+    merged = {**env, **{k: v for k, v in layer.items() if k not in mine}}
+    origin = {name: "environment" if name in mine else f"file {file}" for name in {**layer, **mine}}
+    sources = [
+        Source(name, "(set)" if any(w in name for w in SECRET_WORDS) else value, origin[name])
+        for name, value in sorted({**layer, **mine}.items())
+    ]
+    return merged, tuple(sources), tuple(notes), problems
 
 
 def interpreter(env: Mapping[str, str], name: str, problems: list[str]) -> str | None:
@@ -48,8 +109,11 @@ def interpreter(env: Mapping[str, str], name: str, problems: list[str]) -> str |
     return raw or None
 
 
-def positive_int(env: Mapping[str, str], name: str, meaning: str, problems: list[str]) -> int | None:
-    """``env[name]`` as a whole number ≥ 1; None when unset; a problem naming the variable otherwise."""
+def positive_int(
+    env: Mapping[str, str], name: str, meaning: str, problems: list[str], zero_is_unset: bool = False
+) -> int | None:
+    """``env[name]`` as a whole number ≥ 1; None when unset (or 0, with ``zero_is_unset``: how an operator says
+    "none" over a value a settings file gives); a problem naming the variable otherwise."""
     raw = env.get(name, "").strip()
     if not raw:
         return None
@@ -58,6 +122,8 @@ def positive_int(env: Mapping[str, str], name: str, meaning: str, problems: list
     except ValueError:
         problems.append(f"{name}={raw!r} is not a whole number ({meaning})")
         return None
+    if value == 0 and zero_is_unset:
+        return None
     if value < 1:
         problems.append(f"{name}={value} must be at least 1 ({meaning})")
         return None
@@ -65,16 +131,16 @@ def positive_int(env: Mapping[str, str], name: str, meaning: str, problems: list
 
 
 def from_environment(env: Mapping[str, str] | None = None) -> Settings:
-    env = os.environ if env is None else env
-    problems: list[str] = []
+    env, sources, notes, problems = layered(os.environ if env is None else env)
     sequence_len = positive_int(
         env, "VOID_SEQUENCE_LEN", "the sequence length in tokens, e.g. 8192; unset: the axolotl config's", problems
     )
     max_steps = positive_int(
         env,
         "VOID_TRAINER_MAX_STEPS",
-        "optimizer steps to stop after; unset it to train the config's full epochs",
+        "optimizer steps to stop after; 0 or unset: the config's full epochs",
         problems,
+        zero_is_unset=True,
     )
     collections: list[str] = []
     for name in (c.strip() for c in env.get("VOID_COLLECTIONS", ",".join(DEFAULT_COLLECTIONS)).split(",")):
@@ -131,4 +197,6 @@ def from_environment(env: Mapping[str, str] | None = None) -> Settings:
         retrain_min_new_examples=retrain_min or Settings.retrain_min_new_examples,
         live_interval_s=live_interval or Settings.live_interval_s,
         problems=tuple(problems),
+        sources=sources,
+        notes=notes,
     )

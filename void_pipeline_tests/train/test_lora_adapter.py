@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -119,8 +120,10 @@ def test_killing_the_run_worker_stops_the_trainer_and_the_next_run_resumes(
 ) -> None:
     """The Dagster run worker (here `dagster asset materialize`, steps in child processes) is SIGKILLed mid-training:
     its step, the Pipes trainer and every axolotl process die with it; while it trained, a second run refused the
-    locked run folder naming the holder; afterwards the folder's lock is free and the next run resumes there."""
+    locked run folder naming the holder; afterwards the folder's lock is free, the gpu pool's slot is free (a GPU
+    step of the same instance runs), and the next run resumes there."""
     storage: PipelineStorage = curated["storage"]
+    (tmp_path / "dagster.yaml").write_text((REPO_ROOT / "deploy" / "dagster.local.yaml").read_text())  # gpu pool: 1
     endpoint = curated["resources"]["endpoint"]
     env = {
         **os.environ,
@@ -182,6 +185,8 @@ def test_killing_the_run_worker_stops_the_trainer_and_the_next_run_resumes(
         (killed_run,) = instance.get_runs()  # the CLI's run (the refused one ran in process, elsewhere)
         assert killed_run.status == dg.DagsterRunStatus.FAILURE  # recorded by its step, not left STARTED
         assert any("run worker (pid" in (e.message or "") for e in instance.all_logs(killed_run.run_id))
+        gpu = instance.event_log_storage.get_concurrency_info("gpu")
+        assert gpu.limit == 1 and killed_run.run_id not in gpu.active_run_ids  # the dead run's slot is back
     first_lines = [orjson.loads(line) for line in (run_dir / "metrics.jsonl").read_bytes().splitlines() if line]
     trained_before = [e["step"] for e in first_lines if e["kind"] == "train"]
     assert trained_before[:5] == [1, 2, 3, 4, 5]
@@ -198,6 +203,26 @@ def test_killing_the_run_worker_stops_the_trainer_and_the_next_run_resumes(
     assert after == list(range(start + 1, 11))  # continued from the checkpoint, not from step 1
     assert read_state(RunPaths(run_dir))["dagster_runs"][-1] == resumed.run_id
     assert mlflow_run(curated, resumed.run_id).data.tags["resumed_from"] == value(meta, "resumed_from")
+
+    # A step of the gpu pool in the instance the killed run used gets the pool's one slot (before, it waited forever)
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert gpu_step_runs(instance, timeout_s=60), "a gpu-pool step is still blocked by the killed run's slot"
+
+
+def gpu_step_runs(instance: dg.DagsterInstance, timeout_s: float) -> bool:
+    """A trivial step in the gpu pool (where lora_adapter, merged_model, evaluation and serving run), executed in
+    ``instance``: True when it ran within ``timeout_s``; False when it still waits for a slot."""
+
+    @dg.asset(pool="gpu")
+    def gpu_probe() -> None:
+        pass
+
+    results: list[bool] = []
+    worker = threading.Thread(target=lambda: results.append(dg.materialize([gpu_probe], instance=instance).success))
+    worker.daemon = True  # a blocked probe must not hold the test session open
+    worker.start()
+    worker.join(timeout_s)
+    return results == [True]
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ from void_pipeline.lib.curate.dataset import (
 from void_pipeline.lib.curate.filters import FilterOptions, LoopDetector, filter_records, orphan_replies
 from void_pipeline.lib.curate.prompt import DEFAULT_TEMPLATE, TOOL_DESCRIPTION, PromptTemplate
 from void_pipeline.lib.curate.reply_tool import REPLY_TOOL
-from void_pipeline.lib.files import staged_dir, write_parquet_atomic, write_text_atomic
+from void_pipeline.lib.files import DiskFull, staged_dir, write_parquet_atomic, write_text_atomic
 from void_pipeline.lib.ingest.export import CorruptState, read_parquet_output
 from void_pipeline.lib.ingest.records import POST
 from void_pipeline.lib.layout import ContextWindowPaths, DatasetPaths
@@ -173,10 +173,13 @@ def context_window(
         "exact_tokens": counter.exact,
         "tokenizer": counter.source,
     }
-    with staged_dir(out) as staging:  # the variants and their report change together
-        for name, window in windows.items():
-            write_text_atomic(ContextWindowPaths(staging).variant(name), window.text)
-        write_text_atomic(ContextWindowPaths(staging).report, json.dumps(report, indent=2))
+    try:
+        with staged_dir(out) as staging:  # the variants and their report change together
+            for name, window in windows.items():
+                write_text_atomic(ContextWindowPaths(staging).variant(name), window.text)
+            write_text_atomic(ContextWindowPaths(staging).report, json.dumps(report, indent=2))
+    except DiskFull as err:  # the message names the folder; retrying cannot free space
+        raise dg.Failure(str(err), allow_retries=False) from err
     blocks = pl.DataFrame([b.__dict__ for b in windows["trimmed"].blocks])
     posts = layout.ingest.records(POST)
     drift = drift_report(read_input(posts, f"raw_records[{POST}]"), snapshot.snapshot_date) if posts.exists() else None
@@ -280,9 +283,11 @@ def chat_dataset(
             written = write_dataset(staging, kept, config.format, system, [REPLY_TOOL], manifest)
             # serving renders live threads with the same template (the serving bundle copies it)
             write_text_atomic(DatasetPaths(staging).prompt_template(template.syntax), template.source)
+        curate.write_latest_dataset(config.format)  # what training reads: the dataset built last
     except InvalidDataset as err:
         raise dg.Failure(str(err)) from err
-    curate.write_latest_dataset(config.format)  # what training reads: the dataset built last
+    except DiskFull as err:  # the message names the folder; retrying cannot free space
+        raise dg.Failure(str(err), allow_retries=False) from err
     sizes = written.sizes
     examples_total = sum(n for n, _ in sizes.values())
     bytes_total = sum(b for _, b in sizes.values())

@@ -14,6 +14,7 @@ from void_pipeline.defs.agent import latest_training, recorded_agent
 from void_pipeline.defs.automation import AFTER_NEW_ADAPTER, WHEN_INPUTS_CHANGE
 from void_pipeline.defs.curate.assets import chat_dataset
 from void_pipeline.defs.metadata import OWNERS
+from void_pipeline.defs.run_slots import record_dead_worker
 from void_pipeline.defs.train.assets import GPU_STEP_TAGS, lora_adapter, run_external
 from void_pipeline.lib import processes
 from void_pipeline.lib.evaluate import evaluation
@@ -88,10 +89,7 @@ def eval_generations(
     write_text_atomic(paths.settings, json.dumps(settings, indent=2))
     context.log.info(f"{len(prompts)} held-out prompts x {list(MODELS)} x {config.samples}; folder {paths.root}")
 
-    def record_failure(message: str) -> None:
-        context.instance.report_run_failed(context.run, message)
-
-    with processes.bound_to_run_worker(record_failure):
+    with processes.bound_to_run_worker(record_dead_worker(context)):
         try:
             with vllm_server(
                 server.interpreter(), spec, paths.server_log, server.startup_timeout_s, context.log.info
@@ -162,7 +160,9 @@ def sample_markdown(rows: pl.DataFrame, heldout: pl.DataFrame, examples: int = 3
 
 
 class EvalReportConfig(dg.Config):
-    min_call_validity: float = Field(default=0.9, description="gate (blocking): tuned answers with valid calls")
+    min_call_validity: float = Field(
+        default=0.9, description="gate (blocking): the share of tuned answers with only valid reply calls; above 0"
+    )
     max_character_sheet_per_1000: float = Field(default=5.0, description="gate (blocking): loop content rate")
     review_threads: int = Field(default=50, description="threads in the blind review pack")
     seed: int = 0
@@ -197,11 +197,22 @@ def eval_report(
     trainer: Trainer,
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> Any:
+    if not config.min_call_validity > 0:  # a demo may lower the gate, never to "no valid call at all"
+        raise dg.Failure(
+            f"min_call_validity {config.min_call_validity} would serve a model that never makes a valid reply call: "
+            "give a share above 0 (the demo's lenient gate is 0.04)",
+            allow_retries=False,
+        )
     record, layout = recorded_agent(storage)
     latest = layout.evaluate.read_latest()
     if latest is None:
         raise dg.Failure("no generations yet: materialize eval_generations first", allow_retries=False)
     paths = EvaluationPaths(Path(latest["folder"]))
+    if not paths.generations.exists():
+        raise dg.Failure(
+            f"no generations in {paths.root} ({paths.generations.name} is missing): materialize eval_generations",
+            allow_retries=False,
+        )
     generations = pl.read_parquet(paths.generations)
     heldout = evaluation.heldout(Path(latest["dataset"]))
     classifier, why_not = None, None

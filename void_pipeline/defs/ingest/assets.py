@@ -19,6 +19,7 @@ from void_pipeline.lib.ingest.export import (
     unknown_collection_warnings,
 )
 from void_pipeline.lib.ingest.records import POST
+from void_pipeline.lib.ingest.resilience import TransportFailure
 from void_pipeline.lib.report import counts_table
 from void_pipeline.lib.settings import from_environment
 from void_pipeline.resources.atproto import AtprotoEndpoint
@@ -58,15 +59,17 @@ def raw_records(
         context.log.info(f"exporting {collection} of {agent.handle or agent.did} ({agent.did}) from {agent.pds_url}")
         paths = storage.agent_layout.ingest
         pds = endpoint.pds(agent, http)
-        unknown = unknown_collection_warnings([collection], repo_collections(pds, agent.did))
-        for warning in unknown:
-            context.log.warning(warning)
         full_refresh = config.full_refresh or changed  # another DID: nothing of the earlier export applies
         options = ExportOptions(config.method, config.incremental, full_refresh, config.fallback)
         try:
+            unknown = unknown_collection_warnings([collection], repo_collections(pds, agent.did))
+            for warning in unknown:
+                context.log.warning(warning)
             result = export_collection(pds, agent.did, collection, paths, options, context.log.info)
         except (CorruptState, Busy) as err:
             raise dg.Failure(str(err), allow_retries=False) from err
+        except TransportFailure as err:  # the PDS (VOID_PDS_URL or the DID document's) is down: say which
+            raise endpoint.failure(err) from err
         requests = http.stats.as_dict()
     frame = pl.read_parquet(paths.records(collection))
     context.log.info(

@@ -3,10 +3,11 @@ server without a restart, and smoke-tested through the reference client."""
 
 import contextlib
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import dagster as dg
 import httpx
@@ -17,9 +18,11 @@ from void_pipeline.defs.agent import recorded_agent
 from void_pipeline.defs.automation import WHEN_GATES_PASS
 from void_pipeline.defs.evaluate.assets import eval_report
 from void_pipeline.defs.metadata import OWNERS
+from void_pipeline.defs.run_slots import record_dead_worker
 from void_pipeline.defs.train.assets import GPU_STEP_TAGS
 from void_pipeline.lib import processes
 from void_pipeline.lib.evaluate import evaluation
+from void_pipeline.lib.evaluate.evaluation import SmokeCase
 from void_pipeline.lib.ingest.xrpc import auth_header
 from void_pipeline.lib.layout import DatasetPaths, EvaluationPaths, ServePaths
 from void_pipeline.lib.serve import managed
@@ -32,7 +35,7 @@ from void_pipeline.lib.serve.bundle import (
     read_bundle,
     server_spec,
 )
-from void_pipeline.lib.serve.client import Answer, Endpoint, EndpointError, Sampling, reply
+from void_pipeline.lib.serve.client import Answer, Endpoint, EndpointError, Sampling, agent_loop
 from void_pipeline.lib.serve.vllm_server import ServerFailed, load_adapter, vllm_server
 from void_pipeline.lib.train import tracking
 from void_pipeline.lib.train.tracking import default_uri
@@ -131,26 +134,26 @@ def served_model(
     )
     make_current(serve, bundle.version)
     context.log.info(f"bundle v{bundle.version:04d} is current ({bundle.paths.root}); previous: v{previous}")
-    prompt = pl.read_parquet(DatasetPaths(dataset).heldout)["prompt"][0]
+    case = evaluation.smoke_case(evaluated, pl.read_parquet(DatasetPaths(dataset).heldout))
+    if case is None:  # the gates passed, so this is an evaluation folder damaged since
+        roll_back(serve, server, bundle, previous, f"has no valid evaluated answer in {evaluated.root} to smoke-test")
     try:
-        with processes.bound_to_run_worker(lambda m: context.instance.report_run_failed(context.run, m)):
-            served = serve_and_smoke(context, serve, bundle, server, prompt)
+        with processes.bound_to_run_worker(record_dead_worker(context)):
+            served = serve_and_smoke(context, serve, bundle, server, case)
     except (ServerFailed, EndpointError) as err:
-        if previous is not None:  # nothing half-done: the previous bundle is current (and served) again
-            make_current(serve, previous)
-            with contextlib.suppress(ServerFailed, EndpointError, OSError):
-                restore_previous(serve, server, previous)
-        else:
-            serve.current.unlink(missing_ok=True)
-        after = f"v{previous:04d} is current again" if previous else "no bundle is current"
-        raise dg.Failure(f"bundle v{bundle.version:04d} could not be served ({err}); {after}") from err
+        roll_back(serve, server, bundle, previous, f"could not be served ({err})")
+    answer: Answer = served["answer"]
+    if problems := answer.problems():  # evaluation's rule, asked as the handler asks: never promote an invalid one
+        said = " / ".join(answer.posts) or answer.content or "(nothing)"
+        roll_back(
+            serve, server, bundle, previous, f"gave no valid smoke answer ({'; '.join(problems)}: {said[:200]!r})"
+        )
     production = None
     if training.get("model_version"):
         tracking.set_alias(
             bundle.source["tracking_uri"], trainer.registered_model, str(training["model_version"]), "production"
         )
         production = f"{trainer.registered_model} v{training['model_version']} → production"
-    answer: Answer = served["answer"]
     yield dg.MaterializeResult(
         metadata={
             "bundle_version": bundle.version,
@@ -163,21 +166,35 @@ def served_model(
             "base_model": bundle.base_model,
             "tool_call_parser": bundle.tool_call_parser,
             "mlflow": production or "no registered model version for this adapter",
-            "smoke_prompt": dg.MetadataValue.md(f"```\n{prompt}\n```"),
+            "smoke_prompt": dg.MetadataValue.md(f"```\n{case.prompt}\n```"),
+            "smoke_example": case.example_id,
+            # the same adapter, prompt, sampling and seed as in evaluation: on the same engine, the same posts
+            "smoke_reproduces_evaluation": answer.posts == case.evaluated_posts,
             "smoke_answer": dg.MetadataValue.md(
                 "\n".join(f"{i}. {p}" for i, p in enumerate(answer.posts, 1)) or "(no post)"
             ),
             "smoke_latency_s": answer.latency_s,
-            "smoke_required_retry": answer.required_retry,
         }
     )
-    problems = answer.problems()
     yield dg.AssetCheckResult(
         check_name="smoke_answer_valid",
-        passed=not problems,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"problems": "; ".join(problems) or "none", "posts": len(answer.posts)},
+        passed=True,  # an invalid one failed the step above, with the previous bundle current again
+        metadata={"problems": "none", "posts": len(answer.posts)},
     )
+
+
+def roll_back(serve: ServePaths, server: InferenceServer, bundle: Bundle, previous: int | None, why: str) -> NoReturn:
+    """Nothing half-done: the previous bundle is current (and served) again, or none is, and the failed bundle is
+    removed (nobody can promote it later); then fail the step."""
+    if previous is not None:
+        make_current(serve, previous)
+        with contextlib.suppress(ServerFailed, EndpointError, OSError):
+            restore_previous(serve, server, previous)
+    else:
+        serve.current.unlink(missing_ok=True)
+    shutil.rmtree(bundle.paths.root, ignore_errors=True)
+    after = f"v{previous:04d} is current again" if previous else "no bundle is current"
+    raise dg.Failure(f"bundle v{bundle.version:04d} {why}; it is removed and {after}", allow_retries=False)
 
 
 def served_base(url: str, key: str | None) -> str | None:
@@ -190,10 +207,10 @@ def served_base(url: str, key: str | None) -> str | None:
 
 
 def serve_and_smoke(
-    context: dg.AssetExecutionContext, serve: ServePaths, bundle: Bundle, server: InferenceServer, prompt: str
+    context: dg.AssetExecutionContext, serve: ServePaths, bundle: Bundle, server: InferenceServer, case: SmokeCase
 ) -> dict[str, Any]:
     """Load the bundle where it is served (in place when the base is the same, a clean restart of the managed
-    server when it is not, a temporary server when none runs), then answer one held-out prompt through it."""
+    server when it is not, a temporary server when none runs), then answer one held-out thread through it."""
     url, is_managed = managed.running_endpoint(serve, server.endpoint_url)
     key = server.api_key()
     dtype, env, arguments = server.engine()
@@ -202,6 +219,7 @@ def serve_and_smoke(
     if url is not None:
         if served_base(url, key) == bundle.base_model:
             load_adapter(url, key, bundle.served_model_name, bundle.adapter)
+            managed.record_loaded(serve, url, bundle.served_model_name, bundle.adapter, bundle.version)
             how = "adapter loaded into the running server without a restart"
         elif is_managed:
             state = managed.ServerState.read(serve)
@@ -215,21 +233,25 @@ def serve_and_smoke(
             how = f"managed server restarted on the new base (was pid {state.pid if state else '?'})"
         else:
             raise ServerFailed(f"{url} serves another base model than {bundle.base_model}: restart it with serve up")
-        answer, models = smoke(url, key, bundle, prompt)
+        answer, models = smoke(url, key, bundle, case)
         return {"url": url, "kept": True, "how": how, "answer": answer, "models": models}
     with vllm_server(
         server.interpreter(), spec, serve.root / "smoke-server.log", server.startup_timeout_s, context.log.info
     ) as running:
-        answer, models = smoke(running.url, running.api_key, bundle, prompt)
+        answer, models = smoke(running.url, running.api_key, bundle, case)
     how = "no server was running: smoke-tested on a temporary one (void-pipeline serve up keeps one running)"
     return {"url": running.url, "kept": False, "how": how, "answer": answer, "models": models}
 
 
-def smoke(url: str, key: str | None, bundle: Bundle, prompt: str) -> tuple[Answer, list[str]]:
+def smoke(url: str, key: str | None, bundle: Bundle, case: SmokeCase) -> tuple[Answer, list[str]]:
+    """The bundle's answer to a thread the evaluation saw it answer validly, asked as the handler asks (no forced
+    retry: the model's own answer is judged) with the evaluation's sampling and seed."""
     endpoint = Endpoint(f"{url}/v1", key or "", bundle.served_model_name, timeout_s=300.0)
     started = time.monotonic()
     with httpx.Client() as client:
-        answer = reply(client, endpoint, bundle.system_prompt(), bundle.tools(), prompt, bundle.sampling, "smoke")
+        answer = agent_loop(
+            client, endpoint, bundle.system_prompt(), bundle.tools(), case.prompt, case.sampling, case.example_id
+        )
         listed = client.get(f"{url}/v1/models", headers=endpoint.headers(), timeout=30.0)
     models = [m["id"] for m in listed.json().get("data", [])] if listed.status_code == 200 else []
     answer.latency_s = round(time.monotonic() - started, 3)
@@ -241,3 +263,4 @@ def restore_previous(serve: ServePaths, server: InferenceServer, previous: int) 
     earlier = read_bundle(serve.bundle(previous))
     if url is not None and earlier.adapter and served_base(url, server.api_key()) == earlier.base_model:
         load_adapter(url, server.api_key(), earlier.served_model_name, earlier.adapter)
+        managed.record_loaded(serve, url, earlier.served_model_name, earlier.adapter, previous)

@@ -11,6 +11,7 @@ from void_pipeline.defs.agent import latest_training, recorded_agent
 from void_pipeline.defs.automation import AFTER_NEW_ADAPTER
 from void_pipeline.defs.curate.assets import chat_dataset
 from void_pipeline.defs.metadata import OWNERS
+from void_pipeline.defs.run_slots import record_dead_worker
 from void_pipeline.lib import processes
 from void_pipeline.lib.layout import RunPaths
 from void_pipeline.lib.paths import REPO_ROOT
@@ -66,10 +67,7 @@ def run_external(
     failure = run.failure(context.run.run_id)
     failure.unlink(missing_ok=True)
 
-    def record_failure(message: str) -> None:  # the run worker is gone: without this the run stays STARTED
-        context.instance.report_run_failed(context.run, message)
-
-    with processes.bound_to_run_worker(record_failure) as watch_pids:
+    with processes.bound_to_run_worker(record_dead_worker(context)) as watch_pids:
         try:
             return client.run(
                 context=context,
@@ -173,6 +171,7 @@ def lora_adapter(
             "loss_chart": dg.MetadataValue.url(tracked.link(trainer.ui_url, "model-metrics")),
             "mlflow_run_id": tracked.run_id,
             "registered_model": f"{tracked.model_name} v{tracked.model_version}",
+            "settings": dg.MetadataValue.json(storage.settings or {"none": "no VOID_* variable set: defaults"}),
         }
     )
 

@@ -21,11 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import unquote
 
 import polars as pl
 
+from void_pipeline.lib.files import NotText, read_utf8
 from void_pipeline.lib.model import TokenCounter
 from void_pipeline.lib.report import markdown_table
 
@@ -72,6 +73,7 @@ class ContextWindow:
 
 
 SYSTEM_PROMPT_NAMES = ("system_prompt.md", "system_prompt.txt", "system.md", "system.txt")
+MANIFEST_STRINGS = ("snapshot_date", "system_prompt", "persona_block")
 DEFAULT_PRIORITY = 100
 
 
@@ -90,20 +92,52 @@ def block_files(folder: Path) -> dict[str, Path]:
     return found
 
 
+def read_manifest(path: Path) -> dict[str, Any]:
+    """A snapshot's ``manifest.json``, its shape checked: what is wrong is named with the file and the field."""
+    try:
+        manifest = json.loads(read_utf8(path, "snapshot manifest"))
+    except NotText as err:
+        raise SnapshotError(str(err)) from err
+    except json.JSONDecodeError as err:
+        raise SnapshotError(f"{path} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from err
+    if not isinstance(manifest, dict):
+        raise SnapshotError(f"{path} is not a JSON object (snapshot_date, system_prompt, persona_block, blocks)")
+    problems = [f"{key} is not a string" for key in MANIFEST_STRINGS if not isinstance(manifest.get(key, ""), str)]
+    if isinstance(manifest.get("snapshot_date"), str):
+        try:
+            date.fromisoformat(manifest["snapshot_date"])
+        except ValueError:
+            problems.append(f"snapshot_date {manifest['snapshot_date']!r} is not a date (YYYY-MM-DD)")
+    entries = manifest.get("blocks", [])
+    if not isinstance(entries, list):
+        problems.append("blocks is not a list")
+        entries = []
+    for number, entry in enumerate(entries, 1):
+        fields = entry if isinstance(entry, dict) else {}
+        priority = fields.get("priority")
+        if not (isinstance(fields.get("label"), str) and isinstance(fields.get("file"), str)):
+            problems.append(f'blocks entry {number} needs a "label" and a "file" (strings)')
+        elif priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
+            problems.append(f"blocks entry {number} ({fields['label']}): priority is not a whole number")
+    if problems:
+        raise SnapshotError(f"{path}: " + "; ".join(problems))
+    return manifest
+
+
 def load_snapshot(folder: Path) -> Snapshot:
     """A snapshot folder: a system prompt and one file per block; ``manifest.json`` is optional and names the
-    snapshot date, the persona block, files and priorities. What is missing or unlisted becomes a warning."""
+    snapshot date, the persona block, files and priorities. What is missing or unlisted becomes a warning; a file
+    that cannot be used is an error naming it."""
     if not folder.is_dir():
         raise SnapshotError(f"snapshot {folder} is not a folder")
     manifest_path = folder / "manifest.json"
     warnings: list[str] = []
     try:
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+        manifest = read_manifest(manifest_path) if manifest_path.exists() else {}
         files = block_files(folder)
         listed: dict[str, tuple[Path, int | None]] = {}
         for entry in manifest.get("blocks", []):
-            priority = entry.get("priority")
-            listed[str(entry["label"])] = (folder / entry["file"], None if priority is None else int(priority))
+            listed[entry["label"]] = (folder / entry["file"], entry.get("priority"))
         unlisted = {label: path for label, path in files.items() if path not in {f for f, _ in listed.values()}}
         if manifest and unlisted:
             warnings.append(f"files not in manifest.json, added at the lowest priority: {', '.join(sorted(unlisted))}")
@@ -116,7 +150,7 @@ def load_snapshot(folder: Path) -> Snapshot:
         elif unprioritised:
             warnings.append(f"blocks without a priority come last: {', '.join(unprioritised)}")
         blocks = tuple(
-            Block(label, path.read_text().strip(), DEFAULT_PRIORITY if priority is None else priority)
+            Block(label, read_utf8(path, "snapshot block").strip(), DEFAULT_PRIORITY if priority is None else priority)
             for label, (path, priority) in entries.items()
         )
         system_file = (
@@ -126,17 +160,17 @@ def load_snapshot(folder: Path) -> Snapshot:
         )
         if system_file is None:
             raise SnapshotError(f"snapshot {folder} has no system prompt ({' or '.join(SYSTEM_PROMPT_NAMES)})")
-        system = system_file.read_text().strip()
+        system = read_utf8(system_file, "snapshot system prompt").strip()
         if "snapshot_date" in manifest:
             when = date.fromisoformat(manifest["snapshot_date"])
         else:
             newest = max(p.stat().st_mtime for p, _ in entries.values())
             when = datetime.fromtimestamp(newest, UTC).date()
             warnings.append(f"no snapshot_date in manifest.json: the files' date {when} stands in")
-    except (KeyError, ValueError, OSError, TypeError) as err:
-        if isinstance(err, SnapshotError):
-            raise
-        raise SnapshotError(f"snapshot {folder} is incomplete: {type(err).__name__}: {err}") from err
+    except NotText as err:  # names the file already
+        raise SnapshotError(str(err)) from err
+    except OSError as err:  # a listed file that is missing or unreadable: name it, not only the folder
+        raise SnapshotError(f"snapshot {folder} is incomplete: {err.filename or err}: {err.strerror or err}") from err
     labels = [b.label for b in blocks]
     persona = str(manifest.get("persona_block") or next((label for label in labels if "persona" in label), ""))
     if persona and persona not in labels:

@@ -25,6 +25,7 @@ import jinja2.meta
 
 from void_pipeline.lib.curate.handler import ThreadPost, thread_yaml, tree_view
 from void_pipeline.lib.curate.reply_tool import MAX_POST_CHARS, REPLY_TOOL_NAME
+from void_pipeline.lib.files import read_utf8
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "prompts" / "mention.txt"
 VARIABLES = ("author_handle", "author_name", "mention_text", "thread_context", "yaml_thread_data", "tree_view")
@@ -82,7 +83,7 @@ class PromptTemplate:
         path = Path(path) if path else DEFAULT_TEMPLATE
         if not path.exists():
             raise ValueError(f"prompt template {path} does not exist")
-        return cls(path.read_text(), str(path), SYNTAX_BY_SUFFIX.get(path.suffix.lower()))
+        return cls(read_utf8(path, "prompt template"), str(path), SYNTAX_BY_SUFFIX.get(path.suffix.lower()))
 
     def render(self, **variables: Any) -> str:
         if self.syntax == "format":

@@ -9,6 +9,7 @@ import io
 import json
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from void_pipeline.lib.evaluate.generations import Prompt
 from void_pipeline.lib.files import write_text_atomic
 from void_pipeline.lib.layout import DatasetPaths, EvaluationPaths
 from void_pipeline.lib.model import family_of
+from void_pipeline.lib.serve.client import Sampling, post_problems
 from void_pipeline.lib.serve.vllm_server import TOOL_CALL_PARSERS, ServerSpec
 
 
@@ -171,3 +173,29 @@ def judge_inputs(
     for example_id, model, posts in first.select("example_id", "model", "posts").iter_rows():
         answers.setdefault(model, {})[example_id] = posts
     return {e: prompts[e] for e in ids if e in prompts}, answers
+
+
+@dataclass(frozen=True)
+class SmokeCase:
+    """A held-out thread the evaluated adapter answered validly, and how it was asked: served with the same
+    sampling and seed, the bundle must answer it validly again (and, on the same engine, with the same posts)."""
+
+    example_id: str
+    prompt: str
+    sampling: Sampling
+    evaluated_posts: list[str]
+
+
+def smoke_case(paths: EvaluationPaths, heldout: pl.DataFrame, model: str = "tuned") -> SmokeCase | None:
+    """The first (by example id) of ``model``'s evaluated answers that is a valid reply by evaluation's rule (at least
+    one call, every call the reply tool, every post postable); None when it gave none."""
+    rows = pl.read_parquet(paths.generations).filter((pl.col("model") == model) & (pl.col("sample") == 0))
+    prompts = dict(zip(heldout["example_id"].to_list(), heldout["prompt"].to_list(), strict=True))
+    settings = json.loads(paths.settings.read_text())
+    sampling = Sampling(**{**settings["sampling"], "samples": 1})
+    for row in rows.sort("example_id").iter_rows(named=True):
+        posts = list(row["posts"] or [])
+        valid = posts and not row["invalid_calls"] and not row["error"] and not any(post_problems(p) for p in posts)
+        if valid and row["example_id"] in prompts:
+            return SmokeCase(row["example_id"], prompts[row["example_id"]], sampling, posts)
+    return None

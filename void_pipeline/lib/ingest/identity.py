@@ -1,7 +1,8 @@
 """Who is an account and where does it live: handle → DID → DID document → PDS endpoint and handle.
 
 handle → DID: ``com.atproto.identity.resolveHandle`` on the configured services, then the handle's own
-``https://<handle>/.well-known/atproto-did``, then DNS TXT ``_atproto.<handle>``. DID → document: did:plc from
+``https://<handle>/.well-known/atproto-did``, then DNS TXT ``_atproto.<handle>`` (neither for a local world: a
+loopback PLC, or a handle under a reserved TLD such as ``.test``). DID → document: did:plc from
 the PLC directory, did:web from ``https://<host>/.well-known/did.json``. Every answer is cached in memory and,
 when a path is given, DID documents on disk too (JSON, written atomically, kept ``doc_ttl_s``), so a run never
 resolves the same DID twice. Handles are never persisted: they move between DIDs.
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from void_pipeline.lib.files import write_text_atomic
-from void_pipeline.lib.ingest.resilience import ResilientHttp, TransportFailure
+from void_pipeline.lib.ingest.resilience import ResilientHttp, TransportFailure, UnknownHost, is_loopback
 from void_pipeline.lib.ingest.xrpc import XrpcClient, XrpcError
 
 
@@ -39,6 +40,18 @@ def actor_syntax_error(actor: str) -> str | None:
     if len(handle) <= 253 and HANDLE.match(handle):
         return None
     return f"{actor!r} is not a valid handle (like void.comind.network) or DID (like did:plc:...)"
+
+
+# Names that never exist on the public internet (RFC 2606, RFC 6761): only a local world has such handles.
+RESERVED_TLDS = frozenset({"test", "example", "invalid", "localhost"})
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One place asked for a handle: what it said, and whether that was a definite "no" (not a fault)."""
+
+    text: str
+    definite: bool
 
 
 @dataclass(frozen=True)
@@ -113,7 +126,7 @@ class IdentityResolver:
         with self._lock:
             if handle in self._handles:
                 return self._handles[handle]
-        tried = []
+        tried: list[Attempt] = []
         did = None
         for service in self.handle_services:
             try:
@@ -121,42 +134,61 @@ class IdentityResolver:
                     "did"
                 ]
                 break
-            except (XrpcError, TransportFailure, KeyError) as err:
-                tried.append(f"{service}: {err}")
+            except TransportFailure as err:
+                tried.append(Attempt(f"{service} unreachable: {err}", definite=False))
+            except (XrpcError, KeyError) as err:
+                tried.append(Attempt(f"{service}: {err}", definite=True))
         if did is None:
-            did = self._well_known(handle, tried) or (self._dns(handle, tried) if self.use_dns else None)
+            if skipped := self._no_public_lookup(handle):
+                tried.append(Attempt(skipped, definite=False))
+            else:
+                did = self._well_known(handle, tried) or (self._dns(handle, tried) if self.use_dns else None)
         if did is None:
-            raise IdentityError(f"cannot resolve handle {handle!r}: " + "; ".join(tried))
+            detail = "; ".join(a.text for a in tried) or "no handle service is configured"
+            if any(a.definite for a in tried):  # someone who would know said no: not a fault to retry
+                raise IdentityError(f"handle {handle!r} not found (tried {detail})")
+            raise IdentityError(f"cannot resolve handle {handle!r}: nothing that could answer did ({detail})")
         with self._lock:
             self._handles[handle] = did
         return did
 
-    def _well_known(self, handle: str, tried: list[str]) -> str | None:
+    def _no_public_lookup(self, handle: str) -> str | None:
+        """Why the handle's own host (well-known, DNS) is not asked, or None. A local world's handles live only in
+        its services: asking public hosts for them costs seconds of retries and can only fail (or find another)."""
+        tld = handle.rsplit(".", 1)[-1]
+        if tld in RESERVED_TLDS:
+            return f"no public lookup: .{tld} names exist only in a local world such as the devnet"
+        if is_loopback(self.plc_url):
+            return f"no public lookup: the PLC {self.plc_url} is local, so the handle can only be in its services"
+        return None
+
+    def _well_known(self, handle: str, tried: list[Attempt]) -> str | None:
         try:
             response = self.http.get(f"https://{handle}/.well-known/atproto-did")
         except TransportFailure as err:
-            tried.append(f"well-known: {err}")
+            tried.append(Attempt(f"well-known: {err}", definite=isinstance(err, UnknownHost)))
             return None
         text = response.text.strip()
         if response.is_success and text.startswith("did:"):
             return text
-        tried.append(f"well-known: HTTP {response.status_code}")
+        tried.append(Attempt(f"well-known: HTTP {response.status_code}", definite=True))
         return None
 
-    def _dns(self, handle: str, tried: list[str]) -> str | None:
+    def _dns(self, handle: str, tried: list[Attempt]) -> str | None:
         import dns.exception
         import dns.resolver
 
         try:
             answers = dns.resolver.resolve(f"_atproto.{handle}", "TXT", lifetime=5)
         except dns.exception.DNSException as err:
-            tried.append(f"dns: {type(err).__name__}")
+            definite = isinstance(err, dns.resolver.NXDOMAIN | dns.resolver.NoAnswer)
+            tried.append(Attempt(f"dns: {type(err).__name__}", definite=definite))
             return None
         for answer in answers:
             text = b"".join(answer.strings).decode()
             if text.startswith("did="):
                 return text.removeprefix("did=")
-        tried.append("dns: no did= record")
+        tried.append(Attempt("dns: no did= record", definite=True))
         return None
 
     # -- DID → document ------------------------------------------------------------------------------------

@@ -8,7 +8,9 @@ exponential backoff and full jitter; other 4xx are final and go back to the call
 
 from __future__ import annotations
 
+import ipaddress
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +25,10 @@ RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
 
 class TransportFailure(RuntimeError):
     """Retries exhausted: the message names the host, the request and the last cause."""
+
+
+class UnknownHost(TransportFailure):
+    """The host name does not exist (DNS says so): a definite answer, never retried."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +166,8 @@ class ResilientHttp:
             try:
                 response = self._client.request(method, url, **kwargs)
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as err:
+                if no_such_host(err):  # retrying a name that does not exist only wastes the caller's time
+                    raise UnknownHost(f"{method} {redact(url)}: no such host {host} ({err})") from err
                 cause = f"{type(err).__name__}: {err}"
             else:
                 if response.status_code == 429:
@@ -213,6 +221,37 @@ def rate_limit_wait(headers: httpx.Headers, now: float | None = None, default_s:
         except ValueError:
             pass
     return default_s
+
+
+def no_such_host(err: BaseException) -> bool:
+    """Whether a connection failed because DNS says the name does not exist (not a timeout or a refusal)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, socket.gaierror) and seen.errno == socket.EAI_NONAME:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def is_loopback(url: str) -> bool:
+    """Whether a URL points at this machine (a local world such as the devnet)."""
+    host = urlsplit(url).hostname or ""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def connect_error(url: str, timeout_s: float = 3.0) -> str | None:
+    """Why nothing accepts a connection at ``url``'s host and port (refused, no such host, timed out), or None
+    when something does: one probe, no retries, for saying which configured service is down."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname or "", port), timeout=timeout_s).close()
+    except OSError as err:
+        return err.strerror or type(err).__name__
+    return None
 
 
 def host_of(url: str) -> str:

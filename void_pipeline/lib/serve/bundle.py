@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # jinja2 and the atproto models stay out of the server image'
 
 # The adapter's own files; checkpoint-N/ folders and training state stay with the run.
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")  # what PEFT and vLLM load, in that order
 
 
 class BundleError(ValueError):
@@ -109,8 +111,56 @@ def current_bundle(serve: ServePaths) -> Bundle | None:
 def make_current(serve: ServePaths, version: int) -> Bundle:
     """Point ``current`` at ``version`` (promote or roll back); the bundle must be whole."""
     bundle = read_bundle(serve.bundle(version))
+    check_bundle(bundle)  # a missing or truncated adapter is refused here, not by the next serve up
     write_text_atomic(serve.current, json.dumps({"version": version, "since": now()}, indent=2))
     return bundle
+
+
+def check_bundle(bundle: Bundle) -> None:
+    """The bundle can be served: its adapter (when it has one) is whole. BundleError naming the file otherwise."""
+    if bundle.adapter:
+        check_adapter(Path(bundle.adapter))
+
+
+def check_adapter(folder: Path) -> None:
+    """A LoRA adapter vLLM can load: ``adapter_config.json`` parses, and the weights file is there and whole (a
+    safetensors file's length is exactly what its header declares). BundleError naming the file otherwise."""
+    config = folder / "adapter_config.json"
+    try:
+        if not isinstance(json.loads(config.read_text()), dict):
+            raise ValueError("not a JSON object")
+    except FileNotFoundError as err:
+        raise BundleError(f"{config} is missing: {folder} is not a whole LoRA adapter") from err
+    except (OSError, ValueError) as err:  # UnicodeDecodeError is a ValueError
+        raise BundleError(f"{config} is damaged ({err})") from err
+    weights = next((folder / name for name in ADAPTER_WEIGHTS if (folder / name).exists()), None)
+    if weights is None:
+        raise BundleError(f"{folder / ADAPTER_WEIGHTS[0]} is missing: the adapter has no weights")
+    if weights.suffix == ".safetensors":
+        check_safetensors(weights)
+    elif weights.stat().st_size == 0:
+        raise BundleError(f"{weights} is empty")
+
+
+def check_safetensors(path: Path) -> None:
+    """The file is 8 bytes of header length, the JSON header, then exactly the tensor data the header's
+    ``data_offsets`` reach: a truncated copy (a full disk, a killed copy) is shorter."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            if len(head) < 8:
+                raise ValueError(f"{size} bytes, no header")
+            (length,) = struct.unpack("<Q", head)
+            if length > size - 8:
+                raise ValueError(f"its header is declared as {length} bytes, the file has {size}")
+            header = json.loads(handle.read(length))
+        ends = [int(tensor["data_offsets"][1]) for name, tensor in header.items() if name != "__metadata__"]
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
+        raise BundleError(f"{path} is not a readable safetensors file ({err})") from err
+    declared = 8 + length + max(ends, default=0)
+    if size != declared:
+        raise BundleError(f"{path} is {size} bytes but its header declares {declared}: truncated or damaged")
 
 
 def now() -> str:
@@ -137,6 +187,7 @@ def add_bundle(serve: ServePaths, promotion: Promotion) -> Bundle:
     adapter, files = promotion.adapter, DatasetPaths(promotion.dataset)
     if not (adapter / "adapter_config.json").exists():
         raise BundleError(f"{adapter} is not a LoRA adapter (no adapter_config.json)")
+    check_adapter(adapter)  # no bundle version for an adapter that cannot be served
     template = files.saved_prompt_template()
     missing = [p.name for p in (files.system_prompt, files.tools) if not p.exists()] + ([] if template else ["prompt"])
     if missing:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,9 +72,12 @@ def request_seed(sampling: Sampling, key: str, sample: int, step: int) -> int:
 
 
 def post_problems(post: str) -> list[str]:
-    """Why one post would not go out: empty, or over Bluesky's 300 graphemes."""
+    """Why one post would not go out: empty, nothing but punctuation (":" is no reply), or over Bluesky's 300
+    graphemes. Evaluation's call validity and the smoke test use this same rule."""
     if not post.strip():
         return ["empty post"]
+    if not any(c.isalnum() or unicodedata.category(c) == "So" for c in post):
+        return [f"no word in the post ({post.strip()[:20]!r})"]
     if grapheme_count(post) > MAX_POST_GRAPHEMES:
         return [f"{grapheme_count(post)} graphemes, over {MAX_POST_GRAPHEMES}"]
     return []

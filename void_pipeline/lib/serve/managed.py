@@ -14,17 +14,17 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from void_pipeline.lib.files import write_text_atomic
+from void_pipeline.lib.files import locked, write_text_atomic
 from void_pipeline.lib.ingest.xrpc import auth_header
 from void_pipeline.lib.layout import ServePaths
-from void_pipeline.lib.processes import pid_alive
+from void_pipeline.lib.processes import group_members, pid_alive
 from void_pipeline.lib.serve.vllm_server import (
     ServerFailed,
     ServerSpec,
@@ -50,8 +50,8 @@ class ServerState:
     models: list[str]
     log: str
     started: float  # time.time()
-    bundle_version: int | None
-    adapters: dict[str, str]
+    bundle_version: int | None  # the current bundle served under its name (updated when one is hot-loaded)
+    adapters: dict[str, str]  # served name → the adapter folder it answers with now
     base_model: str
 
     @classmethod
@@ -71,11 +71,35 @@ class ServerState:
 
 
 def is_vllm(pid: int) -> bool:
-    """The pid is still a vLLM server (not a recycled pid)."""
+    """The pid is still a vLLM process (not a recycled pid): the server runs ``-m vllm.entrypoints...``, its
+    engine processes are titled ``VLLM::EngineCore``, ``VLLM::Worker``."""
     try:
-        return b"vllm" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"vllm" in Path(f"/proc/{pid}/cmdline").read_bytes().lower()
     except OSError:
         return pid_alive(pid)  # no /proc: trust the pid
+
+
+def left_running(state: ServerState) -> list[int]:
+    """The vLLM processes of the server's process group that still run. A SIGKILLed server leaves its engine core
+    and workers behind (reparented to init, in the same group: its pgid is its pid); only vLLM processes count, so
+    a group whose number was recycled is left alone."""
+    me = os.getpid()
+    return sorted(pid for pid in group_members(state.pid) if pid != me and is_vllm(pid))
+
+
+def leftovers_note(pids: Sequence[int]) -> str:
+    return f"{len(pids)} vLLM engine process(es) of its group still run (pids {', '.join(map(str, pids))})"
+
+
+def record_loaded(serve: ServePaths, url: str, name: str, adapter: str, bundle_version: int) -> bool:
+    """After an adapter was hot-loaded into the server at ``url``: when it is the managed server, server.json
+    says what it serves now (``status`` shows it). False when ``url`` is not the managed server."""
+    with locked(serve.root / ".server.lock"):  # two promotions never lose each other's update
+        state = ServerState.read(serve)
+        if state is None or state.url != url.rstrip("/").removesuffix("/v1") or not state.alive():
+            return False
+        replace(state, bundle_version=bundle_version, adapters={**state.adapters, name: adapter}).write(serve)
+    return True
 
 
 def running_endpoint(serve: ServePaths, given: str | None = None) -> tuple[str | None, bool]:
@@ -105,6 +129,9 @@ def up(
     again, nothing left running) when it does not come up."""
     if (recorded := ServerState.read(serve)) is not None and recorded.alive():
         raise AlreadyRunning(f"a server already runs at {recorded.url} (pid {recorded.pid}): serve down first")
+    if recorded is not None and (engines := left_running(recorded)):  # recording a new one would lose them
+        raise AlreadyRunning(f"the last server (pid {recorded.pid}) is gone but {leftovers_note(engines)}: "
+                             "serve down stops them")  # fmt: skip
     port = spec.port or DEFAULT_PORT
     spec_env = server_env(spec, api_key)
     serve.root.mkdir(parents=True, exist_ok=True)
@@ -154,13 +181,38 @@ def stop_process_group(pid: int, grace_s: float = 20.0) -> bool:
     return True
 
 
+def stop_pids(pids: Sequence[int], grace_s: float = 20.0) -> list[int]:
+    """SIGTERM to each, SIGKILL to those alive after ``grace_s``; returns those still alive after that."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and any(pid_alive(pid) for pid in pids):
+            time.sleep(0.2)
+        pids = [pid for pid in pids if pid_alive(pid)]
+        if not pids:
+            break
+    return list(pids)
+
+
 def down(serve: ServePaths) -> str:
+    """Stop the recorded server and every vLLM process of its group (its engines outlive a SIGKILLed server)."""
     state = ServerState.read(serve)
     if state is None:
         return "no managed server is recorded: nothing to stop"
     stopped = state.alive() and stop_process_group(state.pid)
+    engines = left_running(state)  # after a SIGKILL of the group: the ones not yet gone; else: left by a dead server
+    if survivors := stop_pids(engines):
+        raise RuntimeError(f"vLLM processes {survivors} of the server's group survived SIGKILL: stop them by hand "
+                           f"({serve.server_state} is kept)")  # fmt: skip
     serve.server_state.unlink(missing_ok=True)
-    return f"stopped the server at {state.url} (pid {state.pid})" if stopped else "the server had already stopped"
+    if stopped:
+        return f"stopped the server at {state.url} (pid {state.pid})"
+    if engines:
+        return (f"the server (pid {state.pid}) had already stopped; stopped the {len(engines)} vLLM engine "
+                f"process(es) of its group it left running (pids {', '.join(map(str, engines))})")  # fmt: skip
+    return "the server had already stopped"
 
 
 def status(serve: ServePaths, api_key: str | None) -> dict[str, Any]:
@@ -168,9 +220,13 @@ def status(serve: ServePaths, api_key: str | None) -> dict[str, Any]:
     state = ServerState.read(serve)
     if state is None:
         return {"state": "down", "why": "no managed server is recorded (void-pipeline serve up)"}
-    report: dict[str, Any] = {"url": state.url, "pid": state.pid, "log": state.log, "bundle": state.bundle_version}
+    report: dict[str, Any] = {"url": state.url, "pid": state.pid, "log": state.log, "bundle": state.bundle_version,
+                              "adapters": state.adapters}  # fmt: skip
     if not state.alive():
         tail = log_tail(Path(state.log), 5)
+        if engines := left_running(state):
+            report["left_running"] = engines
+            report["note"] = f"{leftovers_note(engines)}: serve down stops them"
         return {**report, "state": "down", "why": f"pid {state.pid} is gone; the log ends:\n{tail}"}
     report["uptime_s"] = round(time.time() - state.started)
     try:

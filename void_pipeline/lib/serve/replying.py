@@ -11,6 +11,8 @@ from typing import Any
 from void_pipeline.lib.curate.handler import PARENT_HEIGHT, ThreadPost, thread_from_response
 from void_pipeline.lib.ingest.xrpc import XrpcClient
 
+POST_COLLECTION = "app.bsky.feed.post"
+
 
 class PostingFailed(RuntimeError):
     """The PDS refused the login or a post; the message says which posts went out before."""
@@ -32,8 +34,26 @@ class FetchedThread:
     root: StrongRef  # the thread's root: every reply's root
 
 
+def check_post_uri(uri: str) -> None:
+    """ValueError unless ``uri`` is a post's AT URI (at://REPO/app.bsky.feed.post/RKEY): the AppView answers a
+    profile's or a like's URI with a thread of nothing, which would be answered as an empty mention."""
+    parts = uri.removeprefix("at://").split("/")
+    if uri.startswith("at://") and len(parts) == 3 and all(parts) and parts[1] == POST_COLLECTION:
+        return
+    if not uri.startswith("at://"):
+        what = "not an AT URI"
+    elif len(parts) == 3 and all(parts):
+        what = f"a record of {parts[1]}"
+    else:
+        what = "not a record's URI"
+    raise ValueError(
+        f"{uri} is not an {POST_COLLECTION} ({what}): reply answers posts, at://DID/{POST_COLLECTION}/RKEY"
+    )
+
+
 def fetch_thread(appview: XrpcClient, uri: str) -> FetchedThread:
     """``app.bsky.feed.getPostThread`` as the handler asks it (parents up to its height, no replies)."""
+    check_post_uri(uri)
     response = appview.query("app.bsky.feed.getPostThread", uri=uri, parentHeight=PARENT_HEIGHT, depth=0)
     thread = thread_from_response(response)
     node = response.get("thread") or {}
@@ -68,8 +88,17 @@ def post_reply_thread(
             parent = _ref(created[-1])
     except AtProtocolError as err:
         done = f"; posted {len(created)} of {len(posts)} first: {[r.uri for r in created]}" if created else ""
-        raise PostingFailed(f"posting as {handle} on {pds_url} failed: {type(err).__name__}: {err}{done}") from err
+        raise PostingFailed(f"posting as {handle} on {pds_url} failed: {_why(err, pds_url)}{done}") from err
     return created
+
+
+def _why(err: Exception, pds_url: str) -> str:
+    """The SDK's transport errors (NetworkError, InvokeTimeoutError) have no message: the reason is the httpx
+    error they were raised from."""
+    cause = err.__cause__
+    if not str(err).strip() and cause is not None:
+        return f"cannot reach the PDS {pds_url} ({type(cause).__name__}: {str(cause) or 'no detail'})"
+    return f"{type(err).__name__}: {err}"
 
 
 def _ref(ref: StrongRef) -> Any:

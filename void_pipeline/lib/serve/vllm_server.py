@@ -208,9 +208,25 @@ def load_adapter(url: str, api_key: str | None, name: str, path: str, timeout_s:
         response = httpx.post(f"{url}/v1/load_lora_adapter", headers=headers, json=body, timeout=timeout_s)
     except httpx.HTTPError as err:
         raise ServerFailed(f"cannot reach {url} to load the adapter {name}: {type(err).__name__}: {err}") from err
-    if response.status_code == 404:
+    if response.status_code == 200:
+        return
+    answer = _error_message(response)
+    # FastAPI's bare 404 means the route is not there; vLLM's own 404 (an error object) is an adapter it cannot find
+    if response.status_code == 404 and answer == "Not Found":
         raise ServerFailed(
             f"{url} does not allow runtime LoRA loading (start it with VLLM_ALLOW_RUNTIME_LORA_UPDATING)"
         )
-    if response.status_code != 200:
-        raise ServerFailed(f"{url} refused to load {path} as {name}: HTTP {response.status_code} {response.text[:300]}")
+    raise ServerFailed(f"{url} refused to load {path} as {name}: HTTP {response.status_code}: {answer}")
+
+
+def _error_message(response: httpx.Response) -> str:
+    """What the server said: vLLM's ``{"error": {"message"}}``, FastAPI's ``{"detail"}``, or the text, on one line."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    message: Any = response.text
+    if isinstance(data, dict):
+        error = data.get("error")
+        message = error.get("message", error) if isinstance(error, dict) else data.get("detail", error or data)
+    return " ".join(str(message).split())[:500]
