@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from void_pipeline.lib.evaluate.generations import Prompt, generate
+import polars as pl
+
+from void_pipeline.lib.evaluate.evaluation import smoke_case
+from void_pipeline.lib.evaluate.generations import GENERATION_SCHEMA, Prompt, generate
 from void_pipeline.lib.layout import EvaluationPaths
 from void_pipeline.lib.serve.client import Sampling
 
@@ -45,3 +48,21 @@ def test_a_resumed_log_keeps_one_row_per_answer_and_drops_corrupt_lines(tmp_path
     assert by_key[("e2", "base")]["error"]
     logged = [json.loads(line) for line in paths.generations_log.read_text().splitlines()]
     assert len(logged) == 4  # the rewritten log: the kept rows and the new one, no duplicate, no corrupt line
+
+
+def test_the_smoke_case_is_a_thread_the_adapter_answered_validly_with_the_evaluation_s_sampling(tmp_path: Path) -> None:
+    paths = EvaluationPaths(tmp_path / "eval")
+    paths.root.mkdir(parents=True)
+    rows = [
+        row("e1", "tuned", ":"),  # punctuation alone: not a valid reply
+        row("e2", "base", "base answered this one"),
+        row("e3", "tuned", "a real reply"),
+        row("e4", "tuned", "also valid, but later"),
+    ]
+    pl.DataFrame(rows, schema=GENERATION_SCHEMA).write_parquet(paths.generations)
+    paths.settings.write_text(json.dumps({"sampling": {"temperature": 0.3, "seed": 9, "samples": 2}}))
+    heldout = pl.DataFrame({"example_id": ["e1", "e2", "e3", "e4"], "prompt": ["p1", "p2", "p3", "p4"]})
+    case = smoke_case(paths, heldout)
+    assert case is not None and (case.example_id, case.prompt, case.evaluated_posts) == ("e3", "p3", ["a real reply"])
+    assert case.sampling == Sampling(temperature=0.3, seed=9, samples=1)
+    assert smoke_case(paths, heldout.filter(pl.col("example_id") == "e1")) is None  # no valid answer to re-ask

@@ -18,10 +18,11 @@ import yaml
 
 from void_pipeline.lib.curate.dataset import calls_of, format_row
 from void_pipeline.lib.evaluate.generations import Prompt
+from void_pipeline.lib.evaluate.metrics import valid_answer
 from void_pipeline.lib.files import write_text_atomic
 from void_pipeline.lib.layout import DatasetPaths, EvaluationPaths
 from void_pipeline.lib.model import family_of
-from void_pipeline.lib.serve.client import Sampling, post_problems
+from void_pipeline.lib.serve.client import Sampling
 from void_pipeline.lib.serve.vllm_server import TOOL_CALL_PARSERS, ServerSpec
 
 
@@ -195,7 +196,6 @@ def smoke_case(paths: EvaluationPaths, heldout: pl.DataFrame, model: str = "tune
     sampling = Sampling(**{**settings["sampling"], "samples": 1})
     for row in rows.sort("example_id").iter_rows(named=True):
         posts = list(row["posts"] or [])
-        valid = posts and not row["invalid_calls"] and not row["error"] and not any(post_problems(p) for p in posts)
-        if valid and row["example_id"] in prompts:
+        if not row["error"] and valid_answer(posts, row["invalid_calls"]) and row["example_id"] in prompts:
             return SmokeCase(row["example_id"], prompts[row["example_id"]], sampling, posts)
     return None

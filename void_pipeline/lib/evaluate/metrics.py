@@ -55,17 +55,19 @@ class CallValidity:
         return self.valid / self.answers if self.answers else 0.0
 
 
+def valid_answer(posts: Answer, invalid_calls: int) -> bool:
+    """Evaluation's rule for one answer (the serving smoke test uses it too): at least one call, every call the reply
+    tool with good arguments, every post postable."""
+    return bool(posts) and not invalid_calls and not any(post_problems(p) for p in posts)
+
+
 def call_validity(answers: Sequence[Answer], invalid_calls: Sequence[int]) -> CallValidity:
     """``invalid_calls[i]``: calls of answer i that did not parse or named another tool (the generation records
     them; an answer's posts are its valid reply calls only)."""
     no_call = sum(1 for posts, bad in zip(answers, invalid_calls, strict=True) if not posts and not bad)
     invalid = sum(1 for bad in invalid_calls if bad)
     bad_post = sum(1 for posts in answers if any(post_problems(p) for p in posts))
-    valid = sum(
-        1
-        for posts, bad in zip(answers, invalid_calls, strict=True)
-        if posts and not bad and not any(post_problems(p) for p in posts)
-    )
+    valid = sum(1 for posts, bad in zip(answers, invalid_calls, strict=True) if valid_answer(posts, bad))
     return CallValidity(len(answers), valid, no_call, invalid, bad_post)
 
 

@@ -26,8 +26,8 @@ if TYPE_CHECKING:  # jinja2 and the atproto models stay out of the server image'
     from void_pipeline.lib.curate.prompt import PromptTemplate
 
 # The adapter's own files; checkpoint-N/ folders and training state stay with the run.
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")  # what PEFT and vLLM load, in that order
+ADAPTER_FILES = ("adapter_config.json", *ADAPTER_WEIGHTS)
 
 
 class BundleError(ValueError):
@@ -185,8 +185,6 @@ class Promotion:
 def add_bundle(serve: ServePaths, promotion: Promotion) -> Bundle:
     """Copy the parts into the next version's folder (whole or not at all); ``current`` does not move."""
     adapter, files = promotion.adapter, DatasetPaths(promotion.dataset)
-    if not (adapter / "adapter_config.json").exists():
-        raise BundleError(f"{adapter} is not a LoRA adapter (no adapter_config.json)")
     check_adapter(adapter)  # no bundle version for an adapter that cannot be served
     template = files.saved_prompt_template()
     missing = [p.name for p in (files.system_prompt, files.tools) if not p.exists()] + ([] if template else ["prompt"])
