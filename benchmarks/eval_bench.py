@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from void_pipeline.lib import environments
-from void_pipeline.lib.curate.reply_tool import REPLY_TOOL
+from void_pipeline.lib.curate.request import direct_profile
 from void_pipeline.lib.evaluate.generations import Prompt, generate
 from void_pipeline.lib.layout import EvaluationPaths
 from void_pipeline.lib.paths import REPO_ROOT
@@ -71,7 +71,7 @@ def main() -> None:
                 for model in ("base", "tuned"):
                     paths = EvaluationPaths(root / f"{model}-{concurrency}")
                     started = time.monotonic()
-                    run = generate(paths, server.base_url, server.api_key, [model], "You are void.", [REPLY_TOOL],
+                    run = generate(paths, server.base_url, server.api_key, [model], direct_profile("You are void."),
                                    prompts, sampling, concurrency, log=lambda m: None)  # fmt: skip
                     seconds = time.monotonic() - started
                     errors = run.rows["error"].drop_nulls().len()

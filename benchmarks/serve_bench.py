@@ -32,7 +32,7 @@ import httpx
 from void_pipeline.lib import environments
 from void_pipeline.lib.curate.context import context_windows, load_snapshot
 from void_pipeline.lib.curate.prompt import TOOL_DESCRIPTION
-from void_pipeline.lib.curate.reply_tool import REPLY_TOOL
+from void_pipeline.lib.curate.request import direct_profile
 from void_pipeline.lib.model import TokenCounter
 from void_pipeline.lib.paths import REPO_ROOT
 from void_pipeline.lib.serve.client import Endpoint, Sampling, agent_loop
@@ -76,7 +76,7 @@ def measure(
     endpoint = Endpoint(base_url, key, model, timeout_s=600.0)
     started = time.monotonic()
     with httpx.Client() as client, ThreadPoolExecutor(concurrency) as pool:
-        answers = list(pool.map(lambda p: agent_loop(client, endpoint, "You are void.", [REPLY_TOOL], p, sampling, p,
+        answers = list(pool.map(lambda p: agent_loop(client, endpoint, direct_profile("You are void."), p, sampling, p,
                                                      ), prompts))  # fmt: skip
     seconds = time.monotonic() - started
     tokens = sum(a.completion_tokens for a in answers)

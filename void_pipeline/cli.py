@@ -1,14 +1,17 @@
 """``python -m void_pipeline``: the pipeline's own commands, without Dagster.
 
 python -m void_pipeline export ACTOR     export an agent's repo and thread context to Parquet
-python -m void_pipeline prompt --thread FILE | --uri AT_URI [--template FILE]
+python -m void_pipeline prompt --thread FILE | --uri AT_URI [--template FILE] [--handler PROFILE]
                                          the prompt the model gets for that thread (the handler's rendering)
-python -m void_pipeline context --snapshot DIR --budget N [--tokenizer DIR] [--json]
+python -m void_pipeline context --agent-file FILE.af | --snapshot DIR --budget N [--runtime letta|direct]
+                                [--tokenizer DIR] [--json]
                                          the full/trimmed/distilled context windows and what trimming kept
 python -m void_pipeline serve up|status|down|list|promote
                                          the served model's long-running vLLM server and its bundles
 python -m void_pipeline reply AT_URI [--post]
                                          answer one post with the served model, as the handler would
+python -m void_pipeline export-adapter --for together|fireworks --out DIR [--adapter PATH]
+                                         the adapter as a managed host takes it, with the upload steps
 python -m void_pipeline settings [--json]  every VOID_* setting in force and where it came from
 python -m void_pipeline ui [--port N]    the Dagster UI (dg dev) on a port checked free first (make ui)
 python -m void_pipeline free-slots [--fail-run RUN_ID]
@@ -28,9 +31,11 @@ from pathlib import Path
 
 from void_pipeline import cli_ops, cli_serve
 from void_pipeline.lib import paths
-from void_pipeline.lib.curate.context import context_windows, load_snapshot
-from void_pipeline.lib.curate.handler import PARENT_HEIGHT, thread_from_response
+from void_pipeline.lib.curate.context import context_windows, load_context_source
+from void_pipeline.lib.curate.handler import PARENT_HEIGHT, handler_profile, thread_from_response
 from void_pipeline.lib.curate.prompt import TOOL_DESCRIPTION, PromptTemplate, render_mention
+from void_pipeline.lib.curate.request import DEFAULT_HANDLER, RUNTIMES
+from void_pipeline.lib.curate.runtime import renderer_for
 from void_pipeline.lib.files import Busy, write_text_atomic
 from void_pipeline.lib.ingest.agent import ingest_agent
 from void_pipeline.lib.ingest.export import CorruptState, ExportOptions
@@ -134,20 +139,31 @@ def prompt_command(args: argparse.Namespace) -> int:
         with ResilientHttp() as http:
             appview = XrpcClient(args.appview_url, client=http)
             response = appview.query("app.bsky.feed.getPostThread", uri=args.uri, parentHeight=PARENT_HEIGHT, depth=0)
-    sys.stdout.write(render_mention(thread_from_response(response), template) + "\n")
+    handler_profile(args.handler)  # an unknown name: one line naming the known ones
+    sys.stdout.write(render_mention(thread_from_response(response), template, handler=args.handler) + "\n")
     return 0
 
 
 def context_command(args: argparse.Namespace) -> int:
-    """The three context windows of a snapshot at a token budget, with the per-block table (or all of it as JSON)."""
+    """The three context windows of an agent file or a snapshot folder at a token budget, as the runtime sends the
+    system message, with the per-block table (or all of it as JSON)."""
     if args.budget < 1:
         raise UsageError(f"--budget {args.budget}: a token budget is a whole number of at least 1")
-    snapshot = load_snapshot(args.snapshot)
+    source = args.agent_file or args.snapshot
+    if args.agent_file and not args.agent_file.is_file():
+        raise UsageError(f"--agent-file {args.agent_file}: no such file (a Letta agent file, .af)")
+    if args.snapshot and not args.snapshot.is_dir():
+        raise UsageError(f"--snapshot {args.snapshot}: no such folder (an exported context folder)")
+    snapshot = load_context_source(source)
     counter = TokenCounter.load(args.tokenizer)
-    windows = list(context_windows(snapshot, counter, args.budget, TOOL_DESCRIPTION).values())
+    renderer = renderer_for(args.runtime, snapshot)
+    windows = list(context_windows(snapshot, counter, args.budget, TOOL_DESCRIPTION, renderer).values())
     if args.json:
         data = {
-            "snapshot": str(args.snapshot),
+            "source": str(source),
+            "runtime": args.runtime,
+            "agent_type": snapshot.agent.agent_type if snapshot.agent else None,
+            "prompt_template": str(snapshot.prompt_template) if snapshot.prompt_template else None,
             "budget": args.budget,
             "tokenizer": counter.source,
             "warnings": list(snapshot.warnings),
@@ -160,8 +176,12 @@ def context_command(args: argparse.Namespace) -> int:
         return 0
     for warning in snapshot.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    kind = f"{snapshot.agent.agent_type} agent file" if snapshot.agent else "snapshot folder"
+    print(f"{source}: {kind}, {len(snapshot.blocks)} blocks, persona {snapshot.persona_block or '(none)'}")
+    if snapshot.prompt_template:
+        print(f"handler template: {snapshot.prompt_template} (chat_dataset uses it unless template_path is set)")
     print(
-        f"tokens ({counter.source}): "
+        f"tokens ({counter.source}, the system message as {args.runtime} sends it): "
         + ", ".join(f"{w.strategy} {w.tokens:,}" for w in windows)
         + f"; budget {args.budget:,}"
     )
@@ -208,14 +228,22 @@ def main(argv: list[str] | None = None) -> int:
     prompt.add_argument("--uri", default=None, help="an AT URI: the thread is fetched from the AppView")
     prompt.add_argument("--appview-url", default="https://public.api.bsky.app")
     prompt.add_argument("--template", type=Path, default=None, help="the operator's template (default: ours)")
-    context = sub.add_parser("context", help="the context windows of a snapshot at a token budget")
-    context.add_argument("--snapshot", type=Path, required=True, help="a context snapshot folder")
+    prompt.add_argument(
+        "--handler", default=DEFAULT_HANDLER, help=f"how the thread is shown (default {DEFAULT_HANDLER}; umbra@cae8c07)"
+    )
+    context = sub.add_parser("context", help="the context windows of an agent file or snapshot at a token budget")
+    source = context.add_mutually_exclusive_group(required=True)
+    source.add_argument("--agent-file", type=Path, default=None, help="a Letta agent file (.af)")
+    source.add_argument("--snapshot", type=Path, default=None, help="a context folder (the export tool's, or ours)")
+    context.add_argument(
+        "--runtime", choices=RUNTIMES, default="letta", help="who compiles the system message (default: letta)"
+    )
     context.add_argument("--budget", type=int, required=True, help="tokens for the trimmed window")
     context.add_argument("--tokenizer", type=Path, default=None, help="a model folder with tokenizer.json")
     context.add_argument("--json", action="store_true", help="everything as JSON, each window's text included")
     cli_serve.add_commands(sub)
     cli_ops.add_commands(sub)
-    if argv and argv[0] in ("serve", "reply"):
+    if argv and argv[0] in cli_serve.OWN_COMMANDS:
         return cli_serve.main(argv)
     args = parser.parse_args(argv)
     if args.command in cli_ops.COMMANDS:

@@ -8,6 +8,14 @@ serve promote  make a bundle version current (rolling back is promoting an earli
                loads its adapter without a restart
 reply AT_URI   the thread fetched from an AppView, rendered as training did, answered by the endpoint; printed
                (dry run) or, with --post, published as a reply thread
+export-adapter --for together|fireworks --out DIR
+               the current bundle's adapter (or the latest training run's, or --adapter PATH) checked against what
+               the managed host accepts and written as its upload, with the commands to run next
+letta switch AGENT_ID
+               point a self-hosted Letta agent at the served model (the current bundle's, at the managed server or
+               --endpoint), history cleared per mention (message_buffer_autoclear); the agent before and after
+letta import FILE.af
+               a new Letta agent from an agent file, switched to the served model
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from void_pipeline.lib import environments, paths
-from void_pipeline.lib.layout import DataLayout, ServePaths
+from void_pipeline.lib.layout import AgentLayout, DataLayout, ServePaths
 from void_pipeline.lib.serve import managed
 from void_pipeline.lib.serve.bundle import (
     Bundle,
@@ -35,6 +43,7 @@ from void_pipeline.lib.serve.bundle import (
     server_spec,
 )
 from void_pipeline.lib.serve.managed import API_KEY_ENV, URL_ENV
+from void_pipeline.lib.serve.managed_export import HOSTS, ExportRefused, check_for_host, export_for_host
 from void_pipeline.lib.serve.vllm_server import ServerFailed, engine_settings, has_gpu, load_adapter
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -45,9 +54,13 @@ class ServeUsageError(ValueError):
     """A bad argument or a missing setting: one line, exit code 2."""
 
 
-def serve_paths(args: argparse.Namespace) -> ServePaths:
+def agent_layout(args: argparse.Namespace) -> AgentLayout:
     data = Path(args.data) if args.data else paths.data_root()
-    return DataLayout(data).agent(args.agent or os.environ.get("VOID_AGENT") or "void").serve
+    return DataLayout(data).agent(args.agent or os.environ.get("VOID_AGENT") or "void")
+
+
+def serve_paths(args: argparse.Namespace) -> ServePaths:
+    return agent_layout(args).serve
 
 
 def the_current_bundle(serve: ServePaths) -> Bundle:
@@ -198,6 +211,49 @@ def set_production_alias(bundle: Bundle, data: str | None) -> str | None:
     return f"MLflow: {name} v{version} is now 'production'"
 
 
+def adapter_to_export(args: argparse.Namespace) -> tuple[Path, Path | None, str]:
+    """The adapter folder, the chat template the training used (a bundle keeps it beside the adapter) and the
+    default upload name: --adapter, else the current bundle's, else the latest finished training run's."""
+    layout = agent_layout(args)
+    if args.adapter:
+        return Path(args.adapter), None, f"{layout.name}-adapter"
+    bundle = current_bundle(layout.serve)
+    if bundle is not None and bundle.adapter:
+        return Path(bundle.adapter), bundle.chat_template, f"{layout.name}-v{bundle.version:04d}"
+    latest = layout.train.read_latest()
+    if latest and latest.get("adapter"):
+        run = Path(str(latest.get("run_dir") or latest["adapter"])).name
+        return Path(str(latest["adapter"])), None, f"{layout.name}-{run[:8]}"
+    raise ServeUsageError(
+        f"no adapter to export: no bundle is current in {layout.serve.root} and no training finished in "
+        f"{layout.train.root}; give --adapter PATH"
+    )
+
+
+def export_adapter_command(args: argparse.Namespace) -> int:
+    """Check everything the host is documented to refuse, then write the export whole; a refusal is one line and
+    exit code 2 with nothing written."""
+    adapter, template, default_name = adapter_to_export(args)
+    try:
+        checked = check_for_host(adapter, args.host, args.base_model, template)
+        name = args.name or default_name.lower()
+        export = export_for_host(checked, Path(args.out), name)
+    except ExportRefused as err:
+        raise ServeUsageError(str(err)) from err
+    for warning in checked.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    base = checked.host_base_model or "<BASE_MODEL_ID>: see UPLOAD.txt"
+    print(f"wrote {export.root} for {checked.host.title}: {adapter} (base {checked.base_model} = {base}, "
+          f"rank {checked.rank})")  # fmt: skip
+    for item in [*(f"adapter/{f}" for f in export.files), *(["adapter.tar.gz"] if export.archive else [])]:
+        print(f"  {item}")
+    print("  UPLOAD.txt  (the steps: upload, endpoint, pointing the Letta agent at it)\n  export.json")
+    if checked.host.key == "together":
+        print(f"next: put {export.archive} in S3 behind a presigned URL (UPLOAD.txt step 1), then")
+    print(f"next: cd {export.root} && {export.next_command}")
+    return 0
+
+
 def reply_command(args: argparse.Namespace) -> int:
     import httpx
 
@@ -221,12 +277,12 @@ def reply_command(args: argparse.Namespace) -> int:
         raise ServeUsageError(f"--post needs --handle and the app password in ${args.password_env}")
     with ResilientHttp() as http:
         fetched = fetch_thread(XrpcClient(args.appview_url, client=http), args.uri)
-    prompt = render_mention(fetched.thread, bundle.prompt_template())
+    prompt = render_mention(fetched.thread, bundle.prompt_template(), handler=bundle.request().handler)
     endpoint = Endpoint(f"{url}/v1", os.environ.get(API_KEY_ENV) or "", args.model or bundle.served_model_name,
                         timeout_s=args.timeout, retries=args.retries)  # fmt: skip
     sampling = bundle.sampling if args.seed is None else dataclasses.replace(bundle.sampling, seed=args.seed)
     with httpx.Client() as client:
-        answer = reply(client, endpoint, bundle.system_prompt(), bundle.tools(), prompt, sampling, args.uri)
+        answer = reply(client, endpoint, bundle.request(), prompt, sampling, args.uri)
     problems = answer.problems()
     result: dict[str, Any] = {
         "uri": args.uri,
@@ -257,6 +313,54 @@ def reply_command(args: argparse.Namespace) -> int:
     if problems:
         print("error: the answer cannot be posted: " + "; ".join(problems), file=sys.stderr)
         return 1
+    return 0
+
+
+def letta_server(args: argparse.Namespace) -> Any:
+    from void_pipeline.lib.serve.letta_agent import LettaApi
+
+    if not args.letta_url:
+        raise ServeUsageError("no Letta server: give --letta-url URL or set $LETTA_BASE_URL")
+    return LettaApi(args.letta_url)
+
+
+def letta_model(args: argparse.Namespace) -> dict[str, Any]:
+    """The agent's model settings: the served model (--model, else the current bundle's name) at --endpoint (else
+    the managed server's), its context window from the endpoint unless given."""
+    from void_pipeline.lib.serve.letta_agent import endpoint_config, served_context_window
+
+    bundle = None if args.model and args.endpoint else the_current_bundle(serve_paths(args))
+    model = args.model or (bundle.served_model_name if bundle else "")
+    url = args.endpoint or managed.running_endpoint(serve_paths(args), None)[0]
+    if not url:
+        raise ServeUsageError("no served endpoint: start one (serve up), or give --endpoint URL (as Letta reaches it)")
+    endpoint = url.rstrip("/") if url.rstrip("/").endswith("/v1") else f"{url.rstrip('/')}/v1"
+    window = args.context_window or served_context_window(endpoint, os.environ.get(API_KEY_ENV) or "", model)
+    temperature = args.temperature if args.temperature is not None else (bundle.sampling.temperature if bundle else 0.7)
+    return endpoint_config(endpoint, model, window, args.max_tokens, temperature)
+
+
+def letta_switch_command(args: argparse.Namespace) -> int:
+    from void_pipeline.lib.serve.letta_agent import switch
+
+    done = switch(letta_server(args), args.agent_id, letta_model(args), autoclear=args.autoclear)
+    print(f"agent {done.name} ({done.agent_id}): model {done.before} -> {done.after} at {done.endpoint}")
+    print(f"context window {done.context_window} tokens; history cleared per mention: {done.autoclear}")
+    print("Letta sends the endpoint its own $OPENAI_API_KEY: give the Letta server the served endpoint's key")
+    return 0
+
+
+def letta_import_command(args: argparse.Namespace) -> int:
+    from void_pipeline.lib.curate.agent_file import load_agent_file
+    from void_pipeline.lib.serve.letta_agent import import_agent_file
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise ServeUsageError(f"{path}: no such agent file")
+    load_agent_file(path)  # a file that cannot serve is refused before anything is asked of Letta
+    config = letta_model(args)
+    agent_id = import_agent_file(letta_server(args), path, config, args.name)
+    print(f"imported {path} as agent {agent_id}, on {config['model']} at {config['model_endpoint']}")
     return 0
 
 
@@ -314,6 +418,42 @@ def add_commands(sub: Any) -> None:
     answer.add_argument("--show-prompt", action="store_true", help="print the rendered prompt too")
     answer.add_argument("--json", action="store_true")
 
+    export = sub.add_parser(
+        "export-adapter", help="the adapter as Together AI or Fireworks AI take it, and the upload steps"
+    )
+    common(export)
+    export.add_argument("--for", dest="host", required=True, choices=sorted(HOSTS), help="the managed host")
+    export.add_argument("--out", required=True, help="a new or empty folder (an earlier export there is replaced)")
+    export.add_argument("--adapter", default=None,
+                        help="an adapter folder (default: the current bundle's, else the latest run's)")  # fmt: skip
+    export.add_argument("--base-model", default=None, metavar="ORG/NAME",
+                        help="the base's hub name, when the adapter names a local copy of it")  # fmt: skip
+    export.add_argument("--name", default=None, help="the model name on the host (default: AGENT-vNNNN)")
+
+    letta = sub.add_parser("letta", help="a self-hosted Letta agent on the served model: switch | import")
+    letta_actions = letta.add_subparsers(dest="action", required=True)
+    for name, help_text in (
+        ("switch", "point a Letta agent at the served model"),
+        ("import", "a new Letta agent from an agent file (.af), on the served model"),
+    ):
+        parser = letta_actions.add_parser(name, help=help_text)
+        common(parser)
+        parser.add_argument("--letta-url", default=os.environ.get("LETTA_BASE_URL"),
+                            help="the Letta server (default $LETTA_BASE_URL); its password from $LETTA_API_KEY")  # fmt: skip
+        parser.add_argument("--endpoint", default=None,
+                            help="the served endpoint as the Letta server reaches it (default: the managed one)")  # fmt: skip
+        parser.add_argument("--model", default=None, help="the served model name (default: the current bundle's)")
+        parser.add_argument("--context-window", type=int, default=None, help="default: the endpoint's max_model_len")
+        parser.add_argument("--max-tokens", type=int, default=1024, help="the most tokens one answer may take")
+        parser.add_argument("--temperature", type=float, default=None, help="default: the bundle's sampling")
+        if name == "switch":
+            parser.add_argument("agent_id")
+            parser.add_argument("--autoclear", action=argparse.BooleanOptionalAction, default=True,
+                                help="each mention without the earlier conversation, as training saw it")  # fmt: skip
+        else:
+            parser.add_argument("file", help="the agent file (.af)")
+            parser.add_argument("--name", default=None, help="the new agent's name (default: the file's)")
+
 
 COMMANDS = {
     ("serve", "up"): up_command,
@@ -322,7 +462,16 @@ COMMANDS = {
     ("serve", "list"): list_command,
     ("serve", "promote"): promote_command,
     ("reply", None): reply_command,
+    ("export-adapter", None): export_adapter_command,
+    ("letta", "switch"): letta_switch_command,
+    ("letta", "import"): letta_import_command,
 }
+OWN_COMMANDS = (
+    "serve",
+    "reply",
+    "export-adapter",
+    "letta",
+)  # run by main() here, without the rest of the CLI's imports
 
 
 def run(args: argparse.Namespace) -> int:
@@ -335,7 +484,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (BundleError, ServerFailed, EndpointError, managed.AlreadyRunning, ValueError, RuntimeError) as err:
-        # ValueError: a thread the AppView cannot give; RuntimeError: the AppView down, a refused post
+        # ValueError: a thread the AppView cannot give; RuntimeError: the AppView down, a refused post, Letta's refusal
         print(f"error: {err}", file=sys.stderr)
         return 1
     except OSError as err:
@@ -344,8 +493,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """``serve`` and ``reply`` without the rest of the CLI's imports: the server image runs ``serve up`` with only
-    vLLM's packages (httpx, pyyaml), no polars, atproto or dagster."""
+    """``serve``, ``reply`` and ``export-adapter`` without the rest of the CLI's imports: the server image runs
+    ``serve up`` with only vLLM's packages (httpx, pyyaml), no polars, atproto or dagster."""
     parser = argparse.ArgumentParser(prog="python -m void_pipeline", description=__doc__.split("\n")[0])
     add_commands(parser.add_subparsers(dest="command", required=True))
     return run(parser.parse_args(argv))

@@ -22,6 +22,7 @@ from void_pipeline.lib.curate.dataset import format_row
 from void_pipeline.lib.paths import REPO_ROOT
 from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline.resources.trainer import Trainer
+from void_pipeline.testworld.cli import build_tiny_model, instruct_pretraining
 from void_pipeline.testworld.corpus import POST, Corpus, record_text
 from void_pipeline_tests.conftest import model_choice
 
@@ -63,6 +64,18 @@ def tiny_model(trainer_bin: Path, corpus_tokenizer: Path, tmp_path_factory: pyte
         str(root / "model"),
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    return root / "model"
+
+
+@pytest.fixture(scope="session")
+def instruct_model(corpus: Corpus, corpus_tokenizer: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model pretrained as the demo's is (other authors' posts, and replies answered with the reply tool):
+    it writes well-formed calls, where the random one writes none. Built once per content and cached (~70 s cold on
+    two cores)."""
+    root = tmp_path_factory.mktemp("instruct")
+    pretraining = root / "pretraining.jsonl"
+    pretraining.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in instruct_pretraining(corpus)))
+    build_tiny_model(corpus_tokenizer, root / "model", pretraining)
     return root / "model"
 
 

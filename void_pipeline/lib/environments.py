@@ -213,6 +213,13 @@ ENVIRONMENTS: dict[str, PythonEnv | NodeEnv | SourceFiles] = {
         ),
         strip="vendor/llama.cpp/",
     ),
+    # A real Letta server (testworld/letta_server.py) and its PostgreSQL + pgvector (pgserver's binaries).
+    "letta": PythonEnv("letta", ENVS_DIR / "letta.txt"),
+    # Letta's database migrations (alembic.ini + alembic/, run with the letta environment's alembic): the wheel
+    # has none, the release's source archive has them.
+    "letta-migrations": SourceFiles(
+        "letta-migrations", ENVS_DIR / "letta-migrations.txt", members=("alembic.ini", "alembic")
+    ),
 }
 
 

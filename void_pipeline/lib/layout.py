@@ -116,6 +116,9 @@ class ContextWindowPaths:
     def variant(self, strategy: str) -> Path:
         return self.root / f"{strategy}.txt"
 
+    def request(self, strategy: str) -> Path:  # the variant's request profile (lib/curate/request.py)
+        return self.root / f"request-{strategy}.json"
+
     @property
     def report(self) -> Path:
         return self.root / "report.json"
@@ -154,6 +157,10 @@ class DatasetPaths:
     def tools(self) -> Path:
         return self.root / "tools.json"
 
+    @property
+    def request(self) -> Path:  # request.json: the runtime's request profile (lib/curate/request.py)
+        return self.root / "request.json"
+
     def prompt_template(self, syntax: str) -> Path:  # the mention template the prompts were rendered with
         return self.root / ("prompt_template.j2" if syntax == "jinja2" else "prompt_template.txt")
 
@@ -186,6 +193,9 @@ class CuratePaths:
     @property
     def context_report(self) -> Path:
         return ContextWindowPaths(self.context_window).report
+
+    def context_request(self, strategy: str) -> Path:
+        return ContextWindowPaths(self.context_window).request(strategy)
 
     @property
     def chat_datasets(self) -> Path:

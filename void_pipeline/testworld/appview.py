@@ -1,7 +1,8 @@
 """A small AppView for the devnet: ``app.bsky.feed.getPosts`` and ``getPostThread`` answered from the PDSes.
 
 Bluesky's real AppView (``@atproto/bsky``) needs Postgres, Redis and a firehose indexer; for the exporter's
-tests the part that matters is the XRPC contract, so this service builds the same response shapes (PostView,
+tests the part that matters is the XRPC contract, so this service builds the same response shapes (PostView with
+its ``embed`` view — images, link cards, videos, quoted posts, as lib/ingest/embed_views.py rebuilds them —,
 ThreadViewPost, NotFoundPost; checked against the ``atproto`` SDK's lexicon models in the tests) from live
 records: DID → PDS through the PLC, then ``com.atproto.repo.getRecord``. Posts that cannot be read are left
 out of ``getPosts``, exactly as the real AppView does. No cache of records, so deletions show at once.
@@ -24,6 +25,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+
+from void_pipeline.lib.ingest.embed_views import Quoted, Resolver, embed_view
 
 MAX_URIS = 25  # app.bsky.feed.getPosts lexicon limit
 PORT_IN_USE_EXIT = 98
@@ -66,7 +69,8 @@ class AppView:
             self._names[did] = name
         return name
 
-    def post_view(self, uri: str) -> dict[str, Any] | None:
+    def record(self, uri: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """(the author view, getRecord's answer) for a record URI, or None when it cannot be read."""
         parts = uri.removeprefix("at://").split("/")
         if not uri.startswith("at://") or len(parts) != 3:
             return None
@@ -83,22 +87,22 @@ class AppView:
         )
         if response.status_code != 200:
             return None
-        record = response.json()
         author = {"$type": "app.bsky.actor.defs#profileViewBasic", "did": did, "handle": handle}
         if name := self.display_name(pds, did):
             author["displayName"] = name
-        return {
-            "$type": "app.bsky.feed.defs#postView",
-            "uri": record["uri"],
-            "cid": record["cid"],
-            "author": author,
-            "record": record["value"],
-            "indexedAt": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "replyCount": 0,
-            "repostCount": 0,
-            "likeCount": 0,
-            "quoteCount": 0,
-        }
+        return author, response.json()
+
+    def quoted(self, uri: str) -> Quoted | None:
+        found = self.record(uri)
+        if found is None:
+            return None
+        author, record = found
+        return Quoted(record["uri"], record["cid"], author["did"], author["handle"], author.get("displayName"),
+                      record["value"], now())  # fmt: skip
+
+    def post_view(self, uri: str) -> dict[str, Any] | None:
+        found = self.record(uri)
+        return post_view_of(found[0], found[1], self.quoted) if found is not None else None
 
     def get_posts(self, uris: list[str]) -> dict[str, Any]:
         views = list(self.pool.map(self.post_view, uris))
@@ -132,6 +136,26 @@ class AppView:
             if response.status_code == 200:
                 return str(response.json()["did"])
         return None
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def post_view_of(author: dict[str, Any], record: dict[str, Any], resolve: Resolver) -> dict[str, Any]:
+    """A PostView from the author's view and getRecord's answer (``uri``, ``cid``, ``value``): with the ``embed``
+    view the real AppView builds from the record (quoted posts found by ``resolve``) and its counts (zero here)."""
+    view: dict[str, Any] = {
+        "$type": "app.bsky.feed.defs#postView",
+        "uri": record["uri"],
+        "cid": record["cid"],
+        "author": author,
+        "record": record["value"],
+    }
+    embed = embed_view(record["value"].get("embed"), author["did"], resolve)
+    if embed is not None:
+        view["embed"] = embed
+    return {**view, "indexedAt": now(), "replyCount": 0, "repostCount": 0, "likeCount": 0, "quoteCount": 0}
 
 
 def make_handler(app: AppView) -> type[BaseHTTPRequestHandler]:

@@ -6,6 +6,7 @@ devnet status    print the running devnet's endpoints
 devnet down      stop it, by process id
 devnet env       print `export VOID_...=` lines pointing the code location at the devnet
 demo             up + seed the demo corpus + materialize every asset, then stop
+agent-file [OUT] write the demo agent's Letta Agent File (default: void_pipeline/agents/void-demo.af)
 
 The pipeline never imports this package; the test world drives the pipeline from outside, as a user would.
 """
@@ -29,6 +30,7 @@ from void_pipeline.lib.curate.reply_tool import REPLY_TOOL
 from void_pipeline.lib.files import write_text_atomic
 from void_pipeline.lib.layout import AgentLayout, DataLayout, EvaluationPaths, RunPaths
 from void_pipeline.lib.train import training
+from void_pipeline.testworld.agent_file import DEMO_AGENT_FILE, write_demo_agent_file
 from void_pipeline.testworld.corpus import AGENT_NAME, COLLECTIONS, POST, Corpus, CorpusSpec, generate, record_text
 from void_pipeline.testworld.devnet import (
     Devnet,
@@ -183,7 +185,7 @@ DEMO_RUN_CONFIG: dict[str, dict[str, Any]] = {
 }
 
 
-DEMO_TRAINING_STEPS = 12
+DEMO_TRAINING_STEPS = 24
 # The demo's longest example is ~3,100 tokens: 4096-token rows halve a step's work against the config's 8192.
 DEMO_SEQUENCE_LEN = 4096
 PRETRAIN_STEPS = 400  # the tiny base's own training (full, on other authors' posts and tool-call chats)
@@ -392,8 +394,13 @@ def main(argv: list[str] | None = None) -> int:
     demo_cmd.add_argument("--agent-posts", type=int, default=DEMO_AGENT_POSTS)
     demo_cmd.add_argument("--seed", type=int, default=7)
     demo_cmd.add_argument("--keep-devnet", action="store_true", help="leave the devnet running afterwards")
+    agent_file = sub.add_parser("agent-file", help="write the demo agent's Letta Agent File (from the demo snapshot)")
+    agent_file.add_argument("out", type=Path, nargs="?", default=DEMO_AGENT_FILE)
     args = parser.parse_args(argv)
     try:
+        if args.command == "agent-file":
+            print(f"wrote {write_demo_agent_file(args.out)}")
+            return 0
         state_dir = (args.state_dir or DataLayout(paths.data_root()).devnet).resolve()
         if args.command == "demo":
             return demo(args.agent_posts, args.seed, args.keep_devnet)

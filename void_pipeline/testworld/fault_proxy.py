@@ -88,6 +88,13 @@ class FaultProxy:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def forwarding(self, path: str, body: bytes, headers: dict[str, str]) -> dict[str, str]:
+        """Called with each request about to be forwarded; returns the headers to send (a subclass adds some)."""
+        return headers
+
+    def answered(self, path: str, body: bytes, status: int, content: bytes) -> None:
+        """Called with each forwarded request and the upstream's answer (a subclass records them)."""
+
     def _decide(self, method: str) -> tuple[str, float]:
         """What to do with one request: forward | error | drop | limit, and the delay before answering."""
         plan = self.plan
@@ -175,10 +182,12 @@ class FaultProxy:
                         self.connection.shutdown(2)
                     return
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in {"host", "content-length"}}
+                headers = proxy.forwarding(self.path, body, headers)
                 upstream = proxy._client.request(
                     self.command, proxy.upstream + self.path, content=body or None, headers=headers
                 )
                 content = upstream.content
+                proxy.answered(self.path, body, upstream.status_code, content)
                 if upstream.status_code == 200 and method in proxy.plan.corrupt_paths:
                     content = content[: len(content) // 2]
                     with proxy._lock:

@@ -7,6 +7,10 @@
 
 PostgreSQL refuses to run as root: as root the server runs as the ``postgres`` system user (the package creates it),
 otherwise as whoever runs this. The password is random, handed to initdb in a file, and never printed.
+
+``install_dir`` runs another PostgreSQL installation (``bin/``, ``lib/``, ``share/``: pgserver's, which has pgvector)
+instead of the Debian package's; as root it is copied into the cluster's folder first, since the ``postgres`` user
+cannot reach it inside root's home (``library_dirs``: where its binaries find their shared libraries, copied too).
 """
 
 from __future__ import annotations
@@ -183,15 +187,24 @@ class _Cluster:
 
 @contextlib.contextmanager
 def throwaway_postgres(
-    db_name: str = "dagster", user: str = "dagster", start_timeout_s: float = 60.0
+    db_name: str = "dagster",
+    user: str = "dagster",
+    start_timeout_s: float = 60.0,
+    install_dir: Path | None = None,
+    library_dirs: Sequence[Path] = (),
 ) -> Iterator[PostgresServer]:
     """Start a fresh server on 127.0.0.1 with ``db_name`` owned by the superuser ``user``; stop it and delete its
-    folder afterwards."""
-    bin_dir = postgres_bin_dir()
+    folder afterwards. ``install_dir``: the PostgreSQL installation to run (default: the Debian package's)."""
+    bin_dir = postgres_bin_dir() if install_dir is None else install_dir / "bin"
     account = server_account()
     password = secrets.token_urlsafe(24)
     work = Path(tempfile.mkdtemp(prefix="void-postgres-"))
+    copied = install_dir is not None and account is not None
+    if copied and install_dir is not None:
+        bin_dir = copy_installation(install_dir, library_dirs, work / "install")
     cluster = _Cluster(bin_dir, work, account)
+    if copied:
+        cluster.env["LD_LIBRARY_PATH"] = str(bin_dir.parent / "lib")
     postmaster: int | None = None
     try:
         cluster.own(work)
@@ -229,6 +242,20 @@ def throwaway_postgres(
             stop(cluster, postmaster)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def copy_installation(install_dir: Path, library_dirs: Sequence[Path], target: Path) -> Path:
+    """What the server needs of an installation (bin, lib, share) copied to ``target``, the files of
+    ``library_dirs`` into its lib/ (found there through LD_LIBRARY_PATH); returns the copy's bin/."""
+    for part in ("bin", "lib", "share"):
+        if not (install_dir / part).is_dir():
+            raise PostgresNotInstalled(f"{install_dir} is no PostgreSQL installation (it has no {part}/)")
+        shutil.copytree(install_dir / part, target / part, symlinks=True)
+    for folder in library_dirs:
+        for library in folder.iterdir():
+            shutil.copy2(library, target / "lib" / library.name)
+    target.chmod(0o755)
+    return target / "bin"
 
 
 def start(cluster: _Cluster, timeout_s: float) -> int:

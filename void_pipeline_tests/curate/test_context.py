@@ -183,7 +183,9 @@ def test_a_folder_of_block_files_is_a_snapshot_and_what_it_lacks_is_reported(tmp
     assert [b.label for b in snapshot.blocks] == ["/note_directory", "void-persona", "zeitgeist"]
     assert snapshot.system_prompt == "You are void." and snapshot.persona_block == "void-persona"
     warnings = "\n".join(snapshot.warnings)
-    assert "no block has a priority" in warnings and "persona block guessed from its label: void-persona" in warnings
+    assert "persona block guessed from its label: void-persona" in warnings
+    assert "no priorities: the persona block (void-persona) is kept first, the others in their order" in warnings
+    assert {b.label: b.priority for b in snapshot.blocks} == {"/note_directory": 1, "void-persona": 0, "zeitgeist": 3}
     assert "no snapshot_date" in warnings
     # a manifest overrides priorities and persona; files it leaves out are added last, and said so
     (tmp_path / "manifest.json").write_text(
@@ -229,9 +231,66 @@ def test_the_context_preview_prints_the_windows_and_refuses_bad_input(tmp_path: 
     table = cli("--snapshot", str(folder), "--budget", "1500")
     assert table.returncode == 0 and "/note_directory" in table.stdout and "cut" in table.stdout
     for args, message in [
-        (["--snapshot", str(tmp_path / "none"), "--budget", "100"], "is not a folder"),
+        (["--snapshot", str(tmp_path / "none"), "--budget", "100"], "no such folder"),
+        (["--agent-file", str(tmp_path / "none.af"), "--budget", "100"], "no such file"),
         (["--snapshot", str(folder), "--budget", "0"], "--budget 0"),
         (["--snapshot", str(folder), "--budget", "3"], "over the budget of 3"),
     ]:
         refused = cli(*args)
         assert refused.returncode != 0 and message in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+
+
+def export_folder(folder: Path) -> Path:
+    """A context folder as the seed's export tool writes it: no manifest, ``system-prompt.txt``, ``block-<label>.txt``
+    with ``/`` written ``_``, and the tool's own renderings beside them; the persona sorts after long blocks."""
+    sentence = "The protocol tracks attention across the graph, and every claim needs its evidence."
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "system-prompt.txt").write_text("You are void, an agent on Bluesky.\n")
+    (folder / "block-communication_guidelines.txt").write_text("\n\n".join([" ".join([sentence] * 40)] * 3))
+    (folder / "block-operational_protocols.txt").write_text("\n\n".join([" ".join([sentence] * 60)] * 4))
+    (folder / "block-void-persona.txt").write_text("# Who I am\nI am void. " + "I observe the network. " * 60)
+    (folder / "block-_users_atkn_me.txt").write_text("They ask good questions. " * 30)
+    (folder / "full-context.txt").write_text("the export tool's own rendering of everything")
+    (folder / "system-prompt-trimmed.txt").write_text("the export tool's own trimmed rendering")
+    (folder / "prompt-template.txt").write_text('@{author_handle} said: "{mention_text}"\n{thread_context}')
+    return folder
+
+
+@pytest.mark.parametrize("budget", [1500, 4096, 8192])
+def test_an_export_folder_is_read_as_it_is_and_keeps_the_persona(
+    counter: TokenCounter, tmp_path: Path, budget: int
+) -> None:
+    snapshot = load_snapshot(export_folder(tmp_path / "export"))
+    assert snapshot.system_prompt == "You are void, an agent on Bluesky."
+    labels = [b.label for b in snapshot.blocks]  # the renderings and the template are no blocks
+    assert labels == ["_users_atkn_me", "communication_guidelines", "operational_protocols", "void-persona"]
+    assert snapshot.prompt_template == tmp_path / "export" / "prompt-template.txt"
+    assert any("persona block (void-persona) is kept first" in w for w in snapshot.warnings)
+    window = trimmed_window(snapshot, counter, budget)
+    report = {b.label: b for b in window.blocks}
+    assert window.tokens <= budget and report["void-persona"].status in {"kept", "cut"}
+    assert "<void-persona>\n# Who I am\nI am void." in window.text
+    if budget == 1500:  # what the persona leaves is not enough for everything: the rest is cut or dropped
+        assert {report[label].status for label in labels[:3]} & {"cut", "dropped"}
+
+
+def test_a_budget_with_no_room_for_the_persona_is_an_error(counter: TokenCounter, tmp_path: Path) -> None:
+    folder = export_folder(tmp_path / "export")
+    (folder / "manifest.json").write_text(
+        json.dumps(
+            {
+                "snapshot_date": "2026-02-13",
+                "system_prompt": "system-prompt.txt",
+                "persona_block": "void-persona",
+                "blocks": [
+                    {"label": "operational_protocols", "file": "block-operational_protocols.txt", "priority": 0},
+                    {"label": "void-persona", "file": "block-void-persona.txt", "priority": 1},
+                ],
+            }
+        )
+    )
+    snapshot = load_snapshot(folder)
+    protocols = next(b for b in snapshot.blocks if b.label == "operational_protocols")
+    budget = counter.count(f"{snapshot.system_prompt}\n\n<memory_blocks>\n<operational_protocols>\n{protocols.text}")
+    with pytest.raises(SnapshotError, match=r"no room for the persona block \(void-persona\)"):
+        trimmed_window(snapshot, counter, budget)

@@ -92,23 +92,51 @@ def test_the_filter_check_fails_on_injected_loop_content_in_its_own_partition_on
     assert run_filtered_check(curated, MEMORY)
 
 
-def test_chat_dataset_is_split_valid_and_stores_the_system_prompt_once(curated: dict[str, Any]) -> None:
+def test_chat_dataset_is_split_valid_and_renders_the_request_letta_sends(curated: dict[str, Any]) -> None:
+    """The default runtime is Letta's: each row is the request the Letta server sends for the demo agent file
+    (lib/curate/letta.py), with the example's own time in its system message and tool results."""
     assert curated["checks"] == {"chat_dataset_has_no_split_leak": True, "chat_dataset_tool_calls_are_valid": True}
     folder: Path = curated["dataset"]
-    system = (folder / "system_prompt.txt").read_text()
     manifest = json.loads((folder / "dataset.json").read_text())
     assert manifest["exact_tokens"] and all(manifest["splits"][s]["examples"] > 0 for s in ("train", "val", "test"))
+    assert json.loads((folder / "request.json").read_text())["runtime"] == "letta"
     rows = [json.loads(line) for line in (folder / "train.jsonl").read_text().splitlines()]
-    assert rows and all(m["role"] != "system" for r in rows for m in r["messages"])
-    assert system[:200] not in (folder / "train.jsonl").read_text()
+    index = pl.read_parquet(folder / "index.parquet").filter(pl.col("split") == "train").sort("created_at")
+    assert rows and len(rows) == index.height
+    for row, when in zip(rows, index["created_at"].to_list(), strict=True):
+        system, user, *answer = row["messages"]
+        stamp = when.strftime("%Y-%m-%d %I:%M:%S %p") + " UTC+0000"  # Letta's format, the agent's zone (UTC)
+        assert system["role"] == "system" and system["content"].startswith("You are void, an AI agent on Bluesky")
+        assert (
+            "\n\n<memory_blocks>\nThe following memory blocks are currently engaged in your core memory unit:\n\n<void-persona>\n<description>\nWho void is"
+            in system["content"]
+        )
+        assert system["content"].endswith(
+            f"- System prompt last recompiled: {stamp}\n"
+            "- 0 previous messages between you and the user are stored in recall memory\n</memory_metadata>"
+        )
+        assert user["role"] == "user" and answer[-1] == {"role": "assistant", "content": ""}
+        calls = [m for m in answer if m.get("tool_calls")]
+        results = [m for m in answer if m["role"] == "tool"]
+        assert len(calls) == len(results) >= 1
+        for call, result in zip(calls, results, strict=True):
+            text = call["tool_calls"][0]["function"]["arguments"]["text"]
+            assert json.loads(result["content"]) == {
+                "status": "OK",
+                "message": f"Post queued for the reply thread ({len(text)} characters).",
+                "time": stamp,
+            }
+            assert result["content"].startswith('{\n  "status": "OK",\n  "message": ')  # Letta's indent
+        assert [t["function"]["name"] for t in row["tools"]] == ["add_post_to_bluesky_reply_thread"]
+        assert set(row["tools"][0]["function"]["parameters"]["properties"]) == {"text", "lang"}
     meta = curated["chat_dataset"]
-    assert meta["copy_prompt_layout_bytes"].value > 3 * meta["dataset_bytes"].value
     assert "add_post_to_bluesky_reply_thread" in meta["sample"].value
     # its data version is what training hashes: the UI shows a retrained dataset as a new version, a rebuild of
     # the same data as the same one
     assert curated["chat_dataset_version"] == dataset_hash(folder)
-    assert curated["context_window"]["tokens_distilled"].value * 10 <= curated["context_window"]["tokens_full"].value
-    assert curated["context_window"]["tokens_trimmed"].value <= 4096 - 2048
+    window = curated["context_window"]
+    assert window["runtime"].value == "letta" and window["agent_type"].value == "letta_v1_agent"
+    assert window["tokens_trimmed"].value <= 4096 - 2048 < window["tokens_full"].value
 
 
 def test_an_injected_split_leak_fails_the_blocking_check(curated: dict[str, Any]) -> None:
@@ -139,7 +167,7 @@ def test_an_injected_invalid_tool_call_fails_the_blocking_check(curated: dict[st
     original = train_path.read_bytes()
     lines = original.decode().splitlines()
     row = json.loads(lines[0])
-    row["messages"][1]["tool_calls"][0]["function"]["name"] = "delete_everything"  # the first call's turn
+    row["messages"][2]["tool_calls"][0]["function"]["name"] = "delete_everything"  # system, user, the first call
     write_bytes_atomic(train_path, ("\n".join([json.dumps(row), *lines[1:]]) + "\n").encode())
     try:
         result = chat_dataset_tool_calls_are_valid(storage=storage)
@@ -151,14 +179,15 @@ def test_an_injected_invalid_tool_call_fails_the_blocking_check(curated: dict[st
     assert isinstance(healed, dg.AssetCheckResult) and healed.passed
 
 
-def test_chat_dataset_options_sharegpt_alpaca_min_date_and_an_operators_template(
+def test_chat_dataset_options_direct_runtime_sharegpt_alpaca_min_date_and_an_operators_template(
     curated: dict[str, Any], tmp_path: Path
 ) -> None:
     """What the README promises of chat_dataset's config, on a copy of the curated data (the session's dataset
-    stays the openai one training reads): the other formats' files, min_date and template_path."""
+    stays the openai one training reads): the direct runtime (the system prompt stored once), the other formats'
+    files (direct only: Letta's request has tool turns), min_date and template_path."""
     import shutil
 
-    from void_pipeline.defs.curate.assets import chat_dataset
+    from void_pipeline.defs.curate.assets import chat_dataset, context_window
 
     source: PipelineStorage = curated["storage"]
     shutil.copytree(source.root, tmp_path / "data", ignore=shutil.ignore_patterns("train", "mlflow"))
@@ -175,9 +204,32 @@ def test_chat_dataset_options_sharegpt_alpaca_min_date_and_an_operators_template
             selection=[chat_dataset.key],
             resources={**curated["resources"], "storage": storage},
             run_config={"ops": {"chat_dataset": {"config": config}}},
+            raise_on_error=False,
         )
-        assert result.success
+        if not result.success:
+            (failure,) = [e for e in result.all_events if e.is_step_failure]
+            raise AssertionError(failure.step_failure_data.error.message if failure.step_failure_data.error else "")
         return storage.agent_layout.curate.chat_dataset(fmt)
+
+    try:
+        build("sharegpt")
+        raise AssertionError("the letta runtime built a sharegpt dataset")
+    except AssertionError as err:
+        assert "the letta runtime needs the openai format" in str(err)
+    windows = dg.materialize(
+        curated["assets"],
+        selection=[context_window.key],
+        resources={**curated["resources"], "storage": storage},
+        run_config={"ops": {"context_window": {"config": {"runtime": "direct"}}}},
+    )
+    assert windows.success
+    direct = build("openai")
+    system = (direct / "system_prompt.txt").read_text()
+    rows = [json.loads(line) for line in (direct / "train.jsonl").read_text().splitlines()]
+    assert rows and all(m["role"] != "system" for r in rows for m in r["messages"])
+    assert system.startswith("You are void") and system[:200] not in (direct / "train.jsonl").read_text()
+    assert all(r["messages"][2]["content"].startswith("Posted reply 1 (") for r in rows)
+    assert json.loads((direct / "request.json").read_text())["runtime"] == "direct"
 
     sharegpt = build("sharegpt", min_date=cutoff.isoformat(), template_path=str(template))
     rows = [json.loads(line) for line in (sharegpt / "train.jsonl").read_text().splitlines()]
@@ -194,5 +246,6 @@ def test_chat_dataset_options_sharegpt_alpaca_min_date_and_an_operators_template
     alpaca = build("alpaca")
     rows = [json.loads(line) for line in (alpaca / "train.jsonl").read_text().splitlines()]
     assert rows and all(set(r) == {"instruction", "input", "output"} and r["instruction"] for r in rows)
-    assert pl.read_parquet(alpaca / "index.parquet").height == openai.height  # no min_date: every example
+    every = pl.read_parquet(direct / "index.parquet").height  # the same system prompt: the same examples fit
+    assert pl.read_parquet(alpaca / "index.parquet").height == every  # no min_date: every example
     assert storage.agent_layout.curate.latest_dataset() == alpaca

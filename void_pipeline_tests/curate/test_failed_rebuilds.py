@@ -67,12 +67,12 @@ def test_an_invalid_staged_dataset_is_refused_before_it_replaces_anything(
     import polars as pl
 
     source: Path = curated["dataset"]
-    for name in ("train.jsonl", "val.jsonl", "test.jsonl"):
+    for name in ("train.jsonl", "val.jsonl", "test.jsonl", "request.json"):
         (tmp_path / name).write_bytes((source / name).read_bytes())
     index = pl.read_parquet(source / "index.parquet")
     assert dataset_problems(tmp_path, "openai", index) == []  # the real dataset passes
     row = json.loads((tmp_path / "train.jsonl").read_text().splitlines()[0])
-    row["messages"][1]["tool_calls"][0]["function"]["arguments"]["text"] = "x" * 400
+    row["messages"][2]["tool_calls"][0]["function"]["arguments"]["text"] = "x" * 400  # system, user, first call
     (tmp_path / "train.jsonl").write_text(json.dumps(row) + "\n")
     refused = dataset_problems(tmp_path, "openai", index)
     assert len(refused) == 1 and "train.jsonl:1" in refused[0], refused

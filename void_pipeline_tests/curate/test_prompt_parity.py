@@ -30,18 +30,17 @@ def test_the_training_prompt_is_what_the_handler_would_send(curated: dict[str, A
     )
     parents = dict(zip(records["uri"], records["reply_parent_uri"], strict=True))
     assert index["created_at"].n_unique() == len(rows)  # train.jsonl is in created_at order: row i is index row i
+    users = [next(m["content"] for m in row["messages"] if m["role"] == "user") for row in rows]
     checked = 0
     for i in range(0, len(rows), max(1, len(rows) // 6)):
         served = prompt_cli("--uri", parents[index["example_id"][i]], "--appview-url", devnet.appview_url)
         assert served.returncode == 0, served.stderr
-        assert served.stdout.removesuffix("\n") == rows[i]["messages"][0]["content"]
+        assert served.stdout.removesuffix("\n") == users[i]
         checked += 1
     # the seeded accounts have display names: the header's author_name and the YAML's display_name show them
-    headers = [
-        re.match(r"A Bluesky post from @(\S+) \((.*)\) mentions you\.", r["messages"][0]["content"]) for r in rows
-    ]
+    headers = [re.match(r"A Bluesky post from @(\S+) \((.*)\) mentions you\.", user) for user in users]
     assert all(headers) and any(h[1] != h[2] for h in headers if h)
-    assert any("    display_name: " in r["messages"][0]["content"] for r in rows)
+    assert any("    display_name: " in user for user in users)
     assert checked >= 5
 
 

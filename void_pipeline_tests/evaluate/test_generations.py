@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
 
+from void_pipeline.lib.curate.request import direct_profile
 from void_pipeline.lib.evaluate.evaluation import smoke_case
 from void_pipeline.lib.evaluate.generations import GENERATION_SCHEMA, Prompt, generate
 from void_pipeline.lib.layout import EvaluationPaths
@@ -38,7 +40,9 @@ def test_a_resumed_log_keeps_one_row_per_answer_and_drops_corrupt_lines(tmp_path
     text = "\n".join(json.dumps(line) for line in lines) + '\n{"example_id": "e3", "mod'  # a torn last line
     paths.generations_log.write_text(text)
     prompts = [Prompt("e1", "p1"), Prompt("e2", "p2")]
-    run = generate(paths, UNREACHABLE, "", ["base", "tuned"], "sys", [], prompts, Sampling(), log=lambda m: None)
+    run = generate(
+        paths, UNREACHABLE, "", ["base", "tuned"], direct_profile("sys"), prompts, Sampling(), log=lambda m: None
+    )
     keys = [(r["example_id"], r["model"]) for r in run.rows.iter_rows(named=True)]
     assert sorted(keys) == [("e1", "base"), ("e1", "tuned"), ("e2", "base"), ("e2", "tuned")]
     assert run.reused == 3 and run.generated == 1  # e2/base was asked again (and failed: nothing listens)
@@ -61,8 +65,12 @@ def test_the_smoke_case_is_a_thread_the_adapter_answered_validly_with_the_evalua
     ]
     pl.DataFrame(rows, schema=GENERATION_SCHEMA).write_parquet(paths.generations)
     paths.settings.write_text(json.dumps({"sampling": {"temperature": 0.3, "seed": 9, "samples": 2}}))
-    heldout = pl.DataFrame({"example_id": ["e1", "e2", "e3", "e4"], "prompt": ["p1", "p2", "p3", "p4"]})
+    times = [datetime(2026, 1, day, 12, tzinfo=UTC) for day in (1, 2, 3, 4)]
+    heldout = pl.DataFrame(
+        {"example_id": ["e1", "e2", "e3", "e4"], "prompt": ["p1", "p2", "p3", "p4"], "created_at": times}
+    )
     case = smoke_case(paths, heldout)
     assert case is not None and (case.example_id, case.prompt, case.evaluated_posts) == ("e3", "p3", ["a real reply"])
+    assert case.when == times[2]  # asked at the example's time, as evaluation asked it (Letta's system message)
     assert case.sampling == Sampling(temperature=0.3, seed=9, samples=1)
     assert smoke_case(paths, heldout.filter(pl.col("example_id") == "e1")) is None  # no valid answer to re-ask

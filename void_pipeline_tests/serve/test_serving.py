@@ -23,6 +23,7 @@ import polars as pl
 import pytest
 
 from void_pipeline.lib.curate.reply_tool import REPLY_TOOL
+from void_pipeline.lib.curate.request import direct_profile
 from void_pipeline.lib.ingest.xrpc import XrpcClient
 from void_pipeline.lib.layout import DataLayout
 from void_pipeline.lib.paths import REPO_ROOT
@@ -117,14 +118,14 @@ def test_status_keys_multi_post_answers_and_concurrency(server: ServerState, wor
 
         # three posts: each request's history holds the calls and tool results before it, rendered by the
         # adapter's chat template; each answer is a reply call with a valid text
-        three = agent_loop(client, endpoint(server), "You are void.", [REPLY_TOOL], world["prompts"][0],
+        three = agent_loop(client, endpoint(server), direct_profile("You are void."), world["prompts"][0],
                            Sampling(temperature=0.7, max_tokens=48, max_posts=3), "three", forced_steps=3)  # fmt: skip
         assert len(three.posts) == 3 and three.steps == 3 and not three.problems(), three
         assert all(len(m.get("tool_calls") or []) <= 1 for m in three.raw)
 
     def one(prompt: str) -> Any:
         with httpx.Client() as own:
-            return reply(own, endpoint(server), "You are void.", [REPLY_TOOL], prompt, GREEDY)
+            return reply(own, endpoint(server), direct_profile("You are void."), prompt, GREEDY)
 
     prompts = (world["prompts"] * 8)[:8]
     results: list[Any] = [None] * 8

@@ -17,6 +17,7 @@ import pytest
 
 from void_pipeline.lib import environments
 from void_pipeline.lib.curate.reply_tool import REPLY_TOOL, REPLY_TOOL_NAME
+from void_pipeline.lib.curate.request import direct_profile
 from void_pipeline.lib.evaluate.generations import Prompt, generate
 from void_pipeline.lib.evaluate.judge import Judge, judge_answers
 from void_pipeline.lib.layout import EvaluationPaths
@@ -96,7 +97,7 @@ PROMPTS = [Prompt(f"e{i}", f"@ada.test: what changes at scale, part {i}?") for i
 def answers_by_model(base_url: str, api_key: str, models: list[str], folder: Path) -> dict[str, dict[str, str]]:
     """Each model's seeded answers (its assistant messages) to PROMPTS, asked as eval_generations asks: several in
     flight at once."""
-    run = generate(EvaluationPaths(folder), base_url, api_key, models, "You are void.", [REPLY_TOOL], PROMPTS,
+    run = generate(EvaluationPaths(folder), base_url, api_key, models, direct_profile("You are void."), PROMPTS,
                    Sampling(max_tokens=32, max_posts=1, seed=5), concurrency=4, log=lambda m: None)  # fmt: skip
     assert run.rows["error"].null_count() == run.rows.height
     answers: dict[str, dict[str, str]] = {}
@@ -108,14 +109,14 @@ def answers_by_model(base_url: str, api_key: str, models: list[str], folder: Pat
 GENERATOR = """
 import os, sys
 from pathlib import Path
-from void_pipeline.lib.curate.reply_tool import REPLY_TOOL
+from void_pipeline.lib.curate.request import direct_profile
 from void_pipeline.lib.evaluate.generations import Prompt, generate
 from void_pipeline.lib.serve.client import Sampling
 from void_pipeline.lib.evaluate.judge import Judge, judge_answers
 from void_pipeline.lib.layout import EvaluationPaths
 prompts = [Prompt(f"e{i}", f"@ada.test: what changes at scale, part {i}?") for i in range(8)]
-generate(EvaluationPaths(Path(sys.argv[2])), sys.argv[1], os.environ["TEST_SERVER_KEY"], ["base", "tuned"], "You are void.", [REPLY_TOOL],
-         prompts, Sampling(max_tokens=32, max_posts=2), concurrency=1, log=lambda m: None)
+generate(EvaluationPaths(Path(sys.argv[2])), sys.argv[1], os.environ["TEST_SERVER_KEY"], ["base", "tuned"],
+         direct_profile("You are void."), prompts, Sampling(max_tokens=32, max_posts=2), concurrency=1, log=lambda m: None)
 """
 
 
@@ -139,7 +140,7 @@ def resumed_generation(base_url: str, api_key: str, tmp_path: Path) -> None:
             child.kill()
     before = [json.loads(line) for line in log.read_bytes().splitlines() if line.strip()]
     assert 3 <= len(before) < 16
-    run = generate(EvaluationPaths(folder), base_url, api_key, ["base", "tuned"], "You are void.", [REPLY_TOOL],
+    run = generate(EvaluationPaths(folder), base_url, api_key, ["base", "tuned"], direct_profile("You are void."),
                    PROMPTS, Sampling(max_tokens=32, max_posts=2), concurrency=2, log=lambda m: None)  # fmt: skip
     assert run.reused == len(before) and run.generated == 16 - len(before)
     assert run.rows.height == 16 and run.rows["error"].null_count() == 16

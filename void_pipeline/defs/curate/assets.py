@@ -2,6 +2,7 @@
 prompt and dataset."""
 
 import json
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +19,7 @@ from void_pipeline.lib.curate.context import (
     SnapshotError,
     context_windows,
     drift_report,
-    load_snapshot,
+    load_context_source,
 )
 from void_pipeline.lib.curate.dataset import (
     InvalidDataset,
@@ -30,8 +31,16 @@ from void_pipeline.lib.curate.dataset import (
     write_dataset,
 )
 from void_pipeline.lib.curate.filters import FilterOptions, LoopDetector, filter_records, orphan_replies
+from void_pipeline.lib.curate.handler import handler_profile
 from void_pipeline.lib.curate.prompt import DEFAULT_TEMPLATE, TOOL_DESCRIPTION, PromptTemplate
-from void_pipeline.lib.curate.reply_tool import REPLY_TOOL
+from void_pipeline.lib.curate.request import (
+    DEFAULT_HANDLER,
+    DEFAULT_REPLY_RESULT,
+    ProfileError,
+    RequestProfile,
+    direct_profile,
+)
+from void_pipeline.lib.curate.runtime import renderer_for, window_profile
 from void_pipeline.lib.files import DiskFull, staged_dir, write_parquet_atomic, write_text_atomic
 from void_pipeline.lib.ingest.export import CorruptState, read_parquet_output
 from void_pipeline.lib.ingest.records import POST
@@ -42,6 +51,7 @@ from void_pipeline.resources.model import ModelChoice
 from void_pipeline.resources.storage import PipelineStorage
 
 DEMO_SNAPSHOT = Path(__file__).resolve().parents[2] / "context_snapshots" / "demo"
+DEMO_AGENT_FILE = Path(__file__).resolve().parents[2] / "agents" / "void-demo.af"  # testworld/agent_file.py
 REASONING = "stream.thought.reasoning"
 
 
@@ -119,12 +129,20 @@ def filtered_records(
 
 
 class ContextWindowConfig(dg.Config):
-    snapshot_dir: str = str(DEMO_SNAPSHOT)
-    """A context snapshot folder (manifest.json, system prompt, one file per memory block)."""
+    source: str = str(DEMO_AGENT_FILE)
+    """The agent's context: a Letta agent file (.af, exported from Letta) or a snapshot folder (system prompt and one
+    file per memory block, as the export tool writes them, with an optional manifest.json)."""
+    runtime: Literal["letta", "direct"] = "letta"
+    """Who sends the model its requests: letta (the request the Letta server compiles for the agent: its system
+    message, tools, tool results and loop) or direct (our own conversation, for clients that call the endpoint
+    without Letta)."""
     strategy: Literal["full", "trimmed", "distilled"] = "trimmed"
     """The system prompt chat_dataset uses: all of it, fitted to a token budget, or a persona stub."""
     reserve_tokens: int = 2048
     """Tokens kept free for the thread prompt and the answer; the trimmed budget is sequence_len minus this."""
+    reply_result: str = DEFAULT_REPLY_RESULT
+    """letta: what the agent's reply tool returns after posting ({number}, {chars}, {text}); the demo agent's tool
+    returns this text. Set it to what your tool returns (Letta sends it back to the model)."""
 
 
 @dg.asset(
@@ -142,11 +160,11 @@ def context_window(
     model: ModelChoice,
 ) -> dg.MaterializeResult:
     try:
-        snapshot = load_snapshot(Path(config.snapshot_dir))
+        snapshot = load_context_source(Path(config.source))
     except SnapshotError as err:
         raise dg.Failure(str(err), allow_retries=False) from err
     for warning in snapshot.warnings:
-        context.log.warning(f"context snapshot {config.snapshot_dir}: {warning}")
+        context.log.warning(f"context source {config.source}: {warning}")
     chosen = model.chosen()
     counter = chosen.token_counter()
     if not counter.exact:
@@ -159,14 +177,21 @@ def context_window(
     if budget < 1:
         raise dg.Failure(f"{no_room}: raise VOID_SEQUENCE_LEN or lower reserve_tokens")
     try:
-        windows = context_windows(snapshot, counter, budget, TOOL_DESCRIPTION)
+        renderer = renderer_for(config.runtime, snapshot)
+        windows = context_windows(snapshot, counter, budget, TOOL_DESCRIPTION, renderer)
+        profiles = {n: window_profile(config.runtime, snapshot, w, config.reply_result) for n, w in windows.items()}
     except SnapshotError as err:
         raise dg.Failure(f"{no_room}, and {err}: raise VOID_SEQUENCE_LEN or lower reserve_tokens") from err
+    except ProfileError as err:
+        raise dg.Failure(f"context_window: {err}", allow_retries=False) from err
     layout = recorded_agent(storage)[1]
     out = layout.curate.context_window
     report = {
         "selected": config.strategy,
-        "snapshot_dir": config.snapshot_dir,
+        "runtime": config.runtime,
+        "source": config.source,
+        "agent_type": snapshot.agent.agent_type if snapshot.agent else None,
+        "prompt_template": str(snapshot.prompt_template) if snapshot.prompt_template else None,
         "snapshot_date": snapshot.snapshot_date.isoformat(),
         "tokens": {name: w.tokens for name, w in windows.items()},
         "budget_tokens": budget,
@@ -174,9 +199,10 @@ def context_window(
         "tokenizer": counter.source,
     }
     try:
-        with staged_dir(out) as staging:  # the variants and their report change together
+        with staged_dir(out) as staging:  # the variants, their request profiles and the report change together
             for name, window in windows.items():
                 write_text_atomic(ContextWindowPaths(staging).variant(name), window.text)
+                profiles[name].write(ContextWindowPaths(staging).request(name))
             write_text_atomic(ContextWindowPaths(staging).report, json.dumps(report, indent=2))
     except DiskFull as err:  # the message names the folder; retrying cannot free space
         raise dg.Failure(str(err), allow_retries=False) from err
@@ -191,6 +217,17 @@ def context_window(
             "exact_token_counts": counter.exact,
             "tokenizer": counter.source,
             "blocks_trimmed": dg.MetadataValue.md(markdown_table(blocks, rows=len(blocks))),
+            "runtime": config.runtime,
+            "agent_type": snapshot.agent.agent_type if snapshot.agent else "(snapshot folder)",
+            "tools_offered": ", ".join(profiles[config.strategy].tool_names()),
+            "system_message": dg.MetadataValue.md(
+                f"```\n{windows[config.strategy].text[:1500]}\n```"
+                + (
+                    "\n\n_(cut here for the UI; the whole text is in the variant file)_"
+                    if len(windows[config.strategy].text) > 1500
+                    else ""
+                )
+            ),
             "snapshot_date": snapshot.snapshot_date.isoformat(),
             "snapshot_warnings": dg.MetadataValue.md(
                 "\n".join(f"- {w}" for w in snapshot.warnings) if snapshot.warnings else "_none_"
@@ -204,9 +241,10 @@ def context_window(
 class ChatDatasetConfig(dg.Config):
     format: Literal["openai", "sharegpt", "alpaca"] = "openai"
     """openai: messages + tools (axolotl `chat_template`); sharegpt; alpaca."""
-    template_path: str = str(DEFAULT_TEMPLATE)
+    template_path: str | None = None
     """The mention prompt template: a Python format string as in the handler ({author_handle}) or Jinja2; point it
-    at the operator's own handler template for byte parity."""
+    at the operator's own handler template for byte parity. Default: the context source's prompt-template.txt when
+    it has one, else ours (void_pipeline/prompts/mention.txt)."""
     test_threads: int = 500
     """Replies of this many most recent threads form the test set."""
     val_share: float = 0.02
@@ -217,6 +255,9 @@ class ChatDatasetConfig(dg.Config):
     """Attach the agent's stream.thought.reasoning written just before a reply as the assistant's text."""
     min_date: str | None = None
     """Keep only replies on or after this date (YYYY-MM-DD): limits drift from the context snapshot."""
+    handler_profile: str = DEFAULT_HANDLER
+    """How the user message shows the thread: example-social-agent@e7a2a05 (the handler void runs), umbra@cae8c07
+    (the newer layout: a tree view, then the posts' data) or umbra@cae8c07/yaml (that layout's data alone)."""
 
 
 @dg.asset(
@@ -245,22 +286,36 @@ def chat_dataset(
     if config.include_reasoning and curate.filtered_records(REASONING).exists():
         reasoning = read_input(curate.filtered_records(REASONING), f"filtered_records[{REASONING}]")
     context_rows = read_input(layout.ingest.thread_context, "thread_context")
+    window = json.loads(curate.context_report.read_text())
+    strategy = window["selected"]
+    saved = curate.context_request(strategy)  # a context window made before request profiles: direct
+    profile = (
+        RequestProfile.read(saved) if saved.exists() else direct_profile(curate.context_variant(strategy).read_text())
+    )
+    profile = replace(profile, handler=config.handler_profile)  # serving renders threads the same way
+    if profile.runtime == "letta" and config.format != "openai":
+        raise dg.Failure(
+            f"the letta runtime needs the openai format (Letta's request has tool turns), not {config.format}: "
+            "set format: openai, or context_window's runtime: direct",
+            allow_retries=False,
+        )
+    template_path = config.template_path or window.get("prompt_template") or str(DEFAULT_TEMPLATE)
     try:  # a template that cannot render every thread is the operator's to fix: no retry, no dataset
-        template = PromptTemplate.from_file(config.template_path)
-        examples, turns = build_examples(posts, context_rows, template, agent.did, agent.handle, reasoning)
+        template = PromptTemplate.from_file(template_path)
+        handler_profile(config.handler_profile)  # an unknown name fails here, naming the known ones
+        examples, turns = build_examples(
+            posts, context_rows, template, agent.did, agent.handle, reasoning, handler=config.handler_profile
+        )
     except ValueError as err:
         raise dg.Failure(str(err), allow_retries=False) from err
     examples = split_by_thread(examples, config.test_threads, config.val_share, config.test_share_max)
 
-    window = json.loads(curate.context_report.read_text())
-    strategy = window["selected"]
-    system = curate.context_variant(strategy).read_text()
     chosen = model.chosen()
     counter = chosen.token_counter()
     if not counter.exact:
         context.log.warning(f"token counts are estimates: {counter.source}")
     system_tokens: dict[str, int] = {name: int(window["tokens"][name]) for name in STRATEGIES}
-    kept, tokens = token_report(examples, system_tokens, strategy, chosen.sequence_len, counter)
+    kept, tokens = token_report(examples, system_tokens, strategy, chosen.sequence_len, counter, profile)
     if examples.height and not kept.height:
         raise dg.Failure(
             f"every example ({examples.height:,}) is longer than sequence_len {chosen.sequence_len}: the shortest "
@@ -280,7 +335,7 @@ def chat_dataset(
     # (or a kill) leaves the previous dataset whole.
     try:
         with staged_dir(out) as staging:
-            written = write_dataset(staging, kept, config.format, system, [REPLY_TOOL], manifest)
+            written = write_dataset(staging, kept, config.format, profile, manifest)
             # serving renders live threads with the same template (the serving bundle copies it)
             write_text_atomic(DatasetPaths(staging).prompt_template(template.syntax), template.source)
         curate.write_latest_dataset(config.format)  # what training reads: the dataset built last

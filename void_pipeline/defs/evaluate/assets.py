@@ -17,6 +17,7 @@ from void_pipeline.defs.metadata import OWNERS
 from void_pipeline.defs.run_slots import record_dead_worker
 from void_pipeline.defs.train.assets import GPU_STEP_TAGS, lora_adapter, run_external
 from void_pipeline.lib import processes
+from void_pipeline.lib.curate.request import dataset_profile
 from void_pipeline.lib.evaluate import evaluation
 from void_pipeline.lib.evaluate.authorship import AuthorshipClassifier
 from void_pipeline.lib.evaluate.generations import fingerprint, generate, settings_record
@@ -100,8 +101,7 @@ def eval_generations(
                     running.base_url,
                     running.api_key,
                     list(MODELS),
-                    files.system_prompt.read_text(),
-                    json.loads(files.tools.read_text()),
+                    dataset_profile(files.request, files.system_prompt, files.tools),
                     prompts,
                     sampling,
                     config.concurrency,

@@ -250,7 +250,7 @@ def smoke(url: str, key: str | None, bundle: Bundle, case: SmokeCase) -> tuple[A
     started = time.monotonic()
     with httpx.Client() as client:
         answer = agent_loop(
-            client, endpoint, bundle.system_prompt(), bundle.tools(), case.prompt, case.sampling, case.example_id
+            client, endpoint, bundle.request(), case.prompt, case.sampling, case.example_id, when=case.when
         )
         listed = client.get(f"{url}/v1/models", headers=endpoint.headers(), timeout=30.0)
     models = [m["id"] for m in listed.json().get("data", [])] if listed.status_code == 200 else []

@@ -22,9 +22,10 @@ import orjson
 import polars as pl
 
 from void_pipeline.lib.bulk import gc_paused
-from void_pipeline.lib.curate.handler import ThreadPost, post_item
+from void_pipeline.lib.curate.handler import ThreadPost, post_item, quoted_posts
 from void_pipeline.lib.curate.prompt import PromptTemplate, render_mention
-from void_pipeline.lib.curate.reply_tool import REPLY_TOOL, REPLY_TOOL_NAME, reply_call_errors, reply_tool_result
+from void_pipeline.lib.curate.reply_tool import REPLY_TOOL_NAME, reply_call_errors
+from void_pipeline.lib.curate.request import DIRECT_PROFILE, RequestProfile
 from void_pipeline.lib.files import write_bytes_atomic, write_parquet_atomic, write_text_atomic
 from void_pipeline.lib.layout import DatasetPaths
 from void_pipeline.lib.model import TokenCounter
@@ -60,9 +61,11 @@ def build_examples(
     agent_handle: str | None,
     reasoning: pl.DataFrame | None = None,
     reasoning_window_s: float = 120.0,
+    handler: str | None = None,
 ) -> tuple[pl.DataFrame, TurnStats]:
     """One row per turn (EXAMPLE_SCHEMA). ``posts``: the agent's kept posts (filtered, with ``text_norm``);
-    ``context``: thread_context rows; ``reasoning``: kept ``stream.thought.reasoning`` rows to attach (optional).
+    ``context``: thread_context rows; ``reasoning``: kept ``stream.thought.reasoning`` rows to attach (optional);
+    ``handler``: the handler profile that shows the thread (lib/curate/handler.py; None: the default).
     """
     stats = TurnStats()
     rows = (
@@ -77,7 +80,9 @@ def build_examples(
         if parent is not None and parent in by_uri:
             children.setdefault(parent, []).append(row)
     chains, posts_by_uri = _threads(context)
-    items = {uri: post_item(post) for uri, post in posts_by_uri.items()}  # each post written once for all threads
+    quoted = quoted_posts(posts_by_uri)  # a quote of a post thread context holds shows it, as the AppView does
+    # each post written once for all threads
+    items = {uri: post_item(post, quoted, handler) for uri, post in posts_by_uri.items()}
     thoughts = _reasoning_index(reasoning)
     examples = []
     for row in rows:
@@ -106,7 +111,7 @@ def build_examples(
                 "root_uri": row["reply_root_uri"] or parent,
                 "first_uri": row["uri"],
                 "created_at": row["created_at"],
-                "prompt": render_mention(thread, template, items),
+                "prompt": render_mention(thread, template, items, handler, quoted),
                 "calls": calls,
                 "reasoning": _reasoning_before(thoughts, row["created_at"], reasoning_window_s),
             }
@@ -149,6 +154,7 @@ ANCESTOR_FIELDS = (
     "author_display_name",
     "cid",
     "record_json",
+    "embed_json",
 )
 
 
@@ -165,8 +171,8 @@ def _threads(context: pl.DataFrame) -> tuple[dict[str, list[str]], dict[str, Thr
     )
     columns = [flat[name].to_list() if name in flat.columns else [None] * flat.height for name in ANCESTOR_FIELDS]
     posts = {}
-    for uri, handle, did, text, created_at, available, reason, name, cid, record_json in zip(*columns, strict=True):
-        posts[uri] = ThreadPost(uri, handle, did, text, created_at, bool(available), reason, name, cid, record_json)
+    for uri, handle, did, text, created_at, available, reason, name, cid, record, embed in zip(*columns, strict=True):
+        posts[uri] = ThreadPost(uri, handle, did, text, created_at, bool(available), reason, name, cid, record, embed)
     return chains, posts
 
 
@@ -191,41 +197,60 @@ def _reasoning_before(thoughts: list[tuple[datetime, str]], when: datetime, wind
 # --- formats ----------------------------------------------------------------------------------------------
 
 
-def tool_calls(calls: list[str]) -> list[dict[str, Any]]:
-    """The reply tool's calls, with ids of 9 letters and digits (Mistral's templates refuse any other id)."""
+def tool_calls(calls: list[str], profile: RequestProfile = DIRECT_PROFILE, thinking: str = "") -> list[dict[str, Any]]:
+    """The reply tool's calls, with ids of 9 letters and digits (Mistral's templates refuse any other id); the
+    arguments as the profile's runtime carries them (memgpt types: ``thinking`` on the first, heartbeats)."""
     return [
         {
             "id": f"call{i:05d}",
             "type": "function",
-            "function": {"name": REPLY_TOOL_NAME, "arguments": {"text": text}},
+            "function": {
+                "name": REPLY_TOOL_NAME,
+                "arguments": profile.reply_arguments(text, last=i == len(calls) - 1, thinking="" if i else thinking),
+            },
         }
         for i, text in enumerate(calls)
     ]
 
 
-def answer_messages(calls: list[str], reasoning: str | None) -> list[dict[str, Any]]:
-    """The answer as the handler's agent loop runs it: one reply call per assistant turn, the tool's result after
-    each, then an assistant turn without a call that ends the answer. (Stock Llama 3.x templates refuse several
-    calls in one turn; this shape renders under every family's own template and parser.) The reasoning, when
-    kept, is the first turn's content."""
+def answer_messages(
+    calls: list[str],
+    reasoning: str | None,
+    profile: RequestProfile = DIRECT_PROFILE,
+    when: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """The answer as the runtime's agent loop runs it: one reply call per assistant turn, the tool's result after
+    each (as the profile's runtime writes it, at ``when``), then — unless the runtime ends the turn on the last call
+    — an assistant turn without a call. (Stock Llama 3.x templates refuse several calls in one turn; this shape
+    renders under every family's own template and parser.) The reasoning, when kept, is the first turn's content
+    (memgpt types: the first call's ``thinking``)."""
+    thinking = (reasoning or "") if profile.memgpt else ""
     messages: list[dict[str, Any]] = []
-    for i, call in enumerate(tool_calls(calls)):
-        messages.append({"role": "assistant", "content": (reasoning or "") if i == 0 else "", "tool_calls": [call]})
-        text = call["function"]["arguments"]["text"]
-        messages.append({"role": "tool", "tool_call_id": call["id"], "content": reply_tool_result(i, text)})
-    messages.append({"role": "assistant", "content": ""})
+    for i, call in enumerate(tool_calls(calls, profile, thinking)):
+        content = (reasoning or "") if i == 0 and not profile.memgpt else ""
+        messages.append({"role": "assistant", "content": content, "tool_calls": [call]})
+        result = profile.tool_result(i, calls[i], when)
+        messages.append({"role": "tool", "tool_call_id": call["id"], "content": result})
+    if profile.closing_turn():
+        messages.append({"role": "assistant", "content": ""})
     return messages
 
 
-def format_row(example: dict[str, Any], fmt: Format, system: str | None = None) -> dict[str, Any]:
-    """One dataset row. ``system`` is inlined only when given (the copy-into-every-row layout, for comparison).
+def format_row(
+    example: dict[str, Any], fmt: Format, system: str | None = None, profile: RequestProfile = DIRECT_PROFILE
+) -> dict[str, Any]:
+    """One dataset row. ``system`` is inlined only when given (the copy-into-every-row layout, for comparison); a
+    ``letta`` profile's rows always carry their system message (Letta compiles it per request: it holds the time).
     ``openai`` holds the agent loop's turns (answer_messages); ``sharegpt`` and ``alpaca`` have no tool turns, so
-    their answer is the list of calls as JSON in one message."""
+    their answer is the list of calls as JSON in one message (``direct`` only)."""
+    when = example.get("created_at")
+    if profile.runtime == "letta":
+        system = profile.system_message(when)
     if fmt == "openai":
         messages: list[dict[str, Any]] = [] if system is None else [{"role": "system", "content": system}]
         messages.append({"role": "user", "content": example["prompt"]})
-        messages += answer_messages(example["calls"], example.get("reasoning"))
-        return {"messages": messages, "tools": [REPLY_TOOL]}
+        messages += answer_messages(example["calls"], example.get("reasoning"), profile, when)
+        return {"messages": messages, "tools": list(profile.offered_tools())}
     answer = json.dumps([c["function"] for c in tool_calls(example["calls"])], ensure_ascii=False)
     if fmt == "sharegpt":
         turns = [] if system is None else [{"from": "system", "value": system}]
@@ -235,24 +260,25 @@ def format_row(example: dict[str, Any], fmt: Format, system: str | None = None) 
     return {"instruction": example["prompt"], "input": "", "output": answer, **({"system": system} if system else {})}
 
 
-def encode_rows(examples: pl.DataFrame, fmt: Format) -> bytes:
-    """JSON lines for ``examples`` (EXAMPLE_SCHEMA rows), read column by column: only the three columns a row
-    holds become Python objects (orjson: rows are kilobytes each and there are tens of thousands)."""
+def encode_rows(examples: pl.DataFrame, fmt: Format, profile: RequestProfile = DIRECT_PROFILE) -> bytes:
+    """JSON lines for ``examples`` (EXAMPLE_SCHEMA rows), read column by column: only the columns a row holds
+    become Python objects (orjson: rows are kilobytes each and there are tens of thousands)."""
     if examples.height == 0:
         return b""
-    columns = (examples[name].to_list() for name in ("prompt", "calls", "reasoning"))
+    names = ("prompt", "calls", "reasoning", "created_at")
+    columns = (examples[name].to_list() for name in names)
     rows = (
-        format_row({"prompt": prompt, "calls": calls, "reasoning": reasoning}, fmt)
-        for prompt, calls, reasoning in zip(*columns, strict=True)
+        format_row(dict(zip(names, values, strict=True)), fmt, profile=profile) for values in zip(*columns, strict=True)
     )
     return b"\n".join(orjson.dumps(row) for row in rows) + b"\n"
 
 
-def assistant_text(example: dict[str, Any]) -> str:
+def assistant_text(example: dict[str, Any], profile: RequestProfile = DIRECT_PROFILE) -> str:
     """Everything after the prompt, as text (for token counts): the calls, the tool's results, the reasoning."""
-    calls = example["calls"]
-    results = "".join(reply_tool_result(i, text) for i, text in enumerate(calls))
-    return (example.get("reasoning") or "") + json.dumps([c["function"] for c in tool_calls(calls)]) + results
+    calls, when = example["calls"], example.get("created_at")
+    results = "".join(profile.tool_result(i, text, when) for i, text in enumerate(calls))
+    arguments = [c["function"] for c in tool_calls(calls, profile)]
+    return (example.get("reasoning") or "") + json.dumps(arguments) + results
 
 
 # --- split ------------------------------------------------------------------------------------------------
@@ -289,7 +315,12 @@ def calls_of(row: dict[str, Any], fmt: str) -> list[dict[str, Any]]:
 
 
 def tool_call_errors(folder: Path, fmt: str) -> tuple[int, list[str]]:
-    """(calls checked, problems) over every split of a dataset folder: each call must be a valid reply call."""
+    """(calls checked, problems) over every split of a dataset folder: each call must be a valid reply call (with
+    the arguments its runtime adds, request.json)."""
+    files = DatasetPaths(folder)
+    allowed = (
+        RequestProfile.read(files.request).reply_argument_names() if files.request.exists() else frozenset({"text"})
+    )
     checked, errors = 0, []
     for split in SPLITS:
         path = DatasetPaths(folder).split(split)
@@ -299,7 +330,7 @@ def tool_call_errors(folder: Path, fmt: str) -> tuple[int, list[str]]:
         for number, line in enumerate(path.read_bytes().splitlines(), 1):
             for function in calls_of(orjson.loads(line), fmt):
                 checked += 1
-                problems = reply_call_errors(function.get("arguments"))
+                problems = reply_call_errors(function.get("arguments"), allowed)
                 if function.get("name") != REPLY_TOOL_NAME:
                     problems.append(f"unknown tool {function.get('name')!r}")
                 errors += [f"{fmt}/{split}.jsonl:{number}: {p}" for p in problems]
@@ -325,23 +356,29 @@ class TokenReport:
     shortest: int = 0  # the shortest example with the system prompt, fitting or not
 
 
-def token_lengths(examples: pl.DataFrame, counter: TokenCounter) -> pl.Series:
+def token_lengths(examples: pl.DataFrame, counter: TokenCounter, profile: RequestProfile = DIRECT_PROFILE) -> pl.Series:
     """Tokens of each example without the system prompt: the user prompt plus the assistant's answer."""
     prompts = counter.count_many(examples["prompt"].to_list())
+    columns = (examples[name].to_list() for name in ("calls", "reasoning", "created_at"))
     answers = counter.count_many(
         [
-            assistant_text({"calls": calls, "reasoning": reasoning})
-            for calls, reasoning in zip(examples["calls"].to_list(), examples["reasoning"].to_list(), strict=True)
+            assistant_text({"calls": calls, "reasoning": reasoning, "created_at": when}, profile)
+            for calls, reasoning, when in zip(*columns, strict=True)
         ]
     )
     return pl.Series("tokens", [p + a for p, a in zip(prompts, answers, strict=True)], dtype=pl.Int64)
 
 
 def token_report(
-    examples: pl.DataFrame, system_tokens: dict[str, int], strategy: str, sequence_len: int, counter: TokenCounter
+    examples: pl.DataFrame,
+    system_tokens: dict[str, int],
+    strategy: str,
+    sequence_len: int,
+    counter: TokenCounter,
+    profile: RequestProfile = DIRECT_PROFILE,
 ) -> tuple[pl.DataFrame, TokenReport]:
     """Drop examples longer than ``sequence_len`` with the chosen strategy's system prompt; report the rest."""
-    lengths = token_lengths(examples, counter)
+    lengths = token_lengths(examples, counter, profile)
     examples = examples.with_columns(lengths)
     fits = examples.filter(pl.col("tokens") + system_tokens[strategy] <= sequence_len)
     per_split = {}
@@ -374,17 +411,21 @@ def write_dataset(
     folder: Path,
     kept: pl.DataFrame,
     fmt: Format,
-    system: str,
-    tools: list[dict[str, Any]],
+    profile: RequestProfile,
     manifest: dict[str, Any],
 ) -> WrittenDataset:
     """Every file of one chat dataset, written into ``folder`` (a staging folder: the caller swaps it in), then
-    checked against the blocking rules (no thread in two splits, every tool call valid): InvalidDataset if not."""
+    checked against the blocking rules (no thread in two splits, every tool call valid): InvalidDataset if not.
+    ``system_prompt.txt`` holds the system message once (a ``letta`` profile's rows carry their own: this is the
+    one compiled now, for people to read); ``request.json`` says how every request is made."""
+    if profile.runtime == "letta" and fmt != "openai":
+        raise InvalidDataset(f"the letta runtime needs the openai format (Letta's request has tool turns), not {fmt}")
     files = DatasetPaths(folder)
+    system = profile.system_message()
     sizes, copy_bytes = {}, 0
     for split in SPLITS:
         rows = kept.filter(pl.col("split") == split).sort("created_at")
-        data = encode_rows(rows, fmt)
+        data = encode_rows(rows, fmt, profile)
         write_bytes_atomic(files.split(split), data)
         sizes[split] = (rows.height, len(data))
         copy_bytes += len(data) + rows.height * len(system.encode())
@@ -393,7 +434,8 @@ def write_dataset(
     heldout = kept.filter(pl.col("split") == "test").select("example_id", "root_uri", "created_at", "prompt", "calls")
     write_parquet_atomic(heldout.sort("created_at", "example_id"), files.heldout)  # what evaluation answers
     write_text_atomic(files.system_prompt, system)
-    write_text_atomic(files.tools, json.dumps(tools, indent=2))
+    write_text_atomic(files.tools, json.dumps(list(profile.tools), indent=2))
+    profile.write(files.request)
     splits = {s: {"examples": n, "bytes": b} for s, (n, b) in sizes.items()}
     write_text_atomic(files.manifest, json.dumps({**manifest, "format": fmt, "splits": splits}, indent=2))
     problems = dataset_problems(folder, fmt, index)

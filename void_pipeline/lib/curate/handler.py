@@ -15,15 +15,20 @@ that handler does, and what this module does the same way with its own code:
 - ``author_name`` is the mention author's display name, or the handle when there is none.
 
 Training posts come from thread context (text, facets, embeds as the record holds them, author handle and display
-name); the hydrated ``embed`` view and counts the AppView adds at serving time are not in the history, and the
-handler strips the counts anyway.
+name). The post-level ``embed`` view (images with alt, link cards, videos, quoted posts) is the one the AppView sent
+(``embed_json``: getPostThread at serving, getPosts at ingestion) or, where none was kept, rebuilt from the record
+(lib/ingest/embed_views.py). Counts the AppView adds are not in the history; the handler strips them anyway.
+
+The models' field set is atproto 0.0.61's (the handler's pin; NEWER_SDK_FIELDS are left out). Profiles
+(``handler_profile``): ``example-social-agent@e7a2a05`` (this module, the default) and the newer layout of the fork
+asa-degroff/umbra@cae8c07 (lib/curate/handler_umbra.py).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import yaml
@@ -31,6 +36,8 @@ from atproto_client import models
 from atproto_client.models.utils import get_or_create
 
 from void_pipeline.lib.curate.handler_yaml import Unsure, list_item, scalar
+from void_pipeline.lib.curate.request import DEFAULT_HANDLER
+from void_pipeline.lib.ingest.embed_views import BLOCKED, Quoted, Resolver, embed_view
 
 
 class ThreadPost(NamedTuple):
@@ -46,6 +53,7 @@ class ThreadPost(NamedTuple):
     display_name: str | None = None
     cid: str | None = None
     record_json: str | None = None  # the record as its repo holds it (facets, embeds), when known
+    embed_json: str | None = None  # the AppView's post-level ``embed`` view, when the post came from an AppView
 
 
 HANDLER_VERSION = "letta-ai/example-social-agent bsky.py@e7a2a05, bsky_utils.py@652ffad"
@@ -110,8 +118,26 @@ def visible_thread(thread: Sequence[ThreadPost]) -> list[ThreadPost]:
     return list(thread[start:])
 
 
-def post_view(post: ThreadPost) -> models.AppBskyFeedDefs.PostView:
-    """The post as the AppView would describe it, parsed by the SDK as the handler's client parses it."""
+def quoted_posts(posts: Mapping[str, ThreadPost]) -> Resolver:
+    """A resolver for quoted posts from posts known by URI (an unknown or unavailable post is not found)."""
+
+    def resolve(uri: str) -> Quoted | str | None:
+        post = posts.get(uri)
+        if post is None or not post.available or not post.author_did:
+            return BLOCKED if post is not None and post.reason == "blocked" else None
+        record = json.loads(post.record_json) if post.record_json else {"text": post.text or ""}
+        record.setdefault("$type", "app.bsky.feed.post")
+        record.setdefault("createdAt", post.created_at or "")
+        return Quoted(post.uri, post.cid or "", post.author_did, post.author_handle or "handle.invalid",
+                      post.display_name, record, post.created_at or "")  # fmt: skip
+
+    return resolve
+
+
+def post_view(post: ThreadPost, quoted: Resolver | None = None) -> models.AppBskyFeedDefs.PostView:
+    """The post as the AppView would describe it, parsed by the SDK as the handler's client parses it: its
+    ``embed`` view as the AppView sent it (``embed_json``), else rebuilt from the record (lib/ingest/embed_views.py;
+    ``quoted`` finds quoted posts, which otherwise show as not found)."""
     record: dict[str, Any] = json.loads(post.record_json) if post.record_json else {}
     record.setdefault("$type", "app.bsky.feed.post")
     record.setdefault("text", post.text or "")
@@ -126,14 +152,43 @@ def post_view(post: ThreadPost) -> models.AppBskyFeedDefs.PostView:
         "record": record,
         "indexedAt": post.created_at or "",
     }
+    embed = (
+        json.loads(post.embed_json)
+        if post.embed_json
+        else embed_view(record.get("embed"), post.author_did or "", quoted)
+    )
+    if embed is not None:
+        view["embed"] = embed
     parsed: models.AppBskyFeedDefs.PostView = get_or_create(view, models.AppBskyFeedDefs.PostView)
     return parsed
 
 
+# The attributes the orchestrator's atproto models (0.0.73, envs/orchestrator.txt) have and the handlers' pinned
+# atproto 0.0.61 (both handlers' requirements.txt) lacks, for the models a thread holds. Version 0.0.61 keeps what
+# the AppView sends for them as pydantic extras, outside the attributes, so the handlers never show them.
+NEWER_SDK_FIELDS: dict[type, frozenset[str]] = {
+    models.AppBskyFeedDefs.PostView: frozenset({"bookmark_count", "debug"}),
+    models.AppBskyFeedDefs.ViewerState: frozenset({"bookmarked", "known_likers"}),
+    models.AppBskyActorDefs.ProfileViewBasic: frozenset({"debug", "pronouns", "status"}),
+    models.AppBskyActorDefs.ProfileAssociated: frozenset({"activity_subscription", "germ"}),
+    models.AppBskyActorDefs.VerificationView: frozenset({"issuer_display_name", "issuer_handle"}),
+    models.AppBskyEmbedExternal.External: frozenset({"associated_refs"}),
+    models.AppBskyEmbedExternal.ViewExternal: frozenset(
+        {"associated_profiles", "associated_refs", "created_at", "labels", "reading_time", "source", "updated_at"}
+    ),
+    models.AppBskyEmbedRecord.ViewRecord: frozenset({"op_thread_post_count", "op_thread_post_index"}),
+    models.AppBskyEmbedVideo.Main: frozenset({"presentation"}),
+    models.AppBskyEmbedVideo.View: frozenset({"presentation"}),
+}
+
+
 def plain(value: Any) -> Any:
-    """SDK models as nested dicts of their attributes; lists and dicts walked; other non-basic values as text."""
+    """SDK models as nested dicts of their attributes (atproto 0.0.61's field set: NEWER_SDK_FIELDS left out);
+    lists and dicts walked; other non-basic values as text."""
     if hasattr(value, "__dict__"):  # the SDK's pydantic models: their fields by attribute name
-        return plain(vars(value))
+        newer = NEWER_SDK_FIELDS.get(type(value))
+        fields = vars(value)
+        return plain({k: v for k, v in fields.items() if k not in newer} if newer else fields)
     if isinstance(value, dict):
         return {key: plain(item) for key, item in value.items()}
     if isinstance(value, list):
@@ -147,13 +202,13 @@ def _empty(value: Any) -> bool:
     return value is None or value == {} or value == [] or (isinstance(value, str) and not value.strip())
 
 
-def pruned(value: Any) -> Any:
+def pruned(value: Any, strips: frozenset[str] = HANDLER_STRIPS) -> Any:
     """Without the handler's stripped fields and pydantic internals, and without what that leaves empty."""
     if isinstance(value, dict):
-        kept = {k: pruned(v) for k, v in value.items() if k not in HANDLER_STRIPS and not k.startswith("__")}
+        kept = {k: pruned(v, strips) for k, v in value.items() if k not in strips and not k.startswith("__")}
         return {k: v for k, v in kept.items() if not _empty(v)}
     if isinstance(value, list):
-        return [item for item in (pruned(v) for v in value) if item is not None]
+        return [item for item in (pruned(v, strips) for v in value) if item is not None]
     return value
 
 
@@ -167,7 +222,7 @@ NOT_TEXT_ONLY = object()
 
 def _text_only(post: ThreadPost) -> Any:
     """The text the handler shows when it would show ``post`` as just its author and text, else NOT_TEXT_ONLY."""
-    if not (post.author_did and post.author_handle):
+    if not (post.author_did and post.author_handle) or post.embed_json:
         return NOT_TEXT_ONLY
     if not post.record_json:
         return post.text
@@ -175,13 +230,13 @@ def _text_only(post: ThreadPost) -> Any:
     return record.get("text", post.text) if set(record) <= TEXT_ONLY_RECORD_KEYS else NOT_TEXT_ONLY
 
 
-def post_data(post: ThreadPost) -> Any:
+def post_data(post: ThreadPost, quoted: Resolver | None = None) -> Any:
     """The post as plain data, pruned as the handler prunes it."""
     text = _text_only(post)
     if text is not NOT_TEXT_ONLY:
         author = {"did": post.author_did, "display_name": post.display_name, "handle": post.author_handle}
         return pruned({"author": author, "record": {"text": text}})
-    return pruned(plain(post_view(post)))
+    return pruned(plain(post_view(post, quoted)))
 
 
 @functools.lru_cache(maxsize=65_536)
@@ -191,8 +246,11 @@ def _author_item(did: str, display_name: str | None, handle: str) -> str | None:
     return list_item({"author": author}) if author else None
 
 
-def post_item(post: ThreadPost) -> str:
-    """One post's YAML list item: ``yaml.dump([post_data(post)], ...)``, the common shapes written directly."""
+def post_item(post: ThreadPost, quoted: Resolver | None = None, profile: str | None = None) -> str:
+    """One post's YAML list item: ``yaml.dump([post_data(post)], ...)``, the common shapes written directly.
+    ``quoted`` finds quoted posts (quoted_posts); ``profile``: a name in PROFILES (None: the default)."""
+    if profile is not None and profile != DEFAULT_PROFILE:
+        return handler_profile(profile).item(post, quoted)
     text = _text_only(post)
     if isinstance(text, str):
         author_part = _author_item(post.author_did or "", post.display_name, post.author_handle or "")
@@ -203,7 +261,7 @@ def post_item(post: ThreadPost) -> str:
                 return f"{author_part}  record:\n    text: {scalar(text, 9, 6)}\n"
             except Unsure:
                 pass
-    data = post_data(post)
+    data = post_data(post, quoted)
     written = list_item(data)  # the common shapes, written directly; PyYAML for the rest (same bytes)
     if written is not None:
         return written
@@ -211,16 +269,57 @@ def post_item(post: ThreadPost) -> str:
     return dumped
 
 
-def thread_yaml(thread: Sequence[ThreadPost], items: Mapping[str, str] | None = None) -> str:
-    """``yaml.dump({"posts": [...]})`` of the visible thread, from per-post items (PyYAML writes a mapping's block
-    sequence without indenting it, so the items are the same text either way; a test holds both equal).
-    ``items``: posts' items already written, by URI (a dataset writes each post once for all its threads)."""
+def posts_text(posts: Sequence[ThreadPost], items: Sequence[str]) -> str:
+    """``yaml.dump({"posts": [...]})`` from the posts' items (PyYAML writes a mapping's block sequence without
+    indenting it, so the items are the same text either way; a test holds both equal)."""
+    return "posts:\n" + "".join(items) if items else "posts: []\n"
+
+
+class HandlerProfile(NamedTuple):
+    """How one handler version shows a thread: each post's YAML item, and the thread's text from the visible
+    posts and their items."""
+
+    name: str
+    matches: str  # the handler source it follows
+    sdk: str  # the atproto SDK whose models' field set its YAML shows
+    item: Callable[[ThreadPost, Resolver | None], str]
+    text: Callable[[Sequence[ThreadPost], Sequence[str]], str]
+
+
+DEFAULT_PROFILE = DEFAULT_HANDLER
+
+
+def handler_profile(name: str | None = None) -> HandlerProfile:
+    """A handler profile by name (PROFILES; None: the default). ValueError naming the known ones."""
+    from void_pipeline.lib.curate.handler_umbra import UMBRA_PROFILES  # it builds on this module
+
+    profiles: dict[str, HandlerProfile] = {DEFAULT_PROFILE: DEFAULT, **UMBRA_PROFILES}
+    found = profiles.get(name or DEFAULT_PROFILE)
+    if found is None:
+        raise ValueError(f"unknown handler profile {name!r} (known: {', '.join(profiles)})")
+    return found
+
+
+def thread_yaml(
+    thread: Sequence[ThreadPost],
+    items: Mapping[str, str] | None = None,
+    profile: str | None = None,
+    quoted: Resolver | None = None,
+) -> str:
+    """The visible thread as the handler's ``thread_to_yaml_string`` writes it: for the default profile
+    ``yaml.dump({"posts": [...]})``. ``items``: posts' items already written with the same profile, by URI (a
+    dataset writes each post once for all its threads); ``quoted`` finds quoted posts."""
     posts = visible_thread(thread)
-    if not posts:
-        return "posts: []\n"
-    if items is None:
-        return "posts:\n" + "".join(post_item(post) for post in posts)
-    return "posts:\n" + "".join(items[post.uri] for post in posts)
+    if profile is None or profile == DEFAULT_PROFILE:
+        if items is None:
+            return posts_text(posts, [post_item(post, quoted) for post in posts])
+        return posts_text(posts, [items[post.uri] for post in posts])
+    chosen = handler_profile(profile)
+    written = [items[p.uri] for p in posts] if items is not None else [chosen.item(p, quoted) for p in posts]
+    return chosen.text(posts, written)
+
+
+DEFAULT = HandlerProfile(DEFAULT_PROFILE, HANDLER_VERSION, "atproto 0.0.61", post_item, posts_text)
 
 
 def tree_view(thread: Sequence[ThreadPost]) -> str:
@@ -262,6 +361,9 @@ def thread_from_response(response: dict[str, Any]) -> list[ThreadPost]:
                 display_name=author.get("displayName"),
                 cid=view.get("cid"),
                 record_json=json.dumps(record, ensure_ascii=False, sort_keys=True),
+                embed_json=json.dumps(view["embed"], ensure_ascii=False, sort_keys=True)
+                if isinstance(view.get("embed"), dict)
+                else None,
             )
         )
         node = node.get("parent")

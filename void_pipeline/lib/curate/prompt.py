@@ -26,6 +26,7 @@ import jinja2.meta
 from void_pipeline.lib.curate.handler import ThreadPost, thread_yaml, tree_view
 from void_pipeline.lib.curate.reply_tool import MAX_POST_CHARS, REPLY_TOOL_NAME
 from void_pipeline.lib.files import read_utf8
+from void_pipeline.lib.ingest.embed_views import Resolver
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "prompts" / "mention.txt"
 VARIABLES = ("author_handle", "author_name", "mention_text", "thread_context", "yaml_thread_data", "tree_view")
@@ -98,15 +99,20 @@ class PromptTemplate:
 
 
 def mention_variables(
-    thread: list[ThreadPost], with_tree: bool = True, items: Mapping[str, str] | None = None
+    thread: list[ThreadPost],
+    with_tree: bool = True,
+    items: Mapping[str, str] | None = None,
+    handler: str | None = None,
+    quoted: Resolver | None = None,
 ) -> dict[str, str]:
     """What the handler fills in for answering ``thread[-1]`` (the mention), ``thread`` root first; ``items``: the
-    posts' YAML items already written, by URI."""
+    posts' YAML items already written (with the same handler profile), by URI; ``handler``: the handler profile
+    (lib/curate/handler.py, None: the default); ``quoted``: finds quoted posts."""
     if not thread:
         raise ValueError("a mention prompt needs at least the post being answered")
     mention = thread[-1]
     handle = mention.author_handle or mention.author_did or "unknown"
-    data = thread_yaml(thread, items)
+    data = thread_yaml(thread, items, profile=handler, quoted=quoted)
     return {
         "author_handle": handle,
         "author_name": mention.display_name or handle,
@@ -117,6 +123,12 @@ def mention_variables(
     }
 
 
-def render_mention(thread: list[ThreadPost], template: PromptTemplate, items: Mapping[str, str] | None = None) -> str:
+def render_mention(
+    thread: list[ThreadPost],
+    template: PromptTemplate,
+    items: Mapping[str, str] | None = None,
+    handler: str | None = None,
+    quoted: Resolver | None = None,
+) -> str:
     """The prompt for answering ``thread[-1]`` (the mention), with ``thread`` root first."""
-    return template.render(**mention_variables(thread, "tree_view" in template.used, items))
+    return template.render(**mention_variables(thread, "tree_view" in template.used, items, handler, quoted))

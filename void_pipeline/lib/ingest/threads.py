@@ -46,6 +46,7 @@ ANCESTOR_STRUCT = pl.Struct(
         "source": pl.String(),
         "author_display_name": pl.String(),
         "record_json": pl.String(),
+        "embed_json": pl.String(),
     }
 )
 THREAD_SCHEMA: dict[str, pl.DataType] = {
@@ -74,6 +75,7 @@ class Post:
     source: str  # export | appview | pds | none
     author_display_name: str | None = None  # from getPosts' author view (the agent's: its profile)
     record_json: str | None = None  # the record itself (facets, embeds): what the handler's thread YAML shows
+    embed_json: str | None = None  # the AppView's post-level embed view (getPosts), as the handler sees it too
 
     def ancestor(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in ANCESTOR_STRUCT.fields}
@@ -96,6 +98,7 @@ def post_from_record(
     handle: str | None,
     source: str,
     display_name: str | None = None,
+    embed: Any = None,
 ) -> Post:
     record: dict[str, Any] = value if isinstance(value, dict) else {}
     reply: dict[str, Any] = record["reply"] if isinstance(record.get("reply"), dict) else {}
@@ -116,6 +119,7 @@ def post_from_record(
         source=source,
         author_display_name=display_name if isinstance(display_name, str) and display_name.strip() else None,
         record_json=json.dumps(record, ensure_ascii=False, sort_keys=True) if record else None,
+        embed_json=json.dumps(embed, ensure_ascii=False, sort_keys=True) if isinstance(embed, dict) else None,
     )
 
 
@@ -250,6 +254,7 @@ class AncestorFetcher:
                         author.get("handle"),
                         "appview",
                         author.get("displayName"),
+                        view.get("embed"),
                     )
                 )
         self.cache.add(posts)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from void_pipeline.lib.curate.request import RequestProfile, dataset_profile
 from void_pipeline.lib.files import locked, staged_dir, write_text_atomic
 from void_pipeline.lib.layout import BundlePaths, DatasetPaths, ServePaths
 from void_pipeline.lib.serve.client import Sampling
@@ -52,11 +53,9 @@ class Bundle:
     def chat_template(self) -> Path | None:
         return self.paths.chat_template if self.paths.chat_template.exists() else None
 
-    def system_prompt(self) -> str:
-        return self.paths.system_prompt.read_text()
-
-    def tools(self) -> list[dict[str, Any]]:
-        return list(json.loads(self.paths.tools.read_text()))
+    def request(self) -> RequestProfile:
+        """How the model is asked (the dataset's request profile: runtime, system message, tools)."""
+        return dataset_profile(self.paths.request, self.paths.system_prompt, self.paths.tools)
 
     def prompt_template(self) -> PromptTemplate:
         from void_pipeline.lib.curate.prompt import PromptTemplate
@@ -142,9 +141,10 @@ def check_adapter(folder: Path) -> None:
         raise BundleError(f"{weights} is empty")
 
 
-def check_safetensors(path: Path) -> None:
+def check_safetensors(path: Path) -> dict[str, Any]:
     """The file is 8 bytes of header length, the JSON header, then exactly the tensor data the header's
-    ``data_offsets`` reach: a truncated copy (a full disk, a killed copy) is shorter."""
+    ``data_offsets`` reach: a truncated copy (a full disk, a killed copy) is shorter. Returns the header (tensor
+    name → dtype, shape, data_offsets; ``__metadata__``)."""
     size = path.stat().st_size
     try:
         with open(path, "rb") as handle:
@@ -161,6 +161,7 @@ def check_safetensors(path: Path) -> None:
     declared = 8 + length + max(ends, default=0)
     if size != declared:
         raise BundleError(f"{path} is {size} bytes but its header declares {declared}: truncated or damaged")
+    return dict(header)
 
 
 def now() -> str:
@@ -205,6 +206,8 @@ def add_bundle(serve: ServePaths, promotion: Promotion) -> Bundle:
                 shutil.copy2(adapter / "chat_template.jinja", parts.chat_template)
             shutil.copy2(files.system_prompt, parts.system_prompt)
             shutil.copy2(files.tools, parts.tools)
+            if files.request.exists():
+                shutil.copy2(files.request, parts.request)
             shutil.copy2(template, staging / template.name)
             manifest = {
                 "version": version,

@@ -1,8 +1,9 @@
-"""The reference client: what the agent's handler does with the fine-tuned model — a thread in, posts out.
+"""The reference client: what the agent's runtime does with the fine-tuned model — a thread in, posts out.
 
-It asks the way the handler's agent loop asks (and the way the training rows were built): the system prompt and
-the reply tool, then one request per post; each reply call gets the tool's result and the model is asked again
-until it answers without a call (or reaches ``max_posts``). An answer that is not a valid call (no call, another
+It asks the way the runtime's agent loop asks (and the way the training rows were built), as the request profile
+says (lib/curate/request.py: ``direct`` or ``letta``): the system message and the tools, then one request per post;
+each reply call gets the tool's result and the model is asked again until it answers without a call (memgpt agent
+types: until a call asks for no heartbeat), or reaches ``max_posts``. An answer that is not a valid call (no call, another
 tool, bad arguments, a post of 0 or over 300 graphemes) is asked once more with ``tool_choice: "required"`` on its
 first request as a structured output: the reply tool's arguments, pinned by a regular expression
 (``FORCED_ARGUMENTS``), taken as the call.
@@ -17,13 +18,15 @@ import hashlib
 import json
 import time
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
 
-from void_pipeline.lib.curate.reply_tool import REPLY_TOOL_NAME, grapheme_count, reply_call_errors, reply_tool_result
+from void_pipeline.lib.curate.reply_tool import REPLY_TOOL_NAME, grapheme_count, reply_call_errors
+from void_pipeline.lib.curate.request import RequestProfile
 from void_pipeline.lib.ingest.xrpc import auth_header
 
 MAX_POST_GRAPHEMES = 300
@@ -153,16 +156,19 @@ FORCED_ARGUMENTS = r'\{"text":"' + _FIRST + _CHAR + "{0," + str(MAX_POST_GRAPHEM
 def agent_loop(
     client: httpx.Client,
     endpoint: Endpoint,
-    system: str,
-    tools: Sequence[Mapping[str, Any]],
+    request: RequestProfile,
     prompt: str,
     sampling: Sampling,
     seed_key: str,
     sample: int = 0,
     forced_steps: int = 0,
+    when: datetime | None = None,
 ) -> Answer:
-    """One answer through the handler's agent loop; its first ``forced_steps`` requests must be reply calls (a
-    structured output). Raises EndpointError when the endpoint gives none."""
+    """One answer through the runtime's agent loop, asked at ``when`` (the time Letta's system message and tool
+    results show; now when None); its first ``forced_steps`` requests must be reply calls (a structured output).
+    Raises EndpointError when the endpoint gives none."""
+    system = request.system_message(when)
+    allowed = request.reply_argument_names()
     messages: list[dict[str, Any]] = [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
     posts: list[str] = []
     content: list[str] = []
@@ -172,16 +178,18 @@ def agent_loop(
     started = time.monotonic()
     while step <= sampling.max_posts:
         forced = step < forced_steps
+        tools, choice = request.step_tools(step)
         body = {
             "model": endpoint.model,
             "messages": messages,
             "tools": list(tools),
-            "tool_choice": "none" if forced else "auto",
+            "tool_choice": "none" if forced else choice,
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
             # room for the whole call: the schema caps the text at 300 characters, the JSON must still close
             "max_tokens": max(sampling.max_tokens, FORCED_MAX_TOKENS) if forced else sampling.max_tokens,
             "seed": request_seed(sampling, seed_key, sample, step),
+            **request.request_options(),
         }
         if forced:
             body["structured_outputs"] = {"regex": FORCED_ARGUMENTS}
@@ -203,24 +211,27 @@ def agent_loop(
         finish = str(choice.get("finish_reason"))
         if not calls:
             break
-        replies, results = [], []
+        replies, results, heartbeat = [], [], True
         for call in calls:
             function = call.get("function") or {}
             try:
                 arguments = json.loads(function.get("arguments") or "null")
             except json.JSONDecodeError:
                 arguments = None
-            if function.get("name") != REPLY_TOOL_NAME or reply_call_errors(arguments):
+            if function.get("name") != REPLY_TOOL_NAME or reply_call_errors(arguments, allowed):
                 invalid += 1
                 continue
             text = str(arguments["text"])
-            results.append(
-                {"role": "tool", "tool_call_id": call.get("id", ""), "content": reply_tool_result(len(posts), text)}
-            )
+            result = request.tool_result(len(posts), text, when)
+            results.append({"role": "tool", "tool_call_id": call.get("id", ""), "content": result})
             posts.append(text)
             replies.append(call)
+            heartbeat = bool(arguments.get("request_heartbeat", True)) if request.memgpt else True
         if invalid or len(posts) >= sampling.max_posts:
             finish = "invalid_call" if invalid else "max_posts"
+            break
+        if not heartbeat:  # memgpt agent types: a call without a heartbeat ends the turn
+            finish = "stop"
             break
         said = "" if forced else message.get("content") or ""
         messages.append({"role": "assistant", "content": said, "tool_calls": replies})
@@ -234,18 +245,17 @@ def agent_loop(
 def reply(
     client: httpx.Client,
     endpoint: Endpoint,
-    system: str,
-    tools: Sequence[Mapping[str, Any]],
+    request: RequestProfile,
     prompt: str,
     sampling: Sampling,
     seed_key: str = "reply",
 ) -> Answer:
-    """The answer to one prompt: asked as the handler asks, and once more with a required tool call when the first
+    """The answer to one prompt: asked as the runtime asks, and once more with a required tool call when the first
     answer cannot be posted. The second answer is returned whatever it is; ``problems()`` says if it is usable."""
-    first = agent_loop(client, endpoint, system, tools, prompt, sampling, seed_key)
+    first = agent_loop(client, endpoint, request, prompt, sampling, seed_key)
     if not first.problems():
         return first
-    second = agent_loop(client, endpoint, system, tools, prompt, sampling, seed_key, sample=1, forced_steps=1)
+    second = agent_loop(client, endpoint, request, prompt, sampling, seed_key, sample=1, forced_steps=1)
     second.required_retry = True
     second.latency_s = round(second.latency_s + first.latency_s, 4)
     return second

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from void_pipeline.lib.curate.request import dataset_profile
 from void_pipeline.lib.files import Busy, acquire_owner
 from void_pipeline.lib.layout import DatasetPaths, RunPaths, TrainPaths
 from void_pipeline.lib.model import ChosenModel, mismatch
@@ -57,8 +58,9 @@ def run_config(
     val = files.split("val")
     extra: dict[str, Any] = {"sequence_len": chosen.sequence_len, "dataset_prepared_path": str(run.prepared)}
     system_prompt = files.system_prompt
-    if system_prompt.exists():
-        extra["default_system_message"] = system_prompt.read_text()  # stored once, not in every row
+    # stored once, not in every row — unless the runtime's rows carry their own (Letta's holds the request's time)
+    if system_prompt.exists() and dataset_profile(files.request, system_prompt, files.tools).runtime == "direct":
+        extra["default_system_message"] = system_prompt.read_text()
     if resume is not None:
         extra["resume_from_checkpoint"] = str(resume)
     config = effective_config(
