@@ -239,3 +239,17 @@ def test_strict_model_settings_close_the_schema_and_make_optional_arguments_null
     )
     row = format_row({"prompt": "p", "calls": ["one"], "created_at": WHEN}, "openai", None, strict)
     assert row["tools"] == [{"type": "function", "function": strict_schema(SCHEMA)}]  # the model sees what Letta sends
+
+
+def test_the_context_preview_reads_an_agent_file_as_letta_compiles_it() -> None:
+    from void_pipeline_tests.conftest import pipeline_cli
+
+    shown = pipeline_cli("context", "--agent-file", str(DEMO_AGENT_FILE), "--budget", "2048", "--json")
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    assert (data["runtime"], data["agent_type"]) == ("letta", "letta_v1_agent")
+    trimmed = data["windows"]["trimmed"]
+    assert trimmed["tokens"] <= 2048 and "<memory_metadata>\n- AGENT_ID: " in trimmed["text"]
+    assert {b["label"]: b["status"] for b in trimmed["blocks"]}["void-persona"] in {"kept", "cut"}
+    direct = pipeline_cli("context", "--agent-file", str(DEMO_AGENT_FILE), "--budget", "2048", "--runtime", "direct")
+    assert direct.returncode == 0 and "the system message as direct sends it" in direct.stdout

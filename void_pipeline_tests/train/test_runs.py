@@ -37,8 +37,14 @@ def test_a_plan_writes_the_effective_config_of_the_chosen_model(setup: tuple[Pat
     assert config["base_model"] == chosen.weights and config["sequence_len"] == 4096 and config["max_steps"] == 3
     assert config["output_dir"] == str(plan.run.adapter) and config["dataset_prepared_path"] == str(plan.run.prepared)
     assert config["datasets"][0]["path"] == str(dataset / "train.jsonl")
-    assert config["default_system_message"] == (dataset / "system_prompt.txt").read_text()
+    # the session's dataset is Letta's: each row carries its own system message (it holds the example's time), so
+    # none is added to every row; a direct dataset's, stored once, is
+    assert "default_system_message" not in config
     assert plan.run.config.exists() and plan.data_hash == training.dataset_hash(dataset)
+    request = json.loads((dataset / "request.json").read_text())
+    (dataset / "request.json").write_text(json.dumps({**request, "runtime": "direct", "system": "You are void."}))
+    direct = runs.run_config(chosen, dataset, train.run("run-b"), {}, None)
+    assert direct["default_system_message"] == (dataset / "system_prompt.txt").read_text()
 
 
 def test_a_killed_run_is_resumed_and_a_finished_one_is_never_reused(setup: tuple[Path, ChosenModel, Any]) -> None:

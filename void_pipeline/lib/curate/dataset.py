@@ -417,11 +417,13 @@ def write_dataset(
     """Every file of one chat dataset, written into ``folder`` (a staging folder: the caller swaps it in), then
     checked against the blocking rules (no thread in two splits, every tool call valid): InvalidDataset if not.
     ``system_prompt.txt`` holds the system message once (a ``letta`` profile's rows carry their own: this is the
-    one compiled now, for people to read); ``request.json`` says how every request is made."""
+    one of the newest example, for people to read); ``request.json`` says how every request is made."""
     if profile.runtime == "letta" and fmt != "openai":
         raise InvalidDataset(f"the letta runtime needs the openai format (Letta's request has tool turns), not {fmt}")
     files = DatasetPaths(folder)
-    system = profile.system_message()
+    # a letta profile's system message holds a time: the newest example's, so the same rows make the same dataset
+    newest = kept["created_at"].max() if kept.height else None
+    system = profile.system_message(newest if isinstance(newest, datetime) else None)
     sizes, copy_bytes = {}, 0
     for split in SPLITS:
         rows = kept.filter(pl.col("split") == split).sort("created_at")

@@ -29,10 +29,11 @@ COMPLETE = "complete"
 
 
 def dataset_hash(dataset_dir: Path) -> str:
-    """sha256 over the files a training run reads from a chat dataset folder (names included)."""
+    """sha256 over the files a training run reads from a chat dataset folder (names included; request.json says
+    whether the system prompt is added to every row)."""
     digest = hashlib.sha256()
     files = DatasetPaths(dataset_dir)
-    for path in (files.split("train"), files.split("val"), files.system_prompt, files.tools):
+    for path in (files.split("train"), files.split("val"), files.system_prompt, files.tools, files.request):
         if not path.exists():
             continue
         digest.update(path.name.encode() + b"\0")
