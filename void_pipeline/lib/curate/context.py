@@ -407,7 +407,7 @@ def trimmed_window(
     if persona is not None and persona.status == "dropped":
         raise SnapshotError(
             f"a budget of {budget_tokens} tokens leaves no room for the persona block ({snapshot.persona_block}): "
-            f"the system prompt and the blocks kept before it take {counter.count(renderer.system(snapshot, kept))}; "
+            f"the system prompt and the blocks kept before it take {counter.count(renderer.system(snapshot, kept))} tokens; "
             "raise the budget (sequence_len) or give the persona block the first priority"
         )
     text = renderer.system(snapshot, kept)

@@ -19,8 +19,6 @@ from void_pipeline.lib.curate.request import (
     direct_profile,
 )
 
-# --- from a context window --------------------------------------------------------------------------------
-
 
 class LettaSystem:
     """context's SystemRenderer for Letta: the compiled system message at a fixed time (token budgets count the
