@@ -238,9 +238,9 @@ SHORT_FORMS = {"devnet": "python -m void_pipeline.testworld", "serve": "python -
 
 
 def readme_command_lines() -> list[tuple[str, list[str]]]:
-    """(module, argv) of every command the README spells in code, ``a|b`` (``a/b``) alternatives and ``[--optional X]`` parts
-    spelled out; prose after the command (``export: the exporter``) is cut at the punctuation."""
-    readme = (REPO_ROOT / "README.md").read_text()
+    """(module, argv) of every command the README and docs/ spell in code, ``a|b`` (``a/b``) alternatives and ``[--optional X]``
+    parts spelled out; prose after the command (``export: the exporter``) is cut at the punctuation."""
+    readme = "\n".join(p.read_text() for p in [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))])
     code = re.findall(r"```[a-z]*\n(.*?)```", readme, re.S) + re.findall(r"`([^`\n]+)`", readme)
     # prose shortens `python -m void_pipeline.testworld devnet up` to `devnet up`, and so for serve and reply
     code = [f"{SHORT_FORMS[s.split()[0]]} {s}" if s.split()[0] in SHORT_FORMS else s for s in code if s.strip()]
