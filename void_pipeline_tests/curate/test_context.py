@@ -21,7 +21,7 @@ from void_pipeline.lib.model import TokenCounter
 from void_pipeline.testworld.corpus import Corpus, record_text
 from void_pipeline.testworld.tiny_tokenizer import train_tokenizer
 
-SIZES = {  # the real snapshot's block sizes in characters (README, Curate)
+SIZES = {  # the real snapshot's block sizes in characters (docs/curate.md)
     "operational_protocols": 18900,
     "communication_guidelines": 6000,
     "tool_use_guide": 5900,

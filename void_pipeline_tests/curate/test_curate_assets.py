@@ -182,7 +182,7 @@ def test_an_injected_invalid_tool_call_fails_the_blocking_check(curated: dict[st
 def test_chat_dataset_options_direct_runtime_sharegpt_alpaca_min_date_and_an_operators_template(
     curated: dict[str, Any], tmp_path: Path
 ) -> None:
-    """What the README promises of chat_dataset's config, on a copy of the curated data (the session's dataset
+    """What docs/curate.md promises of chat_dataset's config, on a copy of the curated data (the session's dataset
     stays the openai one training reads): the direct runtime (the system prompt stored once), the other formats'
     files (direct only: Letta's request has tool turns), min_date and template_path."""
     import shutil
