@@ -22,7 +22,7 @@ import polars as pl
 from void_pipeline.defs.curate.assets import DEMO_SNAPSHOT
 from void_pipeline.lib.curate.context import context_windows, load_snapshot
 from void_pipeline.lib.curate.dataset import build_examples, encode_rows, format_row, split_by_thread, token_report
-from void_pipeline.lib.curate.filters import FilterOptions, filter_records
+from void_pipeline.lib.curate.filters import filter_records, rules_for
 from void_pipeline.lib.curate.prompt import TOOL_DESCRIPTION, PromptTemplate
 from void_pipeline.lib.ingest.records import Rejection, normalise_record, rows_frame
 from void_pipeline.lib.ingest.threads import THREAD_SCHEMA
@@ -93,13 +93,13 @@ def main() -> None:
     inputs = sum(f.height for f in frames.values())
 
     started = time.perf_counter()
-    filtered = {c: filter_records(f, FilterOptions()) for c, f in frames.items()}
+    filtered = {c: filter_records(f, rules_for(c)) for c, f in frames.items()}
     filter_s = time.perf_counter() - started
     # The corpus is ASCII and NFC runs only on non-ASCII texts: the same filter with every text non-ASCII.
     accented = {c: f.with_columns(pl.col("text") + " café") for c, f in frames.items()}
     started = time.perf_counter()
-    for frame in accented.values():
-        filter_records(frame, FilterOptions())
+    for collection, frame in accented.items():
+        filter_records(frame, rules_for(collection))
     accented_filter_s = time.perf_counter() - started
     started = time.perf_counter()
     examples, turns = build_examples(filtered[POST].kept, context, PromptTemplate.from_file(), agent_did, None)

@@ -22,7 +22,7 @@ from void_pipeline.defs.curate.assets import DEMO_SNAPSHOT
 from void_pipeline.lib import environments
 from void_pipeline.lib.curate.context import distilled_window, load_snapshot, trimmed_window
 from void_pipeline.lib.curate.dataset import build_examples, token_lengths
-from void_pipeline.lib.curate.filters import FilterOptions, filter_records
+from void_pipeline.lib.curate.filters import filter_records, rules_for
 from void_pipeline.lib.curate.prompt import TOOL_DESCRIPTION, PromptTemplate
 from void_pipeline.lib.model import TokenCounter
 from void_pipeline.lib.paths import REPO_ROOT
@@ -41,7 +41,7 @@ def main() -> None:
     started = time.perf_counter()
     agent_posts = int(args.examples * 1.7)  # about 0.63 examples per agent post in the corpus
     frames, context, agent_did = corpus_frames(agent_posts)
-    kept = filter_records(frames[POST], FilterOptions()).kept
+    kept = filter_records(frames[POST], rules_for(POST)).kept
     examples, _ = build_examples(kept, context, PromptTemplate.from_file(), agent_did, None)
     examples = examples.head(args.examples)
     python = environments.ensure("trainer") / "bin" / "python"

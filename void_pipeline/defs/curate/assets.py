@@ -12,7 +12,7 @@ import polars as pl
 
 from void_pipeline.defs.agent import recorded_agent
 from void_pipeline.defs.automation import WHEN_INPUTS_CHANGE
-from void_pipeline.defs.ingest.assets import collection_partitions, raw_records, thread_context
+from void_pipeline.defs.ingest.assets import COLLECTIONS, collection_partitions, raw_records, thread_context
 from void_pipeline.defs.metadata import OWNERS, table_preview, table_schema
 from void_pipeline.lib.curate.context import (
     STRATEGIES,
@@ -30,7 +30,15 @@ from void_pipeline.lib.curate.dataset import (
     token_report,
     write_dataset,
 )
-from void_pipeline.lib.curate.filters import FilterOptions, LoopDetector, filter_records, orphan_replies
+from void_pipeline.lib.curate.filters import (
+    FilterOptions,
+    LoopDetector,
+    filter_records,
+    filter_report,
+    orphan_replies,
+    read_filter_counts,
+    rules_for,
+)
 from void_pipeline.lib.curate.handler import handler_profile
 from void_pipeline.lib.curate.prompt import DEFAULT_TEMPLATE, TOOL_DESCRIPTION, PromptTemplate
 from void_pipeline.lib.curate.request import (
@@ -56,8 +64,9 @@ REASONING = "stream.thought.reasoning"
 
 
 class FilterConfig(dg.Config):
-    min_chars: int = 20
-    """Records shorter than this (after normalisation) are dropped as too short."""
+    min_chars: int | None = None
+    """Records shorter than this (after normalisation) are dropped as too short; unset: the collection's own floor
+    (posts 20, reasoning 40, memory 20; tool calls and other collections have no length rule)."""
     loop_min_keywords: int = 2
     """Character-sheet loop: how many loop keywords make a record loop content."""
     loop_stat_blocks: bool = True
@@ -92,38 +101,27 @@ def filtered_records(
     if not source.exists():
         raise dg.Failure(f"raw_records[{collection}] is missing ({source}): materialize it first")
     frame = read_input(source, f"raw_records[{collection}] with full_refresh: true")
-    context_rows = read_input(layout.ingest.thread_context, "thread_context") if collection == POST else None
-    orphans = orphan_replies(context_rows) if context_rows is not None else set()
+    rules = rules_for(collection)
+    orphans = orphan_replies(read_input(layout.ingest.thread_context, "thread_context")) if rules.orphans else set()
     options = FilterOptions(
         min_chars=config.min_chars,
         loop=LoopDetector(min_keywords=config.loop_min_keywords, stat_blocks=config.loop_stat_blocks),
         orphan_replies=config.orphan_replies,
     )
-    result = filter_records(frame, options, orphans)
+    result = filter_records(frame, rules, options, orphans)
     write_parquet_atomic(result.kept, layout.curate.filtered_records(collection))
     write_parquet_atomic(result.rejected, layout.curate.filtered_rejected(collection))
-    context.log.info(
-        f"{collection}: {frame.height:,} in = {result.kept.height:,} kept + {result.rejected.height:,} removed "
-        f"({', '.join(f'{k} {v}' for k, v in result.by_reason.items() if v)})"
-    )
-    examples = (
-        result.rejected.group_by("reason").head(2).select("reason", "detail", "text_norm")
-        if result.rejected.height
-        else pl.DataFrame()
-    )
+    context.log.info(result.summary(collection))
+    outputs = {c: (layout.curate.filtered_records(c), layout.curate.filtered_rejected(c)) for c in COLLECTIONS}
+    report = filter_report(collection, result, read_filter_counts(outputs))
+    shown = ["created_at", "text", "tool_args" if rules.calls else "orphan", "uri"]
     return dg.MaterializeResult(
         metadata={
+            **{k: dg.MetadataValue.md(v) if isinstance(v, str) else v for k, v in report.items()},
             "dagster/row_count": result.kept.height,
             "dagster/column_schema": table_schema(result.kept),
-            "input_rows": frame.height,
-            "rejected_rows": result.rejected.height,
-            "rejected_by_reason": dg.MetadataValue.md(counts_table(result.by_reason)),
-            "orphan_replies": int(result.kept["orphan"].sum()),
-            "rejected_examples": dg.MetadataValue.md(
-                markdown_table(examples, rows=10) if examples.height else "_none_"
-            ),
             "path": dg.MetadataValue.path(str(layout.curate.filtered_records(collection))),
-            "preview": table_preview(result.kept, ["created_at", "text", "orphan", "uri"]),
+            "preview": table_preview(result.kept, shown),
         }
     )
 

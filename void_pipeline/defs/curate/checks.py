@@ -9,7 +9,7 @@ from void_pipeline.defs.agent import recorded_agent
 from void_pipeline.defs.curate.assets import chat_dataset, filtered_records
 from void_pipeline.defs.ingest.assets import COLLECTIONS
 from void_pipeline.lib.curate.dataset import FORMATS, leaked_roots, tool_call_errors
-from void_pipeline.lib.curate.filters import LoopDetector, unclean_filter_output
+from void_pipeline.lib.curate.filters import LoopDetector, rules_for, unclean_filter_output
 from void_pipeline.lib.layout import DatasetPaths
 from void_pipeline.resources.storage import PipelineStorage
 
@@ -17,7 +17,7 @@ from void_pipeline.resources.storage import PipelineStorage
 @dg.asset_check(
     asset=filtered_records,
     blocking=True,
-    description="No loop content and no duplicate text left; kept + rejected = input, for every collection.",
+    description="No loop content, malformed call or duplicate left (the collection's rules); kept + rejected = input.",
 )
 def filtered_records_are_clean(context: dg.AssetCheckExecutionContext, storage: PipelineStorage) -> dg.AssetCheckResult:
     layout = recorded_agent(storage)[1]
@@ -33,7 +33,7 @@ def filtered_records_are_clean(context: dg.AssetCheckExecutionContext, storage: 
         kept = pl.read_parquet(kept_path)
         rejected = pl.read_parquet(layout.curate.filtered_rejected(collection))
         raw = pl.read_parquet(layout.ingest.records(collection), columns=["uri"])
-        if problem := unclean_filter_output(kept, rejected, raw, detector):
+        if problem := unclean_filter_output(kept, rejected, raw, rules_for(collection), detector):
             problems[collection] = problem
     problems = {c: p for c, p in problems.items() if p}
     return dg.AssetCheckResult(passed=not problems, metadata={"problems": problems or "none"})

@@ -19,12 +19,10 @@ from void_pipeline.lib.curate.reply_tool import grapheme_count
 from void_pipeline.lib.ingest.repo_car import to_json_value
 
 POST = "app.bsky.feed.post"
-TEXT_FIELD = {
-    POST: "text",
-    "stream.thought.reasoning": "reasoning",
-    "stream.thought.memory": "content",
-    "stream.thought.tool.call": "tool_name",
-}
+REASONING = "stream.thought.reasoning"
+MEMORY = "stream.thought.memory"
+TOOL_CALL = "stream.thought.tool.call"
+TEXT_FIELD = {POST: "text", REASONING: "reasoning", MEMORY: "content", TOOL_CALL: "tool_name"}
 DEFAULT_COLLECTIONS = tuple(TEXT_FIELD)
 MAX_POST_GRAPHEMES = 300  # app.bsky.feed.post lexicon: maxGraphemes 300, maxLength 3000 (bytes)
 MAX_POST_BYTES = 3000
@@ -195,7 +193,7 @@ def normalise_record(did: str, collection: str, rkey: str, cid: str, value: Any)
         problem = _post_fields(value, row)
         if problem is not None:
             return problem
-    if collection == "stream.thought.tool.call":
+    if collection == TOOL_CALL:
         args = value.get("arguments", value.get("args"))
         row["tool_args"] = (
             json.dumps(to_json_value(args), ensure_ascii=False, sort_keys=True) if args is not None else None
