@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from void_pipeline.lib.ingest.records import DEFAULT_COLLECTIONS
-from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.layout import REPO_ROOT
 from void_pipeline.lib.settings import from_environment
 
 
