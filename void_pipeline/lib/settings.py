@@ -41,6 +41,7 @@ SERVE_API_KEY_ENV = "VOID_SERVE_API_KEY"  # the endpoint's key, for the server a
 JUDGE_API_KEY_ENV = "VOID_JUDGE_API_KEY"  # the evaluation judge's key (another variable can be named in run config)
 SERVE_URL_ENV = "VOID_SERVE_URL"  # a server this machine did not start (another container): its base URL
 EXECUTORS = ("k8s",)  # VOID_EXECUTOR; unset: Dagster's default executor
+MLFLOW_CLIENT_URI_ENV = "MLFLOW_TRACKING_URI"  # the MLflow client's own name: the fallback for ours
 
 
 @dataclass(frozen=True)
@@ -210,9 +211,9 @@ def from_environment(env: Mapping[str, str] | None = None) -> Settings:
         problems.append(f"VOID_EXECUTOR={executor!r} must be k8s or unset (Dagster's default executor)")
         executor = None
     tracking_uri = env.get("VOID_MLFLOW_TRACKING_URI") or None
-    if tracking_uri is None and env.get("MLFLOW_TRACKING_URI"):  # the MLflow client's own name, as a fallback
-        tracking_uri = env["MLFLOW_TRACKING_URI"]
-        sources = (*sources, Source("MLFLOW_TRACKING_URI", tracking_uri, "environment"))
+    if tracking_uri is None and env.get(MLFLOW_CLIENT_URI_ENV):
+        tracking_uri = env[MLFLOW_CLIENT_URI_ENV]
+        sources = (*sources, Source(MLFLOW_CLIENT_URI_ENV, tracking_uri, "environment"))
     return Settings(
         actor=actor,
         agent=agent,
@@ -246,13 +247,10 @@ def from_environment(env: Mapping[str, str] | None = None) -> Settings:
     )
 
 
-# The names whose values the parser reads: a change to any of them is a new environment to parse.
-READ_OUTSIDE_VOID = ("MLFLOW_TRACKING_URI",)
-
-
 def settings() -> Settings:
-    """This process's settings, parsed once (a test that changes a variable gets them parsed again)."""
-    mine = frozenset((k, v) for k, v in os.environ.items() if k.startswith("VOID_") or k in READ_OUTSIDE_VOID)
+    """This process's settings, parsed once (a test that changes a variable gets them parsed again; the settings
+    file is read with them)."""
+    mine = frozenset((k, v) for k, v in os.environ.items() if k.startswith("VOID_") or k == MLFLOW_CLIENT_URI_ENV)
     return parsed(mine)
 
 
