@@ -20,8 +20,7 @@ from pathlib import Path
 from void_pipeline.lib import environments
 from void_pipeline.lib.curate.request import direct_profile
 from void_pipeline.lib.evaluate.generations import Prompt, generate
-from void_pipeline.lib.layout import EvaluationPaths
-from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.layout import REPO_ROOT, EvaluationPaths
 from void_pipeline.lib.serve.client import Sampling
 from void_pipeline.lib.serve.vllm_server import ServerSpec, vllm_server
 from void_pipeline.resources.server import InferenceServer

@@ -29,8 +29,7 @@ from void_pipeline.lib.ingest.records import POST, Rejection, normalise_record, 
 from void_pipeline.lib.ingest.repo_car import read_repo_car
 from void_pipeline.lib.ingest.resilience import ResilientHttp
 from void_pipeline.lib.ingest.threads import AncestorFetcher, PostCache, build_thread_context, own_posts_from_rows
-from void_pipeline.lib.layout import DataLayout, default_agent_name
-from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.layout import REPO_ROOT, DataLayout, default_agent_name
 from void_pipeline.testworld.corpus import COLLECTIONS, CorpusSpec, generate
 from void_pipeline.testworld.devnet import Devnet
 from void_pipeline.testworld.fault_proxy import FaultPlan, FaultProxy

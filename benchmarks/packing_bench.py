@@ -24,8 +24,8 @@ from void_pipeline.lib.curate.context import distilled_window, load_snapshot, tr
 from void_pipeline.lib.curate.dataset import build_examples, token_lengths
 from void_pipeline.lib.curate.filters import filter_records, rules_for
 from void_pipeline.lib.curate.prompt import TOOL_DESCRIPTION, PromptTemplate
+from void_pipeline.lib.layout import REPO_ROOT
 from void_pipeline.lib.model import TokenCounter
-from void_pipeline.lib.paths import REPO_ROOT
 from void_pipeline.testworld.corpus import POST
 from void_pipeline.testworld.tiny_tokenizer import train_tokenizer
 

@@ -33,8 +33,8 @@ from void_pipeline.lib import environments
 from void_pipeline.lib.curate.context import context_windows, load_snapshot
 from void_pipeline.lib.curate.prompt import TOOL_DESCRIPTION
 from void_pipeline.lib.curate.request import direct_profile
+from void_pipeline.lib.layout import REPO_ROOT
 from void_pipeline.lib.model import TokenCounter
-from void_pipeline.lib.paths import REPO_ROOT
 from void_pipeline.lib.serve.client import Endpoint, Sampling, agent_loop
 from void_pipeline.lib.serve.vllm_server import ServerSpec, engine_settings, vllm_server
 from void_pipeline.testworld.corpus import CorpusSpec, record_text

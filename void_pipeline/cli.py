@@ -30,7 +30,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 from void_pipeline import cli_ops, cli_serve
-from void_pipeline.lib import paths
 from void_pipeline.lib.curate.context import context_windows, load_context_source
 from void_pipeline.lib.curate.handler import PARENT_HEIGHT, handler_profile, thread_from_response
 from void_pipeline.lib.curate.prompt import TOOL_DESCRIPTION, PromptTemplate, render_mention
@@ -43,8 +42,9 @@ from void_pipeline.lib.ingest.identity import IdentityError, actor_syntax_error
 from void_pipeline.lib.ingest.records import DEFAULT_COLLECTIONS, collection_error
 from void_pipeline.lib.ingest.resilience import DEFAULT_LIMITS, HostLimit, ResilientHttp, TransportFailure
 from void_pipeline.lib.ingest.xrpc import XrpcClient, XrpcError
-from void_pipeline.lib.layout import DataLayout, agent_name_error, default_agent_name
+from void_pipeline.lib.layout import DataLayout, agent_name_error, data_root, default_agent_name
 from void_pipeline.lib.model import TokenCounter
+from void_pipeline.lib.settings import DEFAULT_APPVIEW_URL, DEFAULT_PLC_URL
 
 TEST_WORLD_COMMANDS = ("devnet", "demo")
 
@@ -80,7 +80,7 @@ def export_command(args: argparse.Namespace) -> int:
     for option, rate in (("--pds-rps", args.pds_rps), ("--appview-rps", args.appview_rps)):
         if not 0 < rate < float("inf"):  # 0 would wait forever; NaN compares false here too
             raise UsageError(f"{option} {rate:g}: requests per second must be a finite number above 0 (e.g. 0.5 or 10)")
-    out = writable_folder(args.out or paths.data_root(), "--out")
+    out = writable_folder(args.out or data_root(), "--out")
     agent_name = args.agent or default_agent_name(args.actor)
     if error := agent_name_error(agent_name):
         raise UsageError(f"--agent: {error}")
@@ -203,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     export = sub.add_parser("export", help="export an agent's repo and thread context to Parquet, without Dagster")
     export.add_argument("actor", help="handle or DID")
-    export.add_argument("--plc-url", default="https://plc.directory")
-    export.add_argument("--appview-url", default="https://public.api.bsky.app")
+    export.add_argument("--plc-url", default=DEFAULT_PLC_URL)
+    export.add_argument("--appview-url", default=DEFAULT_APPVIEW_URL)
     export.add_argument("--pds-url", default=None, help="override the PDS from the DID document")
     export.add_argument("--out", type=Path, default=None, help="data root (default $VOID_PIPELINE_DATA or .data)")
     export.add_argument(
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     prompt = sub.add_parser("prompt", help="print the prompt the model gets for a thread, as the handler renders it")
     prompt.add_argument("--thread", type=Path, default=None, help="a getPostThread JSON response")
     prompt.add_argument("--uri", default=None, help="an AT URI: the thread is fetched from the AppView")
-    prompt.add_argument("--appview-url", default="https://public.api.bsky.app")
+    prompt.add_argument("--appview-url", default=DEFAULT_APPVIEW_URL)
     prompt.add_argument("--template", type=Path, default=None, help="the operator's template (default: ours)")
     prompt.add_argument(
         "--handler", default=DEFAULT_HANDLER, help=f"how the thread is shown (default {DEFAULT_HANDLER}; umbra@cae8c07)"

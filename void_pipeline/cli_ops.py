@@ -18,7 +18,7 @@ import socket
 import sys
 from typing import Any
 
-from void_pipeline.lib.settings import from_environment
+from void_pipeline.lib.settings import settings
 
 DEFAULT_UI_PORT = 3000
 
@@ -37,27 +37,27 @@ def add_commands(sub: Any) -> None:
 
 
 def settings_command(args: argparse.Namespace) -> int:
-    settings = from_environment()
+    in_force = settings()
     if args.json:
         data = {
-            "agent": settings.agent,
-            "actor": settings.actor,
-            "sources": [{"name": s.name, "value": s.value, "origin": s.origin} for s in settings.sources],
-            "notes": list(settings.notes),
-            "problems": list(settings.problems),
+            "agent": in_force.agent,
+            "actor": in_force.actor,
+            "sources": [{"name": s.name, "value": s.value, "origin": s.origin} for s in in_force.sources],
+            "notes": list(in_force.notes),
+            "problems": list(in_force.problems),
         }
         print(json.dumps(data, indent=2))
     else:
-        print(f"agent: {settings.agent} = {settings.actor} (PLC {settings.plc_url})")
-        for source in settings.sources:
+        print(f"agent: {in_force.agent} = {in_force.actor} (PLC {in_force.plc_url})")
+        for source in in_force.sources:
             print(f"  {source.name}={source.value}  ({source.origin})")
-        if not settings.sources:
+        if not in_force.sources:
             print("  no VOID_* variable is set: every setting is its default")
-        for note in settings.notes:
+        for note in in_force.notes:
             print(f"note: {note}")
-        for problem in settings.problems:
+        for problem in in_force.problems:
             print(f"problem: {problem}", file=sys.stderr)
-    return 1 if settings.problems else 0
+    return 1 if in_force.problems else 0
 
 
 def port_in_use(host: str, port: int) -> str | None:

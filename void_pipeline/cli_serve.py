@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from void_pipeline.lib import environments, paths
-from void_pipeline.lib.layout import AgentLayout, DataLayout, ServePaths
+from void_pipeline.lib import environments
+from void_pipeline.lib.layout import AgentLayout, DataLayout, ServePaths, data_root
 from void_pipeline.lib.serve import managed
 from void_pipeline.lib.serve.bundle import (
     Bundle,
@@ -42,9 +42,15 @@ from void_pipeline.lib.serve.bundle import (
     read_bundle,
     server_spec,
 )
-from void_pipeline.lib.serve.managed import API_KEY_ENV, URL_ENV
 from void_pipeline.lib.serve.managed_export import HOSTS, ExportRefused, check_for_host, export_for_host
 from void_pipeline.lib.serve.vllm_server import ServerFailed, engine_settings, has_gpu, load_adapter
+from void_pipeline.lib.settings import (
+    APP_PASSWORD_ENV,
+    DEFAULT_REPLY_PDS_URL,
+    SERVE_API_KEY_ENV,
+    SERVE_URL_ENV,
+    settings,
+)
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 BUNDLE_POLL_S = 5.0  # reading one small file
@@ -55,8 +61,8 @@ class ServeUsageError(ValueError):
 
 
 def agent_layout(args: argparse.Namespace) -> AgentLayout:
-    data = Path(args.data) if args.data else paths.data_root()
-    return DataLayout(data).agent(args.agent or os.environ.get("VOID_AGENT") or "void")
+    data = Path(args.data) if args.data else data_root()
+    return DataLayout(data).agent(args.agent or settings().agent)
 
 
 def serve_paths(args: argparse.Namespace) -> ServePaths:
@@ -101,10 +107,10 @@ def up_command(args: argparse.Namespace) -> int:
         also[name] = read_bundle(serve.bundle(version_number(version)))
     for served in (bundle, *also.values()):
         check_bundle(served)  # a missing or truncated adapter is one line here, not a vLLM crash after a minute
-    key = os.environ.get(API_KEY_ENV)
+    key = settings().serve_api_key
     if not key and not args.no_key_loopback_test:
         raise ServeUsageError(
-            f"{API_KEY_ENV} is not set: the endpoint needs an API key (export {API_KEY_ENV}=...). "
+            f"{SERVE_API_KEY_ENV} is not set: the endpoint needs an API key (export {SERVE_API_KEY_ENV}=...). "
             "Only for a loopback-only test: --no-key-loopback-test"
         )
     if args.no_key_loopback_test:
@@ -127,7 +133,7 @@ def up_command(args: argparse.Namespace) -> int:
 
 
 def status_command(args: argparse.Namespace) -> int:
-    report = managed.status(serve_paths(args), os.environ.get(API_KEY_ENV))
+    report = managed.status(serve_paths(args), settings().serve_api_key)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -179,9 +185,9 @@ def promote_command(args: argparse.Namespace) -> int:
     serve = serve_paths(args)
     bundle = read_bundle(serve.bundle(version_number(args.version)))
     check_bundle(bundle)  # neither the server nor current sees a missing or truncated adapter
-    url, _ = managed.running_endpoint(serve, args.endpoint)
+    url, _ = managed.running_endpoint(serve, args.endpoint or settings().serve_url)
     if url is not None and bundle.adapter:
-        load_adapter(url, os.environ.get(API_KEY_ENV), bundle.served_model_name, bundle.adapter)
+        load_adapter(url, settings().serve_api_key, bundle.served_model_name, bundle.adapter)
         managed.record_loaded(serve, url, bundle.served_model_name, bundle.adapter, bundle.version)
         print(f"the server at {url} now answers {bundle.served_model_name} with bundle v{bundle.version:04d}")
     make_current(serve, bundle.version)
@@ -194,7 +200,7 @@ def promote_command(args: argparse.Namespace) -> int:
 
 def set_production_alias(bundle: Bundle, data: str | None) -> str | None:
     """The MLflow alias ``production`` on the bundle's registered model version, in the store the promotion used
-    ($MLFLOW_TRACKING_URI overrides). None when the bundle has no registered version."""
+    (the tracking URI setting overrides). None when the bundle has no registered version."""
     name, version = bundle.source.get("registered_model"), bundle.source.get("model_version")
     if not name or not version:
         return None
@@ -202,8 +208,8 @@ def set_production_alias(bundle: Bundle, data: str | None) -> str | None:
 
     from void_pipeline.lib.train import tracking
 
-    store = DataLayout(Path(data) if data else paths.data_root()).mlflow
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or bundle.source.get("tracking_uri") or tracking.default_uri(store)
+    store = DataLayout(Path(data) if data else data_root()).mlflow
+    uri = settings().mlflow_tracking_uri or bundle.source.get("tracking_uri") or tracking.default_uri(store)
     try:
         tracking.set_alias(uri, str(name), str(version), "production")
     except MlflowException as err:
@@ -269,16 +275,18 @@ def reply_command(args: argparse.Namespace) -> int:
         raise ServeUsageError(str(err)) from err
     serve = serve_paths(args)
     bundle = read_bundle(serve.bundle(version_number(args.bundle))) if args.bundle else the_current_bundle(serve)
-    url, _ = managed.running_endpoint(serve, args.endpoint)
+    url, _ = managed.running_endpoint(serve, args.endpoint or settings().serve_url)
     if url is None:
-        raise ServeUsageError(f"no endpoint: start one (serve up), or give --endpoint URL or ${URL_ENV}")
-    password = os.environ.get(args.password_env)
-    if args.post and not (args.handle and password):
+        raise ServeUsageError(f"no endpoint: start one (serve up), or give --endpoint URL or ${SERVE_URL_ENV}")
+    # the operator may name another variable; the default is a setting like every VOID_* one
+    password = settings().app_password if args.password_env == APP_PASSWORD_ENV else os.environ.get(args.password_env)
+    handle = args.handle or settings().reply_handle
+    if args.post and not (handle and password):
         raise ServeUsageError(f"--post needs --handle and the app password in ${args.password_env}")
     with ResilientHttp() as http:
-        fetched = fetch_thread(XrpcClient(args.appview_url, client=http), args.uri)
+        fetched = fetch_thread(XrpcClient(args.appview_url or settings().appview_url, client=http), args.uri)
     prompt = render_mention(fetched.thread, bundle.prompt_template(), handler=bundle.request().handler)
-    endpoint = Endpoint(f"{url}/v1", os.environ.get(API_KEY_ENV) or "", args.model or bundle.served_model_name,
+    endpoint = Endpoint(f"{url}/v1", settings().serve_api_key or "", args.model or bundle.served_model_name,
                         timeout_s=args.timeout, retries=args.retries)  # fmt: skip
     sampling = bundle.sampling if args.seed is None else dataclasses.replace(bundle.sampling, seed=args.seed)
     with httpx.Client() as client:
@@ -297,7 +305,8 @@ def reply_command(args: argparse.Namespace) -> int:
     if args.show_prompt:
         result["prompt"] = prompt
     if not problems and args.post:
-        created = post_reply_thread(args.pds_url, args.handle, str(password), fetched, answer.posts)
+        pds_url = args.pds_url or settings().reply_pds_url
+        created = post_reply_thread(pds_url, str(handle), str(password), fetched, answer.posts)
         result["posted"] = [ref.as_dict() for ref in created]
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
@@ -331,11 +340,11 @@ def letta_model(args: argparse.Namespace) -> dict[str, Any]:
 
     bundle = None if args.model and args.endpoint else the_current_bundle(serve_paths(args))
     model = args.model or (bundle.served_model_name if bundle else "")
-    url = args.endpoint or managed.running_endpoint(serve_paths(args), None)[0]
+    url = managed.running_endpoint(serve_paths(args), args.endpoint or settings().serve_url)[0]
     if not url:
         raise ServeUsageError("no served endpoint: start one (serve up), or give --endpoint URL (as Letta reaches it)")
     endpoint = url.rstrip("/") if url.rstrip("/").endswith("/v1") else f"{url.rstrip('/')}/v1"
-    window = args.context_window or served_context_window(endpoint, os.environ.get(API_KEY_ENV) or "", model)
+    window = args.context_window or served_context_window(endpoint, settings().serve_api_key or "", model)
     temperature = args.temperature if args.temperature is not None else (bundle.sampling.temperature if bundle else 0.7)
     return endpoint_config(endpoint, model, window, args.max_tokens, temperature)
 
@@ -387,7 +396,7 @@ def add_commands(sub: Any) -> None:
     up.add_argument("--foreground", action="store_true", help="stay attached until the server ends (containers)")
     up.add_argument("--wait-for-bundle", action="store_true", help="wait until a bundle is current (containers)")
     up.add_argument("--no-key-loopback-test", action="store_true",
-                    help=f"start without ${API_KEY_ENV}: only for a test on loopback")  # fmt: skip
+                    help=f"start without ${SERVE_API_KEY_ENV}: only for a test on loopback")  # fmt: skip
     for name, help_text in (("status", "is it up, where, what it serves"), ("down", "stop it"),
                             ("list", "the bundles, current marked")):  # fmt: skip
         parser = actions.add_parser(name, help=help_text)
@@ -397,24 +406,27 @@ def add_commands(sub: Any) -> None:
     promote = actions.add_parser("promote", help="make bundle VERSION current (roll back = an earlier one)")
     common(promote)
     promote.add_argument("version")
-    promote.add_argument("--endpoint", default=None, help=f"a server to update (default ${URL_ENV} or the managed one)")
+    promote.add_argument(
+        "--endpoint", default=None, help=f"a server to update (default ${SERVE_URL_ENV} or the managed one)"
+    )
 
     answer = sub.add_parser("reply", help="answer one post with the served model (dry run unless --post)")
     common(answer)
     answer.add_argument("uri", help="the post to answer (at://...)")
-    answer.add_argument("--appview-url", default=os.environ.get("VOID_APPVIEW_URL") or "https://public.api.bsky.app")
-    answer.add_argument("--endpoint", default=None, help=f"the server (default ${URL_ENV} or the managed one)")
+    answer.add_argument(
+        "--appview-url", default=None, help="the AppView to fetch the thread from (default $VOID_APPVIEW_URL or ours)"
+    )
+    answer.add_argument("--endpoint", default=None, help=f"the server (default ${SERVE_URL_ENV} or the managed one)")
     answer.add_argument("--model", default=None, help="served model name (default: the bundle's)")
     answer.add_argument("--bundle", default=None, help="render with this bundle version (default: current)")
     answer.add_argument("--seed", type=int, default=None)
     answer.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     answer.add_argument("--retries", type=int, default=2, help="more tries after a failed request")
     answer.add_argument("--post", action="store_true", help="publish the answer as a reply thread")
-    answer.add_argument("--handle", default=os.environ.get("VOID_HANDLE"), help="the posting account")
-    answer.add_argument(
-        "--password-env", default="VOID_APP_PASSWORD", help="environment variable with its app password"
-    )
-    answer.add_argument("--pds-url", default=os.environ.get("VOID_PDS_URL") or "https://bsky.social")
+    answer.add_argument("--handle", default=None, help="the posting account (default $VOID_HANDLE)")
+    answer.add_argument("--password-env", default=APP_PASSWORD_ENV, help="environment variable with its app password")
+    answer.add_argument("--pds-url", default=None,
+                        help=f"the posting account's PDS (default $VOID_REPLY_PDS_URL or {DEFAULT_REPLY_PDS_URL})")  # fmt: skip
     answer.add_argument("--show-prompt", action="store_true", help="print the rendered prompt too")
     answer.add_argument("--json", action="store_true")
 

@@ -4,7 +4,7 @@ Each stage package under ``void_pipeline/defs/`` exposes ``defs``; listing them 
 folders) keeps the location loadable the same way from a checkout and from an installed wheel.
 
 Environment (all optional; the defaults point at the real network):
-    VOID_ACTOR, VOID_PLC_URL, VOID_APPVIEW_URL, VOID_PDS_URL   the agent and its services
+    VOID_ACTOR, VOID_PLC_URL, VOID_APPVIEW_URL, VOID_PDS_URL   the agent and its services (VOID_PDS_URL: its PDS)
     VOID_AGENT                                               the agent's folder name (default: the handle's first label)
     VOID_APP_PASSWORD                                        read by Dagster at run time, never stored
     VOID_PIPELINE_DATA                                       where assets write (default <repo>/.data)
@@ -14,17 +14,18 @@ Environment (all optional; the defaults point at the real network):
     VOID_SETTINGS_FILE                                       `export VOID_X=...` lines for what the environment
                                                              leaves unset (make ui: the demo's, a devnet's)
     VOID_MLFLOW_TRACKING_URI                                 MLflow (default: SQLite under the data folder)
+    VOID_EXECUTOR, VOID_SERVE_URL, VOID_SERVE_API_KEY        k8s steps; a serving endpoint; its key
+Every one is parsed once, by lib/settings.py (``python -m void_pipeline settings`` shows them).
 """
 
-import os
 import sys
 
 import dagster as dg
 
 from void_pipeline.defs import curate, evaluate, ingest, serve, train
 from void_pipeline.defs.automation import pipeline_automation
-from void_pipeline.lib import paths
-from void_pipeline.lib.settings import Settings, from_environment
+from void_pipeline.lib.layout import DataRootError, data_root
+from void_pipeline.lib.settings import APP_PASSWORD_ENV, Settings, settings
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.model import ModelChoice
 from void_pipeline.resources.server import InferenceServer
@@ -32,50 +33,50 @@ from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline.resources.trainer import Trainer
 
 
-def resources_from_environment(settings: Settings | None = None) -> dict[str, object]:
+def resources_from_environment(chosen: Settings | None = None) -> dict[str, object]:
     """Resources from ``VOID_*`` variables. A bad value is reported, not raised: the location loads, and every
     run refuses to start with a message naming the variable (PipelineStorage.setup_for_execution)."""
-    settings = settings or from_environment()
-    problems = list(settings.problems)
+    chosen = chosen or settings()
+    problems = list(chosen.problems)
     try:
-        root = paths.data_root()
-    except paths.DataRootError as err:
+        root = data_root()
+    except DataRootError as err:
         problems.append(str(err))
-        root = paths.data_root(check=False)
+        root = data_root(check=False)
     for problem in problems:
         print(f"void-pipeline: {problem}; every run will refuse to start until it is fixed", file=sys.stderr)
-    for note in settings.notes:
+    for note in chosen.notes:
         print(f"void-pipeline: {note}", file=sys.stderr)
     endpoint = AtprotoEndpoint(
-        actor=settings.actor,
-        plc_url=settings.plc_url,
-        appview_url=settings.appview_url,
-        pds_url=settings.pds_url,
-        app_password=dg.EnvVar("VOID_APP_PASSWORD") if os.environ.get("VOID_APP_PASSWORD") else None,
+        actor=chosen.actor,
+        plc_url=chosen.plc_url,
+        appview_url=chosen.appview_url,
+        pds_url=chosen.pds_url,
+        app_password=dg.EnvVar(APP_PASSWORD_ENV) if chosen.app_password else None,
     )
     model = ModelChoice(
-        config=settings.trainer_config,
-        overlays=list(settings.trainer_overlays),
-        local_path=settings.base_model_path,
-        sequence_len=settings.sequence_len,
+        config=chosen.trainer_config,
+        overlays=list(chosen.trainer_overlays),
+        local_path=chosen.base_model_path,
+        sequence_len=chosen.sequence_len,
     )
     trainer = Trainer(
-        overrides={"max_steps": settings.trainer_max_steps} if settings.trainer_max_steps else {},
-        tracking_uri=settings.mlflow_tracking_uri,
-        ui_url=settings.mlflow_ui_url,
-        python=settings.trainer_python,
+        overrides={"max_steps": chosen.trainer_max_steps} if chosen.trainer_max_steps else {},
+        tracking_uri=chosen.mlflow_tracking_uri,
+        ui_url=chosen.mlflow_ui_url,
+        python=chosen.trainer_python,
     )
     return {
         "endpoint": endpoint,
         "storage": PipelineStorage(
             root=str(root),
-            agent=settings.agent,
+            agent=chosen.agent,
             problems=problems,
-            settings={s.name: f"{s.value}  ({s.origin})" for s in settings.sources},
+            settings={s.name: f"{s.value}  ({s.origin})" for s in chosen.sources},
         ),
         "model": model,
         "trainer": trainer,
-        "server": InferenceServer(python=settings.server_python),
+        "server": InferenceServer(python=chosen.server_python),
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
     }
 
@@ -86,7 +87,7 @@ STAGES: list[dg.Definitions] = [ingest.defs, curate.defs, train.defs, evaluate.d
 def executor_from_environment() -> dg.ExecutorDefinition | None:
     """VOID_EXECUTOR=k8s (the Helm values set it): each step a Kubernetes Job, GPU steps on GPU nodes by their tags.
     dagster-k8s is only in the code-location image, so it is imported only then."""
-    if os.environ.get("VOID_EXECUTOR") == "k8s":
+    if settings().executor == "k8s":
         from dagster_k8s import k8s_job_executor
 
         executor: dg.ExecutorDefinition = k8s_job_executor

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from void_pipeline.lib.layout import DataLayout, IngestPaths
-from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.layout import REPO_ROOT, DataLayout, IngestPaths
 from void_pipeline.lib.processes import pid_alive
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.model import ModelChoice

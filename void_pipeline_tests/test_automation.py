@@ -20,7 +20,7 @@ from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
 from void_pipeline.definitions import defs
 from void_pipeline.defs.ingest.assets import COLLECTIONS
 from void_pipeline.defs.train.automation import RETRAIN_MIN_NEW_EXAMPLES, retrain_on_growth
-from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.layout import REPO_ROOT
 from void_pipeline.lib.train.runs import retrain_decision
 
 CURATE = {"thread_context", "context_window", "filtered_records", "chat_dataset"}

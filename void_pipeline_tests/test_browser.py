@@ -23,7 +23,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from void_pipeline.lib.ingest.records import COLUMN_DOCS
-from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.layout import REPO_ROOT
 from void_pipeline.testworld import webui
 from void_pipeline.testworld.corpus import POST
 from void_pipeline.testworld.devnet import DevnetInfo

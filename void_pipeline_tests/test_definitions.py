@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 import httpx
 
-from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.layout import REPO_ROOT
 from void_pipeline.testworld.devnet import free_port
 
 

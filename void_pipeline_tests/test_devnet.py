@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.layout import REPO_ROOT
 from void_pipeline.lib.processes import pid_alive
 from void_pipeline.testworld.devnet import STATE_FILE, Devnet, DevnetError, DevnetInfo, PdsLayout
 

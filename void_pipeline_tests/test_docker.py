@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 import dagster as dg
 import yaml
 
-from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.layout import REPO_ROOT
 
 DOCKER = REPO_ROOT / "docker"
 

@@ -9,7 +9,7 @@ import pytest
 
 from void_pipeline.lib import environments
 from void_pipeline.lib.environments import COMPLETE_MARKER, SetupError, content_key, ensure, find_node, node_major
-from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.layout import REPO_ROOT
 
 
 @dataclass(frozen=True)
@@ -165,8 +165,8 @@ def test_pip_index_settings_reach_uv(tmp_path: Path, monkeypatch: pytest.MonkeyP
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     monkeypatch.setenv("PIP_FIND_LINKS", f"{wheels} {tmp_path / 'missing'}")
-    monkeypatch.setenv("PIP_INDEX_URL", "https://pypi.org/simple")
+    monkeypatch.setenv("PIP_INDEX_URL", "https://mirror.example/simple")
     args = environments.pip_index_args()
     assert ["--find-links", str(wheels)] == args[args.index(str(wheels)) - 1 : args.index(str(wheels)) + 1]
     assert str(tmp_path / "missing") not in args  # a folder that is not there is left out
-    assert args[args.index("--index-url") + 1] == "https://pypi.org/simple"
+    assert args[args.index("--index-url") + 1] == "https://mirror.example/simple"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from void_pipeline.lib.files import Busy, acquire_owner, read_holder, staged_dir
-from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.layout import REPO_ROOT
 
 
 def test_a_failed_replacement_leaves_the_old_folder_whole(tmp_path: Path) -> None:

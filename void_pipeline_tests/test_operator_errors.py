@@ -23,7 +23,7 @@ from void_pipeline.lib.files import DiskFull, write_text_atomic
 from void_pipeline.lib.ingest.identity import IdentityError, IdentityResolver
 from void_pipeline.lib.ingest.records import POST
 from void_pipeline.lib.ingest.resilience import ResilientHttp
-from void_pipeline.lib.paths import REPO_ROOT, DataRootError, data_root
+from void_pipeline.lib.layout import REPO_ROOT, DataRootError, data_root
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline.testworld.devnet import DevnetInfo, free_port

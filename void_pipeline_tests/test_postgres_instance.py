@@ -18,7 +18,7 @@ import psycopg2
 import pytest
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
-from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.layout import REPO_ROOT
 from void_pipeline.lib.processes import pid_alive
 from void_pipeline.testworld.corpus import POST
 from void_pipeline.testworld.devnet import DevnetInfo

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.layout import REPO_ROOT
 from void_pipeline.lib.processes import pid_alive, spawn_group, stop_group
 
 # A tree like axolotl's: a launcher, its children, a grandchild that leaves for a session of its own.

@@ -12,7 +12,7 @@ import pytest
 from dagster._core.storage.dagster_run import DagsterRun
 
 from void_pipeline.defs import run_slots
-from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.layout import REPO_ROOT
 
 
 def add_run(instance: dg.DagsterInstance, run_id: str, status: dg.DagsterRunStatus) -> None:

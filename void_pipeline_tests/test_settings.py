@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from void_pipeline.lib.ingest.records import DEFAULT_COLLECTIONS
-from void_pipeline.lib.paths import REPO_ROOT
-from void_pipeline.lib.settings import from_environment
+from void_pipeline.lib.layout import REPO_ROOT
+from void_pipeline.lib.settings import from_environment, settings
 
 
 @pytest.mark.parametrize(
@@ -28,6 +28,7 @@ from void_pipeline.lib.settings import from_environment
         ({"VOID_AUTOMATION": "yes"}, "VOID_AUTOMATION='yes' must be on or off"),
         ({"VOID_RETRAIN_MIN_NEW_EXAMPLES": "many"}, "VOID_RETRAIN_MIN_NEW_EXAMPLES='many' is not a whole number"),
         ({"VOID_LIVE_INTERVAL_S": "0"}, "VOID_LIVE_INTERVAL_S=0 must be at least 1"),
+        ({"VOID_EXECUTOR": "k9s"}, "VOID_EXECUTOR='k9s' must be k8s or unset"),
     ],
 )
 def test_a_bad_value_is_a_problem_naming_its_variable(env: dict[str, str], expected: str) -> None:
@@ -119,3 +120,57 @@ def test_make_ui_shows_where_settings_come_from_and_refuses_a_busy_port(tmp_path
     assert "VOID_TRAINER_MAX_STEPS=0  (environment)" in done.stdout, done.stdout
     assert f"VOID_AGENT=void-demo  (file {tmp_path / 'ui-settings.env'})" in done.stdout, done.stdout
     assert "Dagster UI:" not in done.stdout  # dg dev never started
+
+
+def test_importing_the_code_location_parses_settings_once() -> None:
+    """Every module asks settings(); before, definitions.py and four defs modules each parsed the environment."""
+    code = (
+        "import void_pipeline.lib.settings as s\n"
+        "calls = []\n"
+        "parse = s.from_environment\n"
+        "s.from_environment = lambda env=None: calls.append(env) or parse(env)\n"
+        "from void_pipeline.definitions import defs\n"
+        "defs.get_repository_def().get_all_jobs()\n"
+        "print(len(calls))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOID_")} | {"PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "1", done.stdout
+
+
+def test_settings_are_parsed_again_only_when_a_variable_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOID_AGENT", "first")
+    assert settings() is settings() and settings().agent == "first"
+    monkeypatch.setenv("VOID_AGENT", "second")
+    assert settings().agent == "second"
+
+
+def test_the_agent_pds_and_the_reply_pds_are_two_settings() -> None:
+    """VOID_PDS_URL is the agent's PDS for ingest only; `reply --post` publishes through VOID_REPLY_PDS_URL."""
+    from void_pipeline.definitions import resources_from_environment
+    from void_pipeline.resources.atproto import AtprotoEndpoint
+
+    agent_only = from_environment({"VOID_PDS_URL": "http://127.0.0.1:2583"})
+    assert agent_only.pds_url == "http://127.0.0.1:2583" and agent_only.reply_pds_url == "https://bsky.social"
+    both = from_environment({"VOID_PDS_URL": "http://127.0.0.1:2583", "VOID_REPLY_PDS_URL": "http://127.0.0.1:2584"})
+    assert both.pds_url == "http://127.0.0.1:2583" and both.reply_pds_url == "http://127.0.0.1:2584"
+    endpoint = resources_from_environment(both)["endpoint"]
+    assert isinstance(endpoint, AtprotoEndpoint) and endpoint.pds_url == "http://127.0.0.1:2583"
+    assert from_environment({"VOID_REPLY_PDS_URL": "http://127.0.0.1:2584"}).pds_url is None
+    helped = subprocess.run(
+        [sys.executable, "-m", "void_pipeline", "reply", "--help"],
+        cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert "$VOID_REPLY_PDS_URL" in " ".join(helped.stdout.split()), helped.stdout
+
+
+def test_mlflow_s_own_variable_is_the_fallback_and_secrets_never_print() -> None:
+    assert from_environment({"MLFLOW_TRACKING_URI": "http://mlflow:5000"}).mlflow_tracking_uri == "http://mlflow:5000"
+    both = from_environment(
+        {"MLFLOW_TRACKING_URI": "http://mlflow:5000", "VOID_MLFLOW_TRACKING_URI": "http://ours:5000"}
+    )
+    assert both.mlflow_tracking_uri == "http://ours:5000"
+    secret = from_environment({"VOID_SERVE_API_KEY": "key-4711", "VOID_APP_PASSWORD": "pw-4711"})
+    assert secret.serve_api_key == "key-4711" and secret.app_password == "pw-4711"
+    assert "4711" not in repr(secret) and "4711" not in repr(secret.sources)

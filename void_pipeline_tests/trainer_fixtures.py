@@ -19,7 +19,7 @@ import pytest
 from void_pipeline.defs.train.assets import OFFLINE, lora_adapter, merged_model
 from void_pipeline.lib import environments
 from void_pipeline.lib.curate.dataset import format_row
-from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.layout import REPO_ROOT
 from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline.resources.trainer import Trainer
 from void_pipeline.testworld.cli import build_tiny_model, instruct_pretraining

@@ -13,9 +13,9 @@ operator switches on what they want. A status switched in the UI is kept by the 
 
 import dagster as dg
 
-from void_pipeline.lib.settings import from_environment
+from void_pipeline.lib.settings import settings
 
-AUTOMATION_ON = from_environment().automation
+AUTOMATION_ON = settings().automation
 SENSOR_STATUS = dg.DefaultSensorStatus.RUNNING if AUTOMATION_ON else dg.DefaultSensorStatus.STOPPED
 SCHEDULE_STATUS = dg.DefaultScheduleStatus.RUNNING if AUTOMATION_ON else dg.DefaultScheduleStatus.STOPPED
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from void_pipeline.lib.files import locked
-from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.layout import REPO_ROOT
 
 ENVS_DIR = REPO_ROOT / "envs"
 DEVNET_DIR = REPO_ROOT / "devnet"
@@ -277,19 +277,29 @@ def pip_index_args() -> list[str]:
         name = key.rsplit(".", 1)[-1]
         if name in ("index-url", "extra-index-url", "find-links"):
             settings.setdefault(name, []).extend(value.strip().strip("'\"").split())
-    # pip's main index (the last one it reads; PyPI when none) comes first: where several indexes hold the same
-    # version, uv takes the first index's files, and a partial local mirror may hold only a wheel built for an
-    # older Python (multiprocess' py310 wheel on 3.11 breaks subprocess). pip weighs every index's files alike.
-    primary = (settings.get("index-url") or ["https://pypi.org/simple"])[-1]
-    indexes = [primary, *settings.get("extra-index-url", [])]
+    # pip's main index (the last one it reads; pip's own default when none) comes first: where several indexes hold
+    # the same version, uv takes the first index's files, and a partial local mirror may hold only a wheel built for
+    # an older Python (multiprocess' py310 wheel on 3.11 breaks subprocess). pip weighs every index's files alike.
+    primary = (settings.get("index-url") or [pip_default_index()])[-1]
+    indexes = [primary, *settings.get("extra-index-url", [])] if primary else settings.get("extra-index-url", [])
     # Every index is searched for every package (exact pins: nothing to confuse between indexes).
-    args = ["--index-strategy", "unsafe-best-match", "--index-url", primary]
+    args = ["--index-strategy", "unsafe-best-match", *(["--index-url", primary] if primary else [])]
     for name, locations in (("extra-index-url", indexes), ("find-links", settings.get("find-links", []))):
         for location in dict.fromkeys(locations):
             local = location.removeprefix("file://")
             if location.startswith(("http://", "https://")) or Path(local).exists():
                 args += [f"--{name}", location]
     return args
+
+
+def pip_default_index() -> str:
+    """The index pip uses when none is configured, asked of pip (no address is written here); "" when this pip
+    does not say, and uv then uses its own default."""
+    asked = subprocess.run(
+        [BASE_PYTHON, "-c", "from pip._internal.models.index import PyPI; print(PyPI.simple_url)"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return asked.stdout.strip() if asked.returncode == 0 else ""
 
 
 def ensure_all(names: list[str]) -> list[Path]:

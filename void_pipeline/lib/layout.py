@@ -1,4 +1,4 @@
-"""Where every stage keeps its files: the one place that joins folder names.
+"""Where the pipeline keeps its files (the data root) and every stage its folders: the one place that joins names.
 
 ::
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -35,7 +36,32 @@ from typing import Any, ClassVar
 
 from void_pipeline.lib.files import write_text_atomic
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 AGENT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class DataRootError(ValueError):
+    """The data root cannot be a folder; the message names the variable and the path."""
+
+
+def data_root(check: bool = True) -> Path:
+    """Everything the pipeline writes: ``$VOID_PIPELINE_DATA``, default ``<repo>/.data``. A path that is a file (or
+    lies under one) is refused here: read as a folder it looks empty ("no bundles", rc 0) to every command.
+    ``check=False``: the path as configured, for a caller that reports the problem its own way."""
+    from void_pipeline.lib.settings import settings  # imported here: settings imports this module
+
+    configured = settings().pipeline_data
+    root = Path(configured or REPO_ROOT / ".data").resolve()
+    nearest = next((p for p in (root, *root.parents) if p.exists()), root)
+    if check and not nearest.is_dir():
+        where = f"VOID_PIPELINE_DATA={configured}" if configured else f"the data folder {root}"
+        what = "is a file" if nearest == root else f"lies under the file {nearest}"
+        raise DataRootError(f"{where} {what}, not a folder: point VOID_PIPELINE_DATA at a folder")
+    return root
+
+
+def dagster_home() -> Path:
+    return Path(os.environ.get("DAGSTER_HOME") or data_root() / "dagster_home").resolve()
 
 
 def agent_name_error(name: str) -> str | None:

@@ -8,10 +8,21 @@ Layers: ``$VOID_SETTINGS_FILE`` may name a file of ``export VOID_X=...`` lines (
 running devnet's) that fills in what the environment leaves unset: a variable the operator set always wins. The
 file speaks for one agent: when the environment selects another (``VOID_ACTOR`` or ``VOID_AGENT`` differ from the
 file's), none of it applies. ``Settings.sources`` says where each set variable came from.
+
+Every module asks ``settings()``: parsed once per process (again only if the environment's ``VOID_*`` variables
+change, as tests do). ``from_environment(env)`` is the parser itself, pure, for tests.
+
+MLflow: ``VOID_MLFLOW_TRACKING_URI`` names the tracking server; when it is unset, the MLflow client's own
+``MLFLOW_TRACKING_URI`` is used; when both are unset, a SQLite store under the data folder.
+
+Not here: the setup's ``VOID_PIPELINE_CACHE``, ``VOID_PIPELINE_NODE`` and ``VOID_PIPELINE_NO_UV`` (read by
+lib/environments.py, standard library only, before any environment exists) and ``VOID_METRICS_PATH`` (how the
+trainer process tells its own callback where to write, not a setting).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 from collections.abc import Mapping
@@ -22,14 +33,25 @@ from void_pipeline.lib.ingest.records import DEFAULT_COLLECTIONS, collection_err
 from void_pipeline.lib.layout import agent_name_error, default_agent_name
 from void_pipeline.lib.model import choose_model
 
+DEFAULT_PLC_URL = "https://plc.directory"
+DEFAULT_APPVIEW_URL = "https://public.api.bsky.app"
+DEFAULT_REPLY_PDS_URL = "https://bsky.social"  # where `reply --post` publishes, unless VOID_REPLY_PDS_URL says
+APP_PASSWORD_ENV = "VOID_APP_PASSWORD"  # Dagster reads it at run time (EnvVar): the resource never holds the value
+SERVE_API_KEY_ENV = "VOID_SERVE_API_KEY"  # the endpoint's key, for the server and for every client
+JUDGE_API_KEY_ENV = "VOID_JUDGE_API_KEY"  # the evaluation judge's key (another variable can be named in run config)
+SERVE_URL_ENV = "VOID_SERVE_URL"  # a server this machine did not start (another container): its base URL
+EXECUTORS = ("k8s",)  # VOID_EXECUTOR; unset: Dagster's default executor
+MLFLOW_CLIENT_URI_ENV = "MLFLOW_TRACKING_URI"  # the MLflow client's own name: the fallback for ours
+
 
 @dataclass(frozen=True)
 class Settings:
     actor: str = "void.comind.network"
     agent: str = "void"  # the agent's folder name under <data>/agents/
-    plc_url: str = "https://plc.directory"
-    appview_url: str = "https://public.api.bsky.app"
-    pds_url: str | None = None
+    plc_url: str = DEFAULT_PLC_URL
+    appview_url: str = DEFAULT_APPVIEW_URL
+    pds_url: str | None = None  # the agent's PDS for ingest; None: the DID document's
+    pipeline_data: str | None = None  # VOID_PIPELINE_DATA as given; lib/layout.data_root() resolves and checks it
     base_model_path: str | None = None  # a local copy of the config's model
     sequence_len: int | None = None  # None: the config's
     trainer_config: str = "llama-3.1-8b-instruct"  # the model choice: axolotl_configs/<name>.yml
@@ -43,6 +65,13 @@ class Settings:
     automation: bool = False  # schedules, sensors and automation conditions start running (else: off until switched on)
     retrain_min_new_examples: int = 500  # the weekly retrain runs only when the training set grew by this many
     live_interval_s: int = 30  # seconds between agent_repo_sensor's ticks
+    executor: str | None = None  # "k8s": each step a Kubernetes Job; None: Dagster's default
+    serve_url: str | None = None  # a serving endpoint this machine did not start; None: the managed server
+    serve_api_key: str | None = field(default=None, repr=False)
+    app_password: str | None = field(default=None, repr=False)  # the agent's app password (ingest, reply --post)
+    judge_api_key: str | None = field(default=None, repr=False)
+    reply_handle: str | None = None  # the account `reply --post` publishes as (VOID_HANDLE)
+    reply_pds_url: str = DEFAULT_REPLY_PDS_URL
     problems: tuple[str, ...] = field(default=())
     sources: tuple[Source, ...] = field(default=())  # every VOID_* variable in force and where it came from
     notes: tuple[str, ...] = field(default=())  # a settings file that was not applied, and why
@@ -177,18 +206,27 @@ def from_environment(env: Mapping[str, str] | None = None) -> Settings:
         env, "VOID_RETRAIN_MIN_NEW_EXAMPLES", "new training examples that make the weekly retrain run", problems
     )
     live_interval = positive_int(env, "VOID_LIVE_INTERVAL_S", "seconds between the firehose sensor's ticks", problems)
+    executor = env.get("VOID_EXECUTOR", "").strip() or None
+    if executor is not None and executor not in EXECUTORS:
+        problems.append(f"VOID_EXECUTOR={executor!r} must be k8s or unset (Dagster's default executor)")
+        executor = None
+    tracking_uri = env.get("VOID_MLFLOW_TRACKING_URI") or None
+    if tracking_uri is None and env.get(MLFLOW_CLIENT_URI_ENV):
+        tracking_uri = env[MLFLOW_CLIENT_URI_ENV]
+        sources = (*sources, Source(MLFLOW_CLIENT_URI_ENV, tracking_uri, "environment"))
     return Settings(
         actor=actor,
         agent=agent,
         plc_url=env.get("VOID_PLC_URL") or Settings.plc_url,
         appview_url=env.get("VOID_APPVIEW_URL") or Settings.appview_url,
         pds_url=env.get("VOID_PDS_URL") or None,
+        pipeline_data=env.get("VOID_PIPELINE_DATA") or None,
         base_model_path=env.get("VOID_BASE_MODEL_PATH") or None,
         sequence_len=sequence_len,
         trainer_config=trainer_config,
         trainer_overlays=overlays,
         trainer_max_steps=max_steps,
-        mlflow_tracking_uri=env.get("VOID_MLFLOW_TRACKING_URI") or None,
+        mlflow_tracking_uri=tracking_uri,
         mlflow_ui_url=env.get("VOID_MLFLOW_UI_URL") or None,
         trainer_python=interpreter(env, "VOID_TRAINER_PYTHON", problems),
         server_python=interpreter(env, "VOID_SERVER_PYTHON", problems),
@@ -196,7 +234,26 @@ def from_environment(env: Mapping[str, str] | None = None) -> Settings:
         automation=automation_raw == "on",
         retrain_min_new_examples=retrain_min or Settings.retrain_min_new_examples,
         live_interval_s=live_interval or Settings.live_interval_s,
+        executor=executor,
+        serve_url=env.get(SERVE_URL_ENV) or None,
+        serve_api_key=env.get(SERVE_API_KEY_ENV) or None,
+        app_password=env.get(APP_PASSWORD_ENV) or None,
+        judge_api_key=env.get(JUDGE_API_KEY_ENV) or None,
+        reply_handle=env.get("VOID_HANDLE") or None,
+        reply_pds_url=env.get("VOID_REPLY_PDS_URL") or Settings.reply_pds_url,
         problems=tuple(problems),
         sources=sources,
         notes=notes,
     )
+
+
+def settings() -> Settings:
+    """This process's settings, parsed once (a test that changes a variable gets them parsed again; the settings
+    file is read with them)."""
+    mine = frozenset((k, v) for k, v in os.environ.items() if k.startswith("VOID_") or k == MLFLOW_CLIENT_URI_ENV)
+    return parsed(mine)
+
+
+@functools.lru_cache(maxsize=8)
+def parsed(env: frozenset[tuple[str, str]]) -> Settings:
+    return from_environment(dict(env))

@@ -15,6 +15,7 @@ from void_pipeline.lib.ingest.resilience import (
     is_loopback,
 )
 from void_pipeline.lib.ingest.xrpc import XrpcClient, XrpcError
+from void_pipeline.lib.settings import DEFAULT_APPVIEW_URL, DEFAULT_PLC_URL
 
 
 class AtprotoEndpoint(dg.ConfigurableResource):
@@ -24,8 +25,8 @@ class AtprotoEndpoint(dg.ConfigurableResource):
     """
 
     actor: str = Field(default="void.comind.network", description="the agent's handle or DID")
-    plc_url: str = Field(default="https://plc.directory", description="PLC directory for did:plc lookups")
-    appview_url: str = Field(default="https://public.api.bsky.app", description="AppView for getPosts")
+    plc_url: str = Field(default=DEFAULT_PLC_URL, description="PLC directory for did:plc lookups")
+    appview_url: str = Field(default=DEFAULT_APPVIEW_URL, description="AppView for getPosts")
     pds_url: str | None = Field(default=None, description="override the PDS found in the DID document")
     app_password: str | None = Field(
         default=None, description="optional app password; set it with EnvVar('VOID_APP_PASSWORD'), never inline"

@@ -1,14 +1,12 @@
 """How the vLLM server is started for evaluation and serving: its environment's Python and engine settings, and
 where a managed server (``void-pipeline serve up``) is found."""
 
-import os
-
 import dagster as dg
 from pydantic import Field
 
 from void_pipeline.lib import environments
-from void_pipeline.lib.serve.managed import API_KEY_ENV, URL_ENV
 from void_pipeline.lib.serve.vllm_server import CPU_MAX_MODEL_LEN, engine_settings, has_gpu
+from void_pipeline.lib.settings import SERVE_URL_ENV, settings
 
 
 class InferenceServer(dg.ConfigurableResource):
@@ -21,11 +19,10 @@ class InferenceServer(dg.ConfigurableResource):
     startup_timeout_s: float = Field(default=900.0, description="how long to wait for the server to answer")
     extra_args: list[str] = Field(default_factory=list, description="more vLLM server arguments")
     endpoint_url: str | None = Field(
-        default_factory=lambda: os.environ.get(URL_ENV) or None,
-        description=f"a serving endpoint this process did not start (${URL_ENV}, e.g. http://vllm:8000); "
+        default_factory=lambda: settings().serve_url,
+        description=f"a serving endpoint this process did not start (${SERVE_URL_ENV}, e.g. http://vllm:8000); "
         "default: the managed server recorded under the agent's serve/ folder",
     )
-    api_key_env: str = Field(default=API_KEY_ENV, description="the environment variable holding the endpoint's key")
 
     def interpreter(self) -> str:
         return self.python or str(environments.ensure("server") / "bin" / "python")
@@ -40,4 +37,5 @@ class InferenceServer(dg.ConfigurableResource):
         return self.max_model_len or (CPU_MAX_MODEL_LEN if self.on_cpu() else None)
 
     def api_key(self) -> str | None:
-        return os.environ.get(self.api_key_env) or None
+        """$VOID_SERVE_API_KEY, read when a step needs it: a resource's config is shown in the UI, a key never."""
+        return settings().serve_api_key

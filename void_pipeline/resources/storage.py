@@ -5,15 +5,14 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from void_pipeline.lib import paths
-from void_pipeline.lib.layout import AgentLayout, DataLayout
+from void_pipeline.lib.layout import AgentLayout, DataLayout, data_root
 
 
 class PipelineStorage(dg.ConfigurableResource):
     """The pipeline's data root (``$VOID_PIPELINE_DATA``, default ``<repo>/.data``) and the agent whose folder
     (``agents/<agent>/``) the assets read and write."""
 
-    root: str = str(paths.data_root(check=False))  # checked by definitions.py, which reports it as a problem
+    root: str = str(data_root(check=False))  # checked by definitions.py, which reports it as a problem
     agent: str = Field(default="void", description="the agent's folder name (VOID_AGENT); one name per agent")
     problems: list[str] = Field(default_factory=list)
     """Settings that could not be used (lib/settings.py): every step refuses to start while there are any."""

@@ -24,11 +24,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from void_pipeline.lib import environments, paths
+from void_pipeline.lib import environments
 from void_pipeline.lib.curate.dataset import answer_messages
 from void_pipeline.lib.curate.reply_tool import REPLY_TOOL
 from void_pipeline.lib.files import write_text_atomic
-from void_pipeline.lib.layout import AgentLayout, DataLayout, EvaluationPaths, RunPaths
+from void_pipeline.lib.layout import (
+    REPO_ROOT,
+    AgentLayout,
+    DataLayout,
+    DataRootError,
+    EvaluationPaths,
+    RunPaths,
+    dagster_home,
+    data_root,
+)
 from void_pipeline.lib.train import training
 from void_pipeline.testworld.agent_file import DEMO_AGENT_FILE, write_demo_agent_file
 from void_pipeline.testworld.corpus import AGENT_NAME, COLLECTIONS, POST, Corpus, CorpusSpec, generate, record_text
@@ -97,7 +106,7 @@ def devnet_seed(state_dir: Path, agent_posts: int, seed: int) -> str:
     print(f"agent: {corpus.agent.handle} = {result.accounts[corpus.agent.handle].did}")
     print(f"ground truth: {out}")
     texts = [record_text(r.value) for r in corpus.records]
-    models = DataLayout(paths.data_root()).models
+    models = DataLayout(data_root()).models
     tokenizer_dir = train_tokenizer(texts, models / "tiny-tokenizer")
     pretraining = models / "tiny-pretraining.jsonl"
     write_text_atomic(pretraining, "".join(json.dumps(e) + "\n" for e in instruct_pretraining(corpus)))
@@ -133,7 +142,7 @@ def build_tiny_model(tokenizer_dir: Path, out: Path, pretraining: Path | None = 
         (tokenizer_dir / "tokenizer.json").read_bytes(),
         pretraining.read_bytes() if pretraining else b"",
         str(PRETRAIN_STEPS).encode(),
-        (paths.REPO_ROOT / "void_pipeline" / "testworld" / "tiny_model.py").read_bytes(),
+        (REPO_ROOT / "void_pipeline" / "testworld" / "tiny_model.py").read_bytes(),
     )
     cached = environments.cache_root() / "models" / f"tiny-{key}"
     if (cached / environments.COMPLETE_MARKER).exists():
@@ -162,7 +171,7 @@ def _build_tiny_model(tokenizer_dir: Path, out: Path, pretraining: Path | None) 
         str(out),
         *(["--pretrain", str(pretraining), "--pretrain-steps", str(PRETRAIN_STEPS)] if pretraining else []),
     ]
-    env = {**os.environ, "PYTHONPATH": str(paths.REPO_ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise DevnetError(f"building the tiny model failed:\n{result.stderr[-3000:]}")
@@ -196,11 +205,11 @@ def materialize_all(env_overrides: dict[str, str]) -> int:
     recorded in the instance, so the runs show in the UI): a partitioned asset runs once per partition;
     consecutive unpartitioned assets run together."""
     os.environ.update(env_overrides)  # the code location reads its settings when it is imported, below
-    home = paths.dagster_home()
+    home = dagster_home()
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
     if not (home / "dagster.yaml").exists():  # the local instance's settings (never over the operator's own)
-        shutil.copyfile(paths.REPO_ROOT / "deploy" / "dagster.local.yaml", home / "dagster.yaml")
+        shutil.copyfile(REPO_ROOT / "deploy" / "dagster.local.yaml", home / "dagster.yaml")
     import dagster as dg
 
     from void_pipeline.definitions import defs
@@ -258,7 +267,7 @@ def devnet_environment(info: DevnetInfo, agent_handle: str) -> dict[str, str]:
         "VOID_PLC_URL": info.plc_url,
         "VOID_APPVIEW_URL": info.appview_url or "",
     }
-    tiny = DataLayout(paths.data_root()).models / "tiny"
+    tiny = DataLayout(data_root()).models / "tiny"
     if (tiny / "config.json").exists():
         env.update(
             VOID_BASE_MODEL_PATH=str(tiny),
@@ -286,14 +295,14 @@ def show_example(layout: AgentLayout) -> None:
 def save_demo_settings(env: dict[str, str]) -> Path:
     """The settings the demo ran with, for `make ui`: the UI opens on the demo's agent and data (no devnet needed
     downstream of ingest)."""
-    target = DataLayout(paths.data_root()).demo_settings
+    target = DataLayout(data_root()).demo_settings
     keep = {k: v for k, v in env.items() if k not in ("VOID_PLC_URL", "VOID_APPVIEW_URL")}  # the devnet is gone
     write_text_atomic(target, "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(keep.items())))
     return target
 
 
 def demo(agent_posts: int, seed: int, keep_devnet: bool) -> int:
-    state_dir = DataLayout(paths.data_root()).devnet
+    state_dir = DataLayout(data_root()).devnet
     try:
         existing = DevnetInfo.load(state_dir)
         if any(is_service_alive(p) for p in existing.processes()):
@@ -306,7 +315,7 @@ def demo(agent_posts: int, seed: int, keep_devnet: bool) -> int:
         settings = devnet_environment(info, agent)
         code = materialize_all(settings)
         if code == 0:
-            layout = DataLayout(paths.data_root()).agent(DEMO_AGENT)
+            layout = DataLayout(data_root()).agent(DEMO_AGENT)
             show_example(layout)
             show_adapter(layout)
             show_evaluation(layout)
@@ -327,7 +336,7 @@ def show_adapter(layout: AgentLayout) -> None:
         return
     run, adapter = RunPaths(Path(latest["run_dir"])), Path(latest["adapter"])
     weights = adapter / "adapter_model.safetensors"
-    store = DataLayout(paths.data_root()).mlflow / "mlflow.db"
+    store = DataLayout(data_root()).mlflow / "mlflow.db"
     print(f"\n[demo] LoRA adapter: {adapter} ({weights.stat().st_size if weights.exists() else 0:,} bytes)")
     evals = [e["eval_loss"] for e in training.read_metrics(run) if e["kind"] == "eval"]
     if len(evals) >= 2:
@@ -401,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "agent-file":
             print(f"wrote {write_demo_agent_file(args.out)}")
             return 0
-        state_dir = (args.state_dir or DataLayout(paths.data_root()).devnet).resolve()
+        state_dir = (args.state_dir or DataLayout(data_root()).devnet).resolve()
         if args.command == "demo":
             return demo(args.agent_posts, args.seed, args.keep_devnet)
         if args.action == "up":
@@ -429,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
             info = DevnetInfo.load(state_dir)
             stopped = stop_devnet(info)
             print(f"devnet down: stopped pids {stopped}" if stopped else "devnet was not running")
-    except (DevnetError, paths.DataRootError) as err:
+    except (DevnetError, DataRootError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except OSError as err:  # a folder that vanished or filled up mid-run: say which, without a traceback

@@ -30,7 +30,7 @@ import httpx
 
 from void_pipeline.lib import environments
 from void_pipeline.lib.files import write_text_atomic
-from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.layout import REPO_ROOT
 from void_pipeline.lib.processes import pid_alive
 
 STATE_FILE = "devnet.json"

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.layout import REPO_ROOT
 from void_pipeline.lib.processes import descendants, pid_alive, spawn_group, stop_group
 from void_pipeline.testworld.devnet import free_port
 

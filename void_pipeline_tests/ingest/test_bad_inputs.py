@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 
 from void_pipeline.lib.ingest.records import POST
-from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.layout import REPO_ROOT
 from void_pipeline.testworld.devnet import DevnetInfo
 from void_pipeline.testworld.seeding import SeedResult
 from void_pipeline_tests.conftest import Agent, agent_ingest

@@ -20,7 +20,7 @@ import polars as pl
 import pytest
 
 from void_pipeline.lib.ingest.live import read_changes
-from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.layout import REPO_ROOT
 from void_pipeline.lib.processes import spawn_group, stop_group
 from void_pipeline.testworld.corpus import MEMORY, POST, CorpusSpec, generate
 from void_pipeline.testworld.devnet import Devnet, DevnetInfo

@@ -19,7 +19,7 @@ import dagster as dg
 import polars as pl
 
 from void_pipeline.defs.ingest.assets import raw_records, thread_context
-from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.layout import REPO_ROOT
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline.testworld.corpus import POST

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from void_pipeline.lib.layout import IngestPaths
-from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.layout import REPO_ROOT, IngestPaths
 from void_pipeline.testworld.corpus import COLLECTIONS, POST
 from void_pipeline.testworld.devnet import DevnetInfo
 from void_pipeline.testworld.fault_proxy import FaultPlan, FaultProxy

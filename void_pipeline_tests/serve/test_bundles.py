@@ -20,8 +20,7 @@ import pytest
 from void_pipeline.defs.serve.assets import NotServable, passed_evaluation
 from void_pipeline.lib.curate.prompt import DEFAULT_TEMPLATE
 from void_pipeline.lib.curate.reply_tool import REPLY_TOOL
-from void_pipeline.lib.layout import DataLayout, DatasetPaths, EvaluationPaths, ServePaths
-from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.layout import REPO_ROOT, DataLayout, DatasetPaths, EvaluationPaths, ServePaths
 from void_pipeline.lib.processes import group_members, pid_alive
 from void_pipeline.lib.serve import managed
 from void_pipeline.lib.serve.bundle import (

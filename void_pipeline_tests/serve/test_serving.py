@@ -25,8 +25,7 @@ import pytest
 from void_pipeline.lib.curate.reply_tool import REPLY_TOOL
 from void_pipeline.lib.curate.request import direct_profile
 from void_pipeline.lib.ingest.xrpc import XrpcClient
-from void_pipeline.lib.layout import DataLayout
-from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.layout import REPO_ROOT, DataLayout
 from void_pipeline.lib.processes import group_members, pid_alive
 from void_pipeline.lib.serve.bundle import Promotion, add_bundle, make_current
 from void_pipeline.lib.serve.client import Endpoint, EndpointDown, EndpointRefused, Sampling, agent_loop, chat, reply

@@ -20,8 +20,7 @@ from void_pipeline.lib.curate.reply_tool import REPLY_TOOL, REPLY_TOOL_NAME
 from void_pipeline.lib.curate.request import direct_profile
 from void_pipeline.lib.evaluate.generations import Prompt, generate
 from void_pipeline.lib.evaluate.judge import Judge, judge_answers
-from void_pipeline.lib.layout import EvaluationPaths
-from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.layout import REPO_ROOT, EvaluationPaths
 from void_pipeline.lib.processes import descendants, pid_alive
 from void_pipeline.lib.serve.client import Sampling
 from void_pipeline.lib.serve.vllm_server import ServerSpec, vllm_server

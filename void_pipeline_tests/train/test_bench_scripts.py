@@ -6,7 +6,7 @@ import json
 import random
 from pathlib import Path
 
-from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.layout import REPO_ROOT
 from void_pipeline_tests.trainer_fixtures import run_trainer
 
 

@@ -21,8 +21,7 @@ import pytest
 
 from void_pipeline.lib import processes
 from void_pipeline.lib.files import acquire_owner
-from void_pipeline.lib.layout import RunPaths
-from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.layout import REPO_ROOT, RunPaths
 from void_pipeline.lib.train.training import History, dataset_hash, loss_png, read_metrics, read_state
 from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline_tests.trainer_fixtures import Trained, failure_text, materialize, mlflow_run, run_trainer, value

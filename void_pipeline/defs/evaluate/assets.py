@@ -28,6 +28,7 @@ from void_pipeline.lib.layout import DatasetPaths, EvaluationPaths, RunPaths
 from void_pipeline.lib.report import markdown_table
 from void_pipeline.lib.serve.client import Sampling
 from void_pipeline.lib.serve.vllm_server import ServerFailed, vllm_server
+from void_pipeline.lib.settings import JUDGE_API_KEY_ENV
 from void_pipeline.lib.train import tracking
 from void_pipeline.lib.train.tracking import default_uri
 from void_pipeline.resources.server import InferenceServer
@@ -170,7 +171,7 @@ class EvalReportConfig(dg.Config):
         default=None, description="optional LLM judge: an OpenAI-compatible base URL ending in /v1 (off when unset)"
     )
     judge_model: str = Field(default="", description="the judge's model name at judge_url")
-    judge_key_env: str = Field(default="VOID_JUDGE_API_KEY", description="environment variable holding its key")
+    judge_key_env: str = Field(default=JUDGE_API_KEY_ENV, description="environment variable holding its key")
     judge_threads: int = Field(default=50, description="held-out threads the judge compares")
 
 

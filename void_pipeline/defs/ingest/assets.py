@@ -21,12 +21,12 @@ from void_pipeline.lib.ingest.export import (
 from void_pipeline.lib.ingest.records import POST
 from void_pipeline.lib.ingest.resilience import TransportFailure
 from void_pipeline.lib.report import counts_table
-from void_pipeline.lib.settings import from_environment
+from void_pipeline.lib.settings import settings
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.storage import PipelineStorage
 
 # The collections to export; VOID_COLLECTIONS (comma-separated NSIDs, checked) replaces the default four.
-COLLECTIONS = list(from_environment().collections)
+COLLECTIONS = list(settings().collections)
 collection_partitions = dg.StaticPartitionsDefinition(COLLECTIONS)
 
 

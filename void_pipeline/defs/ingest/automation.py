@@ -15,7 +15,7 @@ from void_pipeline.defs.ingest.assets import COLLECTIONS, raw_records
 from void_pipeline.lib.ingest.export import latest_rev
 from void_pipeline.lib.ingest.live import read_changes
 from void_pipeline.lib.ingest.xrpc import XrpcClient, XrpcError
-from void_pipeline.lib.settings import from_environment
+from void_pipeline.lib.settings import settings
 from void_pipeline.resources.storage import PipelineStorage
 
 ingest_job = dg.define_asset_job(
@@ -47,7 +47,7 @@ def sensor_cursor(raw: str | None) -> dict[str, Any]:
 
 
 # Seconds between the sensor's ticks (30 by default; the tests go faster).
-LIVE_INTERVAL_S = from_environment().live_interval_s
+LIVE_INTERVAL_S = settings().live_interval_s
 
 
 @dg.sensor(

@@ -13,8 +13,7 @@ from void_pipeline.defs.curate.assets import chat_dataset
 from void_pipeline.defs.metadata import OWNERS
 from void_pipeline.defs.run_slots import record_dead_worker
 from void_pipeline.lib import processes
-from void_pipeline.lib.layout import RunPaths
-from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.layout import REPO_ROOT, RunPaths
 from void_pipeline.lib.train import runs
 from void_pipeline.lib.train.tracking import default_uri
 from void_pipeline.resources.model import ModelChoice

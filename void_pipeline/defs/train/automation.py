@@ -5,10 +5,10 @@ import dagster as dg
 from void_pipeline.defs.automation import SCHEDULE_STATUS
 from void_pipeline.defs.curate.assets import chat_dataset
 from void_pipeline.defs.train.assets import lora_adapter, merged_model
-from void_pipeline.lib.settings import from_environment
+from void_pipeline.lib.settings import settings
 from void_pipeline.lib.train.runs import retrain_decision
 
-RETRAIN_MIN_NEW_EXAMPLES = from_environment().retrain_min_new_examples
+RETRAIN_MIN_NEW_EXAMPLES = settings().retrain_min_new_examples
 
 train_job = dg.define_asset_job(
     "train_job",

@@ -18,6 +18,7 @@ import httpx
 
 from void_pipeline.lib.evaluate.metrics import share_ci
 from void_pipeline.lib.ingest.xrpc import auth_header
+from void_pipeline.lib.settings import JUDGE_API_KEY_ENV, settings
 
 VERDICT = re.compile(r"\b([AB])\b")
 INSTRUCTION = (
@@ -30,10 +31,12 @@ INSTRUCTION = (
 class Judge:
     base_url: str  # ends in /v1
     model: str
-    api_key_env: str = "VOID_JUDGE_API_KEY"
+    api_key_env: str = JUDGE_API_KEY_ENV  # the run config may name another variable
     max_tokens: int = 8
 
     def headers(self) -> dict[str, str]:
+        if self.api_key_env == JUDGE_API_KEY_ENV:
+            return auth_header(settings().judge_api_key)
         return auth_header(os.environ.get(self.api_key_env))
 
 

@@ -33,10 +33,10 @@ from void_pipeline.lib.serve.vllm_server import (
     server_env,
     wait_until_up,
 )
+from void_pipeline.lib.settings import SERVE_API_KEY_ENV
 
-API_KEY_ENV = "VOID_SERVE_API_KEY"  # the endpoint's key, for the server and for every client
-URL_ENV = "VOID_SERVE_URL"  # a server this machine did not start (another container): its base URL
 DEFAULT_PORT = 8000
+API_KEY_ENV = SERVE_API_KEY_ENV  # the endpoint's key, for the server and for every client (read by lib/settings.py)
 
 
 class AlreadyRunning(RuntimeError):
@@ -103,9 +103,9 @@ def record_loaded(serve: ServePaths, url: str, name: str, adapter: str, bundle_v
 
 
 def running_endpoint(serve: ServePaths, given: str | None = None) -> tuple[str | None, bool]:
-    """(URL without /v1, managed here) of the server to talk to: ``given``, ``$VOID_SERVE_URL``, or the managed
-    server when it runs; (None, False) when none is known."""
-    url = given or os.environ.get(URL_ENV)
+    """(URL without /v1, managed here) of the server to talk to: ``given`` (a flag, or ``$VOID_SERVE_URL``), or
+    the managed server when it runs; (None, False) when none is known."""
+    url = given
     if url:
         return url.rstrip("/").removesuffix("/v1"), False
     state = ServerState.read(serve)

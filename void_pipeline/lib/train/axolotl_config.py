@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from void_pipeline.lib.files import write_text_atomic
-from void_pipeline.lib.paths import REPO_ROOT
+from void_pipeline.lib.layout import REPO_ROOT
 
 CONFIG_DIR = REPO_ROOT / "axolotl_configs"
 CANDIDATES = ("llama-3.1-8b-instruct", "mistral-7b-v0.3-instruct", "llama-3.2-3b-instruct", "qwen2.5-7b-instruct")
