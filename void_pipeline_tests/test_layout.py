@@ -19,7 +19,7 @@ from void_pipeline.lib.layout import DataLayout, default_agent_name
 from void_pipeline.lib.train.training import dataset_hash
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.storage import PipelineStorage
-from void_pipeline_tests.conftest import Agent
+from void_pipeline_tests.support.world import Agent
 
 
 def test_every_stage_lives_under_the_agents_name(tmp_path: Path) -> None:

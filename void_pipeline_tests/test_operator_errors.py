@@ -27,9 +27,9 @@ from void_pipeline.lib.paths import REPO_ROOT, DataRootError, data_root
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline.testworld.devnet import DevnetInfo, free_port
-from void_pipeline_tests.conftest import Agent, pipeline_cli
-from void_pipeline_tests.curate.test_failed_rebuilds import failure_message, snapshot
-from void_pipeline_tests.ingest.test_bad_inputs import one_line_error
+from void_pipeline_tests.support.cli import one_line_error, pipeline_cli
+from void_pipeline_tests.support.runs import failure_text, snapshot
+from void_pipeline_tests.support.world import Agent
 
 # --- a full disk -------------------------------------------------------------------------------------------------
 
@@ -78,7 +78,7 @@ def test_a_full_disk_while_curating_says_so_naming_the_folder_and_keeps_the_prev
             run_config={"ops": {"chat_dataset": {"config": {"test_threads": 10}}}} if asset is chat_dataset else None,
             raise_on_error=False,
         )
-        message = failure_message(result)
+        message = failure_text(result)
         assert f"disk full: no space left to write {folder} (its previous contents are kept as they were); " in message
         assert "free space on its disk and run again" in message
         assert "Errno" not in message.splitlines()[0]
@@ -202,7 +202,7 @@ def failed_raw_records(endpoint: AtprotoEndpoint, data: Path) -> str:
         resources={"endpoint": endpoint, "storage": PipelineStorage(root=str(data))},
         raise_on_error=False,
     )
-    return failure_message(result)
+    return failure_text(result)
 
 
 def test_raw_records_with_the_configured_services_down_names_each_one(

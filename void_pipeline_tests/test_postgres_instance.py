@@ -24,8 +24,8 @@ from void_pipeline.testworld.corpus import POST
 from void_pipeline.testworld.devnet import DevnetInfo
 from void_pipeline.testworld.postgres import PostgresNotInstalled, PostgresServer, postgres_bin_dir, throwaway_postgres
 from void_pipeline.testworld.seeding import SeedResult
-from void_pipeline_tests.conftest import Agent
-from void_pipeline_tests.ingest.conftest import expected_records
+from void_pipeline_tests.support.expected import expected_records
+from void_pipeline_tests.support.world import Agent
 
 INSTANCE = REPO_ROOT / "docker" / "dagster.yaml"
 RAW_RECORDS = dg.AssetKey("raw_records")

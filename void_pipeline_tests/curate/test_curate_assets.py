@@ -16,7 +16,7 @@ from void_pipeline.lib.train.training import dataset_hash
 from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline.testworld.corpus import COLLECTIONS, MEMORY, POST
 from void_pipeline.testworld.seeding import SeedResult
-from void_pipeline_tests.conftest import Agent
+from void_pipeline_tests.support.world import Agent
 
 
 def test_loop_content_is_removed_with_high_recall_and_few_false_positives(

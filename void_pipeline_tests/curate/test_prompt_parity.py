@@ -13,7 +13,7 @@ from typing import Any
 import polars as pl
 
 from void_pipeline.testworld.devnet import DevnetInfo
-from void_pipeline_tests.conftest import pipeline_cli
+from void_pipeline_tests.support.cli import pipeline_cli
 
 
 def prompt_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -21,7 +21,8 @@ from void_pipeline.lib.train.tracking import default_uri
 from void_pipeline.resources.server import InferenceServer
 from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline.resources.trainer import Trainer
-from void_pipeline_tests.trainer_fixtures import Trained, failure_text
+from void_pipeline_tests.support.runs import failure_text
+from void_pipeline_tests.support.trainer import Trained
 
 GENERATION = {"limit": 5, "max_tokens": 48, "max_posts": 2, "concurrency": 4, "seed": 3}
 

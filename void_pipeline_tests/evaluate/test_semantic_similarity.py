@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from void_pipeline_tests.trainer_fixtures import run_trainer
+from void_pipeline_tests.support.trainer import run_trainer
 
 SCRIPT = """
 import json, sys

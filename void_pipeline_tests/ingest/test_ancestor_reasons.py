@@ -16,7 +16,7 @@ from void_pipeline.lib.ingest.threads import AncestorFetcher, PostCache
 from void_pipeline.lib.ingest.xrpc import XrpcClient
 from void_pipeline.testworld.devnet import DevnetInfo
 from void_pipeline.testworld.seeding import SeedResult
-from void_pipeline_tests.conftest import Agent
+from void_pipeline_tests.support.world import Agent
 
 
 def new_account(client: XrpcClient, handle: str) -> dict[str, Any]:

@@ -26,9 +26,9 @@ from void_pipeline.testworld.corpus import POST
 from void_pipeline.testworld.devnet import DevnetInfo
 from void_pipeline.testworld.fault_proxy import FaultPlan, FaultProxy
 from void_pipeline.testworld.seeding import SeedResult
-from void_pipeline_tests.conftest import Agent, agent_ingest
-from void_pipeline_tests.ingest.conftest import all_expected
-from void_pipeline_tests.ingest.test_resume import listing_progress
+from void_pipeline_tests.support.expected import all_expected
+from void_pipeline_tests.support.ingest import listing_progress
+from void_pipeline_tests.support.world import Agent, agent_ingest
 
 LIST_RECORDS = json.dumps({"ops": {"raw_records": {"config": {"method": "list_records"}}}})
 

@@ -35,7 +35,7 @@ from void_pipeline.lib.layout import AgentRecord, ExportPaths
 from void_pipeline.lib.serve.exports import LLAMA3_STOPS, llama3_framing, ollama_modelfile, render_chat
 from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline.resources.trainer import Trainer
-from void_pipeline_tests.trainer_fixtures import run_trainer
+from void_pipeline_tests.support.trainer import run_trainer
 
 SYSTEM = "You are void, an agent on Bluesky.\nAnswer mentions with the reply tool."
 PROMPT = "@ada.test: what changes at scale?"

@@ -9,7 +9,7 @@ from typing import Any
 from void_pipeline.lib.curate.reply_tool import REPLY_TOOL, REPLY_TOOL_NAME
 from void_pipeline.lib.train.axolotl_config import CANDIDATES, CPU_OVERLAY, effective_config, write
 from void_pipeline.testworld.corpus import Corpus, record_text
-from void_pipeline_tests.trainer_fixtures import run_trainer
+from void_pipeline_tests.support.trainer import run_trainer
 
 
 def validate(trainer_bin: Path, configs: list[dict[str, Any]], folder: Path) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 
 from void_pipeline.lib.paths import REPO_ROOT
-from void_pipeline_tests.trainer_fixtures import run_trainer
+from void_pipeline_tests.support.trainer import run_trainer
 
 
 def test_multipack_packs_tighter_than_padding(trainer_bin: Path, tmp_path: Path) -> None:

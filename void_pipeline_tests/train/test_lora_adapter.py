@@ -25,7 +25,8 @@ from void_pipeline.lib.layout import RunPaths
 from void_pipeline.lib.paths import REPO_ROOT
 from void_pipeline.lib.train.training import History, dataset_hash, loss_png, read_metrics, read_state
 from void_pipeline.resources.storage import PipelineStorage
-from void_pipeline_tests.trainer_fixtures import Trained, failure_text, materialize, mlflow_run, run_trainer, value
+from void_pipeline_tests.support.runs import failure_text, value
+from void_pipeline_tests.support.trainer import Trained, materialize, mlflow_run, run_trainer
 
 
 def test_the_adapter_trains_learns_is_tracked_registered_and_merged(
