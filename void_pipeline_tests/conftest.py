@@ -3,6 +3,7 @@ corpus curated, the tiny model and the session's one trained adapter."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,29 @@ from void_pipeline.testworld.seeding import SeedResult, seed_corpus
 from void_pipeline.testworld.tiny_tokenizer import train_tokenizer
 from void_pipeline_tests.support.ingest import materialize_ingest
 from void_pipeline_tests.support.runs import failure_text
+from void_pipeline_tests.support.tiers import FastTierPopen
 from void_pipeline_tests.support.trainer import Trained, materialize, run_trainer
 from void_pipeline_tests.support.world import TEST_SPEC, Agent, model_choice
+
+# Fixtures that start a devnet, a trainer or a server (the others build on them): only integration tests ask for them
+INTEGRATION_FIXTURES = {"devnet", "trainer_bin", "server_python", "instruct_model"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    unmarked = [
+        item.nodeid
+        for item in items
+        if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("integration")
+    ]
+    if unmarked:
+        raise pytest.UsageError(f"tests that start servers without the integration marker: {', '.join(unmarked)}")
+
+
+@pytest.fixture(autouse=True)
+def fast_tier_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test without the integration marker that starts a server, trainer or devnet fails, naming it."""
+    if not request.node.get_closest_marker("integration"):
+        monkeypatch.setattr(subprocess, "Popen", FastTierPopen)
 
 
 @pytest.fixture(scope="session")

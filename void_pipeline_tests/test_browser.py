@@ -29,6 +29,8 @@ from void_pipeline.testworld.corpus import POST
 from void_pipeline.testworld.devnet import DevnetInfo
 from void_pipeline_tests.support.world import Agent
 
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
+
 ARTIFACTS = Path(os.environ.get("VOID_TEST_ARTIFACTS") or REPO_ROOT / ".data" / "test-artifacts" / "browser")
 STAGES = ("ingest", "curate", "train", "evaluate", "serve")
 TIMEOUT_MS = 60_000

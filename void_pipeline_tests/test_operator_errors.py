@@ -63,6 +63,7 @@ def test_a_full_disk_names_the_folder_and_leaves_the_file_as_it_was(
     assert target.read_text() == "before" and list(tmp_path.iterdir()) == [target]
 
 
+@pytest.mark.integration
 def test_a_full_disk_while_curating_says_so_naming_the_folder_and_keeps_the_previous_output(
     curated: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -176,6 +177,7 @@ def test_a_request_rate_that_cannot_work_names_its_flag_and_range(tmp_path: Path
 # --- handles and services ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_a_devnet_handle_that_does_not_exist_fails_at_once_without_public_lookups(
     devnet: DevnetInfo, agent: Agent, tmp_path: Path
 ) -> None:
@@ -205,6 +207,7 @@ def failed_raw_records(endpoint: AtprotoEndpoint, data: Path) -> str:
     return failure_text(result)
 
 
+@pytest.mark.integration
 def test_raw_records_with_the_configured_services_down_names_each_one(
     devnet: DevnetInfo, agent: Agent, tmp_path: Path
 ) -> None:

@@ -14,6 +14,8 @@ from void_pipeline.testworld.devnet import DevnetInfo
 from void_pipeline.testworld.seeding import ACCOUNTS_FILE, MANIFEST_FILE, SeedResult, record_cid
 from void_pipeline_tests.support.ingest import list_all
 
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
+
 
 def pds_of(plc_url: str, did: str) -> str:
     """DID → PDS through the PLC directory (service id #atproto_pds)."""

@@ -60,6 +60,7 @@ def test_the_location_loads_with_bad_values_and_every_run_refuses_naming_them(tm
         "VOID_TRAINER_MAX_STEPS": "-1",
     }
     validate = [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"]
+    # the suite's one `dagster definitions validate` (test_definitions loads the location in process)
     loaded = subprocess.run(validate, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert loaded.returncode == 0, loaded.stdout + loaded.stderr  # the UI would show the location, not an error
     assert "VOID_SEQUENCE_LEN='abc' is not a whole number" in loaded.stderr

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pytest
 
 from void_pipeline.defs.curate import defs as curate_defs
 from void_pipeline.defs.curate.assets import chat_dataset, context_window
@@ -14,6 +15,8 @@ from void_pipeline.lib.curate.dataset import dataset_problems
 from void_pipeline.resources.model import ModelChoice
 from void_pipeline_tests.support.runs import failure_text, snapshot
 from void_pipeline_tests.support.world import model_choice
+
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
 
 
 def rebuild(curated: dict[str, Any], asset: dg.AssetsDefinition, sequence_len: int) -> dg.ExecuteInProcessResult:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pytest
 
 from void_pipeline.testworld.devnet import DevnetInfo
 from void_pipeline_tests.support.cli import pipeline_cli
@@ -20,6 +21,7 @@ def prompt_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return pipeline_cli("prompt", *args)
 
 
+@pytest.mark.integration
 def test_the_training_prompt_is_what_the_handler_would_send(curated: dict[str, Any], devnet: DevnetInfo) -> None:
     assert devnet.appview_url
     dataset: Path = curated["dataset"]

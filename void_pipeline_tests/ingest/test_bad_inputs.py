@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from void_pipeline.lib.ingest.records import POST
 from void_pipeline.lib.paths import REPO_ROOT
@@ -17,6 +18,8 @@ from void_pipeline.testworld.seeding import SeedResult
 from void_pipeline_tests.support.cli import one_line_error
 from void_pipeline_tests.support.expected import expected_records
 from void_pipeline_tests.support.world import Agent, agent_ingest
+
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
 
 MEMORY = "stream.thought.memory"
 

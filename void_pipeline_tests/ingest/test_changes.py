@@ -21,6 +21,8 @@ from void_pipeline.testworld.seeding import SeedResult, seed_corpus
 from void_pipeline_tests.support.ingest import create, list_all, post, write
 from void_pipeline_tests.support.world import agent_ingest
 
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
+
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DevnetInfo, SeedResult, str]]:

@@ -24,6 +24,8 @@ from void_pipeline_tests.support.expected import all_expected
 from void_pipeline_tests.support.ingest import materialize_ingest
 from void_pipeline_tests.support.world import Agent, agent_ingest
 
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
+
 
 @pytest.mark.parametrize("method", ["car", "list_records"])
 def test_exported_equals_seeded_for_every_collection(

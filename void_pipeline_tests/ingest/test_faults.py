@@ -19,6 +19,8 @@ from void_pipeline.testworld.seeding import SeedResult
 from void_pipeline_tests.support.expected import all_expected, expected_records
 from void_pipeline_tests.support.world import Agent, agent_ingest
 
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
+
 # The mix (5% 5xx, 429 bursts with reset headers, slow and dropped answers); on the CAR path the whole
 # export is a dozen requests, so there the rates are raised. Seed 3 puts a 5xx and a drop among the first ten
 # draws of both plans: every run meets faults, whatever the thread interleaving.

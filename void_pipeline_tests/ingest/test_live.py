@@ -28,6 +28,8 @@ from void_pipeline.testworld.seeding import SeedResult, seed_corpus
 from void_pipeline_tests.support.ingest import create, post, write
 from void_pipeline_tests.support.world import agent_ingest
 
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
+
 TICK_S = 3  # the sensor's interval in this test (30 s by default)
 SENSOR = "agent_repo_sensor"
 

@@ -14,6 +14,8 @@ from void_pipeline.testworld.seeding import SeedResult, record_cid
 from void_pipeline_tests.support.expected import all_expected
 from void_pipeline_tests.support.world import Agent
 
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
+
 
 def varint(data: bytes, offset: int) -> tuple[int, int]:
     value = shift = 0

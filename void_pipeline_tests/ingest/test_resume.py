@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from void_pipeline.lib.paths import REPO_ROOT
 from void_pipeline.testworld.corpus import COLLECTIONS, POST
@@ -20,6 +21,8 @@ from void_pipeline.testworld.seeding import SeedResult
 from void_pipeline_tests.support.expected import all_expected
 from void_pipeline_tests.support.ingest import listing_progress
 from void_pipeline_tests.support.world import Agent, agent_ingest
+
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
 
 KILLS = 5
 

@@ -14,6 +14,8 @@ from void_pipeline.testworld.corpus import POST
 from void_pipeline.testworld.devnet import DevnetInfo
 from void_pipeline_tests.support.world import Agent
 
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
+
 
 def export_posts(devnet: DevnetInfo, agent: Agent, root: Path) -> tuple[dg.DagsterInstance, dg.ExecuteInProcessResult]:
     """raw_records[post] with the app password taken from $VOID_APP_PASSWORD, as the code location does."""

@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 import polars as pl
+import pytest
 
 from void_pipeline.lib.curate.reply_tool import REPLY_TOOL_NAME
 from void_pipeline.lib.curate.request import RequestProfile
@@ -39,6 +40,8 @@ from void_pipeline.testworld.letta_server import start_letta
 from void_pipeline.testworld.recording_proxy import RecordingProxy
 from void_pipeline_tests.support.servers import cpu_spec
 from void_pipeline_tests.support.trainer import Trained
+
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
 
 RUN_FIRST = {"type": "run_first", "tool_name": REPLY_TOOL_NAME}
 RECOMPILED = re.compile(r"- System prompt last recompiled: (.+)\n")

@@ -27,6 +27,8 @@ from void_pipeline.lib.serve.vllm_server import vllm_server
 from void_pipeline_tests.support.servers import cpu_spec
 from void_pipeline_tests.support.trainer import Trained
 
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
+
 
 def test_base_and_adapter_answer_with_the_reply_tool_and_the_server_stops(
     trained: Trained, tiny_model: Path, server_python: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -20,6 +20,8 @@ from void_pipeline.lib.curate.reply_tool import REPLY_TOOL_NAME
 from void_pipeline.lib.train.axolotl_config import CANDIDATES, load
 from void_pipeline_tests.support.trainer import run_trainer
 
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
+
 # Where each candidate's template comes from, when the config says tokenizer_default: the model's own template,
 # whose copy trl ships for identifying it.
 TOKENIZER_DEFAULT_COPIES = {

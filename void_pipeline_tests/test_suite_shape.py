@@ -1,10 +1,16 @@
 """The suite's own shape: test modules and conftest files import shared helpers from ``support``, never from one
-another, and nothing in the suite imports in a circle."""
+another, and nothing in the suite imports in a circle; a test outside the integration tier starts no server."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
+
+from void_pipeline_tests.support.tiers import ENVS, integration_process
 
 SUITE = Path(__file__).parent
 PACKAGE = SUITE.name
@@ -92,3 +98,37 @@ def test_the_rules_see_the_imports_they_forbid() -> None:
     )
     found = {name for name in imports_in(source, f"{PACKAGE}.ingest") if forbidden(name)}
     assert found == {f"{PACKAGE}.ingest.test_export", f"{PACKAGE}.ingest.test_changes", f"{PACKAGE}.conftest"}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["node", "start-plc.mjs"],
+        [sys.executable, "-m", "void_pipeline.lib.processes", "--", str(ENVS / "server-0" / "bin" / "python"), "-V"],
+        [sys.executable, "-m", "dagster_webserver", "-w", "workspace.yaml"],
+        ["dagster", "dev"],
+        "/usr/lib/postgresql/16/bin/initdb -D data",
+        [str(ENVS / "trainer-0" / "bin" / "python"), "-m", "axolotl.cli.train"],
+    ],
+)
+def test_a_server_trainer_or_devnet_is_an_integration_process(command: list[str] | str) -> None:
+    assert integration_process(command, shell=isinstance(command, str))
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [sys.executable, "-c", "pass"],
+        ["node", "--version"],
+        [sys.executable, "-m", "void_pipeline", "export", "void.test"],
+        [str(ENVS / "orchestrator-0" / "bin" / "python"), "-m", "dagster", "definitions", "validate"],
+    ],
+)
+def test_helpers_and_clis_are_not(command: list[str]) -> None:
+    assert integration_process(command) is None
+
+
+def test_outside_the_integration_tier_starting_a_server_fails_naming_it() -> None:
+    with pytest.raises(AssertionError, match="without the integration marker started node"):
+        subprocess.run(["node", "start-plc.mjs"], check=False)
+    assert subprocess.run([sys.executable, "-c", "pass"], check=False).returncode == 0
