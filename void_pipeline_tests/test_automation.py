@@ -162,6 +162,7 @@ def automation_statuses(env: dict[str, str]) -> dict[str, str]:
     return dict(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
+@pytest.mark.integration
 def test_schedules_and_sensors_start_stopped_unless_automation_is_switched_on() -> None:
     names = {"daily_ingest", "retrain_on_growth", "agent_repo_sensor", "pipeline_automation"}
     off = automation_statuses({})

@@ -90,6 +90,7 @@ def devnet_cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=180, check=False)
 
 
+@pytest.mark.integration
 def test_up_never_wipes_a_folder_it_did_not_create(tmp_path: Path) -> None:
     exports = tmp_path / "exports"
     (exports / "ingest").mkdir(parents=True)

@@ -139,6 +139,7 @@ def test_a_corrupt_tokenizer_is_one_line_naming_it(tmp_path: Path) -> None:
 # --- settings and flags ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_a_data_root_that_is_a_file_is_refused_by_every_command_naming_the_variable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -212,6 +212,7 @@ def test_the_shipped_snapshot_loads_without_warnings() -> None:
     assert load_snapshot(DEMO_SNAPSHOT).warnings == ()
 
 
+@pytest.mark.integration
 def test_the_context_preview_prints_the_windows_and_refuses_bad_input(tmp_path: Path) -> None:
     import subprocess
 

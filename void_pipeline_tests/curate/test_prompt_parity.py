@@ -46,6 +46,7 @@ def test_the_training_prompt_is_what_the_handler_would_send(curated: dict[str, A
     assert checked >= 5
 
 
+@pytest.mark.integration
 def test_the_prompt_preview_reads_a_thread_file_and_refuses_bad_input(tmp_path: Path) -> None:
     thread = {
         "thread": {

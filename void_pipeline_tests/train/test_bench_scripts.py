@@ -52,6 +52,7 @@ def test_the_direct_engine_trains_the_same_qlora_recipe_without_axolotl(trainer_
     assert measured["tokens_per_second"] > 0 and measured["packed_rows"] >= 2 and measured["final_loss"] > 0
 
 
+@pytest.mark.integration
 def test_the_wheels_an_offline_gpu_host_lacks_resolve_and_fit_the_carry_budget(tmp_path: Path) -> None:
     """benchmarks/prepare_gpu_wheels.sh against the package index (reachable here, as the registries are): the
     wheels for Python 3.12 on x86_64 download and fit what travels with the checkout; a tiny budget is refused."""
