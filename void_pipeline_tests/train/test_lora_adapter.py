@@ -23,6 +23,7 @@ import pytest
 from void_pipeline.lib import processes
 from void_pipeline.lib.files import acquire_owner
 from void_pipeline.lib.layout import RunPaths, TrainPaths
+from void_pipeline.lib.model import choose_model
 from void_pipeline.lib.paths import REPO_ROOT
 from void_pipeline.lib.train.runs import CannotTrain, plan_training
 from void_pipeline.lib.train.training import History, dataset_hash, loss_png, read_metrics, read_state
@@ -282,7 +283,8 @@ def test_bad_inputs_are_refused_by_the_training_plan_with_a_clear_message(
         (dataset / "train.jsonl").write_bytes(b"\n".join(orjson.dumps(r) for r in stripped) + b"\n")
     train = TrainPaths(tmp_path / "train")
     with pytest.raises((CannotTrain, ValueError)) as refused:
-        chosen = model_choice(local_path=local_path, **choice).chosen()
+        model = model_choice(local_path=local_path, **choice)
+        chosen = choose_model(model.config, model.overlays, model.local_path, model.sequence_len)
         plan_training(train, dataset, chosen, overrides, "bad-input")
     text = "\n".join(refused.value.errors) if isinstance(refused.value, CannotTrain) else str(refused.value)
     assert expected in text, text
