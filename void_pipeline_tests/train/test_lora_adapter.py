@@ -37,7 +37,7 @@ from void_pipeline_tests.support.world import model_choice
 def test_the_adapter_trains_learns_is_tracked_registered_and_merged(
     curated: dict[str, Any], tiny_model: Path, trainer_bin: Path, trained: Trained
 ) -> None:
-    """The session's shared adapter (trainer_fixtures.py: 12 steps, logging every 2, then merged)."""
+    """The session's shared adapter (the root conftest's `trained`: 12 steps, logging every 2, then merged)."""
     instance, result = trained.instance, trained.result
     meta = result.asset_materializations_for_node("lora_adapter")[0].metadata
     adapter = Path(str(value(meta, "adapter_path")))
