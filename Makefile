@@ -6,7 +6,7 @@ PY = $(ORCH)/bin/python
 export PYTHONPATH := $(CURDIR)
 export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
 
-.PHONY: setup setup-trainer setup-server setup-demo setup-all setup-system prune-envs demo test lint format typecheck unit ui mlflow-ui devnet-up devnet-seed devnet-down bench
+.PHONY: setup setup-trainer setup-server setup-demo setup-all setup-system prune-envs demo test test-fast lint format typecheck unit ui mlflow-ui devnet-up devnet-seed devnet-down bench
 
 setup:  ## build (or reuse) the cached environments: orchestrator (Python) and devnet (Node)
 	@$(ENVS) ensure orchestrator devnet >/dev/null
@@ -51,6 +51,9 @@ demo: setup-demo  ## local AT Protocol world + demo corpus + every asset materia
 	$(PY) -m void_pipeline.testworld demo
 
 test: setup-all setup-system lint typecheck unit  ## lint, type checks and the test suite
+
+test-fast: setup  ## the tests that start no server, trainer, daemon or devnet (-m "not integration"; ~2 min)
+	@$(MAKE) -s unit PYTEST_ARGS='-m "not integration" $(PYTEST_ARGS)'
 
 lint: setup
 	$(PY) -m ruff check .

@@ -1,53 +1,53 @@
-"""Session fixtures: one real devnet (PLC, two PDSes, AppView on loopback), one small seeded corpus, its agent."""
+"""Session fixtures: one real devnet (PLC, two PDSes, AppView on loopback), one small seeded corpus, its agent, the
+corpus curated, the tiny model and the session's one trained adapter."""
 
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
+import orjson
 import pytest
 
-from void_pipeline.lib.layout import REPO_ROOT, DataLayout, IngestPaths
+from void_pipeline.defs.train.assets import lora_adapter, merged_model
+from void_pipeline.lib import environments
+from void_pipeline.lib.curate.dataset import format_row
 from void_pipeline.lib.processes import pid_alive
 from void_pipeline.resources.atproto import AtprotoEndpoint
-from void_pipeline.resources.model import ModelChoice
 from void_pipeline.resources.storage import PipelineStorage
-from void_pipeline.testworld.corpus import COLLECTIONS, Corpus, CorpusSpec, generate, record_text
+from void_pipeline.testworld.cli import build_tiny_model, instruct_pretraining
+from void_pipeline.testworld.corpus import COLLECTIONS, POST, Corpus, generate, record_text
 from void_pipeline.testworld.devnet import Devnet, DevnetInfo
 from void_pipeline.testworld.seeding import SeedResult, seed_corpus
 from void_pipeline.testworld.tiny_tokenizer import train_tokenizer
+from void_pipeline_tests.support.ingest import materialize_ingest
+from void_pipeline_tests.support.runs import failure_text
+from void_pipeline_tests.support.tiers import FastTierPopen
+from void_pipeline_tests.support.trainer import Trained, materialize, run_trainer
+from void_pipeline_tests.support.world import TEST_SPEC, Agent, model_choice
 
-# The trainer's fixtures (tiny model, the session's one trained adapter) for every folder that needs a model.
-pytest_plugins = ["void_pipeline_tests.trainer_fixtures"]
-
-TEST_SPEC = CorpusSpec(seed=11, agent_posts=400, other_accounts=20, deleted_parent_share=0.05)
-
-
-def pipeline_cli(
-    *args: str, env: dict[str, str] | None = None, module: str = "void_pipeline"
-) -> subprocess.CompletedProcess[str]:
-    """``python -m void_pipeline ARGS`` (or another ``module``) as an operator runs it, with nothing from this
-    process's environment but the checkout on PYTHONPATH and ``env``, the operator's variables."""
-    command = [sys.executable, "-m", module, *args]
-    variables = {"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin", **(env or {})}
-    return subprocess.run(
-        command, cwd=REPO_ROOT, env=variables, capture_output=True, text=True, timeout=120, check=False
-    )
+# Fixtures that start a devnet, a trainer or a server (the others build on them): only integration tests ask for them
+INTEGRATION_FIXTURES = {"devnet", "trainer_bin", "server_python", "instruct_model"}
 
 
-def model_choice(**changes: Any) -> ModelChoice:
-    """The tests' model choice: the default config with the CPU overlay at sequence_len 4096, ``changes`` on top."""
-    fields: dict[str, Any] = {"overlays": ["cpu-tiny"], "sequence_len": 4096, **changes}
-    return ModelChoice(**fields)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    unmarked = [
+        item.nodeid
+        for item in items
+        if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("integration")
+    ]
+    if unmarked:
+        raise pytest.UsageError(f"tests that start servers without the integration marker: {', '.join(unmarked)}")
 
 
-def agent_ingest(data_root: Path, agent: str = "void") -> IngestPaths:
-    """The ingest folder of ``agent`` under a data root (what the exporter and the CLI with --agent write)."""
-    return DataLayout(data_root).agent(agent).ingest
+@pytest.fixture(autouse=True)
+def fast_tier_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test without the integration marker that starts a server, trainer or devnet fails, naming it."""
+    if not request.node.get_closest_marker("integration"):
+        monkeypatch.setattr(subprocess, "Popen", FastTierPopen)
 
 
 @pytest.fixture(scope="session")
@@ -80,13 +80,6 @@ def seeded(devnet: DevnetInfo, corpus: Corpus, tmp_path_factory: pytest.TempPath
     return seed_corpus(devnet, corpus, out_dir=out, progress=lambda message: None)
 
 
-@dataclass(frozen=True)
-class Agent:
-    handle: str
-    did: str
-    pds_url: str
-
-
 @pytest.fixture(scope="session")
 def agent(seeded: SeedResult, corpus: Corpus) -> Agent:
     account = seeded.accounts[corpus.agent.handle]
@@ -105,12 +98,9 @@ def curated(
     devnet_endpoint: AtprotoEndpoint, corpus_tokenizer: Path, agent: Agent, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Any]:
     """The shared devnet exported and curated through the real assets (tests of later stages build on it)."""
-    import dagster as dg
-
     from void_pipeline.defs.curate import defs as curate_defs
     from void_pipeline.defs.curate.assets import chat_dataset, context_window, filtered_records
     from void_pipeline.defs.ingest.assets import raw_records, thread_context
-    from void_pipeline_tests.ingest.test_export import materialize_ingest
 
     checks = list(curate_defs.asset_checks or [])
     assets = [raw_records, thread_context, filtered_records, context_window, chat_dataset]
@@ -146,3 +136,75 @@ def curated(
     metadata["filtered"] = storage.agent_layout.curate.filtered
     metadata["assets"] = assets
     return metadata
+
+
+# The trainer's: its environment, the tiny model built from the corpus, a small chat dataset, and the session's one
+# trained (and merged) adapter that every test needing *an* adapter shares (train, evaluate, serve).
+
+
+@pytest.fixture(scope="session")
+def trainer_bin() -> Path:
+    return environments.ensure("trainer") / "bin"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(trainer_bin: Path, corpus_tokenizer: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tiny")
+    tokenizer = corpus_tokenizer
+    result = run_trainer(
+        trainer_bin,
+        str(trainer_bin / "python"),
+        "-m",
+        "void_pipeline.testworld.tiny_model",
+        "--tokenizer",
+        str(tokenizer),
+        "--out",
+        str(root / "model"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "model"
+
+
+@pytest.fixture(scope="session")
+def instruct_model(corpus: Corpus, corpus_tokenizer: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model pretrained as the demo's is (other authors' posts, and replies answered with the reply tool):
+    it writes well-formed calls, where the random one writes none. Built once per content and cached (~70 s cold on
+    two cores)."""
+    root = tmp_path_factory.mktemp("instruct")
+    pretraining = root / "pretraining.jsonl"
+    pretraining.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in instruct_pretraining(corpus)))
+    build_tiny_model(corpus_tokenizer, root / "model", pretraining)
+    return root / "model"
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """OpenAI-format rows: a prompt and the agent's real posts as tool calls."""
+    posts = [record_text(r.value) for r in corpus.records if r.collection == POST and r.author == corpus.agent.handle]
+    rows = [
+        format_row(
+            {
+                "prompt": f"You received a mention. MOST RECENT POST: {posts[i + 1][:120]}",
+                "calls": [posts[i]],
+                "reasoning": None,
+            },
+            "openai",
+        )
+        for i in range(0, 120, 2)
+    ]
+    path = tmp_path_factory.mktemp("dataset") / "train.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps(r) for r in rows) + b"\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained(curated: dict[str, Any], tiny_model: Path, trainer_bin: Path) -> Iterator[Trained]:
+    """One real training of the tiny model (12 steps, logged every 2: steps are numbered by the trainer, not
+    counted) and its merge, shared by every test that needs an adapter."""
+    overrides = {"max_steps": 12, "save_steps": 6, "logging_steps": 2}
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = materialize(
+            curated, tiny_model, trainer_bin, overrides, instance=instance, assets=(lora_adapter, merged_model)
+        )
+        assert result.success, failure_text(result)
+        yield Trained(instance, result)

@@ -124,6 +124,7 @@ def test_daily_ingest_asks_for_every_collection_once_per_day() -> None:
     assert all(str(r.run_key).startswith("2026-11-30:") for r in requests)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("dataset", "trained", "retrain"),
     [(None, None, False), (120, None, True), (120, 100, False), (100 + RETRAIN_MIN_NEW_EXAMPLES, 100, True)],
@@ -161,6 +162,7 @@ def automation_statuses(env: dict[str, str]) -> dict[str, str]:
     return dict(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
+@pytest.mark.integration
 def test_schedules_and_sensors_start_stopped_unless_automation_is_switched_on() -> None:
     names = {"daily_ingest", "retrain_on_growth", "agent_repo_sensor", "pipeline_automation"}
     off = automation_statuses({})

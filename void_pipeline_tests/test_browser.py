@@ -27,7 +27,9 @@ from void_pipeline.lib.layout import REPO_ROOT
 from void_pipeline.testworld import webui
 from void_pipeline.testworld.corpus import POST
 from void_pipeline.testworld.devnet import DevnetInfo
-from void_pipeline_tests.conftest import Agent
+from void_pipeline_tests.support.world import Agent
+
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
 
 ARTIFACTS = Path(os.environ.get("VOID_TEST_ARTIFACTS") or REPO_ROOT / ".data" / "test-artifacts" / "browser")
 STAGES = ("ingest", "curate", "train", "evaluate", "serve")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 import httpx
+import pytest
 
 from void_pipeline.lib.layout import REPO_ROOT
 from void_pipeline.testworld.devnet import free_port
@@ -29,26 +30,13 @@ def test_code_location_loads_with_the_ingest_assets() -> None:
     }
 
 
-def test_dagster_definitions_validate_passes_for_the_workspace(tmp_path: object) -> None:
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "PYTHONPATH": str(REPO_ROOT)}
-    result = subprocess.run(
-        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 def test_orchestrator_never_imports_torch() -> None:
     code = "import sys, void_pipeline.definitions, void_pipeline.cli; sys.exit('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr or "torch was imported by the orchestrator"
 
 
+@pytest.mark.integration
 def test_the_dagster_webserver_serves_the_asset_graph(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "PYTHONPATH": str(REPO_ROOT)}

@@ -19,7 +19,7 @@ from void_pipeline.lib.layout import DataLayout, default_agent_name
 from void_pipeline.lib.train.training import dataset_hash
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.storage import PipelineStorage
-from void_pipeline_tests.conftest import Agent
+from void_pipeline_tests.support.world import Agent
 
 
 def test_every_stage_lives_under_the_agents_name(tmp_path: Path) -> None:
@@ -41,6 +41,7 @@ def test_a_name_that_resolves_to_another_did_says_so(tmp_path: Path) -> None:
     assert layout.read_record() is not None and layout.read_record().did == "did:plc:second"  # type: ignore[union-attr]
 
 
+@pytest.mark.integration
 def test_a_new_did_refreshes_the_export_in_full_and_an_earlier_layout_is_named(
     devnet_endpoint: AtprotoEndpoint, agent: Agent, tmp_path: Path
 ) -> None:
@@ -67,6 +68,7 @@ def test_a_new_did_refreshes_the_export_in_full_and_an_earlier_layout_is_named(
     assert json.loads(layout.record_path.read_text())["did"] == agent.did
 
 
+@pytest.mark.integration
 def test_everything_after_ingest_runs_from_local_files_without_the_network(curated: dict[str, Any]) -> None:
     """No endpoint resource at all (no PLC, no AppView, no PDS to ask): curate and its checks still materialize."""
     resources = {k: v for k, v in curated["resources"].items() if k != "endpoint"}

@@ -27,9 +27,9 @@ from void_pipeline.lib.layout import REPO_ROOT, DataRootError, data_root
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline.testworld.devnet import DevnetInfo, free_port
-from void_pipeline_tests.conftest import Agent, pipeline_cli
-from void_pipeline_tests.curate.test_failed_rebuilds import failure_message, snapshot
-from void_pipeline_tests.ingest.test_bad_inputs import one_line_error
+from void_pipeline_tests.support.cli import one_line_error, pipeline_cli
+from void_pipeline_tests.support.runs import failure_text, snapshot
+from void_pipeline_tests.support.world import Agent
 
 # --- a full disk -------------------------------------------------------------------------------------------------
 
@@ -63,6 +63,7 @@ def test_a_full_disk_names_the_folder_and_leaves_the_file_as_it_was(
     assert target.read_text() == "before" and list(tmp_path.iterdir()) == [target]
 
 
+@pytest.mark.integration
 def test_a_full_disk_while_curating_says_so_naming_the_folder_and_keeps_the_previous_output(
     curated: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -78,7 +79,7 @@ def test_a_full_disk_while_curating_says_so_naming_the_folder_and_keeps_the_prev
             run_config={"ops": {"chat_dataset": {"config": {"test_threads": 10}}}} if asset is chat_dataset else None,
             raise_on_error=False,
         )
-        message = failure_message(result)
+        message = failure_text(result)
         assert f"disk full: no space left to write {folder} (its previous contents are kept as they were); " in message
         assert "free space on its disk and run again" in message
         assert "Errno" not in message.splitlines()[0]
@@ -138,6 +139,7 @@ def test_a_corrupt_tokenizer_is_one_line_naming_it(tmp_path: Path) -> None:
 # --- settings and flags ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_a_data_root_that_is_a_file_is_refused_by_every_command_naming_the_variable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -176,6 +178,7 @@ def test_a_request_rate_that_cannot_work_names_its_flag_and_range(tmp_path: Path
 # --- handles and services ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_a_devnet_handle_that_does_not_exist_fails_at_once_without_public_lookups(
     devnet: DevnetInfo, agent: Agent, tmp_path: Path
 ) -> None:
@@ -202,9 +205,10 @@ def failed_raw_records(endpoint: AtprotoEndpoint, data: Path) -> str:
         resources={"endpoint": endpoint, "storage": PipelineStorage(root=str(data))},
         raise_on_error=False,
     )
-    return failure_message(result)
+    return failure_text(result)
 
 
+@pytest.mark.integration
 def test_raw_records_with_the_configured_services_down_names_each_one(
     devnet: DevnetInfo, agent: Agent, tmp_path: Path
 ) -> None:

@@ -24,8 +24,8 @@ from void_pipeline.testworld.corpus import POST
 from void_pipeline.testworld.devnet import DevnetInfo
 from void_pipeline.testworld.postgres import PostgresNotInstalled, PostgresServer, postgres_bin_dir, throwaway_postgres
 from void_pipeline.testworld.seeding import SeedResult
-from void_pipeline_tests.conftest import Agent
-from void_pipeline_tests.ingest.conftest import expected_records
+from void_pipeline_tests.support.expected import expected_records
+from void_pipeline_tests.support.world import Agent
 
 INSTANCE = REPO_ROOT / "docker" / "dagster.yaml"
 RAW_RECORDS = dg.AssetKey("raw_records")
@@ -96,6 +96,7 @@ def materialized(
     return Materialized(postgres, home, data, done.stdout + done.stderr)
 
 
+@pytest.mark.integration
 def test_the_run_and_its_materialization_are_rows_in_postgres(materialized: Materialized) -> None:
     server = materialized.server
     run_id = only_run_id(server)
@@ -113,6 +114,7 @@ def test_the_run_and_its_materialization_are_rows_in_postgres(materialized: Mate
     assert last == [(dg.DagsterEventType.RUN_SUCCESS.value,)]  # stored under its legacy name, PIPELINE_SUCCESS
 
 
+@pytest.mark.integration
 def test_the_instance_from_that_home_reads_the_materialization_back(
     materialized: Materialized, agent: Agent, seeded: SeedResult, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -133,6 +135,7 @@ def test_the_instance_from_that_home_reads_the_materialization_back(
         assert rows == len(expected_records(seeded, agent.did, POST))
 
 
+@pytest.mark.integration
 def test_no_sqlite_storage_was_created_under_dagster_home(materialized: Materialized) -> None:
     files = [path for path in materialized.home.rglob("*") if path.is_file()]
     assert files, "the run wrote nothing under DAGSTER_HOME (compute logs belong there)"
@@ -145,6 +148,7 @@ def test_no_sqlite_storage_was_created_under_dagster_home(materialized: Material
     assert {"runs", "run_tags", "event_logs", "asset_keys", "jobs", "instigators"} <= tables
 
 
+@pytest.mark.integration
 def test_the_postgres_password_appears_in_no_output_event_or_file(materialized: Materialized) -> None:
     password = materialized.server.password
     assert len(password) >= 20  # long and random: a match below could not be a coincidence

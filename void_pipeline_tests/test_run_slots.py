@@ -25,6 +25,7 @@ def free_slots(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
 
 
+@pytest.mark.integration
 def test_free_slots_gives_back_a_dead_runs_gpu_slot_and_names_what_it_leaves(tmp_path: Path) -> None:
     (tmp_path / "dagster.yaml").write_text((REPO_ROOT / "deploy" / "dagster.local.yaml").read_text())
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:

@@ -12,21 +12,9 @@ from void_pipeline.lib.ingest.xrpc import XrpcClient, XrpcError
 from void_pipeline.testworld.corpus import COLLECTIONS, POST, Corpus
 from void_pipeline.testworld.devnet import DevnetInfo
 from void_pipeline.testworld.seeding import ACCOUNTS_FILE, MANIFEST_FILE, SeedResult, record_cid
+from void_pipeline_tests.support.ingest import list_all
 
-
-def list_all(pds_url: str, did: str, collection: str) -> list[dict[str, Any]]:
-    """listRecords at 100 per page until an empty page (the last page can still carry a cursor)."""
-    records: list[dict[str, Any]] = []
-    cursor = None
-    with XrpcClient(pds_url) as client:
-        while True:
-            page = client.query(
-                "com.atproto.repo.listRecords", repo=did, collection=collection, limit=100, cursor=cursor
-            )
-            records.extend(page["records"])
-            cursor = page.get("cursor")
-            if not page["records"] or cursor is None:
-                return records
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
 
 
 def pds_of(plc_url: str, did: str) -> str:

@@ -51,6 +51,7 @@ def test_good_values_are_used_and_defaults_fill_the_rest() -> None:
     assert not from_environment({}).automation and from_environment({}).live_interval_s == 30
 
 
+@pytest.mark.integration
 def test_the_location_loads_with_bad_values_and_every_run_refuses_naming_them(tmp_path: Path) -> None:
     env = {
         **os.environ,
@@ -61,6 +62,7 @@ def test_the_location_loads_with_bad_values_and_every_run_refuses_naming_them(tm
         "VOID_TRAINER_MAX_STEPS": "-1",
     }
     validate = [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"]
+    # the suite's one `dagster definitions validate` (test_definitions loads the location in process)
     loaded = subprocess.run(validate, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert loaded.returncode == 0, loaded.stdout + loaded.stderr  # the UI would show the location, not an error
     assert "VOID_SEQUENCE_LEN='abc' is not a whole number" in loaded.stderr
@@ -100,6 +102,7 @@ def test_the_operator_wins_over_a_settings_file_and_each_source_is_named(tmp_pat
     assert any("VOID_SETTINGS_FILE=" in p and "cannot be read" in p for p in missing.problems)
 
 
+@pytest.mark.integration
 def test_make_ui_shows_where_settings_come_from_and_refuses_a_busy_port(tmp_path: Path) -> None:
     """`make ui` after a demo: the operator's variable wins over the demo's, the banner says so, and a port that
     is taken fails at once, naming it (before, dg dev's daemon went on running beside a failed webserver)."""

@@ -212,10 +212,11 @@ def test_the_shipped_snapshot_loads_without_warnings() -> None:
     assert load_snapshot(DEMO_SNAPSHOT).warnings == ()
 
 
+@pytest.mark.integration
 def test_the_context_preview_prints_the_windows_and_refuses_bad_input(tmp_path: Path) -> None:
     import subprocess
 
-    from void_pipeline_tests.conftest import pipeline_cli
+    from void_pipeline_tests.support.cli import pipeline_cli
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return pipeline_cli("context", *args)

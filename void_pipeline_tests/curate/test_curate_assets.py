@@ -9,6 +9,7 @@ from typing import Any
 
 import dagster as dg
 import polars as pl
+import pytest
 
 from void_pipeline.defs.curate.checks import chat_dataset_has_no_split_leak
 from void_pipeline.lib.files import write_bytes_atomic
@@ -16,7 +17,9 @@ from void_pipeline.lib.train.training import dataset_hash
 from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline.testworld.corpus import COLLECTIONS, MEMORY, POST
 from void_pipeline.testworld.seeding import SeedResult
-from void_pipeline_tests.conftest import Agent
+from void_pipeline_tests.support.world import Agent
+
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
 
 
 def test_loop_content_is_removed_with_high_recall_and_few_false_positives(

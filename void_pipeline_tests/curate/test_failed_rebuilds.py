@@ -7,23 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pytest
 
 from void_pipeline.defs.curate import defs as curate_defs
 from void_pipeline.defs.curate.assets import chat_dataset, context_window
 from void_pipeline.lib.curate.dataset import dataset_problems
 from void_pipeline.resources.model import ModelChoice
-from void_pipeline_tests.conftest import model_choice
+from void_pipeline_tests.support.runs import failure_text, snapshot
+from void_pipeline_tests.support.world import model_choice
 
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
-
-
-def failure_message(result: dg.ExecuteInProcessResult) -> str:
-    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert failures, "the run was expected to fail"
-    data = failures[0].step_failure_data
-    return "\n".join(filter(None, [data.error.message if data.error else "", str(data.user_failure_data)]))
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
 
 
 def rebuild(curated: dict[str, Any], asset: dg.AssetsDefinition, sequence_len: int) -> dg.ExecuteInProcessResult:
@@ -44,7 +37,7 @@ def test_a_chat_dataset_longer_than_sequence_len_fails_and_keeps_the_previous_da
     folder: Path = curated["dataset"]
     before = snapshot(folder)
     result = rebuild(curated, chat_dataset, sequence_len=10)
-    message = failure_message(result)
+    message = failure_text(result)
     assert "is longer than sequence_len 10: the shortest is" in message and "Raise VOID_SEQUENCE_LEN" in message
     assert "tool" not in message.split("Raise")[0]  # its own error, not a check's
     assert not [e for e in result.get_asset_check_evaluations()]  # the blocking checks never ran on an empty set
@@ -55,7 +48,7 @@ def test_a_chat_dataset_longer_than_sequence_len_fails_and_keeps_the_previous_da
 def test_a_sequence_len_below_the_context_reserve_names_reserve_tokens(curated: dict[str, Any]) -> None:
     folder = curated["dataset"].parents[1] / "context_window"
     before = snapshot(folder)
-    message = failure_message(rebuild(curated, context_window, sequence_len=1000))
+    message = failure_text(rebuild(curated, context_window, sequence_len=1000))
     assert "sequence_len 1000 minus context_window's reserve_tokens 2048" in message
     assert "raise VOID_SEQUENCE_LEN or lower reserve_tokens" in message
     assert snapshot(folder) == before
@@ -95,6 +88,6 @@ def test_a_broken_operator_template_fails_chat_dataset_naming_it_and_keeps_the_d
         run_config={"ops": {"chat_dataset": {"config": {"test_threads": 10, "template_path": str(template)}}}},
         raise_on_error=False,
     )
-    message = failure_message(result)
+    message = failure_text(result)
     assert f"prompt template {template}: unknown placeholder thread" in message
     assert snapshot(folder) == before

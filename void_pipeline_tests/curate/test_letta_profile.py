@@ -180,7 +180,7 @@ def test_the_shipped_demo_agent_file_is_the_builders_and_its_tool_returns_the_pr
 
 
 def test_letta_import_refuses_an_agent_that_cannot_post_before_asking_letta(tmp_path: Path) -> None:
-    from void_pipeline_tests.conftest import pipeline_cli
+    from void_pipeline_tests.support.cli import pipeline_cli
 
     data = agent_file()
     data["tools"][0].update(name="memory", json_schema={**SCHEMA, "name": "memory"})
@@ -242,7 +242,7 @@ def test_strict_model_settings_close_the_schema_and_make_optional_arguments_null
 
 
 def test_the_context_preview_reads_an_agent_file_as_letta_compiles_it() -> None:
-    from void_pipeline_tests.conftest import pipeline_cli
+    from void_pipeline_tests.support.cli import pipeline_cli
 
     shown = pipeline_cli("context", "--agent-file", str(DEMO_AGENT_FILE), "--budget", "2048", "--json")
     assert shown.returncode == 0, shown.stderr

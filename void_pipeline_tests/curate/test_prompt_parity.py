@@ -11,15 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pytest
 
 from void_pipeline.testworld.devnet import DevnetInfo
-from void_pipeline_tests.conftest import pipeline_cli
+from void_pipeline_tests.support.cli import pipeline_cli
 
 
 def prompt_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return pipeline_cli("prompt", *args)
 
 
+@pytest.mark.integration
 def test_the_training_prompt_is_what_the_handler_would_send(curated: dict[str, Any], devnet: DevnetInfo) -> None:
     assert devnet.appview_url
     dataset: Path = curated["dataset"]
@@ -44,6 +46,7 @@ def test_the_training_prompt_is_what_the_handler_would_send(curated: dict[str, A
     assert checked >= 5
 
 
+@pytest.mark.integration
 def test_the_prompt_preview_reads_a_thread_file_and_refuses_bad_input(tmp_path: Path) -> None:
     thread = {
         "thread": {

@@ -12,6 +12,7 @@ from typing import Any
 
 import dagster as dg
 import polars as pl
+import pytest
 from mlflow.tracking import MlflowClient
 
 from void_pipeline.defs.evaluate.assets import eval_generations, eval_report
@@ -21,7 +22,10 @@ from void_pipeline.lib.train.tracking import default_uri
 from void_pipeline.resources.server import InferenceServer
 from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline.resources.trainer import Trainer
-from void_pipeline_tests.trainer_fixtures import Trained, failure_text
+from void_pipeline_tests.support.runs import failure_text
+from void_pipeline_tests.support.trainer import Trained
+
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
 
 GENERATION = {"limit": 5, "max_tokens": 48, "max_posts": 2, "concurrency": 4, "seed": 3}
 

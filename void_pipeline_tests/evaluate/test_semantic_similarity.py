@@ -6,7 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from void_pipeline_tests.trainer_fixtures import run_trainer
+import pytest
+
+from void_pipeline_tests.support.trainer import run_trainer
+
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
 
 SCRIPT = """
 import json, sys

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pytest
 
 from void_pipeline.lib.ingest.identity import IdentityResolver
 from void_pipeline.lib.ingest.resilience import ResilientHttp
@@ -16,7 +17,9 @@ from void_pipeline.lib.ingest.threads import AncestorFetcher, PostCache
 from void_pipeline.lib.ingest.xrpc import XrpcClient
 from void_pipeline.testworld.devnet import DevnetInfo
 from void_pipeline.testworld.seeding import SeedResult
-from void_pipeline_tests.conftest import Agent
+from void_pipeline_tests.support.world import Agent
+
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
 
 
 def new_account(client: XrpcClient, handle: str) -> dict[str, Any]:

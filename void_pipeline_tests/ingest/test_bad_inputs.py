@@ -9,13 +9,17 @@ import time
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from void_pipeline.lib.ingest.records import POST
 from void_pipeline.lib.layout import REPO_ROOT
 from void_pipeline.testworld.devnet import DevnetInfo
 from void_pipeline.testworld.seeding import SeedResult
-from void_pipeline_tests.conftest import Agent, agent_ingest
-from void_pipeline_tests.ingest.conftest import expected_records
+from void_pipeline_tests.support.cli import one_line_error
+from void_pipeline_tests.support.expected import expected_records
+from void_pipeline_tests.support.world import Agent, agent_ingest
+
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
 
 MEMORY = "stream.thought.memory"
 
@@ -26,14 +30,6 @@ def export(devnet: DevnetInfo, actor: str, out: Path, *extra: str) -> subprocess
     command += ["--plc-url", devnet.plc_url, "--appview-url", devnet.appview_url, *extra]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
-
-
-def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode != 0, result.stdout
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def test_arguments_that_cannot_work_are_refused_at_once(devnet: DevnetInfo, agent: Agent, tmp_path: Path) -> None:

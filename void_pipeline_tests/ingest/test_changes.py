@@ -18,8 +18,10 @@ from void_pipeline.lib.ingest.xrpc import XrpcClient
 from void_pipeline.testworld.corpus import MEMORY, POST, CorpusSpec, generate, iso, tid
 from void_pipeline.testworld.devnet import Devnet, DevnetInfo
 from void_pipeline.testworld.seeding import SeedResult, seed_corpus
-from void_pipeline_tests.conftest import agent_ingest
-from void_pipeline_tests.test_seeding import list_all
+from void_pipeline_tests.support.ingest import create, list_all, post, write
+from void_pipeline_tests.support.world import agent_ingest
+
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
 
 
 @pytest.fixture(scope="module")
@@ -28,30 +30,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DevnetInfo
     with Devnet(tmp_path_factory.mktemp("changing") / "state") as info:
         seeded = seed_corpus(info, corpus, progress=lambda m: None)
         yield info, seeded, corpus.agent.handle
-
-
-def write(
-    info: DevnetInfo, seeded: SeedResult, handle: str, writes: list[dict[str, Any]], validate: bool = True
-) -> None:
-    account = seeded.accounts[handle]
-    XrpcClient(account.pds_url).procedure(
-        "com.atproto.repo.applyWrites",
-        {"repo": account.did, "writes": writes, **({} if validate else {"validate": False})},
-        token=account.access_jwt,
-    )
-
-
-def create(collection: str, value: dict[str, Any], rkey: str | None = None) -> dict[str, Any]:
-    return {
-        "$type": "com.atproto.repo.applyWrites#create",
-        "collection": collection,
-        "value": value,
-        **({"rkey": rkey} if rkey else {}),
-    }
-
-
-def post(text: str, n: int) -> dict[str, Any]:
-    return {"$type": POST, "text": text, "createdAt": f"2026-01-01T00:00:{n % 60:02d}.000Z"}
 
 
 def test_incremental_car_export_fetches_only_what_is_new(

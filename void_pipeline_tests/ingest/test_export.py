@@ -5,14 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import httpx
 import polars as pl
 import pytest
 from atproto import models
 
-from void_pipeline.defs.ingest.assets import raw_records, thread_context
-from void_pipeline.defs.ingest.checks import raw_records_unique_uris, thread_context_covers_every_reply
 from void_pipeline.lib.ingest.agent import ingest_agent
 from void_pipeline.lib.ingest.export import ExportOptions, Method, export_collection
 from void_pipeline.lib.ingest.resilience import ResilientHttp
@@ -23,8 +20,11 @@ from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline.testworld.corpus import COLLECTIONS, POST
 from void_pipeline.testworld.devnet import DevnetInfo
 from void_pipeline.testworld.seeding import SeedResult
-from void_pipeline_tests.conftest import Agent, agent_ingest
-from void_pipeline_tests.ingest.conftest import all_expected
+from void_pipeline_tests.support.expected import all_expected
+from void_pipeline_tests.support.ingest import materialize_ingest
+from void_pipeline_tests.support.world import Agent, agent_ingest
+
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
 
 
 @pytest.mark.parametrize("method", ["car", "list_records"])
@@ -91,27 +91,6 @@ def test_appview_answers_validate_against_the_sdk_lexicon_models(devnet: DevnetI
         f"{devnet.appview_url}/xrpc/app.bsky.feed.getPosts", params=[("uris", u) for u in seeded.manifest["uri"][:26]]
     )
     assert too_many.status_code == 400
-
-
-def materialize_ingest(endpoint: AtprotoEndpoint, storage: PipelineStorage) -> dict[str, Any]:
-    """raw_records for every partition, then thread_context; returns metadata by step."""
-    resources = {"endpoint": endpoint, "storage": storage}
-    metadata: dict[str, Any] = {}
-    for collection in COLLECTIONS:
-        result = dg.materialize([raw_records, raw_records_unique_uris], partition_key=collection, resources=resources)
-        assert result.success
-        metadata[collection] = result.asset_materializations_for_node("raw_records")[0].metadata
-        assert [c.passed for c in result.get_asset_check_evaluations()] == [True]
-    result = dg.materialize(
-        [raw_records, thread_context, raw_records_unique_uris, thread_context_covers_every_reply],
-        selection=[thread_context.key],
-        resources=resources,
-    )
-    assert result.success
-    metadata["thread_context"] = result.asset_materializations_for_node("thread_context")[0].metadata
-    checks = result.get_asset_check_evaluations()
-    metadata["checks"] = {c.check_name: c.passed for c in checks}
-    return metadata
 
 
 def test_assets_materialize_with_metadata_people_can_read(

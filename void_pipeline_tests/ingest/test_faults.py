@@ -16,8 +16,10 @@ from void_pipeline.testworld.corpus import COLLECTIONS, POST
 from void_pipeline.testworld.devnet import DevnetInfo
 from void_pipeline.testworld.fault_proxy import FaultPlan, FaultProxy
 from void_pipeline.testworld.seeding import SeedResult
-from void_pipeline_tests.conftest import Agent, agent_ingest
-from void_pipeline_tests.ingest.conftest import all_expected, expected_records
+from void_pipeline_tests.support.expected import all_expected, expected_records
+from void_pipeline_tests.support.world import Agent, agent_ingest
+
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
 
 # The mix (5% 5xx, 429 bursts with reset headers, slow and dropped answers); on the CAR path the whole
 # export is a dozen requests, so there the rates are raised. Seed 3 puts a 5xx and a drop among the first ten

@@ -25,8 +25,10 @@ from void_pipeline.lib.processes import spawn_group, stop_group
 from void_pipeline.testworld.corpus import MEMORY, POST, CorpusSpec, generate
 from void_pipeline.testworld.devnet import Devnet, DevnetInfo
 from void_pipeline.testworld.seeding import SeedResult, seed_corpus
-from void_pipeline_tests.conftest import agent_ingest
-from void_pipeline_tests.ingest.test_changes import create, post, write
+from void_pipeline_tests.support.ingest import create, post, write
+from void_pipeline_tests.support.world import agent_ingest
+
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
 
 TICK_S = 3  # the sensor's interval in this test (30 s by default)
 SENSOR = "agent_repo_sensor"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+import pytest
 
 from void_pipeline.defs.ingest.assets import raw_records, thread_context
 from void_pipeline.lib.layout import REPO_ROOT
@@ -26,9 +27,11 @@ from void_pipeline.testworld.corpus import POST
 from void_pipeline.testworld.devnet import DevnetInfo
 from void_pipeline.testworld.fault_proxy import FaultPlan, FaultProxy
 from void_pipeline.testworld.seeding import SeedResult
-from void_pipeline_tests.conftest import Agent, agent_ingest
-from void_pipeline_tests.ingest.conftest import all_expected
-from void_pipeline_tests.ingest.test_resume import listing_progress
+from void_pipeline_tests.support.expected import all_expected
+from void_pipeline_tests.support.ingest import listing_progress
+from void_pipeline_tests.support.world import Agent, agent_ingest
+
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
 
 LIST_RECORDS = json.dumps({"ops": {"raw_records": {"config": {"method": "list_records"}}}})
 

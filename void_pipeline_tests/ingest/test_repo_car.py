@@ -11,8 +11,10 @@ import pytest
 from void_pipeline.lib.ingest.repo_car import CarError, cid_str, read_repo_car, to_json_value
 from void_pipeline.testworld.corpus import COLLECTIONS
 from void_pipeline.testworld.seeding import SeedResult, record_cid
-from void_pipeline_tests.conftest import Agent
-from void_pipeline_tests.ingest.conftest import all_expected
+from void_pipeline_tests.support.expected import all_expected
+from void_pipeline_tests.support.world import Agent
+
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
 
 
 def varint(data: bytes, offset: int) -> tuple[int, int]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -12,27 +11,20 @@ import time
 from pathlib import Path
 
 import polars as pl
+import pytest
 
-from void_pipeline.lib.layout import REPO_ROOT, IngestPaths
+from void_pipeline.lib.layout import REPO_ROOT
 from void_pipeline.testworld.corpus import COLLECTIONS, POST
 from void_pipeline.testworld.devnet import DevnetInfo
 from void_pipeline.testworld.fault_proxy import FaultPlan, FaultProxy
 from void_pipeline.testworld.seeding import SeedResult
-from void_pipeline_tests.conftest import Agent, agent_ingest
-from void_pipeline_tests.ingest.conftest import all_expected
+from void_pipeline_tests.support.expected import all_expected
+from void_pipeline_tests.support.ingest import listing_progress
+from void_pipeline_tests.support.world import Agent, agent_ingest
+
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
 
 KILLS = 5
-
-
-def listing_progress(paths: IngestPaths) -> int:
-    """Pages checkpointed by unfinished listings plus collections finished: grows with every page listed."""
-    pages = 0
-    for checkpoint in paths.root.glob("listing/*/checkpoint.json"):
-        try:
-            pages += int(json.loads(checkpoint.read_text())["pages"])
-        except (OSError, ValueError, KeyError):
-            continue
-    return pages + 1000 * len(list(paths.root.glob("raw_records/*.state.json")))
 
 
 def test_sigkill_at_random_points_then_resume_loses_and_duplicates_nothing(

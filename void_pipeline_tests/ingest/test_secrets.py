@@ -12,7 +12,9 @@ from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline.testworld.corpus import POST
 from void_pipeline.testworld.devnet import DevnetInfo
-from void_pipeline_tests.conftest import Agent
+from void_pipeline_tests.support.world import Agent
+
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
 
 
 def export_posts(devnet: DevnetInfo, agent: Agent, root: Path) -> tuple[dg.DagsterInstance, dg.ExecuteInProcessResult]:

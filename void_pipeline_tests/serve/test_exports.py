@@ -35,7 +35,7 @@ from void_pipeline.lib.layout import AgentRecord, ExportPaths
 from void_pipeline.lib.serve.exports import LLAMA3_STOPS, llama3_framing, ollama_modelfile, render_chat
 from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline.resources.trainer import Trainer
-from void_pipeline_tests.trainer_fixtures import run_trainer
+from void_pipeline_tests.support.trainer import run_trainer
 
 SYSTEM = "You are void, an agent on Bluesky.\nAnswer mentions with the reply tool."
 PROMPT = "@ada.test: what changes at scale?"
@@ -121,6 +121,7 @@ def rendered(tiny_model: Path, trainer_bin: Path, templates: dict[str, str]) -> 
     return out
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", ["tiny", "llama-3.1", "llama-3.2"])
 def test_the_modelfile_frames_a_three_post_conversation_as_the_chat_template_does(
     name: str, templates: dict[str, str], rendered: dict[str, str]
@@ -163,6 +164,7 @@ def test_the_modelfile_frames_a_three_post_conversation_as_the_chat_template_doe
         assert f"PARAMETER stop {json.dumps(stop)}" in export.text
 
 
+@pytest.mark.integration
 def test_a_template_of_another_family_gets_a_modelfile_without_template(trainer_bin: Path) -> None:
     site = next((trainer_bin.parent / "lib").glob("python3*/site-packages"))
     qwen = (site / "trl/chat_templates/qwen2_5.jinja").read_text()
@@ -201,6 +203,7 @@ def exported(
     return result, layout.serve.export("run-1")
 
 
+@pytest.mark.integration
 def test_the_merged_model_exports_to_gguf_with_a_modelfile(
     exported: tuple[dg.ExecuteInProcessResult, ExportPaths], tiny_model: Path
 ) -> None:
@@ -225,6 +228,7 @@ def test_the_merged_model_exports_to_gguf_with_a_modelfile(
     assert json.loads(export.report("f16").read_text())["problems"] == []
 
 
+@pytest.mark.integration
 def test_gguf_py_reads_back_the_models_tensors_and_chat_template(
     exported: tuple[dg.ExecuteInProcessResult, ExportPaths], tiny_model: Path, trainer_bin: Path, converter: Path
 ) -> None:
@@ -241,6 +245,7 @@ def test_gguf_py_reads_back_the_models_tensors_and_chat_template(
     assert gguf["chat_template"] == (tiny_model / "chat_template.jinja").read_text()
 
 
+@pytest.mark.integration
 def test_q8_0_from_the_command_line(tiny_model: Path, trainer_bin: Path, converter: Path, tmp_path: Path) -> None:
     out = tmp_path / "model-q8_0.gguf"
     python = str(trainer_bin / "python")
@@ -300,6 +305,7 @@ def tokenizer_json(pre: Any, ignore_merges: bool = False, normalizer: Any = None
     return {"normalizer": normalizer, "pre_tokenizer": pre, "model": {"type": "BPE", "ignore_merges": ignore_merges}}
 
 
+@pytest.mark.integration
 def test_only_exactly_known_pre_tokenizers_get_a_name(tiny_model: Path) -> None:
     tiny = json.loads((tiny_model / "tokenizer.json").read_text())
     assert structural_pre_tokenizer(tiny) == "gpt-2"
@@ -332,6 +338,7 @@ def test_a_tokenizer_the_converter_knows_never_reaches_the_fallback(tmp_path: Pa
         Converter().get_vocab_base_pre(None)
 
 
+@pytest.mark.integration
 def test_no_merged_model_is_a_clear_failure(tmp_path: Path, trainer_bin: Path) -> None:
     storage = PipelineStorage(root=str(tmp_path))
     layout = storage.agent_layout

@@ -30,19 +30,19 @@ import httpx
 import polars as pl
 import pytest
 
-from void_pipeline.lib import environments
 from void_pipeline.lib.curate.reply_tool import REPLY_TOOL_NAME
 from void_pipeline.lib.curate.request import RequestProfile
 from void_pipeline.lib.processes import descendants, pid_alive
 from void_pipeline.lib.serve.letta_agent import LettaApi, endpoint_config, import_agent_file
-from void_pipeline.lib.serve.vllm_server import ServerSpec, vllm_server
-from void_pipeline.resources.server import InferenceServer
+from void_pipeline.lib.serve.vllm_server import vllm_server
 from void_pipeline.testworld.agent_file import DEMO_AGENT_FILE, agent_file_for
 from void_pipeline.testworld.letta_server import start_letta
 from void_pipeline.testworld.recording_proxy import RecordingProxy
-from void_pipeline_tests.trainer_fixtures import Trained
+from void_pipeline_tests.support.servers import cpu_spec
+from void_pipeline_tests.support.trainer import Trained
 
-DTYPE, CPU_ENV, CPU_ARGS = InferenceServer(cpu=True, max_model_len=8192).engine()
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
+
 RUN_FIRST = {"type": "run_first", "tool_name": REPLY_TOOL_NAME}
 RECOMPILED = re.compile(r"- System prompt last recompiled: (.+)\n")
 AGENT_ID = re.compile(r"- AGENT_ID: (\S+)\n")
@@ -50,11 +50,6 @@ AGENT_ID = re.compile(r"- AGENT_ID: (\S+)\n")
 
 def letta_time(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%d %I:%M:%S %p %Z%z")
-
-
-@pytest.fixture(scope="session")
-def server_python() -> str:
-    return str(environments.ensure("server") / "bin" / "python")
 
 
 def test_letta_sends_what_the_profile_renders_and_the_reply_call_comes_back(
@@ -69,17 +64,7 @@ def test_letta_sends_what_the_profile_renders_and_the_reply_call_comes_back(
     heldout = pl.read_parquet(dataset / "heldout.parquet").sort("created_at").row(0, named=True)
     agent_file = tmp_path / "void-test.af"
     agent_file.write_text(json.dumps(agent_file_for(profile, json.loads(DEMO_AGENT_FILE.read_text()), [RUN_FIRST])))
-    template = trained.adapter / "chat_template.jinja"
-    spec = ServerSpec(
-        model=str(instruct_model),
-        adapters={"tuned": str(trained.adapter)},
-        lora_rank=8,
-        chat_template=str(template) if template.exists() else None,
-        dtype=DTYPE,
-        max_model_len=8192,
-        env=CPU_ENV,
-        extra_args=tuple(CPU_ARGS),
-    )
+    spec = cpu_spec(instruct_model, trained.adapter, max_model_len=8192)
     with (
         vllm_server(server_python, spec, tmp_path / "vllm.log") as vllm,
         RecordingProxy(vllm.url, tmp_path / "requests.jsonl") as proxy,

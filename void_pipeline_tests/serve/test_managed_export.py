@@ -19,7 +19,7 @@ from void_pipeline.lib.layout import DataLayout, DatasetPaths
 from void_pipeline.lib.serve.bundle import Promotion, add_bundle, make_current
 from void_pipeline.lib.serve.client import Sampling
 from void_pipeline.lib.serve.managed_export import ExportRefused, check_for_host, export_for_host
-from void_pipeline_tests.conftest import pipeline_cli
+from void_pipeline_tests.support.cli import pipeline_cli
 
 PROJECTIONS = ["k_proj", "v_proj", "o_proj", "up_proj", "down_proj", "q_proj", "gate_proj"]  # PEFT's saved order
 HIDDEN, INTERMEDIATE = 8, 16

@@ -33,8 +33,10 @@ from void_pipeline.lib.serve.managed import ServerState
 from void_pipeline.lib.serve.vllm_server import ServerFailed, free_port, load_adapter
 from void_pipeline.testworld.devnet import DevnetInfo
 from void_pipeline.testworld.seeding import SeedResult
-from void_pipeline_tests.serve.adapters import scaled_adapter
-from void_pipeline_tests.trainer_fixtures import Trained
+from void_pipeline_tests.support.adapters import scaled_adapter
+from void_pipeline_tests.support.trainer import Trained
+
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
 
 KEY = "test-serve-key-not-a-secret"
 GREEDY = Sampling(temperature=0.0, max_tokens=24, max_posts=3, seed=5)

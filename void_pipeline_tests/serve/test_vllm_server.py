@@ -15,7 +15,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from void_pipeline.lib import environments
 from void_pipeline.lib.curate.reply_tool import REPLY_TOOL, REPLY_TOOL_NAME
 from void_pipeline.lib.curate.request import direct_profile
 from void_pipeline.lib.evaluate.generations import Prompt, generate
@@ -23,33 +22,17 @@ from void_pipeline.lib.evaluate.judge import Judge, judge_answers
 from void_pipeline.lib.layout import REPO_ROOT, EvaluationPaths
 from void_pipeline.lib.processes import descendants, pid_alive
 from void_pipeline.lib.serve.client import Sampling
-from void_pipeline.lib.serve.vllm_server import ServerSpec, vllm_server
-from void_pipeline.resources.server import InferenceServer
-from void_pipeline_tests.trainer_fixtures import Trained
+from void_pipeline.lib.serve.vllm_server import vllm_server
+from void_pipeline_tests.support.servers import cpu_spec
+from void_pipeline_tests.support.trainer import Trained
 
-# The engine settings eval_generations uses on a machine without a GPU (float32, no chunked prefill, ...).
-DTYPE, CPU_ENV, CPU_ARGS = InferenceServer(cpu=True, max_model_len=4096).engine()
-
-
-@pytest.fixture(scope="session")
-def server_python() -> str:
-    return str(environments.ensure("server") / "bin" / "python")
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
 
 
 def test_base_and_adapter_answer_with_the_reply_tool_and_the_server_stops(
     trained: Trained, tiny_model: Path, server_python: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    template = trained.adapter / "chat_template.jinja"
-    spec = ServerSpec(
-        model=str(tiny_model),
-        adapters={"tuned": str(trained.adapter)},
-        lora_rank=8,
-        chat_template=str(template) if template.exists() else None,
-        dtype=DTYPE,
-        max_model_len=4096,
-        env=CPU_ENV,
-        extra_args=tuple(CPU_ARGS),
-    )
+    spec = cpu_spec(tiny_model, trained.adapter, max_model_len=4096)
     with vllm_server(server_python, spec, tmp_path / "vllm.log") as server:
         group = {server.pid, *descendants(server.pid)}
         assert sorted(server.models) == ["base", "tuned"]

@@ -6,10 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from void_pipeline.lib.curate.reply_tool import REPLY_TOOL, REPLY_TOOL_NAME
 from void_pipeline.lib.train.axolotl_config import CANDIDATES, CPU_OVERLAY, effective_config, write
 from void_pipeline.testworld.corpus import Corpus, record_text
-from void_pipeline_tests.trainer_fixtures import run_trainer
+from void_pipeline_tests.support.trainer import run_trainer
+
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
 
 
 def validate(trainer_bin: Path, configs: list[dict[str, Any]], folder: Path) -> list[dict[str, Any]]:

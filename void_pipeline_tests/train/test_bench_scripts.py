@@ -6,10 +6,13 @@ import json
 import random
 from pathlib import Path
 
+import pytest
+
 from void_pipeline.lib.layout import REPO_ROOT
-from void_pipeline_tests.trainer_fixtures import run_trainer
+from void_pipeline_tests.support.trainer import run_trainer
 
 
+@pytest.mark.integration
 def test_multipack_packs_tighter_than_padding(trainer_bin: Path, tmp_path: Path) -> None:
     rng = random.Random(3)
     lengths = [rng.randint(300, 3000) for _ in range(2000)] + [9000]  # one too long: dropped as axolotl does
@@ -24,6 +27,7 @@ def test_multipack_packs_tighter_than_padding(trainer_bin: Path, tmp_path: Path)
     assert measured["bins"] * 8192 >= measured["tokens"] * measured["packed_efficiency"]
 
 
+@pytest.mark.integration
 def test_the_gpu_training_benchmark_runs_its_whole_path_on_a_tiny_model(trainer_bin: Path, tmp_path: Path) -> None:
     script = str(REPO_ROOT / "benchmarks" / "gpu_train_bench.py")
     args = ["--arch", "tiny", "--steps", "3", "--sequence-len", "1024", "--micro-batch-size", "1", "--rows", "40"]
@@ -36,6 +40,7 @@ def test_the_gpu_training_benchmark_runs_its_whole_path_on_a_tiny_model(trainer_
     assert measured["matmul_parameters"] > 0 and measured["final_loss"] > 0
 
 
+@pytest.mark.integration
 def test_the_direct_engine_trains_the_same_qlora_recipe_without_axolotl(trainer_bin: Path, tmp_path: Path) -> None:
     """The offline GPU host's engine (peft + bitsandbytes, no axolotl), its whole path at toy size: nf4 on CPU."""
     script = str(REPO_ROOT / "benchmarks" / "gpu_train_direct.py")
@@ -47,6 +52,7 @@ def test_the_direct_engine_trains_the_same_qlora_recipe_without_axolotl(trainer_
     assert measured["tokens_per_second"] > 0 and measured["packed_rows"] >= 2 and measured["final_loss"] > 0
 
 
+@pytest.mark.integration
 def test_the_wheels_an_offline_gpu_host_lacks_resolve_and_fit_the_carry_budget(tmp_path: Path) -> None:
     """benchmarks/prepare_gpu_wheels.sh against the package index (reachable here, as the registries are): the
     wheels for Python 3.12 on x86_64 download and fit what travels with the checkout; a tiny budget is refused."""

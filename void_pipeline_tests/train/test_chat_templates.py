@@ -18,7 +18,9 @@ import pytest
 from void_pipeline.lib.curate.dataset import format_row
 from void_pipeline.lib.curate.reply_tool import REPLY_TOOL_NAME
 from void_pipeline.lib.train.axolotl_config import CANDIDATES, load
-from void_pipeline_tests.trainer_fixtures import run_trainer
+from void_pipeline_tests.support.trainer import run_trainer
+
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
 
 # Where each candidate's template comes from, when the config says tokenizer_default: the model's own template,
 # whose copy trl ships for identifying it.

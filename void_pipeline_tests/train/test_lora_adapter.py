@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,16 +22,21 @@ import pytest
 
 from void_pipeline.lib import processes
 from void_pipeline.lib.files import acquire_owner
-from void_pipeline.lib.layout import REPO_ROOT, RunPaths
+from void_pipeline.lib.layout import REPO_ROOT, RunPaths, TrainPaths
+from void_pipeline.lib.model import choose_model
+from void_pipeline.lib.train.runs import CannotTrain, plan_training
 from void_pipeline.lib.train.training import History, dataset_hash, loss_png, read_metrics, read_state
 from void_pipeline.resources.storage import PipelineStorage
-from void_pipeline_tests.trainer_fixtures import Trained, failure_text, materialize, mlflow_run, run_trainer, value
+from void_pipeline_tests.support.runs import failure_text, value
+from void_pipeline_tests.support.trainer import Trained, materialize, mlflow_run, run_trainer
+from void_pipeline_tests.support.world import model_choice
 
 
+@pytest.mark.integration
 def test_the_adapter_trains_learns_is_tracked_registered_and_merged(
     curated: dict[str, Any], tiny_model: Path, trainer_bin: Path, trained: Trained
 ) -> None:
-    """The session's shared adapter (trainer_fixtures.py: 12 steps, logging every 2, then merged)."""
+    """The session's shared adapter (the root conftest's `trained`: 12 steps, logging every 2, then merged)."""
     instance, result = trained.instance, trained.result
     meta = result.asset_materializations_for_node("lora_adapter")[0].metadata
     adapter = Path(str(value(meta, "adapter_path")))
@@ -114,6 +120,7 @@ def wait_for(condition: Any, timeout_s: float, interval_s: float = 0.1) -> bool:
     return bool(condition())
 
 
+@pytest.mark.integration
 def test_killing_the_run_worker_stops_the_trainer_and_the_next_run_resumes(
     curated: dict[str, Any], tiny_model: Path, trainer_bin: Path, tmp_path: Path
 ) -> None:
@@ -224,6 +231,21 @@ def gpu_step_runs(instance: dg.DagsterInstance, timeout_s: float) -> bool:
     return results == [True]
 
 
+@pytest.mark.integration
+def test_an_unknown_config_key_fails_before_training_with_a_clear_message(
+    curated: dict[str, Any], tiny_model: Path, trainer_bin: Path
+) -> None:
+    """Through the asset: axolotl's own validation in the trainer environment refuses the config (the refusals
+    the training plan makes are below, against the plan itself)."""
+    result = materialize(curated, tiny_model, trainer_bin, {"max_steps": 2, "lora_rank": 8})
+    text = failure_text(result)
+    assert "config: unknown config key: lora_rank" in text, text
+    run = RunPaths(next(Path(curated["storage"].root).glob("agents/*/train")) / result.run_id)
+    assert not (run.adapter / "adapter_model.safetensors").exists()
+    assert not [e for e in read_metrics(run) if e.get("kind") == "train"]  # refused before a training step
+
+
+@pytest.mark.integration  # the curated dataset comes from the session's devnet
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
@@ -231,24 +253,19 @@ def gpu_step_runs(instance: dg.DagsterInstance, timeout_s: float) -> bool:
         ("sequence_len", "the dataset was built for sequence_len 4096 and this training uses 64"),
         ("model_family", "holds a llama model, not the qwen model axolotl config 'qwen2.5-7b-instruct' names"),
         ("output_collision", "output directory collision"),
-        ("unknown_key", "config: unknown config key: lora_rank"),
         ("no_trainable_examples", "no trainable examples"),
     ],
 )
-def test_bad_inputs_fail_before_training_with_a_clear_message(
-    case: str,
-    expected: str,
-    curated: dict[str, Any],
-    tiny_model: Path,
-    trainer_bin: Path,
-    tmp_path: Path,
+def test_bad_inputs_are_refused_by_the_training_plan_with_a_clear_message(
+    case: str, expected: str, curated: dict[str, Any], tiny_model: Path, tmp_path: Path
 ) -> None:
-    model: Path | str = tiny_model
+    """What lora_adapter plans before it starts a trainer: every bad input refused, nothing written to train from."""
+    dataset = curated["storage"].agent_layout.curate.latest_dataset()
+    local_path = str(tiny_model)
     overrides: dict[str, Any] = {"max_steps": 2}
-    storage = None
     choice: dict[str, Any] = {}
     if case == "missing_base_model":
-        model = "/nonexistent/llama"
+        local_path = "/nonexistent/llama"
     elif case == "sequence_len":
         choice["sequence_len"] = 64
     elif case == "model_family":  # Qwen chosen, a local copy of a Llama given: it must not train Llama as "Qwen"
@@ -257,27 +274,20 @@ def test_bad_inputs_fail_before_training_with_a_clear_message(
         (tmp_path / "earlier").mkdir()
         (tmp_path / "earlier" / "adapter_model.safetensors").write_bytes(b"an earlier adapter")
         overrides["output_dir"] = str(tmp_path / "earlier")
-    elif case == "unknown_key":
-        overrides["lora_rank"] = 8
     else:  # a dataset whose rows hold no assistant turn
-        storage = PipelineStorage(root=str(tmp_path / "data"))
-        source = next(Path(curated["storage"].root).glob("agents/*/curate/chat_dataset/openai"))
-        target = tmp_path / "data" / source.relative_to(curated["storage"].root)
-        target.mkdir(parents=True)
-        record = curated["storage"].agent_layout.record_path  # who the agent is, as ingest recorded it
-        (tmp_path / "data" / record.relative_to(curated["storage"].root)).write_bytes(record.read_bytes())
-        built = curated["storage"].agent_layout.curate.latest_dataset_record  # which dataset training reads
-        (tmp_path / "data" / built.relative_to(curated["storage"].root)).write_bytes(built.read_bytes())
+        source, dataset = dataset, tmp_path / "dataset" / dataset.name
+        shutil.copytree(source, dataset)
         rows = [orjson.loads(line) for line in (source / "train.jsonl").read_bytes().splitlines()]
         stripped = [{**r, "messages": [m for m in r["messages"] if m["role"] != "assistant"]} for r in rows]
-        (target / "train.jsonl").write_bytes(b"\n".join(orjson.dumps(r) for r in stripped) + b"\n")
-    started = time.monotonic()
-    result = materialize(curated, model, trainer_bin, overrides, storage=storage, choice=choice)
-    text = failure_text(result)
+        (dataset / "train.jsonl").write_bytes(b"\n".join(orjson.dumps(r) for r in stripped) + b"\n")
+    train = TrainPaths(tmp_path / "train")
+    with pytest.raises((CannotTrain, ValueError)) as refused:
+        model = model_choice(local_path=local_path, **choice)
+        chosen = choose_model(model.config, model.overlays, model.local_path, model.sequence_len)
+        plan_training(train, dataset, chosen, overrides, "bad-input")
+    text = "\n".join(refused.value.errors) if isinstance(refused.value, CannotTrain) else str(refused.value)
     assert expected in text, text
-    assert time.monotonic() - started < 120  # refused at the checks, not after a training run
-    root = Path((storage or curated["storage"]).root)
-    assert not list(root.glob(f"agents/*/train/{result.run_id}/adapter/adapter_model.safetensors"))
+    assert not train.run("bad-input").config.exists()  # no config for a trainer to start from
     if case == "output_collision":
         assert (tmp_path / "earlier" / "adapter_model.safetensors").read_bytes() == b"an earlier adapter"
 

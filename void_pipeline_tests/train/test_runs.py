@@ -14,6 +14,8 @@ from void_pipeline.lib.layout import DataLayout
 from void_pipeline.lib.model import ChosenModel, choose_model
 from void_pipeline.lib.train import runs, training
 
+pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
+
 
 @pytest.fixture()
 def setup(curated: dict[str, Any], corpus_tokenizer: Path, tmp_path: Path) -> tuple[Path, ChosenModel, Any]:

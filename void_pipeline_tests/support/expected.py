@@ -1,4 +1,4 @@
-"""Ingest helpers: what the ground-truth manifest says the agent's repo holds."""
+"""What the ground-truth manifest of a seeded devnet says an account's repo holds."""
 
 from __future__ import annotations
 
