@@ -22,6 +22,7 @@ from void_pipeline.defs.ingest.assets import COLLECTIONS
 from void_pipeline.defs.train.automation import RETRAIN_MIN_NEW_EXAMPLES, retrain_on_growth
 from void_pipeline.lib.paths import REPO_ROOT
 
+WAITS = f"retraining waits for {RETRAIN_MIN_NEW_EXAMPLES:,}"
 CURATE = {"thread_context", "context_window", "filtered_records", "chat_dataset"}
 
 
@@ -128,8 +129,7 @@ def test_daily_ingest_asks_for_every_collection_once_per_day() -> None:
     [
         (None, None, "no chat_dataset has been materialized yet: nothing to train on"),
         (120, None, None),
-        (120, 100, f"the training set grew by 20 examples since the adapter (100 → 120); retraining waits for "
-                   f"{RETRAIN_MIN_NEW_EXAMPLES:,}"),  # fmt: skip
+        (120, 100, f"the training set grew by 20 examples since the adapter (100 → 120); {WAITS}"),
         (100 + RETRAIN_MIN_NEW_EXAMPLES, 100, None),
     ],
 )

@@ -4,6 +4,7 @@ Loaded for the whole suite by the root conftest (pytest_plugins)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from collections.abc import Iterator
@@ -138,6 +139,16 @@ def failure_text(result: dg.ExecuteInProcessResult) -> str:
     return "\n".join(
         filter(None, [error.message if error else "", str(failures[0].step_failure_data.user_failure_data)])
     )
+
+
+def dataset_sha256(folder: Path) -> str:
+    """A chat dataset's hash recomputed here, by its documented recipe rather than by the code under test: sha256
+    over each file a training run reads that exists, in this order, its name, a NUL byte, then its bytes."""
+    digest = hashlib.sha256()
+    for name in ("train.jsonl", "val.jsonl", "system_prompt.txt", "tools.json", "request.json"):
+        if (folder / name).exists():
+            digest.update(name.encode() + b"\0" + (folder / name).read_bytes())
+    return digest.hexdigest()
 
 
 def mlflow_run(curated: dict[str, Any], dagster_run_id: str) -> Any:

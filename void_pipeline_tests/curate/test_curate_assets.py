@@ -12,11 +12,11 @@ import polars as pl
 
 from void_pipeline.defs.curate.checks import chat_dataset_has_no_split_leak
 from void_pipeline.lib.files import write_bytes_atomic
-from void_pipeline.lib.train.training import dataset_hash
 from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline.testworld.corpus import COLLECTIONS, MEMORY, POST
 from void_pipeline.testworld.seeding import SeedResult
 from void_pipeline_tests.conftest import Agent
+from void_pipeline_tests.trainer_fixtures import dataset_sha256
 
 
 def test_loop_content_is_removed_with_high_recall_and_few_false_positives(
@@ -133,7 +133,7 @@ def test_chat_dataset_is_split_valid_and_renders_the_request_letta_sends(curated
     assert "add_post_to_bluesky_reply_thread" in meta["sample"].value
     # its data version is what training hashes: the UI shows a retrained dataset as a new version, a rebuild of
     # the same data as the same one
-    assert curated["chat_dataset_version"] == dataset_hash(folder)
+    assert curated["chat_dataset_version"] == dataset_sha256(folder)
     window = curated["context_window"]
     assert window["runtime"].value == "letta" and window["agent_type"].value == "letta_v1_agent"
     assert window["tokens_trimmed"].value <= 4096 - 2048 < window["tokens_full"].value

@@ -23,9 +23,17 @@ from void_pipeline.lib import processes
 from void_pipeline.lib.files import acquire_owner
 from void_pipeline.lib.layout import RunPaths
 from void_pipeline.lib.paths import REPO_ROOT
-from void_pipeline.lib.train.training import History, dataset_hash, loss_png, read_metrics, read_state
+from void_pipeline.lib.train.training import History, loss_png, read_metrics, read_state
 from void_pipeline.resources.storage import PipelineStorage
-from void_pipeline_tests.trainer_fixtures import Trained, failure_text, materialize, mlflow_run, run_trainer, value
+from void_pipeline_tests.trainer_fixtures import (
+    Trained,
+    dataset_sha256,
+    failure_text,
+    materialize,
+    mlflow_run,
+    run_trainer,
+    value,
+)
 
 
 def test_the_adapter_trains_learns_is_tracked_registered_and_merged(
@@ -67,7 +75,7 @@ def test_the_adapter_trains_learns_is_tracked_registered_and_merged(
     version = client.get_model_version("void-lora", str(value(meta, "registered_model")).split(" v")[-1])
     storage: PipelineStorage = curated["storage"]
     dataset = next(Path(storage.root).glob("agents/*/curate/chat_dataset/openai"))
-    assert version.run_id == run.info.run_id and version.tags["dataset_sha256"] == dataset_hash(dataset)
+    assert version.run_id == run.info.run_id and version.tags["dataset_sha256"] == dataset_sha256(dataset)
     assert version.tags["config_fingerprint"] == read_state(RunPaths(adapter.parent))["fingerprint"]
 
     merged = Path(str(result.asset_materializations_for_node("merged_model")[0].metadata["merged_path"].value))
