@@ -134,8 +134,7 @@ def resumed_generation(base_url: str, api_key: str, tmp_path: Path) -> None:
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "TEST_SERVER_KEY": api_key},
     )
     try:
-        deadline = time.monotonic() + 240
-        while (not log.exists() or len(log.read_bytes().splitlines()) < 3) and time.monotonic() < deadline:
+        while not log.exists() or len(log.read_bytes().splitlines()) < 3:  # three answers written: kill it now
             assert child.poll() is None, "the generator ended before it could be killed"
             time.sleep(0.2)
         child.send_signal(signal.SIGKILL)

@@ -181,7 +181,7 @@ def test_killing_the_run_worker_stops_the_trainer_and_the_next_run_resumes(
         assert f"run folder {run_dir} is in use by pid" in refusal and "training, Dagster run" in refusal
         worker.kill()  # SIGKILL: no handler of the run worker runs
         worker.wait()
-        assert wait_for(lambda: not any(processes.pid_alive(p) for p in tree), 30), [
+        assert wait_for(lambda: not any(processes.pid_alive(p) for p in tree), 300), [  # a hang guard, not a bound
             p for p in tree if processes.pid_alive(p)
         ]
     finally:
@@ -280,12 +280,13 @@ def test_bad_inputs_fail_before_training_with_a_clear_message(
         rows = [orjson.loads(line) for line in (source / "train.jsonl").read_bytes().splitlines()]
         stripped = [{**r, "messages": [m for m in r["messages"] if m["role"] != "assistant"]} for r in rows]
         (target / "train.jsonl").write_bytes(b"\n".join(orjson.dumps(r) for r in stripped) + b"\n")
-    started = time.monotonic()
     result = materialize(curated, model, trainer_bin, overrides, storage=storage, choice=choice)
     text = failure_text(result)
     assert expected in text, text
-    assert time.monotonic() - started < 120  # refused at the checks, not after a training run
     root = Path((storage or curated["storage"]).root)
+    logged = [orjson.loads(line) for m in root.glob(f"agents/*/train/{result.run_id}/metrics.jsonl")
+              for line in m.read_bytes().splitlines() if line.strip()]  # fmt: skip
+    assert not [e for e in logged if e.get("kind") in ("train", "eval")], logged  # refused at the checks: no step
     assert not list(root.glob(f"agents/*/train/{result.run_id}/adapter/adapter_model.safetensors"))
     if case == "output_collision":
         assert (tmp_path / "earlier" / "adapter_model.safetensors").read_bytes() == b"an earlier adapter"
