@@ -256,6 +256,7 @@ def test_the_automation_pages_list_our_schedules_and_sensors(
     location = location_name()
     schedules = [s.name for s in definitions.schedules or []]
     sensors = [s.name for s in definitions.sensors or []]
+    assert schedules and sensors, (schedules, sensors)  # else every page below passes by listing nothing
     everything = [("schedules", n) for n in schedules] + [("sensors", n) for n in sensors]
     pages = {  # name: (path, what it lists, what it says when it lists nothing)
         "automation": ("/automation", everything, "No automations"),
@@ -271,6 +272,7 @@ def test_the_automation_pages_list_our_schedules_and_sensors(
                 f'a[href*="/locations/{location}/schedules/"], a[href*="/locations/{location}/sensors/"]'
             )
             page.get_by_text(empty, exact=True).or_(entries).first.wait_for()
+            expect(page.get_by_text(empty, exact=True)).to_have_count(0)
             for kind, item in expected:
                 link = page.locator(f'a[href$="/locations/{location}/{kind}/{item}"]').filter(has_text=item)
                 expect(link.first).to_be_visible(timeout=TIMEOUT_MS)

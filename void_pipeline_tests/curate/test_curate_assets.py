@@ -13,10 +13,10 @@ import pytest
 
 from void_pipeline.defs.curate.checks import chat_dataset_has_no_split_leak
 from void_pipeline.lib.files import write_bytes_atomic
-from void_pipeline.lib.train.training import dataset_hash
 from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline.testworld.corpus import COLLECTIONS, MEMORY, POST
 from void_pipeline.testworld.seeding import SeedResult
+from void_pipeline_tests.support.trainer import dataset_sha256
 from void_pipeline_tests.support.world import Agent
 
 pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
@@ -136,7 +136,7 @@ def test_chat_dataset_is_split_valid_and_renders_the_request_letta_sends(curated
     assert "add_post_to_bluesky_reply_thread" in meta["sample"].value
     # its data version is what training hashes: the UI shows a retrained dataset as a new version, a rebuild of
     # the same data as the same one
-    assert curated["chat_dataset_version"] == dataset_hash(folder)
+    assert curated["chat_dataset_version"] == dataset_sha256(folder)
     window = curated["context_window"]
     assert window["runtime"].value == "letta" and window["agent_type"].value == "letta_v1_agent"
     assert window["tokens_trimmed"].value <= 4096 - 2048 < window["tokens_full"].value

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
 
-from void_pipeline.lib.curate.dataset import build_examples, format_row, leaked_roots, split_by_thread
+from void_pipeline.lib.curate.dataset import build_examples, format_row, leaked_roots, split_by_thread, write_dataset
+from void_pipeline.lib.curate.letta import MemoryBlock
 from void_pipeline.lib.curate.prompt import PromptTemplate
-from void_pipeline.lib.curate.reply_tool import REPLY_TOOL_NAME, reply_call_errors
+from void_pipeline.lib.curate.reply_tool import REPLY_TOOL, REPLY_TOOL_NAME, reply_call_errors
+from void_pipeline.lib.curate.request import RequestProfile, direct_profile
 from void_pipeline.lib.ingest.threads import THREAD_SCHEMA
+from void_pipeline.lib.train.training import dataset_hash
+from void_pipeline_tests.support.trainer import dataset_sha256
 
 AGENT = "did:plc:void"
 START = datetime(2025, 6, 1, tzinfo=UTC)
@@ -186,3 +191,37 @@ def test_reasoning_written_just_before_a_turn_is_attached_when_asked() -> None:
     assert row["messages"][1]["content"] == "ada wants specifics; answer in three posts"
     without, _ = build_examples(posts, context, PromptTemplate.from_file(), AGENT, "void.test")
     assert without["reasoning"].null_count() == without.height
+
+
+@pytest.mark.parametrize("runtime", ["direct", "letta"])
+def test_a_rebuild_of_the_same_rows_keeps_the_dataset_hash_and_a_changed_row_changes_it(
+    runtime: str, tmp_path: Path
+) -> None:
+    """What training and the data version hash: the same rows written again are the same bytes (a letta profile's
+    system message holds the newest example's time, not the time of the build); one changed answer is a new hash."""
+    posts, context = frames()
+    examples, _ = build_examples(posts, context, PromptTemplate.from_file(), AGENT, "void.test")
+    kept = split_by_thread(examples, test_threads=0).with_columns(tokens=pl.lit(10))
+    profile = direct_profile("You are void.") if runtime == "direct" else letta_profile()
+
+    def written(name: str, rows: pl.DataFrame) -> str:
+        write_dataset(tmp_path / name, rows, "openai", profile, {"name": name})
+        return dataset_hash(tmp_path / name)
+
+    first = written("first", kept)
+    assert first == dataset_sha256(tmp_path / "first") and len(first) == 64
+    assert written("again", kept) == first  # a different manifest, same rows: what training reads is unchanged
+    if runtime == "letta":  # the newest example's time (bob's question, 4 minutes in), not the clock's
+        assert "recompiled: 2025-06-01 12:04:00 AM UTC+0000" in (tmp_path / "first" / "system_prompt.txt").read_text()
+    changed = kept.with_columns(
+        calls=pl.when(pl.col("first_uri") == uri(AGENT, "v4"))
+        .then(pl.lit(["Another answer to bob."]))
+        .otherwise("calls")
+    )
+    assert changed["calls"].to_list() != kept["calls"].to_list()
+    assert written("changed", changed) != first
+
+
+def letta_profile() -> RequestProfile:
+    block = MemoryBlock("persona", "I am void.", 200, "Who I am.", False)
+    return RequestProfile("letta", "Be brief.", (REPLY_TOOL,), (block,), agent_type="letta_v1_agent", timezone="UTC")

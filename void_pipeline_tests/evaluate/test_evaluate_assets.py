@@ -74,9 +74,11 @@ def test_held_out_threads_are_answered_reported_tracked_and_gated(
     assert report["blocking"]["tool_call_validity"]["passed"] is False
     base, tuned = report["scores"]["base"]["heldout_loss"], report["scores"]["tuned"]["heldout_loss"]
     assert tuned < base, (base, tuned)  # the adapter is applied, and it learned the agent's answers
+    # similarity is reported for exactly the models that answered with a post (here none: the tiny model makes no
+    # valid call), never made up for the others; its measure is tested in test_semantic_similarity
     answered = {m for m, posts in rows.select("model", "posts").iter_rows() if posts}
-    for model in answered:  # similarity is measured wherever a model answered with a post
-        assert -1 <= report["scores"][model]["semantic_similarity"] <= 1
+    assert {m for m, s in report["scores"].items() if "semantic_similarity" in s} == answered, answered
+    assert all(-1 <= report["scores"][model]["semantic_similarity"] <= 1 for model in answered)
     for name in ("report.md", "lengths.png", "metrics.png"):
         assert (paths.root / name).stat().st_size > 0
     key = (paths.review / "review_key.csv").read_text().splitlines()

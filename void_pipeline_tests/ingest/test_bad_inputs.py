@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import polars as pl
@@ -41,9 +41,18 @@ def test_arguments_that_cannot_work_are_refused_at_once(devnet: DevnetInfo, agen
     a_file.write_text("mine")
     assert "is a file, not a folder" in one_line_error(export(devnet, agent.did, a_file))
     assert "is not writable" in one_line_error(export(devnet, agent.did, Path("/sys/void-pipeline-test")))
-    started = time.monotonic()
-    assert "'not a handle!' is not a valid handle" in one_line_error(export(devnet, "not a handle!", tmp_path))
-    assert time.monotonic() - started < 15  # refused before any lookup (DNS retries took 35 s)
+    # refused before any lookup (DNS retries took 35 s): the PLC and the AppView given are a socket that records
+    # every connection, and none comes
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        services = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        command = [sys.executable, "-m", "void_pipeline", "export", "not a handle!", "--out", str(tmp_path)]
+        command += ["--agent", "void", "--plc-url", services, "--appview-url", services]
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+        refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert "'not a handle!' is not a valid handle" in one_line_error(refused)
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listener.accept()
 
 
 def test_a_collection_the_repo_never_held_warns_with_the_ones_it_holds(

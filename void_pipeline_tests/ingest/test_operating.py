@@ -20,6 +20,7 @@ import polars as pl
 import pytest
 
 from void_pipeline.defs.ingest.assets import raw_records, thread_context
+from void_pipeline.lib.files import read_holder
 from void_pipeline.lib.layout import REPO_ROOT
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.storage import PipelineStorage
@@ -98,8 +99,7 @@ def kill_then_run_again(
 ) -> None:
     paths = agent_ingest(data)
     worker = materialize(env, "raw_records", POST)
-    deadline = time.monotonic() + 120
-    while worker.poll() is None and listing_progress(paths) == 0 and time.monotonic() < deadline:
+    while worker.poll() is None and listing_progress(paths) == 0:  # until it has listed a page
         time.sleep(0.05)
     assert worker.poll() is None, "the run ended before it could be killed: " + finished(worker)[1][-2000:]
     os.killpg(worker.pid, signal.SIGKILL)
@@ -131,13 +131,21 @@ def kill_then_run_again(
 def test_two_runs_of_one_partition_at_once_one_exports_and_the_other_fails_naming_it(
     devnet: DevnetInfo, agent: Agent, seeded: SeedResult, tmp_path: Path
 ) -> None:
-    # 2 s an answer: the first export holds the partition (~12 s) far longer than the runs' starts differ (~1-3 s)
-    with operated(devnet, agent, tmp_path, latency_s=2.0) as (env, data):
-        runs = [materialize(env, "raw_records", POST), materialize(env, "raw_records", POST)]
-        results = [finished(run) for run in runs]
-    codes = sorted(code for code, _ in results)
-    assert codes == [0, 1], "\n".join(out[-2000:] for _, out in results)
-    refused = next(out for code, out in results if code == 1)
+    with operated(devnet, agent, tmp_path, latency_s=0.2) as (env, data):
+        first = materialize(env, "raw_records", POST)
+        lock = agent_ingest(data).writer_lock(POST)
+        while not read_holder(lock).get("pid"):  # until the first export holds the partition
+            assert first.poll() is None, finished(first)[1][-2000:]
+            time.sleep(0.05)
+        holder = int(read_holder(lock)["pid"])
+        os.kill(holder, signal.SIGSTOP)  # held still, whatever the machine's speed, while the second one tries
+        try:
+            second = finished(materialize(env, "raw_records", POST))
+        finally:
+            os.kill(holder, signal.SIGCONT)
+        results = [finished(first), second]
+    assert [code for code, _ in results] == [0, 1], "\n".join(out[-2000:] for _, out in results)
+    refused = second[1]
     # the second says who holds the partition (pid, host, what it does, since when), and leaves its data alone
     assert "the app.bsky.feed.post export is in use by pid" in refused, refused[-3000:]
     assert "exporting app.bsky.feed.post" in refused

@@ -8,7 +8,7 @@ import httpx
 import libipld
 import pytest
 
-from void_pipeline.lib.ingest.repo_car import CarError, cid_str, read_repo_car, to_json_value
+from void_pipeline.lib.ingest.repo_car import CarError, RepoWalk, cid_str, read_repo_car, to_json_value
 from void_pipeline.testworld.corpus import COLLECTIONS
 from void_pipeline.testworld.seeding import SeedResult, record_cid
 from void_pipeline_tests.support.expected import all_expected
@@ -83,9 +83,26 @@ def test_a_truncated_car_is_an_error_not_a_partial_export(car: bytes) -> None:
         except CarError as err:
             assert "corrupt or truncated" in str(err)
             continue
-        # only record blocks lost after every MST node: each one reported, none silently
-        missing = {(r.collection, r.rkey) for r in whole.records} - {(r.collection, r.rkey) for r in walk.records}
-        assert missing and {p.key for p in walk.problems} == {f"{c}/{k}" for c, k in missing}, cut
+        assert_each_lost_record_reported(whole, walk, cut)
+    # the same blocks in another order (a CAR's order is free): the commit and every MST node first, then the
+    # records, so a cut after the last node loses only record blocks — the case above may never have reached
+    record_cids = {r.cid for r in whole.records}
+    nodes = [b for b in blocks if cid_str(block_cid(b)) not in record_cids]
+    records = [b for b in blocks if cid_str(block_cid(b)) in record_cids]
+    assert len(nodes) >= 2 and len(records) >= 3
+    reordered = header + b"".join(nodes + records)
+    assert read_repo_car(reordered).records == whole.records
+    after_nodes = len(header) + sum(map(len, nodes))
+    for kept in (0, 1, len(records) // 2, len(records) - 1):
+        cut = after_nodes + sum(map(len, records[:kept]))
+        assert_each_lost_record_reported(whole, read_repo_car(reordered[:cut]), cut)
+
+
+def assert_each_lost_record_reported(whole: RepoWalk, walk: RepoWalk, cut: int) -> None:
+    """Only record blocks lost after every MST node: each one reported, none silently."""
+    missing = {(r.collection, r.rkey) for r in whole.records} - {(r.collection, r.rkey) for r in walk.records}
+    assert missing and {p.key for p in walk.problems} == {f"{c}/{k}" for c, k in missing}, cut
+    assert {p.reason for p in walk.problems} == {"missing_record_block"}, cut
 
 
 def test_the_wrong_repo_is_refused(car: bytes) -> None:

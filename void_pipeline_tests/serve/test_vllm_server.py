@@ -3,14 +3,19 @@ it serves the base and the adapter with tool calling, guards /v1 with its key, a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -111,8 +116,7 @@ def resumed_generation(base_url: str, api_key: str, tmp_path: Path) -> None:
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "TEST_SERVER_KEY": api_key},
     )
     try:
-        deadline = time.monotonic() + 240
-        while (not log.exists() or len(log.read_bytes().splitlines()) < 3) and time.monotonic() < deadline:
+        while not log.exists() or len(log.read_bytes().splitlines()) < 3:  # three answers written: kill it now
             assert child.poll() is None, "the generator ended before it could be killed"
             time.sleep(0.2)
         child.send_signal(signal.SIGKILL)
@@ -142,13 +146,55 @@ def judged_in_both_orders(base_url: str, api_key: str, monkeypatch: pytest.Monke
         for model in ("tuned", "base", "real")
     }
     monkeypatch.setenv("TEST_JUDGE_KEY", api_key)
-    report = judge_answers(Judge(base_url, "base", "TEST_JUDGE_KEY", max_tokens=4), threads, answers)
-    for name in ("tuned_vs_base", "tuned_vs_real"):
+    with choosing_judge(base_url) as (judge_url, asked):  # the tiny base answers "A" or "B", as a real judge does
+        report = judge_answers(Judge(judge_url, "base", "TEST_JUDGE_KEY", max_tokens=4), threads, answers)
+    assert len(asked) == 12 and {verdict for _, verdict in asked} <= {"A", "B"}, asked
+    for index, name in enumerate(("tuned_vs_base", "tuned_vs_real")):
+        first, second = name.split("_vs_")
+        expected = {"wins": 0, "losses": 0, "ties": 0}
+        for n, e in enumerate(threads):  # each thread asked twice in a row: first model as A, then as B
+            (forward, one), (backward, other) = asked[index * 6 + 2 * n], asked[index * 6 + 2 * n + 1]
+            assert f"REPLY A:\n{answers[first][e][0]}" in forward and f"REPLY A:\n{answers[second][e][0]}" in backward
+            agreed = {("A", "B"): "wins", ("B", "A"): "losses"}.get((one, other), "ties")  # both orders must agree
+            expected[agreed] += 1
         result = report.results[name]
-        assert result.asked == 6 and result.wins + result.losses + result.ties + result.unparsed == 3, vars(result)
+        assert result.asked == 6 and result.unparsed == 0, vars(result)
+        assert {k: getattr(result, k) for k in expected} == expected, (vars(result), asked)
     monkeypatch.delenv("TEST_JUDGE_KEY")
     refused = judge_answers(Judge(base_url, "base", "TEST_JUDGE_KEY"), threads, answers)
     assert refused.results["tuned_vs_base"].unparsed == 3
+
+
+@contextlib.contextmanager
+def choosing_judge(base_url: str) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    """A /v1 in front of the server that adds vLLM's structured choice ("A" or "B") to each request and records
+    each question with the verdict it got, in order."""
+    asked: list[tuple[str, str]] = []
+
+    class Forward(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            body["structured_outputs"] = {"choice": ["A", "B"]}
+            headers = {"Authorization": self.headers.get("Authorization", "")}
+            answer = httpx.post(f"{base_url}{self.path.removeprefix('/v1')}", json=body, headers=headers, timeout=300)
+            if answer.status_code == 200:
+                asked.append((body["messages"][0]["content"], answer.json()["choices"][0]["message"]["content"]))
+            self.send_response(answer.status_code)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", asked
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 STARTER = """

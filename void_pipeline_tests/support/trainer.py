@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from dataclasses import dataclass
@@ -79,3 +80,13 @@ class Trained:
     @property
     def adapter(self) -> Path:
         return Path(str(value(self.result.asset_materializations_for_node("lora_adapter")[0].metadata, "adapter_path")))
+
+
+def dataset_sha256(folder: Path) -> str:
+    """A chat dataset's hash recomputed here, by its documented recipe rather than by the code under test: sha256
+    over each file a training run reads that exists, in this order, its name, a NUL byte, then its bytes."""
+    digest = hashlib.sha256()
+    for name in ("train.jsonl", "val.jsonl", "system_prompt.txt", "tools.json", "request.json"):
+        if (folder / name).exists():
+            digest.update(name.encode() + b"\0" + (folder / name).read_bytes())
+    return digest.hexdigest()

@@ -13,6 +13,7 @@ import pytest
 from void_pipeline.lib.layout import DataLayout
 from void_pipeline.lib.model import ChosenModel, choose_model
 from void_pipeline.lib.train import runs, training
+from void_pipeline_tests.support.trainer import dataset_sha256
 
 pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
 
@@ -42,7 +43,7 @@ def test_a_plan_writes_the_effective_config_of_the_chosen_model(setup: tuple[Pat
     # the session's dataset is Letta's: each row carries its own system message (it holds the example's time), so
     # none is added to every row; a direct dataset's, stored once, is
     assert "default_system_message" not in config
-    assert plan.run.config.exists() and plan.data_hash == training.dataset_hash(dataset)
+    assert plan.run.config.exists() and plan.data_hash == dataset_sha256(dataset)
     request = json.loads((dataset / "request.json").read_text())
     (dataset / "request.json").write_text(json.dumps({**request, "runtime": "direct", "system": "You are void."}))
     direct = runs.run_config(chosen, dataset, train.run("run-b"), {}, None)
