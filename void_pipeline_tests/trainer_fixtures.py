@@ -16,7 +16,8 @@ import mlflow
 import orjson
 import pytest
 
-from void_pipeline.defs.train.assets import OFFLINE, lora_adapter, merged_model
+from void_pipeline.defs.external import OFFLINE
+from void_pipeline.defs.train.assets import lora_adapter, merged_model
 from void_pipeline.lib import environments
 from void_pipeline.lib.curate.dataset import format_row
 from void_pipeline.lib.paths import REPO_ROOT

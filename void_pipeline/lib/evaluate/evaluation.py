@@ -20,8 +20,11 @@ import yaml
 from void_pipeline.lib.curate.dataset import calls_of, format_row
 from void_pipeline.lib.curate.request import dataset_profile
 from void_pipeline.lib.evaluate.generations import Prompt
+from void_pipeline.lib.evaluate.judge import Judge, judge_answers
 from void_pipeline.lib.evaluate.metrics import valid_answer
+from void_pipeline.lib.evaluate.report import EvalReport, length_plot, metric_plot
 from void_pipeline.lib.files import write_text_atomic
+from void_pipeline.lib.handoffs import TrainingOutcome
 from void_pipeline.lib.layout import DatasetPaths, EvaluationPaths
 from void_pipeline.lib.model import family_of
 from void_pipeline.lib.serve.client import Sampling
@@ -56,7 +59,7 @@ def real_answers(heldout: pl.DataFrame) -> dict[str, list[str]]:
 
 
 def server_spec(
-    latest_training: Mapping[str, Any],
+    training: TrainingOutcome,
     dtype: str,
     env: Mapping[str, str],
     max_model_len: int | None = None,
@@ -64,11 +67,11 @@ def server_spec(
 ) -> ServerSpec:
     """The base model under ``base`` and the trained adapter under ``tuned``, with the chat template the adapter
     was trained with (axolotl saves it beside the adapter) and the family's tool-call parser."""
-    adapter = Path(latest_training["adapter"])
+    adapter = training.adapter
     if not (adapter / "adapter_config.json").exists():
         raise CannotEvaluate(f"the latest adapter {adapter} is gone or incomplete: materialize lora_adapter again")
-    config = yaml.safe_load(Path(latest_training["config"]).read_text())
-    base = str(latest_training["base_model"])
+    config = yaml.safe_load(training.config.read_text())
+    base = training.base_model
     family = family_of(str(config.get("base_model", base)), base)
     parser = TOOL_CALL_PARSERS.get(family)
     if parser is None:
@@ -206,3 +209,31 @@ def smoke_case(paths: EvaluationPaths, heldout: pl.DataFrame, model: str = "tune
         if not row["error"] and valid_answer(posts, row["invalid_calls"]) and row["example_id"] in prompts:
             return SmokeCase(row["example_id"], prompts[row["example_id"]], sampling, posts, times[row["example_id"]])
     return None
+
+
+def write_report(
+    report: EvalReport,
+    paths: EvaluationPaths,
+    heldout: pl.DataFrame,
+    generations: pl.DataFrame,
+    review_threads: int,
+    seed: int,
+    judge: Judge | None = None,
+    judge_threads: int = 50,
+) -> tuple[int, dict[str, Any] | None]:
+    """The evaluation's files: report.json and report.md, the length and metric plots, the blind review pack and,
+    with a judge, its verdicts (added to report.json). Returns the review pack's thread count and the verdicts."""
+    data = report.as_dict()
+    write_text_atomic(paths.report, json.dumps(data, indent=2, default=str))
+    write_text_atomic(paths.report_markdown, report.markdown())
+    real = [posts for e, posts in real_answers(heldout).items() if e in set(generations["example_id"])]
+    length_plot(generations, real, paths.length_plot)
+    metric_plot(report, paths.metric_plot)
+    reviewed = review_pack(heldout, generations, paths.review, review_threads, seed)
+    if judge is None:
+        return reviewed, None
+    threads, answers = judge_inputs(heldout, generations, judge_threads)
+    judged = judge_answers(judge, threads, answers).as_dict()
+    data["judge"] = {"url": judge.base_url, "model": judge.model, **judged}
+    write_text_atomic(paths.report, json.dumps(data, indent=2, default=str))
+    return reviewed, judged

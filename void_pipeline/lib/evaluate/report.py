@@ -24,6 +24,7 @@ from void_pipeline.lib.evaluate.metrics import (
     posts_per_answer,
     share_ci,
 )
+from void_pipeline.lib.handoffs import GateVerdict
 from void_pipeline.lib.plots import png_figure
 
 REAL = "real"
@@ -169,7 +170,7 @@ class EvalReport:
             "intervals": {k: s.intervals for k, s in self.scores.items()},
             "authorship": self.authorship,
             "gates": asdict(self.gates),
-            "blocking": {k: {"passed": p, "why": w} for k, (p, w) in self.blocking.items()},
+            "blocking": GateVerdict.as_json(self.blocking),  # what serving reads (handoffs.read_gates)
             "warnings": {k: {"passed": p, "why": w} for k, (p, w) in self.warnings.items()},
             "tuned_wins": self.wins(),
         }
