@@ -81,6 +81,22 @@ class TrainingOutcome(Handoff):
 
 
 @dataclass(frozen=True)
+class ContextWindowReport(Handoff):
+    """context_window/report.json: the system prompt variant chat_dataset uses, and each variant's tokens."""
+
+    selected: str  # full | trimmed | distilled
+    tokens: dict[str, int]  # per variant
+    runtime: str = "direct"
+    source: str | None = None
+    agent_type: str | None = None
+    prompt_template: str | None = None  # the context source's own mention template, when it has one
+    snapshot_date: str | None = None
+    budget_tokens: int | None = None
+    exact_tokens: bool | None = None
+    tokenizer: str | None = None
+
+
+@dataclass(frozen=True)
 class DatasetPointer(Handoff):
     """chat_dataset/latest.json: the format chat_dataset built last, the dataset training reads."""
 
