@@ -93,8 +93,9 @@ def served_model(
             served = serve_and_smoke(context, serve, bundle, server, case)
     except (ServerFailed, EndpointError) as err:
         roll_back(serve, server, bundle, previous, f"could not be served ({err})")
-    if problems := served.answer.problems():  # evaluation's rule, asked as the handler asks: never promote one
-        said = " / ".join(served.answer.posts) or served.answer.content or "(nothing)"
+    answer = served.answer
+    if problems := answer.problems():  # evaluation's rule, asked as the handler asks: never promote an invalid one
+        said = " / ".join(answer.posts) or answer.content or "(nothing)"
         roll_back(
             serve, server, bundle, previous, f"gave no valid smoke answer ({'; '.join(problems)}: {said[:200]!r})"
         )
@@ -103,7 +104,7 @@ def served_model(
     yield dg.AssetCheckResult(
         check_name="smoke_answer_valid",
         passed=True,  # an invalid one failed the step above, with the previous bundle current again
-        metadata={"problems": "none", "posts": len(served.answer.posts)},
+        metadata={"problems": "none", "posts": len(answer.posts)},
     )
 
 
