@@ -23,7 +23,7 @@ from void_pipeline.lib.evaluate.authorship import AuthorshipClassifier
 from void_pipeline.lib.evaluate.generations import GenerationRun, Prompt, fingerprint, generate, settings_record
 from void_pipeline.lib.evaluate.judge import Judge
 from void_pipeline.lib.evaluate.metadata import MODELS, generations_metadata, report_metadata
-from void_pipeline.lib.evaluate.report import EvalReport, Gates, build_report
+from void_pipeline.lib.evaluate.report import EvalReport, Gates, build_report, write_report
 from void_pipeline.lib.files import write_text_atomic
 from void_pipeline.lib.handoffs import EvaluationPointer, HandoffError
 from void_pipeline.lib.layout import AgentLayout, DatasetPaths, EvaluationPaths, RunPaths
@@ -185,7 +185,7 @@ def eval_report(
         similarity=measured.get("similarity"),
     )
     judge = Judge(config.judge_url.rstrip("/"), config.judge_model, config.judge_key_env) if config.judge_url else None
-    reviewed, judged = evaluation.write_report(
+    reviewed, judged = write_report(
         report, paths, heldout, generations, config.review_threads, config.seed, judge, config.judge_threads
     )
     tracked = track(latest, report.headline(), report, paths, trainer, storage)

@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 import yaml
@@ -20,9 +19,7 @@ import yaml
 from void_pipeline.lib.curate.dataset import calls_of, format_row
 from void_pipeline.lib.curate.request import dataset_profile
 from void_pipeline.lib.evaluate.generations import Prompt
-from void_pipeline.lib.evaluate.judge import Judge, judge_answers
 from void_pipeline.lib.evaluate.metrics import valid_answer
-from void_pipeline.lib.evaluate.report import EvalReport, length_plot, metric_plot
 from void_pipeline.lib.files import write_text_atomic
 from void_pipeline.lib.handoffs import TrainingOutcome
 from void_pipeline.lib.layout import DatasetPaths, EvaluationPaths
@@ -209,31 +206,3 @@ def smoke_case(paths: EvaluationPaths, heldout: pl.DataFrame, model: str = "tune
         if not row["error"] and valid_answer(posts, row["invalid_calls"]) and row["example_id"] in prompts:
             return SmokeCase(row["example_id"], prompts[row["example_id"]], sampling, posts, times[row["example_id"]])
     return None
-
-
-def write_report(
-    report: EvalReport,
-    paths: EvaluationPaths,
-    heldout: pl.DataFrame,
-    generations: pl.DataFrame,
-    review_threads: int,
-    seed: int,
-    judge: Judge | None = None,
-    judge_threads: int = 50,
-) -> tuple[int, dict[str, Any] | None]:
-    """The evaluation's files: report.json and report.md, the length and metric plots, the blind review pack and,
-    with a judge, its verdicts (added to report.json). Returns the review pack's thread count and the verdicts."""
-    data = report.as_dict()
-    write_text_atomic(paths.report, json.dumps(data, indent=2, default=str))
-    write_text_atomic(paths.report_markdown, report.markdown())
-    real = [posts for e, posts in real_answers(heldout).items() if e in set(generations["example_id"])]
-    length_plot(generations, real, paths.length_plot)
-    metric_plot(report, paths.metric_plot)
-    reviewed = review_pack(heldout, generations, paths.review, review_threads, seed)
-    if judge is None:
-        return reviewed, None
-    threads, answers = judge_inputs(heldout, generations, judge_threads)
-    judged = judge_answers(judge, threads, answers).as_dict()
-    data["judge"] = {"url": judge.base_url, "model": judge.model, **judged}
-    write_text_atomic(paths.report, json.dumps(data, indent=2, default=str))
-    return reviewed, judged
