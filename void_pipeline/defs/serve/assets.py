@@ -144,7 +144,9 @@ def mark_production(training: TrainingOutcome, bundle: Bundle, trainer: Trainer)
     """The adapter's registered model version aliased ``production`` in MLflow (None when it has none)."""
     if not training.model_version:
         return None
-    tracking.set_alias(bundle.source["tracking_uri"], trainer.registered_model, training.model_version, "production")
+    tracking.set_alias(
+        bundle.source["tracking_uri"], trainer.registered_model, str(training.model_version), "production"
+    )
     return f"{trainer.registered_model} v{training.model_version} → production"
 
 
