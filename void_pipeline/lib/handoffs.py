@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from void_pipeline.lib.files import write_text_atomic
 
@@ -38,8 +38,12 @@ def load_object(path: Path, producer: str) -> dict[str, Any] | None:
 class Handoff:
     """A record stored as one flat JSON object, its fields under their own names; paths as strings."""
 
+    producer: ClassVar[str]  # the asset that writes the file: what to materialize again when it is damaged
+
     @classmethod
-    def read(cls, path: Path, producer: str) -> Self | None:
+    def read(cls, path: Path) -> Self | None:
+        """The record in ``path`` (None when there is no file); HandoffError naming what it lacks."""
+        producer = cls.producer
         loaded = load_object(path, producer)
         if loaded is None:
             return None
@@ -49,12 +53,9 @@ class Handoff:
                 f"{path} lacks {', '.join(missing)} (an older or unknown shape): materialize {producer} again"
             )
         values = {f.name: loaded[f.name] for f in fields(cls) if f.name in loaded}
-        paths = {name: Path(value) for name, value in values.items() if name in cls.path_fields() and value}
-        return cls(**{**values, **paths})
-
-    @classmethod
-    def path_fields(cls) -> tuple[str, ...]:
-        return ()
+        # a field annotated Path (or Path | None; annotations are strings under `from __future__ import annotations`)
+        paths = {f.name for f in fields(cls) if str(f.type).startswith("Path")}
+        return cls(**{k: Path(v) if k in paths and v else v for k, v in values.items()})
 
     def write(self, path: Path) -> None:
         data = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -64,6 +65,8 @@ class Handoff:
 @dataclass(frozen=True)
 class TrainingOutcome(Handoff):
     """train/latest.json: the newest finished training run, what every stage after training starts from."""
+
+    producer: ClassVar[str] = "lora_adapter"
 
     run_dir: Path
     adapter: Path
@@ -75,14 +78,12 @@ class TrainingOutcome(Handoff):
     model_version: str | None = None
     dagster_run: str | None = None
 
-    @classmethod
-    def path_fields(cls) -> tuple[str, ...]:
-        return ("run_dir", "adapter", "config", "dataset")
-
 
 @dataclass(frozen=True)
 class ContextWindowReport(Handoff):
     """context_window/report.json: the system prompt variant chat_dataset uses, and each variant's tokens."""
+
+    producer: ClassVar[str] = "context_window"
 
     selected: str  # full | trimmed | distilled
     tokens: dict[str, int]  # per variant
@@ -100,12 +101,16 @@ class ContextWindowReport(Handoff):
 class DatasetPointer(Handoff):
     """chat_dataset/latest.json: the format chat_dataset built last, the dataset training reads."""
 
+    producer: ClassVar[str] = "chat_dataset"
+
     format: str
 
 
 @dataclass(frozen=True)
 class EvaluationPointer(Handoff):
     """evaluate/latest.json: the newest evaluation folder and the training outcome it evaluated."""
+
+    producer: ClassVar[str] = "eval_generations"
 
     folder: Path
     run_dir: Path
@@ -115,10 +120,6 @@ class EvaluationPointer(Handoff):
     config: Path | None = None
     mlflow_run: str | None = None
     model_version: str | None = None
-
-    @classmethod
-    def path_fields(cls) -> tuple[str, ...]:
-        return ("folder", "run_dir", "adapter", "dataset", "config")
 
     @classmethod
     def of(cls, folder: Path, training: TrainingOutcome) -> EvaluationPointer:

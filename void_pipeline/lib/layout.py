@@ -214,7 +214,7 @@ class CuratePaths:
 
     def latest_dataset(self) -> Path | None:
         """The folder chat_dataset built last (None before the first build)."""
-        pointer = DatasetPointer.read(self.latest_dataset_record, "chat_dataset")
+        pointer = DatasetPointer.read(self.latest_dataset_record)
         return self.chat_dataset(str(pointer.format)) if pointer else None
 
 
@@ -275,7 +275,7 @@ class TrainPaths:
         outcome.write(self.latest)
 
     def read_latest(self) -> TrainingOutcome | None:
-        return TrainingOutcome.read(self.latest, "lora_adapter")
+        return TrainingOutcome.read(self.latest)
 
     def run(self, run_id: str) -> RunPaths:
         return RunPaths(self.root / run_id)
@@ -341,7 +341,7 @@ class EvaluatePaths:
         pointer.write(self.latest)
 
     def read_latest(self) -> EvaluationPointer | None:
-        return EvaluationPointer.read(self.latest, "eval_generations")
+        return EvaluationPointer.read(self.latest)
 
     def evaluation(self, fingerprint: str) -> EvaluationPaths:
         return EvaluationPaths(self.root / fingerprint)

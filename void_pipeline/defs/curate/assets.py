@@ -287,7 +287,7 @@ def context_request(curate: CuratePaths, config: ChatDatasetConfig) -> tuple[Con
     """context_window's report and the request profile of its selected variant, rendering threads as the handler
     profile asks (a context window made before request profiles: the direct one)."""
     try:
-        window = ContextWindowReport.read(curate.context_report, "context_window")
+        window = ContextWindowReport.read(curate.context_report)
     except HandoffError as err:
         raise dg.Failure(str(err), allow_retries=False) from err
     if window is None:
