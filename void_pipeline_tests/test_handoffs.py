@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from void_pipeline.lib.handoffs import EvaluationPointer, HandoffError, TrainingOutcome, read_gates
+from void_pipeline.lib.handoffs import (
+    ContextWindowReport,
+    EvaluationPointer,
+    HandoffError,
+    TrainingOutcome,
+    read_gates,
+)
 from void_pipeline.lib.layout import DataLayout
 
 
@@ -95,3 +101,14 @@ def test_gates_are_read_from_the_report_and_a_report_without_them_is_named(tmp_p
     report.write_text(json.dumps({"scores": {}}))
     with pytest.raises(HandoffError, match=f"{report} lacks blocking"):
         read_gates(report)
+
+
+def test_a_context_report_without_its_variants_tokens_is_named(tmp_path: Path) -> None:
+    curate = DataLayout(tmp_path).agent("void").curate
+    curate.context_window.mkdir(parents=True)
+    curate.context_report.write_text(json.dumps({"selected": "trimmed", "tokens": {"full": 9, "trimmed": 5}}))
+    report = ContextWindowReport.read(curate.context_report)
+    assert report is not None and report.tokens["trimmed"] == 5 and report.prompt_template is None
+    curate.context_report.write_text(json.dumps({"selected": "trimmed"}))
+    with pytest.raises(HandoffError, match=r"report.json lacks tokens .*materialize context_window again"):
+        ContextWindowReport.read(curate.context_report)
