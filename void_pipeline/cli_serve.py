@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from void_pipeline.lib import environments
+from void_pipeline.lib.handoffs import HandoffError
 from void_pipeline.lib.layout import AgentLayout, DataLayout, ServePaths, data_root
 from void_pipeline.lib.serve import managed
 from void_pipeline.lib.serve.bundle import (
@@ -226,10 +227,12 @@ def adapter_to_export(args: argparse.Namespace) -> tuple[Path, Path | None, str]
     bundle = current_bundle(layout.serve)
     if bundle is not None and bundle.adapter:
         return Path(bundle.adapter), bundle.chat_template, f"{layout.name}-v{bundle.version:04d}"
-    latest = layout.train.read_latest()
-    if latest and latest.get("adapter"):
-        run = Path(str(latest.get("run_dir") or latest["adapter"])).name
-        return Path(str(latest["adapter"])), None, f"{layout.name}-{run[:8]}"
+    try:
+        latest = layout.train.read_latest()
+    except HandoffError as err:
+        raise ServeUsageError(f"{err}; or give --adapter PATH") from err
+    if latest is not None:
+        return latest.adapter, None, f"{layout.name}-{latest.run_dir.name[:8]}"
     raise ServeUsageError(
         f"no adapter to export: no bundle is current in {layout.serve.root} and no training finished in "
         f"{layout.train.root}; give --adapter PATH"

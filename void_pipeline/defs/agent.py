@@ -1,10 +1,9 @@
 """Who the pipeline is about. Ingest resolves the agent over the network and records it (agent.json in the
 agent's folder); every later asset and check reads that record, so they run from local files alone."""
 
-from typing import Any
-
 import dagster as dg
 
+from void_pipeline.lib.handoffs import HandoffError, TrainingOutcome
 from void_pipeline.lib.ingest.agent import record_agent
 from void_pipeline.lib.ingest.identity import Identity, IdentityError, IdentityResolver
 from void_pipeline.lib.ingest.resilience import ResilientHttp, TransportFailure
@@ -38,9 +37,13 @@ def resolve_agent(
     return resolver, agent, changed is not None
 
 
-def latest_training(layout: AgentLayout) -> dict[str, Any]:
-    """train/latest.json of the agent: what the stages after training read; a Failure before the first training."""
-    latest = layout.train.read_latest()
+def latest_training(layout: AgentLayout) -> TrainingOutcome:
+    """train/latest.json of the agent: what the stages after training read; a Failure before the first training or
+    when the file is of another shape."""
+    try:
+        latest = layout.train.read_latest()
+    except HandoffError as err:
+        raise dg.Failure(str(err), allow_retries=False) from err
     if latest is None:
         raise dg.Failure(f"no finished training in {layout.train.root}: materialize lora_adapter first",
                          allow_retries=False)  # fmt: skip

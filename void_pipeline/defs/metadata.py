@@ -2,12 +2,14 @@
 
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
 from void_pipeline.lib.ingest.records import COLUMN_DOCS
+from void_pipeline.lib.report import Markdown, Url
 
 OWNERS = ["team:void-pipeline"]  # shown on every asset in the UI
 
@@ -43,6 +45,24 @@ def table_preview(frame: pl.DataFrame, columns: Sequence[str], rows: int = 10) -
     records = [dg.TableRecord({k: cell(v) for k, v in row.items()}) for row in head.iter_rows(named=True)]
     schema = dg.TableSchema(columns=[dg.TableColumn(n, type_name(t)) for n, t in head.schema.items()])
     return dg.MetadataValue.table(records, schema)
+
+
+def as_metadata(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A stage's plain metadata (lib/<stage>/metadata.py) as the UI shows it: Path → path, Markdown → markdown,
+    Url → link, dict or list → JSON; numbers, strings and Dagster's own values as they are."""
+
+    def shown(value: Any) -> Any:
+        if isinstance(value, Path):
+            return dg.MetadataValue.path(str(value))
+        if isinstance(value, Markdown):
+            return dg.MetadataValue.md(str(value))
+        if isinstance(value, Url):
+            return dg.MetadataValue.url(str(value))
+        if isinstance(value, dict | list):
+            return dg.MetadataValue.json(value)
+        return value
+
+    return {key: shown(value) for key, value in values.items()}
 
 
 def with_code_references(assets: Sequence[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:

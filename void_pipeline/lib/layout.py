@@ -32,9 +32,9 @@ import re
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
 
 from void_pipeline.lib.files import write_text_atomic
+from void_pipeline.lib.handoffs import DatasetPointer, EvaluationPointer, TrainingOutcome
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AGENT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -236,19 +236,12 @@ class CuratePaths:
         return self.chat_datasets / "latest.json"
 
     def write_latest_dataset(self, fmt: str) -> None:
-        write_text_atomic(self.latest_dataset_record, json.dumps({"format": fmt}))
+        DatasetPointer(fmt).write(self.latest_dataset_record)
 
     def latest_dataset(self) -> Path | None:
         """The folder chat_dataset built last (None before the first build)."""
-        if not self.latest_dataset_record.exists():
-            return None
-        try:
-            fmt = json.loads(self.latest_dataset_record.read_text())["format"]
-        except (ValueError, KeyError, TypeError) as err:
-            raise ValueError(
-                f"{self.latest_dataset_record} is unreadable ({err}): materialize chat_dataset again"
-            ) from err
-        return self.chat_dataset(str(fmt))
+        pointer = DatasetPointer.read(self.latest_dataset_record)
+        return self.chat_dataset(str(pointer.format)) if pointer else None
 
 
 @dataclass(frozen=True)
@@ -294,33 +287,21 @@ class RunPaths:
 
 
 @dataclass(frozen=True)
-class LatestPointer:
-    """A stage folder whose ``latest.json`` names its newest finished output, written atomically when it completes
-    (training: {"run_dir", "adapter", "base_model", ...}; evaluation: {"folder", "adapter", "mlflow_run", ...})."""
+class TrainPaths:
+    """``train/``: a folder per run, and ``latest.json`` naming the newest finished one (written atomically when it
+    completes: lib/handoffs.TrainingOutcome)."""
 
     root: Path
-    producer: ClassVar[str]  # the asset to materialize again when the file is damaged
 
     @property
     def latest(self) -> Path:
         return self.root / "latest.json"
 
-    def write_latest(self, **fields: Any) -> None:
-        write_text_atomic(self.latest, json.dumps(fields, indent=2))
+    def write_latest(self, outcome: TrainingOutcome) -> None:
+        outcome.write(self.latest)
 
-    def read_latest(self) -> dict[str, Any] | None:
-        if not self.latest.exists():
-            return None
-        try:
-            loaded = json.loads(self.latest.read_text())
-        except ValueError as err:
-            raise ValueError(f"{self.latest} is not valid JSON ({err}): materialize {self.producer} again") from err
-        return loaded if isinstance(loaded, dict) else None
-
-
-@dataclass(frozen=True)
-class TrainPaths(LatestPointer):
-    producer: ClassVar[str] = "lora_adapter"
+    def read_latest(self) -> TrainingOutcome | None:
+        return TrainingOutcome.read(self.latest)
 
     def run(self, run_id: str) -> RunPaths:
         return RunPaths(self.root / run_id)
@@ -373,8 +354,20 @@ class EvaluationPaths:
 
 
 @dataclass(frozen=True)
-class EvaluatePaths(LatestPointer):
-    producer: ClassVar[str] = "eval_generations"
+class EvaluatePaths:
+    """``evaluate/``: a folder per set of settings, and ``latest.json`` naming the newest (EvaluationPointer)."""
+
+    root: Path
+
+    @property
+    def latest(self) -> Path:
+        return self.root / "latest.json"
+
+    def write_latest(self, pointer: EvaluationPointer) -> None:
+        pointer.write(self.latest)
+
+    def read_latest(self) -> EvaluationPointer | None:
+        return EvaluationPointer.read(self.latest)
 
     def evaluation(self, fingerprint: str) -> EvaluationPaths:
         return EvaluationPaths(self.root / fingerprint)

@@ -31,3 +31,16 @@ def counts_table(counts: dict[str, int], key: str = "reason", value: str = "coun
     lines = [f"| {key} | {value} |", "|---|---:|"]
     lines += [f"| {k} | {v:,} |" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])]
     return "\n".join(lines)
+
+
+class Markdown(str):
+    """Metadata text that the UI renders as markdown (the stage's metadata functions return plain values: a Path is
+    shown as a path, a dict or list as JSON, a Markdown or Url as what it says, anything else as itself)."""
+
+
+class Url(str):
+    """Metadata text that the UI shows as a link."""
+
+
+def fenced(text: str, language: str = "") -> Markdown:
+    return Markdown(f"```{language}\n{text}\n```")

@@ -334,7 +334,7 @@ def show_adapter(layout: AgentLayout) -> None:
     latest = layout.train.read_latest()
     if latest is None:
         return
-    run, adapter = RunPaths(Path(latest["run_dir"])), Path(latest["adapter"])
+    run, adapter = RunPaths(latest.run_dir), latest.adapter
     weights = adapter / "adapter_model.safetensors"
     store = DataLayout(data_root()).mlflow / "mlflow.db"
     print(f"\n[demo] LoRA adapter: {adapter} ({weights.stat().st_size if weights.exists() else 0:,} bytes)")
@@ -345,9 +345,7 @@ def show_adapter(layout: AgentLayout) -> None:
         print(f"[demo] merged model: {run.merged}")
     from void_pipeline.lib.train.tracking import LOCAL_MLFLOW_UI  # mlflow: imported only when there is a run
 
-    print(
-        f"[demo] MLflow run {latest.get('mlflow_run')}: `make mlflow-ui`, then open {LOCAL_MLFLOW_UI} (store {store})"
-    )
+    print(f"[demo] MLflow run {latest.mlflow_run}: `make mlflow-ui`, then open {LOCAL_MLFLOW_UI} (store {store})")
 
 
 def show_serving(layout: AgentLayout) -> None:
@@ -378,7 +376,7 @@ def show_evaluation(layout: AgentLayout) -> None:
     latest = layout.evaluate.read_latest()
     if latest is None:
         return
-    report = EvaluationPaths(Path(latest["folder"])).report_markdown
+    report = EvaluationPaths(latest.folder).report_markdown
     if report.exists():
         print(f"\n[demo] evaluation on held-out threads ({report}):\n{report.read_text()}")
 

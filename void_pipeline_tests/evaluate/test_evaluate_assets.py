@@ -96,11 +96,11 @@ def test_held_out_threads_are_answered_reported_tracked_and_gated(
     latest = storage.agent_layout.train.read_latest()
     assert latest is not None
     aliases = client.get_registered_model("void-lora").aliases
-    assert str(aliases.get("candidate")) == str(latest["model_version"])  # evaluated, not a champion
+    assert str(aliases.get("candidate")) == str(latest.model_version)  # evaluated, not a champion
     assert "champion" not in aliases and "production" not in aliases
-    version = client.get_model_version("void-lora", str(latest["model_version"]))
+    version = client.get_model_version("void-lora", str(latest.model_version))
     assert float(version.tags["eval.call_validity"]) == 0.0
-    artifacts = [a.path for a in client.list_artifacts(str(latest["mlflow_run"]), "evaluation")]
+    artifacts = [a.path for a in client.list_artifacts(str(latest.mlflow_run), "evaluation")]
     assert "evaluation/report.json" in artifacts
 
     alone = run(curated, trainer_bin, [served_model], lenient)  # a later run, whatever launched it, is refused too

@@ -17,18 +17,20 @@ from pathlib import Path
 
 import pytest
 
-from void_pipeline.defs.serve.assets import NotServable, passed_evaluation
 from void_pipeline.lib.curate.prompt import DEFAULT_TEMPLATE
 from void_pipeline.lib.curate.reply_tool import REPLY_TOOL
+from void_pipeline.lib.handoffs import EvaluationPointer, TrainingOutcome
 from void_pipeline.lib.layout import REPO_ROOT, DataLayout, DatasetPaths, EvaluationPaths, ServePaths
 from void_pipeline.lib.processes import group_members, pid_alive
 from void_pipeline.lib.serve import managed
 from void_pipeline.lib.serve.bundle import (
     BundleError,
+    NotServable,
     Promotion,
     add_bundle,
     current_bundle,
     make_current,
+    passed_evaluation,
     read_bundle,
     server_spec,
 )
@@ -110,14 +112,19 @@ def test_a_bundle_needs_the_dataset_s_prompt_template_and_one_base_for_all_adapt
     assert spec.max_loras == 2 and spec.chat_template == str(one.paths.chat_template) and spec.port == 8123
 
 
-def evaluated(tmp_path: Path, gates: dict[str, bool] | None) -> tuple[dict[str, str], dict[str, str]]:
+def trained(adapter: str) -> TrainingOutcome:
+    return TrainingOutcome(Path("/runs/1"), Path(adapter), "base", Path("/runs/1/axolotl.yml"), Path("/data"))
+
+
+def evaluated(tmp_path: Path, gates: dict[str, bool] | None) -> tuple[TrainingOutcome, EvaluationPointer]:
     paths = EvaluationPaths(tmp_path / "eval")
     paths.root.mkdir()
     paths.generations.write_bytes(b"rows")
     if gates is not None:
         blocking = {name: {"passed": ok, "why": f"{name} measured"} for name, ok in gates.items()}
         paths.report.write_text(json.dumps({"blocking": blocking}))
-    return {"adapter": "/runs/1/adapter"}, {"adapter": "/runs/1/adapter", "folder": str(paths.root)}
+    training = trained("/runs/1/adapter")
+    return training, EvaluationPointer.of(paths.root, training)
 
 
 def test_served_model_serves_only_an_evaluated_adapter_that_passed_every_blocking_gate(tmp_path: Path) -> None:
@@ -126,7 +133,7 @@ def test_served_model_serves_only_an_evaluated_adapter_that_passed_every_blockin
     with pytest.raises(NotServable, match="no finished training"):
         passed_evaluation(None, evaluation)
     with pytest.raises(NotServable, match="has not been evaluated"):
-        passed_evaluation({"adapter": "/runs/2/adapter"}, evaluation)
+        passed_evaluation(trained("/runs/2/adapter"), evaluation)
     paths = EvaluationPaths(tmp_path / "eval")
     os.utime(paths.report, (1, 1))  # a report older than the generations is not theirs
     with pytest.raises(NotServable, match="no report on the latest generations"):

@@ -31,6 +31,7 @@ from void_pipeline.lib import environments
 from void_pipeline.lib.curate.dataset import format_row
 from void_pipeline.lib.curate.reply_tool import REPLY_TOOL
 from void_pipeline.lib.environments import SetupError
+from void_pipeline.lib.handoffs import TrainingOutcome
 from void_pipeline.lib.layout import AgentRecord, ExportPaths
 from void_pipeline.lib.serve.exports import LLAMA3_STOPS, llama3_framing, ollama_modelfile, render_chat
 from void_pipeline.resources.storage import PipelineStorage
@@ -188,9 +189,7 @@ def exported(
     shutil.copytree(tiny_model, run.merged)
     config = {"base_model": str(tiny_model), "sequence_len": 4096, "default_system_message": SYSTEM}
     run.config.write_text(yaml.safe_dump(config))
-    layout.train.write_latest(
-        run_dir=str(run.root), adapter=str(run.adapter), base_model=str(tiny_model), config=str(run.config)
-    )
+    layout.train.write_latest(TrainingOutcome(run.root, run.adapter, str(tiny_model), run.config, run.root / "data"))
     result = dg.materialize(
         [gguf_export],
         resources={
@@ -345,7 +344,7 @@ def test_no_merged_model_is_a_clear_failure(tmp_path: Path, trainer_bin: Path) -
     layout.write_record(AgentRecord.now("void", "did:plc:void", "void.test", "http://localhost", "http://localhost"))
     run = layout.train.run("run-1")
     run.root.mkdir(parents=True)
-    layout.train.write_latest(run_dir=str(run.root), config=str(run.config))
+    layout.train.write_latest(TrainingOutcome(run.root, run.adapter, "base", run.config, run.root / "data"))
     resources = {"storage": storage, "trainer": Trainer(python=str(trainer_bin / "python"))}
     result = dg.materialize(
         [gguf_export],

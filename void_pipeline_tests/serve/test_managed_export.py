@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from void_pipeline.cli_serve import main as serve_cli
+from void_pipeline.lib.handoffs import TrainingOutcome
 from void_pipeline.lib.layout import DataLayout, DatasetPaths
 from void_pipeline.lib.serve.bundle import Promotion, add_bundle, make_current
 from void_pipeline.lib.serve.client import Sampling
@@ -222,7 +223,7 @@ def test_export_adapter_takes_the_current_bundle_or_the_latest_run_and_refuses_b
     assert "no adapter to export: no bundle is current" in capsys.readouterr().err
     run = agent.train.run("0f4c2d1e-aaaa")
     peft_adapter(run.adapter)
-    agent.train.write_latest(run_dir=str(run.root), adapter=str(run.adapter))
+    agent.train.write_latest(TrainingOutcome(run.root, run.adapter, "base", run.config, tmp_path / "dataset"))
     done = pipeline_cli("export-adapter", "--for", "fireworks", "--data", str(data), "--out", str(tmp_path / "fw"))
     assert done.returncode == 0, done.stderr
     assert f"wrote {tmp_path / 'fw'} for Fireworks AI: {run.adapter}" in done.stdout

@@ -66,12 +66,12 @@ def world(curated: dict[str, Any], trained: Trained, tmp_path_factory: pytest.Te
         adapter = scaled_adapter(trained.adapter, root / "adapters" / name, scale)
         if (trained.adapter / "chat_template.jinja").exists():
             (adapter / "chat_template.jinja").write_text((trained.adapter / "chat_template.jinja").read_text())
-        promotion = Promotion(str(latest["base_model"]), adapter, Path(latest["dataset"]), "void", "llama3_json", 8,
+        promotion = Promotion(latest.base_model, adapter, latest.dataset, "void", "llama3_json", 8,
                               GREEDY)  # fmt: skip
         versions.append(add_bundle(serve, promotion).version)
     assert versions == [1, 2]
     make_current(serve, 1)
-    heldout = pl.read_parquet(Path(latest["dataset"]) / "heldout.parquet")
+    heldout = pl.read_parquet(latest.dataset / "heldout.parquet")
     return {"root": root, "serve": serve, "prompts": heldout["prompt"].to_list()}
 
 

@@ -12,7 +12,8 @@ from typing import Any
 import dagster as dg
 import mlflow
 
-from void_pipeline.defs.train.assets import OFFLINE, lora_adapter, merged_model
+from void_pipeline.defs.external import OFFLINE
+from void_pipeline.defs.train.assets import lora_adapter, merged_model
 from void_pipeline.lib.layout import REPO_ROOT
 from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline.resources.trainer import Trainer

@@ -124,8 +124,8 @@ def test_a_finished_run_is_summarized_tracked_and_handed_on(
     assert (summary.val_loss_before, summary.val_loss_after) == (7.5, 7.1) and abs(summary.final_loss - 7.0) < 1e-9
     assert summary.plot == plan.run.loss_plot and summary.plot.read_bytes().startswith(b"\x89PNG")
     latest = train.read_latest()
-    assert latest is not None and latest["run_dir"] == str(plan.run.root) and latest["dagster_run"] == "run-a"
-    assert latest["mlflow_run"] == summary.tracked.run_id and latest["model_version"] == summary.tracked.model_version
+    assert latest is not None and latest.run_dir == plan.run.root and latest.dagster_run == "run-a"
+    assert latest.mlflow_run == summary.tracked.run_id and latest.model_version == summary.tracked.model_version
     assert training.read_state(plan.run)["status"] == training.COMPLETE
     client = mlflow.MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
     assert [m.value for m in client.get_metric_history(summary.tracked.run_id, "eval_loss")] == [7.5, 7.1]

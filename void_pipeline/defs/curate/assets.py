@@ -1,7 +1,6 @@
 """filtered_records (per collection), context_window and chat_dataset: thin wrappers over lib/ filters, context,
 prompt and dataset."""
 
-import json
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
@@ -13,11 +12,10 @@ import polars as pl
 from void_pipeline.defs.agent import recorded_agent
 from void_pipeline.defs.automation import WHEN_INPUTS_CHANGE
 from void_pipeline.defs.ingest.assets import COLLECTIONS, collection_partitions, raw_records, thread_context
-from void_pipeline.defs.metadata import OWNERS, table_preview, table_schema
+from void_pipeline.defs.metadata import OWNERS, as_metadata, table_preview, table_schema
 from void_pipeline.lib.curate.context import (
     STRATEGIES,
     SnapshotError,
-    context_windows,
     drift_report,
     load_context_source,
 )
@@ -25,7 +23,6 @@ from void_pipeline.lib.curate.dataset import (
     InvalidDataset,
     TokenReport,
     build_examples,
-    leaked_roots,
     split_by_thread,
     token_report,
     write_dataset,
@@ -40,7 +37,8 @@ from void_pipeline.lib.curate.filters import (
     rules_for,
 )
 from void_pipeline.lib.curate.handler import handler_profile
-from void_pipeline.lib.curate.prompt import DEFAULT_TEMPLATE, TOOL_DESCRIPTION, PromptTemplate
+from void_pipeline.lib.curate.metadata import context_metadata, dataset_metadata
+from void_pipeline.lib.curate.prompt import DEFAULT_TEMPLATE, PromptTemplate
 from void_pipeline.lib.curate.request import (
     DEFAULT_HANDLER,
     DEFAULT_REPLY_RESULT,
@@ -48,12 +46,13 @@ from void_pipeline.lib.curate.request import (
     RequestProfile,
     direct_profile,
 )
-from void_pipeline.lib.curate.runtime import renderer_for, window_profile
+from void_pipeline.lib.curate.runtime import build_context
 from void_pipeline.lib.files import DiskFull, staged_dir, write_parquet_atomic, write_text_atomic
+from void_pipeline.lib.handoffs import ContextWindowReport, HandoffError
 from void_pipeline.lib.ingest.export import CorruptState, read_parquet_output
 from void_pipeline.lib.ingest.records import POST
-from void_pipeline.lib.layout import ContextWindowPaths, DatasetPaths
-from void_pipeline.lib.report import counts_table, markdown_table
+from void_pipeline.lib.layout import AgentLayout, CuratePaths, DatasetPaths
+from void_pipeline.lib.model import ChosenModel
 from void_pipeline.lib.train.training import dataset_hash
 from void_pipeline.resources.model import ModelChoice
 from void_pipeline.resources.storage import PipelineStorage
@@ -175,65 +174,23 @@ def context_window(
     if budget < 1:
         raise dg.Failure(f"{no_room}: raise VOID_SEQUENCE_LEN or lower reserve_tokens")
     try:
-        renderer = renderer_for(config.runtime, snapshot)
-        windows = context_windows(snapshot, counter, budget, TOOL_DESCRIPTION, renderer)
-        profiles = {n: window_profile(config.runtime, snapshot, w, config.reply_result) for n, w in windows.items()}
+        built = build_context(
+            snapshot, config.runtime, config.strategy, config.source, counter, budget, config.reply_result
+        )
     except SnapshotError as err:
         raise dg.Failure(f"{no_room}, and {err}: raise VOID_SEQUENCE_LEN or lower reserve_tokens") from err
     except ProfileError as err:
         raise dg.Failure(f"context_window: {err}", allow_retries=False) from err
     layout = recorded_agent(storage)[1]
-    out = layout.curate.context_window
-    report = {
-        "selected": config.strategy,
-        "runtime": config.runtime,
-        "source": config.source,
-        "agent_type": snapshot.agent.agent_type if snapshot.agent else None,
-        "prompt_template": str(snapshot.prompt_template) if snapshot.prompt_template else None,
-        "snapshot_date": snapshot.snapshot_date.isoformat(),
-        "tokens": {name: w.tokens for name, w in windows.items()},
-        "budget_tokens": budget,
-        "exact_tokens": counter.exact,
-        "tokenizer": counter.source,
-    }
     try:
-        with staged_dir(out) as staging:  # the variants, their request profiles and the report change together
-            for name, window in windows.items():
-                write_text_atomic(ContextWindowPaths(staging).variant(name), window.text)
-                profiles[name].write(ContextWindowPaths(staging).request(name))
-            write_text_atomic(ContextWindowPaths(staging).report, json.dumps(report, indent=2))
+        built.write(layout.curate.context_window)
     except DiskFull as err:  # the message names the folder; retrying cannot free space
         raise dg.Failure(str(err), allow_retries=False) from err
-    blocks = pl.DataFrame([b.__dict__ for b in windows["trimmed"].blocks])
     posts = layout.ingest.records(POST)
     drift = drift_report(read_input(posts, f"raw_records[{POST}]"), snapshot.snapshot_date) if posts.exists() else None
-    return dg.MaterializeResult(
-        metadata={
-            "selected_strategy": config.strategy,
-            **{f"tokens_{name}": w.tokens for name, w in windows.items()},
-            "trimmed_budget_tokens": budget,
-            "exact_token_counts": counter.exact,
-            "tokenizer": counter.source,
-            "blocks_trimmed": dg.MetadataValue.md(markdown_table(blocks, rows=len(blocks))),
-            "runtime": config.runtime,
-            "agent_type": snapshot.agent.agent_type if snapshot.agent else "(snapshot folder)",
-            "tools_offered": ", ".join(profiles[config.strategy].tool_names()),
-            "system_message": dg.MetadataValue.md(
-                f"```\n{windows[config.strategy].text[:1500]}\n```"
-                + (
-                    "\n\n_(cut here for the UI; the whole text is in the variant file)_"
-                    if len(windows[config.strategy].text) > 1500
-                    else ""
-                )
-            ),
-            "snapshot_date": snapshot.snapshot_date.isoformat(),
-            "snapshot_warnings": dg.MetadataValue.md(
-                "\n".join(f"- {w}" for w in snapshot.warnings) if snapshot.warnings else "_none_"
-            ),
-            "records_older_than_snapshot": dg.MetadataValue.md(drift or "_no posts exported yet_"),
-            "path": dg.MetadataValue.path(str(out)),
-        }
-    )
+    profile = built.profiles[config.strategy]
+    metadata = context_metadata(built.report, snapshot, built.windows, profile, drift, layout.curate.context_window)
+    return dg.MaterializeResult(metadata=as_metadata(metadata))
 
 
 class ChatDatasetConfig(dg.Config):
@@ -273,31 +230,9 @@ def chat_dataset(
     model: ModelChoice,
 ) -> dg.MaterializeResult:
     agent, layout = recorded_agent(storage)
-    curate = layout.curate
-    posts_path = curate.filtered_records(POST)
-    if not posts_path.exists():
-        raise dg.Failure(f"filtered_records[{POST}] is missing: materialize it first")
-    posts = read_input(posts_path, f"filtered_records[{POST}]").filter(pl.col("did") == agent.did)
-    if config.min_date:
-        posts = posts.filter(pl.col("created_at").dt.date() >= date.fromisoformat(config.min_date))
-    reasoning = None
-    if config.include_reasoning and curate.filtered_records(REASONING).exists():
-        reasoning = read_input(curate.filtered_records(REASONING), f"filtered_records[{REASONING}]")
-    context_rows = read_input(layout.ingest.thread_context, "thread_context")
-    window = json.loads(curate.context_report.read_text())
-    strategy = window["selected"]
-    saved = curate.context_request(strategy)  # a context window made before request profiles: direct
-    profile = (
-        RequestProfile.read(saved) if saved.exists() else direct_profile(curate.context_variant(strategy).read_text())
-    )
-    profile = replace(profile, handler=config.handler_profile)  # serving renders threads the same way
-    if profile.runtime == "letta" and config.format != "openai":
-        raise dg.Failure(
-            f"the letta runtime needs the openai format (Letta's request has tool turns), not {config.format}: "
-            "set format: openai, or context_window's runtime: direct",
-            allow_retries=False,
-        )
-    template_path = config.template_path or window.get("prompt_template") or str(DEFAULT_TEMPLATE)
+    posts, reasoning, context_rows = dataset_inputs(layout, agent.did, config)
+    window, profile = context_request(layout.curate, config)
+    template_path = config.template_path or window.prompt_template or str(DEFAULT_TEMPLATE)
     try:  # a template that cannot render every thread is the operator's to fix: no retry, no dataset
         template = PromptTemplate.from_file(template_path)
         handler_profile(config.handler_profile)  # an unknown name fails here, naming the known ones
@@ -307,12 +242,87 @@ def chat_dataset(
     except ValueError as err:
         raise dg.Failure(str(err), allow_retries=False) from err
     examples = split_by_thread(examples, config.test_threads, config.val_share, config.test_share_max)
-
     chosen = model.chosen()
+    kept, tokens = fitting_examples(context, examples, window, chosen, profile)
+    out = layout.curate.chat_dataset(config.format)
+    manifest = {
+        **dataset_manifest(window.selected, window.tokens[window.selected], tokens),
+        **chosen.identity(),  # training refuses a dataset built for another model or sequence_len
+    }
+    # Written beside the current dataset and put in its place only when complete and valid: a failure here
+    # (or a kill) leaves the previous dataset whole.
+    try:
+        with staged_dir(out) as staging:
+            written = write_dataset(staging, kept, config.format, profile, manifest)
+            # serving renders live threads with the same template (the serving bundle copies it)
+            write_text_atomic(DatasetPaths(staging).prompt_template(template.syntax), template.source)
+        layout.curate.write_latest_dataset(config.format)  # what training reads: the dataset built last
+    except InvalidDataset as err:
+        raise dg.Failure(str(err)) from err
+    except DiskFull as err:  # the message names the folder; retrying cannot free space
+        raise dg.Failure(str(err), allow_retries=False) from err
+    return dg.MaterializeResult(
+        # the same dataset twice is the same version: the UI shows what downstream is stale against
+        data_version=dg.DataVersion(dataset_hash(out)),
+        metadata=as_metadata(dataset_metadata(written, kept, turns, tokens, config.format, out)),
+    )
+
+
+def dataset_inputs(
+    layout: AgentLayout, did: str, config: ChatDatasetConfig
+) -> tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame]:
+    """The agent's filtered posts (from min_date on), its reasoning when asked for, and the thread context."""
+    curate = layout.curate
+    posts_path = curate.filtered_records(POST)
+    if not posts_path.exists():
+        raise dg.Failure(f"filtered_records[{POST}] is missing: materialize it first")
+    posts = read_input(posts_path, f"filtered_records[{POST}]").filter(pl.col("did") == did)
+    if config.min_date:
+        posts = posts.filter(pl.col("created_at").dt.date() >= date.fromisoformat(config.min_date))
+    reasoning = None
+    if config.include_reasoning and curate.filtered_records(REASONING).exists():
+        reasoning = read_input(curate.filtered_records(REASONING), f"filtered_records[{REASONING}]")
+    return posts, reasoning, read_input(layout.ingest.thread_context, "thread_context")
+
+
+def context_request(curate: CuratePaths, config: ChatDatasetConfig) -> tuple[ContextWindowReport, RequestProfile]:
+    """context_window's report and the request profile of its selected variant, rendering threads as the handler
+    profile asks (a context window made before request profiles: the direct one)."""
+    try:
+        window = ContextWindowReport.read(curate.context_report)
+    except HandoffError as err:
+        raise dg.Failure(str(err), allow_retries=False) from err
+    if window is None:
+        raise dg.Failure(f"no context window in {curate.context_window}: materialize context_window first")
+    saved = curate.context_request(window.selected)
+    profile = (
+        RequestProfile.read(saved)
+        if saved.exists()
+        else direct_profile(curate.context_variant(window.selected).read_text())
+    )
+    if profile.runtime == "letta" and config.format != "openai":
+        raise dg.Failure(
+            f"the letta runtime needs the openai format (Letta's request has tool turns), not {config.format}: "
+            "set format: openai, or context_window's runtime: direct",
+            allow_retries=False,
+        )
+    return window, replace(profile, handler=config.handler_profile)  # serving renders threads the same way
+
+
+def fitting_examples(
+    context: dg.AssetExecutionContext,
+    examples: pl.DataFrame,
+    window: ContextWindowReport,
+    chosen: ChosenModel,
+    profile: RequestProfile,
+) -> tuple[pl.DataFrame, TokenReport]:
+    """The examples that fit sequence_len with the selected system prompt, and their token report; a Failure when
+    none does (the previous dataset is kept)."""
     counter = chosen.token_counter()
     if not counter.exact:
         context.log.warning(f"token counts are estimates: {counter.source}")
-    system_tokens: dict[str, int] = {name: int(window["tokens"][name]) for name in STRATEGIES}
+    strategy = window.selected
+    system_tokens: dict[str, int] = {name: int(window.tokens[name]) for name in STRATEGIES}
     kept, tokens = token_report(examples, system_tokens, strategy, chosen.sequence_len, counter, profile)
     if examples.height and not kept.height:
         raise dg.Failure(
@@ -323,58 +333,7 @@ def chat_dataset(
         )
     if tokens.over_length:
         context.log.warning(f"{tokens.over_length} examples exceed sequence_len {chosen.sequence_len}: dropped")
-
-    out = curate.chat_dataset(config.format)
-    manifest = {
-        **dataset_manifest(strategy, system_tokens[strategy], tokens),
-        **chosen.identity(),  # training refuses a dataset built for another model or sequence_len
-    }
-    # Written beside the current dataset and put in its place only when complete and valid: a failure here
-    # (or a kill) leaves the previous dataset whole.
-    try:
-        with staged_dir(out) as staging:
-            written = write_dataset(staging, kept, config.format, profile, manifest)
-            # serving renders live threads with the same template (the serving bundle copies it)
-            write_text_atomic(DatasetPaths(staging).prompt_template(template.syntax), template.source)
-        curate.write_latest_dataset(config.format)  # what training reads: the dataset built last
-    except InvalidDataset as err:
-        raise dg.Failure(str(err)) from err
-    except DiskFull as err:  # the message names the folder; retrying cannot free space
-        raise dg.Failure(str(err), allow_retries=False) from err
-    sizes = written.sizes
-    examples_total = sum(n for n, _ in sizes.values())
-    bytes_total = sum(b for _, b in sizes.values())
-    sample = kept.filter(pl.col("split") == "train").head(1).to_dicts()
-    tokens_md = markdown_table(pl.DataFrame([{"split": s, **v} for s, v in tokens.per_split.items()]))
-    epoch_md = counts_table(tokens.epoch_tokens_by_strategy, key="context strategy", value="training tokens / epoch")
-    return dg.MaterializeResult(
-        # the same dataset twice is the same version: the UI shows what downstream is stale against
-        data_version=dg.DataVersion(dataset_hash(out)),
-        metadata={
-            "dagster/row_count": examples_total,
-            **{f"{split}_examples": n for split, (n, _) in sizes.items()},
-            "turns": turns.turns,
-            "posts_in_turns": turns.posts_in_turns,
-            "skipped": dg.MetadataValue.md(counts_table(dict(turns.skipped))),
-            "over_sequence_len_dropped": tokens.over_length,
-            "bytes_per_example": round(bytes_total / max(examples_total, 1)),
-            "dataset_bytes": bytes_total,
-            "copy_prompt_layout_bytes": written.copy_prompt_bytes,
-            "tokens_per_split": dg.MetadataValue.md(tokens_md),
-            "training_tokens_per_epoch": dg.MetadataValue.md(epoch_md),
-            "exact_token_counts": tokens.exact,
-            "leaked_thread_roots": len(leaked_roots(kept)),
-            "format": config.format,
-            "path": dg.MetadataValue.path(str(out)),
-            "sample": dg.MetadataValue.md(
-                f"**user**\n\n```\n{sample[0]['prompt']}\n```\n\n**assistant tool calls**\n\n```json\n"
-                + json.dumps([{"text": c} for c in sample[0]["calls"]], indent=2, ensure_ascii=False)
-                + "\n```"
-                if sample
-                else "_no examples_"
-            ),
-        },
-    )
+    return kept, tokens
 
 
 def dataset_manifest(strategy: str, system_tokens: int, tokens: TokenReport) -> dict[str, Any]:

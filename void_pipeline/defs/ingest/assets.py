@@ -8,7 +8,7 @@ import polars as pl
 
 from void_pipeline.defs.agent import resolve_agent
 from void_pipeline.defs.automation import WHEN_INPUTS_CHANGE
-from void_pipeline.defs.metadata import OWNERS, table_preview, table_schema
+from void_pipeline.defs.metadata import OWNERS, as_metadata, table_preview, table_schema
 from void_pipeline.lib.files import Busy
 from void_pipeline.lib.ingest.agent import write_thread_context
 from void_pipeline.lib.ingest.export import (
@@ -18,9 +18,9 @@ from void_pipeline.lib.ingest.export import (
     repo_collections,
     unknown_collection_warnings,
 )
+from void_pipeline.lib.ingest.metadata import PREVIEW_COLUMNS, export_metadata, thread_context_metadata
 from void_pipeline.lib.ingest.records import POST
 from void_pipeline.lib.ingest.resilience import TransportFailure
-from void_pipeline.lib.report import counts_table
 from void_pipeline.lib.settings import settings
 from void_pipeline.resources.atproto import AtprotoEndpoint
 from void_pipeline.resources.storage import PipelineStorage
@@ -76,32 +76,11 @@ def raw_records(
         f"{collection}: {result.fetched:,} fetched = {result.kept:,} kept + {result.quarantined:,} quarantined; "
         f"table now {result.total_rows:,} rows ({result.new:,} new) via {result.method}"
     )
-    sample_columns = ["created_at", "text", "reply_parent_uri", "uri"]
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": result.total_rows,
+            **as_metadata(export_metadata(result, requests, agent.did, collection, unknown, paths)),
             "dagster/column_schema": table_schema(frame),
-            "rows_new": result.new,
-            "rows_changed": result.changed,
-            "rows_removed_upstream": result.removed,
-            "fetched_this_run": result.fetched,
-            "quarantined_this_run": result.quarantined,
-            "quarantined_total": result.total_rejected,
-            "quarantined_by_reason": dg.MetadataValue.md(counts_table(result.rejected_by_reason)),
-            "method": result.method,
-            "fallback_reason": result.fallback_reason or "",
-            "incremental": not result.full,
-            "repo_rev": result.rev or "",
-            "car_bytes": result.car_bytes,
-            "car_downloaded_this_run": result.car_downloaded,
-            "http_requests": requests["requests"],
-            "http_retries": requests["retries"],
-            "http_rate_limited": requests["rate_limited"],
-            "agent_did": agent.did,
-            "collection_warning": unknown[0] if unknown else "",
-            "path": dg.MetadataValue.path(str(paths.records(collection))),
-            "rejected_path": dg.MetadataValue.path(str(paths.rejected(collection))),
-            "preview": table_preview(frame.sort("created_at", descending=True), sample_columns),
+            "preview": table_preview(frame.sort("created_at", descending=True), PREVIEW_COLUMNS),
         }
     )
 
@@ -130,35 +109,9 @@ def thread_context(
             raise dg.Failure(str(err), allow_retries=False) from err
         resolver.save()
         requests = http.stats.as_dict()
-    frame, stats = run.frame, run.stats
-    complete = int(frame["complete"].sum()) if frame.height else 0
-    depths = frame["depth"]
-    example = frame.sort("depth", descending=True).head(1)
-    chain = example["ancestors"].to_list()[0] if example.height else []
-    chain_md = "\n".join(
-        f"{i}. **@{a['author_handle'] or a['author_did']}**: {a['text'] or '(' + str(a['reason']) + ')'}"
-        for i, a in enumerate(chain, 1)
-    )
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": frame.height,
-            "dagster/column_schema": table_schema(frame),
-            "replies": run.replies,
-            "complete_chains": complete,
-            "complete_share": round(complete / frame.height, 4) if frame.height else 0.0,
-            "depth_p50": int(depths.quantile(0.5) or 0) if frame.height else 0,
-            "depth_p95": int(depths.quantile(0.95) or 0) if frame.height else 0,
-            "depth_max": int(depths.cast(pl.Int64).max() or 0) if frame.height else 0,  # type: ignore[arg-type]
-            "unavailable_ancestors": dg.MetadataValue.md(counts_table(dict(stats.unavailable))),
-            "levels": stats.levels,
-            "get_posts_calls": stats.get_posts_calls,
-            "get_record_calls": stats.get_record_calls,
-            "ancestors_from_export": stats.from_export,
-            "ancestors_from_cache": stats.from_cache,
-            "ancestors_fetched": stats.fetched,
-            "http_requests": requests["requests"],
-            "post_cache_size": run.cache_size_after,
-            "path": dg.MetadataValue.path(str(paths.thread_context)),
-            "deepest_chain": dg.MetadataValue.md(chain_md or "_no replies_"),
+            **as_metadata(thread_context_metadata(run, requests, paths)),
+            "dagster/column_schema": table_schema(run.frame),
         }
     )

@@ -13,8 +13,9 @@ import httpx
 from void_pipeline.defs.automation import SCHEDULE_STATUS, SENSOR_STATUS
 from void_pipeline.defs.ingest.assets import COLLECTIONS, raw_records
 from void_pipeline.lib.ingest.export import latest_rev
-from void_pipeline.lib.ingest.live import read_changes
+from void_pipeline.lib.ingest.live import RepoChanges, read_changes
 from void_pipeline.lib.ingest.xrpc import XrpcClient, XrpcError
+from void_pipeline.lib.layout import AgentRecord
 from void_pipeline.lib.settings import settings
 from void_pipeline.resources.storage import PipelineStorage
 
@@ -46,6 +47,21 @@ def sensor_cursor(raw: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def revisions_to_export(record: AgentRecord, changes: RepoChanges, seq: int | None) -> dict[str, str]:
+    """The collections to export and the revision each run is keyed by. Without a cursor (the first tick, another
+    agent, a quiet PDS) or when the PDS no longer holds the events after it, changes may have been missed: every
+    collection is exported again, incrementally, keyed by the repo's latest revision, so nothing is lost and an
+    unchanged repo launches nothing twice."""
+    if changes.cursor is None or seq is None or changes.outdated_cursor or "*" in changes.collections:
+        try:
+            with XrpcClient(record.pds_url, timeout=10.0) as pds:
+                rev = latest_rev(pds, record.did)
+        except (XrpcError, httpx.HTTPError) as err:
+            raise dg.Failure(f"cannot read the latest commit of {record.did} on {record.pds_url}: {err}") from err
+        return {c: rev for c in COLLECTIONS}
+    return {c: rev for c, rev in changes.collections.items() if c in COLLECTIONS}
+
+
 # Seconds between the sensor's ticks (30 by default; the tests go faster).
 LIVE_INTERVAL_S = settings().live_interval_s
 
@@ -72,19 +88,7 @@ def agent_repo_sensor(context: dg.SensorEvaluationContext, storage: PipelineStor
         raise dg.Failure(f"cannot follow {record.did} on {record.pds_url}: {changes.stopped_by}")
     if changes.account_status:
         context.log.warning(f"the agent's account says {changes.account_status}: exports may fail")
-    # Without a cursor (the first tick, another agent, a quiet PDS) or when the PDS no longer holds the events after
-    # it, changes may have been missed: every collection is exported again, incrementally, keyed by the repo's
-    # latest revision, so nothing is lost and an unchanged repo launches nothing twice.
-    catch_up = changes.cursor is None or seq is None or changes.outdated_cursor or "*" in changes.collections
-    if catch_up:
-        try:
-            with XrpcClient(record.pds_url, timeout=10.0) as pds:
-                rev = latest_rev(pds, record.did)
-        except (XrpcError, httpx.HTTPError) as err:
-            raise dg.Failure(f"cannot read the latest commit of {record.did} on {record.pds_url}: {err}") from err
-        wanted = {c: rev for c in COLLECTIONS}
-    else:
-        wanted = {c: rev for c, rev in changes.collections.items() if c in COLLECTIONS}
+    wanted = revisions_to_export(record, changes, seq)
     ignored = sorted(set(changes.collections) - set(COLLECTIONS) - {"*"})
     if ignored:
         context.log.info(f"changes in collections not exported: {', '.join(ignored)}")

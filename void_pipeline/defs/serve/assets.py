@@ -2,11 +2,9 @@
 server without a restart, and smoke-tested through the reference client."""
 
 import contextlib
-import json
 import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, NoReturn
 
 import dagster as dg
@@ -17,26 +15,28 @@ from pydantic import Field
 from void_pipeline.defs.agent import recorded_agent
 from void_pipeline.defs.automation import WHEN_GATES_PASS
 from void_pipeline.defs.evaluate.assets import eval_report
-from void_pipeline.defs.metadata import OWNERS
-from void_pipeline.defs.run_slots import record_dead_worker
-from void_pipeline.defs.train.assets import GPU_STEP_TAGS
-from void_pipeline.lib import processes
+from void_pipeline.defs.external import GPU_STEP_TAGS, bound_to_run_worker
+from void_pipeline.defs.metadata import OWNERS, as_metadata
 from void_pipeline.lib.evaluate import evaluation
 from void_pipeline.lib.evaluate.evaluation import SmokeCase
+from void_pipeline.lib.handoffs import HandoffError, ServingOutcome, TrainingOutcome
 from void_pipeline.lib.ingest.xrpc import auth_header
 from void_pipeline.lib.layout import DatasetPaths, EvaluationPaths, ServePaths
 from void_pipeline.lib.serve import managed
 from void_pipeline.lib.serve.bundle import (
     Bundle,
+    NotServable,
     Promotion,
     add_bundle,
     current_version,
     make_current,
+    passed_evaluation,
     read_bundle,
     server_spec,
 )
 from void_pipeline.lib.serve.client import Answer, Endpoint, EndpointError, Sampling, agent_loop
-from void_pipeline.lib.serve.vllm_server import ServerFailed, load_adapter, vllm_server
+from void_pipeline.lib.serve.metadata import served_metadata
+from void_pipeline.lib.serve.vllm_server import ServerFailed, ServerSpec, load_adapter, vllm_server
 from void_pipeline.lib.train import tracking
 from void_pipeline.lib.train.tracking import default_uri
 from void_pipeline.resources.server import InferenceServer
@@ -51,30 +51,6 @@ class ServedModelConfig(dg.Config):
     max_tokens: int = Field(default=200, description="per request: one post")
     max_posts: int = Field(default=6, description="reply calls in one answer before the client stops asking")
     seed: int = 0
-
-
-class NotServable(Exception):
-    pass
-
-
-def passed_evaluation(training: dict[str, Any] | None, evaluation: dict[str, Any] | None) -> EvaluationPaths:
-    """The evaluation of the latest adapter, when its report exists and every blocking gate passed; NotServable
-    naming what is missing or which gate failed. Checked here too, so that no run — whatever launched it — serves
-    an adapter the gates stopped."""
-    if training is None:
-        raise NotServable("no finished training: materialize lora_adapter, eval_generations and eval_report")
-    if evaluation is None or evaluation.get("adapter") != training.get("adapter"):
-        raise NotServable(f"the latest adapter {training.get('adapter')} has not been evaluated: "
-                          "materialize eval_generations and eval_report")  # fmt: skip
-    paths = EvaluationPaths(Path(evaluation["folder"]))
-    if not paths.report.exists() or paths.report.stat().st_mtime < paths.generations.stat().st_mtime:
-        raise NotServable(f"no report on the latest generations in {paths.root}: materialize eval_report")
-    blocking = json.loads(paths.report.read_text()).get("blocking") or {}
-    failed = {name: gate.get("why") for name, gate in blocking.items() if not gate.get("passed")}
-    if not blocking or failed:
-        reasons = "; ".join(f"{k}: {v}" for k, v in failed.items()) or "no gate was measured"
-        raise NotServable(f"the adapter did not pass its blocking gates ({reasons}): not served")
-    return paths
 
 
 @dg.asset(
@@ -98,89 +74,80 @@ def served_model(
     trainer: Trainer,
 ) -> Iterator[Any]:
     _, layout = recorded_agent(storage)
-    training = layout.train.read_latest()
     try:
+        training = layout.train.read_latest()
         evaluated = passed_evaluation(training, layout.evaluate.read_latest())
         assert training is not None
         trained = evaluation.server_spec(training, "auto", {})  # the family's parser, the adapter's rank
-    except (NotServable, evaluation.CannotEvaluate) as err:
+    except (NotServable, evaluation.CannotEvaluate, HandoffError) as err:
         raise dg.Failure(str(err), allow_retries=False) from err
-    serve = layout.serve
-    sampling = Sampling(config.temperature, config.top_p, config.max_tokens, config.seed, 1, config.max_posts)
-    dataset = Path(training["dataset"])
-    config_yaml = Path(training["config"])
-    previous = current_version(serve)
-    bundle = add_bundle(
-        serve,
-        Promotion(
-            base_model=str(training["base_model"]),
-            adapter=Path(training["adapter"]),
-            dataset=dataset,
-            served_model_name=config.served_model_name or storage.agent,
-            tool_call_parser=trained.tool_call_parser,
-            lora_rank=trained.lora_rank,
-            sampling=sampling,
-            source={
-                "run_dir": training["run_dir"],
-                "config": str(config_yaml),
-                "evaluation": str(evaluated.root),
-                "mlflow_run": training.get("mlflow_run"),
-                "registered_model": trainer.registered_model if training.get("model_version") else None,
-                "tracking_uri": trainer.tracking_uri or default_uri(storage.layout.mlflow),
-                "model_version": training.get("model_version"),
-                "dagster_run": context.run.run_id,
-            },
-        ),
-    )
+    serve, previous = layout.serve, current_version(layout.serve)
+    bundle = add_bundle(serve, promotion(context, config, storage, trainer, training, evaluated, trained))
     make_current(serve, bundle.version)
     context.log.info(f"bundle v{bundle.version:04d} is current ({bundle.paths.root}); previous: v{previous}")
-    case = evaluation.smoke_case(evaluated, pl.read_parquet(DatasetPaths(dataset).heldout))
+    case = evaluation.smoke_case(evaluated, pl.read_parquet(DatasetPaths(training.dataset).heldout))
     if case is None:  # the gates passed, so this is an evaluation folder damaged since
         roll_back(serve, server, bundle, previous, f"has no valid evaluated answer in {evaluated.root} to smoke-test")
     try:
-        with processes.bound_to_run_worker(record_dead_worker(context)):
+        with bound_to_run_worker(context):
             served = serve_and_smoke(context, serve, bundle, server, case)
     except (ServerFailed, EndpointError) as err:
         roll_back(serve, server, bundle, previous, f"could not be served ({err})")
-    answer: Answer = served["answer"]
+    answer = served.answer
     if problems := answer.problems():  # evaluation's rule, asked as the handler asks: never promote an invalid one
         said = " / ".join(answer.posts) or answer.content or "(nothing)"
         roll_back(
             serve, server, bundle, previous, f"gave no valid smoke answer ({'; '.join(problems)}: {said[:200]!r})"
         )
-    production = None
-    if training.get("model_version"):
-        tracking.set_alias(
-            bundle.source["tracking_uri"], trainer.registered_model, str(training["model_version"]), "production"
-        )
-        production = f"{trainer.registered_model} v{training['model_version']} → production"
-    yield dg.MaterializeResult(
-        metadata={
-            "bundle_version": bundle.version,
-            "bundle": dg.MetadataValue.path(str(bundle.paths.root)),
-            "previous_version": previous or 0,
-            "endpoint": dg.MetadataValue.url(f"{served['url']}/v1") if served["kept"] else "none running",
-            "served_models": dg.MetadataValue.json(served["models"]),
-            "served_model_name": bundle.served_model_name,
-            "how": served["how"],
-            "base_model": bundle.base_model,
-            "tool_call_parser": bundle.tool_call_parser,
-            "mlflow": production or "no registered model version for this adapter",
-            "smoke_prompt": dg.MetadataValue.md(f"```\n{case.prompt}\n```"),
-            "smoke_example": case.example_id,
-            # the same adapter, prompt, sampling and seed as in evaluation: on the same engine, the same posts
-            "smoke_reproduces_evaluation": answer.posts == case.evaluated_posts,
-            "smoke_answer": dg.MetadataValue.md(
-                "\n".join(f"{i}. {p}" for i, p in enumerate(answer.posts, 1)) or "(no post)"
-            ),
-            "smoke_latency_s": answer.latency_s,
-        }
-    )
+    production = mark_production(training, bundle, trainer)
+    yield dg.MaterializeResult(metadata=as_metadata(served_metadata(bundle, previous, served, case, production)))
     yield dg.AssetCheckResult(
         check_name="smoke_answer_valid",
         passed=True,  # an invalid one failed the step above, with the previous bundle current again
         metadata={"problems": "none", "posts": len(answer.posts)},
     )
+
+
+def promotion(
+    context: dg.AssetExecutionContext,
+    config: ServedModelConfig,
+    storage: PipelineStorage,
+    trainer: Trainer,
+    training: TrainingOutcome,
+    evaluated: EvaluationPaths,
+    trained: ServerSpec,
+) -> Promotion:
+    """The bundle's parts (the trained adapter, its dataset's prompt, system prompt and tools) and where they came
+    from: the training run, its evaluation, its MLflow model version and this Dagster run."""
+    return Promotion(
+        base_model=training.base_model,
+        adapter=training.adapter,
+        dataset=training.dataset,
+        served_model_name=config.served_model_name or storage.agent,
+        tool_call_parser=trained.tool_call_parser,
+        lora_rank=trained.lora_rank,
+        sampling=Sampling(config.temperature, config.top_p, config.max_tokens, config.seed, 1, config.max_posts),
+        source={
+            "run_dir": str(training.run_dir),
+            "config": str(training.config),
+            "evaluation": str(evaluated.root),
+            "mlflow_run": training.mlflow_run,
+            "registered_model": trainer.registered_model if training.model_version else None,
+            "tracking_uri": trainer.tracking_uri or default_uri(storage.layout.mlflow),
+            "model_version": training.model_version,
+            "dagster_run": context.run.run_id,
+        },
+    )
+
+
+def mark_production(training: TrainingOutcome, bundle: Bundle, trainer: Trainer) -> str | None:
+    """The adapter's registered model version aliased ``production`` in MLflow (None when it has none)."""
+    if not training.model_version:
+        return None
+    tracking.set_alias(
+        bundle.source["tracking_uri"], trainer.registered_model, str(training.model_version), "production"
+    )
+    return f"{trainer.registered_model} v{training.model_version} → production"
 
 
 def roll_back(serve: ServePaths, server: InferenceServer, bundle: Bundle, previous: int | None, why: str) -> NoReturn:
@@ -208,7 +175,7 @@ def served_base(url: str, key: str | None) -> str | None:
 
 def serve_and_smoke(
     context: dg.AssetExecutionContext, serve: ServePaths, bundle: Bundle, server: InferenceServer, case: SmokeCase
-) -> dict[str, Any]:
+) -> ServingOutcome:
     """Load the bundle where it is served (in place when the base is the same, a clean restart of the managed
     server when it is not, a temporary server when none runs), then answer one held-out thread through it."""
     url, is_managed = managed.running_endpoint(serve, server.endpoint_url)
@@ -234,13 +201,13 @@ def serve_and_smoke(
         else:
             raise ServerFailed(f"{url} serves another base model than {bundle.base_model}: restart it with serve up")
         answer, models = smoke(url, key, bundle, case)
-        return {"url": url, "kept": True, "how": how, "answer": answer, "models": models}
+        return ServingOutcome(url, True, how, answer, models)
     with vllm_server(
         server.interpreter(), spec, serve.root / "smoke-server.log", server.startup_timeout_s, context.log.info
     ) as running:
         answer, models = smoke(running.url, running.api_key, bundle, case)
     how = "no server was running: smoke-tested on a temporary one (void-pipeline serve up keeps one running)"
-    return {"url": running.url, "kept": False, "how": how, "answer": answer, "models": models}
+    return ServingOutcome(running.url, False, how, answer, models)
 
 
 def smoke(url: str, key: str | None, bundle: Bundle, case: SmokeCase) -> tuple[Answer, list[str]]:

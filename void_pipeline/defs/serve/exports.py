@@ -3,26 +3,22 @@
 Dagster Pipes (external/export_gguf.py); the Modelfile is written here from what the GGUF read back as
 (lib/serve/exports.py)."""
 
-import json
-from pathlib import Path
 from typing import Literal
 
 import dagster as dg
-import yaml
 from pydantic import Field
 
 from void_pipeline.defs.agent import latest_training, recorded_agent
 from void_pipeline.defs.automation import WHEN_INPUTS_CHANGE
-from void_pipeline.defs.metadata import OWNERS
-from void_pipeline.defs.train.assets import merged_model, run_external
+from void_pipeline.defs.external import reported_metadata, run_external
+from void_pipeline.defs.metadata import OWNERS, as_metadata
+from void_pipeline.defs.train.assets import merged_model
 from void_pipeline.lib import environments
-from void_pipeline.lib.files import write_text_atomic
 from void_pipeline.lib.layout import RunPaths
-from void_pipeline.lib.serve.exports import ollama_modelfile
+from void_pipeline.lib.serve.exports import write_modelfile
+from void_pipeline.lib.serve.metadata import export_metadata
 from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline.resources.trainer import Trainer
-
-SYSTEM_SHOWN = 400  # characters of the system prompt the metadata's Modelfile shows (the file has all of it)
 
 
 class GgufExportConfig(dg.Config):
@@ -34,13 +30,6 @@ class GgufExportConfig(dg.Config):
         description="a folder with llama.cpp's convert_hf_to_gguf.py, conversion/ and gguf-py/; default: the one "
         "unpacked from the llama-cpp-python source archive pinned in envs/gguf-converter.txt",
     )
-
-
-def shown(modelfile: str, system: str | None) -> str:
-    """The Modelfile for the metadata, its SYSTEM block cut short (the real system prompt is tens of kilobytes)."""
-    if system and len(system) > SYSTEM_SHOWN:
-        modelfile = modelfile.replace(system, f"{system[:SYSTEM_SHOWN]}… ({len(system)} characters in the file)")
-    return f"```\n{modelfile}```"
 
 
 @dg.asset(
@@ -60,8 +49,7 @@ def gguf_export(
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> dg.MaterializeResult:
     layout = recorded_agent(storage)[1]
-    latest = latest_training(layout)
-    run = RunPaths(Path(latest["run_dir"]))
+    run = RunPaths(latest_training(layout).run_dir)
     if not (run.merged / "config.json").exists():
         raise dg.Failure(f"no merged model in {run.merged}: materialize merged_model first", allow_retries=False)
     export = layout.serve.export(run.root.name)
@@ -83,29 +71,14 @@ def gguf_export(
             "model_name": f"{layout.name}-{run.root.name}",
         },
     )
-    facts = json.loads(report.read_text())
-    trained = yaml.safe_load(run.config.read_text()) or {}
-    system = trained.get("default_system_message")
-    ollama = ollama_modelfile(
-        gguf.name,
-        facts.get("chat_template"),
-        bos_token=facts.get("bos_token"),
-        adds_bos=bool(facts.get("adds_bos")),
-        system=system,
-        num_ctx=trained.get("sequence_len"),
-        header_comment=f"{layout.name}: training run {run.root.name}, {config.outtype}, written by gguf_export\n"
-        f"ollama create {layout.name} -f {export.modelfile(config.outtype).name}",
+    modelfile = export.modelfile(config.outtype)
+    header = (
+        f"{layout.name}: training run {run.root.name}, {config.outtype}, written by gguf_export\n"
+        f"ollama create {layout.name} -f {modelfile.name}"
     )
-    write_text_atomic(export.modelfile(config.outtype), ollama.text)
-    if not ollama.templated:
-        context.log.warning(ollama.note)
+    written = write_modelfile(gguf, report, modelfile, run.config, header)
+    if not written.export.templated:
+        context.log.warning(written.export.note)
     return dg.MaterializeResult(
-        metadata={
-            **(invocation.get_materialize_result().metadata or {}),
-            "export_dir": dg.MetadataValue.path(str(export.root)),
-            "run_dir": dg.MetadataValue.path(str(run.root)),
-            "modelfile_path": dg.MetadataValue.path(str(export.modelfile(config.outtype))),
-            "modelfile": dg.MetadataValue.md(shown(ollama.text, system)),
-            "modelfile_template": ollama.note,
-        }
+        metadata={**reported_metadata(invocation), **as_metadata(export_metadata(export, run, written))}
     )

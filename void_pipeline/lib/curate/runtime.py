@@ -4,12 +4,15 @@ budgets and trimming count the message as the runtime sends it), and the profile
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from void_pipeline.lib.curate.agent_file import DEFAULT_BLOCK_LIMIT
-from void_pipeline.lib.curate.context import DIRECT, Block, ContextWindow, Snapshot, SystemRenderer
+from void_pipeline.lib.curate.context import DIRECT, Block, ContextWindow, Snapshot, SystemRenderer, context_windows
 from void_pipeline.lib.curate.letta import STAND_IN_AGENT_ID, MemoryBlock, compile_system, memory_blocks
+from void_pipeline.lib.curate.prompt import TOOL_DESCRIPTION
 from void_pipeline.lib.curate.reply_tool import REPLY_TOOL
 from void_pipeline.lib.curate.request import (
     DEFAULT_REPLY_RESULT,
@@ -18,6 +21,10 @@ from void_pipeline.lib.curate.request import (
     Runtime,
     direct_profile,
 )
+from void_pipeline.lib.files import staged_dir, write_text_atomic
+from void_pipeline.lib.handoffs import ContextWindowReport
+from void_pipeline.lib.layout import ContextWindowPaths
+from void_pipeline.lib.model import TokenCounter
 
 
 class LettaSystem:
@@ -116,3 +123,49 @@ def window_profile(
         tuple(notes),
         strict=bool(agent.llm_config.get("strict")) if agent else False,
     )
+
+
+@dataclass(frozen=True)
+class BuiltContext:
+    """Every system prompt variant of a context source, its request profile, and the report chat_dataset reads."""
+
+    windows: dict[str, ContextWindow]
+    profiles: dict[str, RequestProfile]
+    report: ContextWindowReport
+
+    def write(self, folder: Path) -> None:
+        """The variants, their request profiles and the report, replacing ``folder`` together (DiskFull names it)."""
+        with staged_dir(folder) as staging:
+            files = ContextWindowPaths(staging)
+            for name, window in self.windows.items():
+                write_text_atomic(files.variant(name), window.text)
+                self.profiles[name].write(files.request(name))
+            self.report.write(files.report)
+
+
+def build_context(
+    snapshot: Snapshot,
+    runtime: Runtime,
+    strategy: str,
+    source: str,
+    counter: TokenCounter,
+    budget_tokens: int,
+    reply_result: str = DEFAULT_REPLY_RESULT,
+) -> BuiltContext:
+    """The full, trimmed (to ``budget_tokens``) and distilled variants as ``runtime`` renders them; SnapshotError
+    when the trimmed one cannot fit, ProfileError when the runtime cannot ask with this source."""
+    windows = context_windows(snapshot, counter, budget_tokens, TOOL_DESCRIPTION, renderer_for(runtime, snapshot))
+    profiles = {name: window_profile(runtime, snapshot, w, reply_result) for name, w in windows.items()}
+    report = ContextWindowReport(
+        selected=strategy,
+        tokens={name: w.tokens for name, w in windows.items()},
+        runtime=runtime,
+        source=source,
+        agent_type=snapshot.agent.agent_type if snapshot.agent else None,
+        prompt_template=str(snapshot.prompt_template) if snapshot.prompt_template else None,
+        snapshot_date=snapshot.snapshot_date.isoformat(),
+        budget_tokens=budget_tokens,
+        exact_tokens=counter.exact,
+        tokenizer=counter.source,
+    )
+    return BuiltContext(windows, profiles, report)

@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 import yaml
@@ -22,6 +21,7 @@ from void_pipeline.lib.curate.request import dataset_profile
 from void_pipeline.lib.evaluate.generations import Prompt
 from void_pipeline.lib.evaluate.metrics import valid_answer
 from void_pipeline.lib.files import write_text_atomic
+from void_pipeline.lib.handoffs import TrainingOutcome
 from void_pipeline.lib.layout import DatasetPaths, EvaluationPaths
 from void_pipeline.lib.model import family_of
 from void_pipeline.lib.serve.client import Sampling
@@ -56,7 +56,7 @@ def real_answers(heldout: pl.DataFrame) -> dict[str, list[str]]:
 
 
 def server_spec(
-    latest_training: Mapping[str, Any],
+    training: TrainingOutcome,
     dtype: str,
     env: Mapping[str, str],
     max_model_len: int | None = None,
@@ -64,11 +64,11 @@ def server_spec(
 ) -> ServerSpec:
     """The base model under ``base`` and the trained adapter under ``tuned``, with the chat template the adapter
     was trained with (axolotl saves it beside the adapter) and the family's tool-call parser."""
-    adapter = Path(latest_training["adapter"])
+    adapter = training.adapter
     if not (adapter / "adapter_config.json").exists():
         raise CannotEvaluate(f"the latest adapter {adapter} is gone or incomplete: materialize lora_adapter again")
-    config = yaml.safe_load(Path(latest_training["config"]).read_text())
-    base = str(latest_training["base_model"])
+    config = yaml.safe_load(training.config.read_text())
+    base = training.base_model
     family = family_of(str(config.get("base_model", base)), base)
     parser = TOOL_CALL_PARSERS.get(family)
     if parser is None:

@@ -4,6 +4,7 @@ threads, with the gates that decide whether the tuned model may be served.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -12,7 +13,9 @@ from typing import Any
 
 import polars as pl
 
+from void_pipeline.lib.evaluate import evaluation
 from void_pipeline.lib.evaluate.authorship import AuthorshipClassifier
+from void_pipeline.lib.evaluate.judge import Judge, judge_answers
 from void_pipeline.lib.evaluate.metrics import (
     Answer,
     call_validity,
@@ -24,6 +27,9 @@ from void_pipeline.lib.evaluate.metrics import (
     posts_per_answer,
     share_ci,
 )
+from void_pipeline.lib.files import write_text_atomic
+from void_pipeline.lib.handoffs import GateVerdict
+from void_pipeline.lib.layout import EvaluationPaths
 from void_pipeline.lib.plots import png_figure
 
 REAL = "real"
@@ -169,7 +175,7 @@ class EvalReport:
             "intervals": {k: s.intervals for k, s in self.scores.items()},
             "authorship": self.authorship,
             "gates": asdict(self.gates),
-            "blocking": {k: {"passed": p, "why": w} for k, (p, w) in self.blocking.items()},
+            "blocking": GateVerdict.as_json(self.blocking),  # what serving reads (handoffs.read_gates)
             "warnings": {k: {"passed": p, "why": w} for k, (p, w) in self.warnings.items()},
             "tuned_wins": self.wins(),
         }
@@ -281,3 +287,31 @@ def metric_plot(report: EvalReport, path: Path) -> Path:
         axis.set_xticks([x + width for x in range(len(names))], names, rotation=15)
         axis.legend()
     return path
+
+
+def write_report(
+    report: EvalReport,
+    paths: EvaluationPaths,
+    heldout: pl.DataFrame,
+    generations: pl.DataFrame,
+    review_threads: int,
+    seed: int,
+    judge: Judge | None = None,
+    judge_threads: int = 50,
+) -> tuple[int, dict[str, Any] | None]:
+    """The evaluation's files: report.json and report.md, the length and metric plots, the blind review pack and,
+    with a judge, its verdicts (added to report.json). Returns the review pack's thread count and the verdicts."""
+    data = report.as_dict()
+    write_text_atomic(paths.report, json.dumps(data, indent=2, default=str))
+    write_text_atomic(paths.report_markdown, report.markdown())
+    real = [posts for e, posts in evaluation.real_answers(heldout).items() if e in set(generations["example_id"])]
+    length_plot(generations, real, paths.length_plot)
+    metric_plot(report, paths.metric_plot)
+    reviewed = evaluation.review_pack(heldout, generations, paths.review, review_threads, seed)
+    if judge is None:
+        return reviewed, None
+    threads, answers = evaluation.judge_inputs(heldout, generations, judge_threads)
+    judged = judge_answers(judge, threads, answers).as_dict()
+    data["judge"] = {"url": judge.base_url, "model": judge.model, **judged}
+    write_text_atomic(paths.report, json.dumps(data, indent=2, default=str))
+    return reviewed, judged

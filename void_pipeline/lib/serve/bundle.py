@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from void_pipeline.lib.curate.request import RequestProfile, dataset_profile
 from void_pipeline.lib.files import locked, staged_dir, write_text_atomic
-from void_pipeline.lib.layout import BundlePaths, DatasetPaths, ServePaths
+from void_pipeline.lib.handoffs import EvaluationPointer, TrainingOutcome, read_gates
+from void_pipeline.lib.layout import BundlePaths, DatasetPaths, EvaluationPaths, ServePaths
 from void_pipeline.lib.serve.client import Sampling
 from void_pipeline.lib.serve.vllm_server import ServerSpec
 
@@ -33,6 +34,30 @@ ADAPTER_FILES = ("adapter_config.json", *ADAPTER_WEIGHTS)
 
 class BundleError(ValueError):
     """A bundle cannot be made or used; the message says what is missing."""
+
+
+class NotServable(Exception):
+    """The latest adapter may not be served (not evaluated, or a blocking gate failed); the message says why."""
+
+
+def passed_evaluation(training: TrainingOutcome | None, evaluation: EvaluationPointer | None) -> EvaluationPaths:
+    """The evaluation of the latest adapter, when its report exists and every blocking gate passed; NotServable
+    naming what is missing or which gate failed. Checked when serving too, so that no run, whatever launched it,
+    serves an adapter the gates stopped."""
+    if training is None:
+        raise NotServable("no finished training: materialize lora_adapter, eval_generations and eval_report")
+    if evaluation is None or evaluation.adapter != training.adapter:
+        raise NotServable(f"the latest adapter {training.adapter} has not been evaluated: "
+                          "materialize eval_generations and eval_report")  # fmt: skip
+    paths = EvaluationPaths(evaluation.folder)
+    if not paths.report.exists() or paths.report.stat().st_mtime < paths.generations.stat().st_mtime:
+        raise NotServable(f"no report on the latest generations in {paths.root}: materialize eval_report")
+    gates = read_gates(paths.report)
+    failed = {name: gate.why for name, gate in gates.items() if not gate.passed}
+    if not gates or failed:
+        reasons = "; ".join(f"{k}: {v}" for k, v in failed.items()) or "no gate was measured"
+        raise NotServable(f"the adapter did not pass its blocking gates ({reasons}): not served")
+    return paths
 
 
 @dataclass(frozen=True)

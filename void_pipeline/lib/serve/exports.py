@@ -23,11 +23,15 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import jinja2
 import jinja2.ext
 import jinja2.sandbox
+import yaml
+
+from void_pipeline.lib.files import write_text_atomic
 
 TURN_END = "<|eot_id|>"
 LLAMA3_STOPS = ("<|eot_id|>", "<|eom_id|>", "<|start_header_id|>", "<|end_header_id|>")
@@ -382,3 +386,31 @@ def ollama_modelfile(
             note = "TEMPLATE read off the model's chat template (Llama 3 framing)"
     text = modelfile(gguf_name, template=template, system=system, num_ctx=num_ctx, header_comment=header_comment)
     return OllamaExport(text, template is not None, note)
+
+
+@dataclass(frozen=True)
+class WrittenModelfile:
+    path: Path
+    export: OllamaExport
+    system: str | None  # the system prompt the training used (default_system_message), in the Modelfile's SYSTEM
+
+
+def write_modelfile(
+    gguf: Path, report: Path, modelfile_path: Path, training_config: Path, header: str
+) -> WrittenModelfile:
+    """The Ollama Modelfile beside ``gguf``, from what the GGUF read back as (``report``, written by the converter
+    step) and the training's config (its system prompt and sequence length)."""
+    facts = json.loads(report.read_text())
+    trained = yaml.safe_load(training_config.read_text()) or {}
+    system = trained.get("default_system_message")
+    ollama = ollama_modelfile(
+        gguf.name,
+        facts.get("chat_template"),
+        bos_token=facts.get("bos_token"),
+        adds_bos=bool(facts.get("adds_bos")),
+        system=system,
+        num_ctx=trained.get("sequence_len"),
+        header_comment=header,
+    )
+    write_text_atomic(modelfile_path, ollama.text)
+    return WrittenModelfile(modelfile_path, ollama, system)

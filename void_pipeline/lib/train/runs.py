@@ -12,6 +12,7 @@ from typing import Any
 
 from void_pipeline.lib.curate.request import dataset_profile
 from void_pipeline.lib.files import Busy, acquire_owner
+from void_pipeline.lib.handoffs import TrainingOutcome
 from void_pipeline.lib.layout import DatasetPaths, RunPaths, TrainPaths
 from void_pipeline.lib.model import ChosenModel, mismatch
 from void_pipeline.lib.train import training
@@ -221,14 +222,16 @@ def finish(
         plan.run, status=training.COMPLETE, mlflow_run=tracked.run_id, model_version=tracked.model_version
     )
     train.write_latest(
-        run_dir=str(plan.run.root),
-        adapter=str(plan.output_dir),
-        base_model=str(plan.config["base_model"]),
-        config=str(plan.run.config),
-        dataset=str(plan.dataset),
-        dataset_sha256=plan.data_hash,
-        mlflow_run=tracked.run_id,
-        model_version=tracked.model_version,
-        dagster_run=dagster_run,
+        TrainingOutcome(
+            run_dir=plan.run.root,
+            adapter=plan.output_dir,
+            base_model=str(plan.config["base_model"]),
+            config=plan.run.config,
+            dataset=plan.dataset,
+            dataset_sha256=plan.data_hash,
+            mlflow_run=tracked.run_id,
+            model_version=tracked.model_version,
+            dagster_run=dagster_run,
+        )
     )
     return TrainingSummary(history, plot, tracked, tags)
