@@ -75,8 +75,8 @@ def agent_repo_sensor(context: dg.SensorEvaluationContext, storage: PipelineStor
     # Without a cursor (the first tick, another agent, a quiet PDS) or when the PDS no longer holds the events after
     # it, changes may have been missed: every collection is exported again, incrementally, keyed by the repo's
     # latest revision, so nothing is lost and an unchanged repo launches nothing twice.
-    catch_up = changes.cursor is None or seq is None or changes.outdated_cursor or "*" in changes.collections
-    if catch_up:
+    if catch_up := changes.catch_up_reason(resumed=seq is not None):
+        context.log.info(f"every collection is caught up: {catch_up}")
         try:
             with XrpcClient(record.pds_url, timeout=10.0) as pds:
                 rev = latest_rev(pds, record.did)
