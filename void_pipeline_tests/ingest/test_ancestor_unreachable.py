@@ -30,6 +30,7 @@ def did_document(did: str, pds_url: str) -> dict[str, object]:
     }
 
 
+@pytest.mark.integration  # the shared devnet
 def test_a_repo_its_pds_lacks_and_a_pds_nobody_answers_keep_their_reason(devnet: DevnetInfo, tmp_path: Path) -> None:
     cache = tmp_path / "did-docs.json"
     docs = {ELSEWHERE: devnet.pds[0].url, NOWHERE: f"http://127.0.0.1:{free_port()}"}

@@ -34,6 +34,8 @@ from void_pipeline.lib.serve.vllm_server import free_port
 from void_pipeline.testworld.devnet import DevnetInfo
 from void_pipeline.testworld.seeding import SeedResult
 
+pytestmark = pytest.mark.integration  # the shared devnet
+
 KEY = "stub-key-not-a-secret"
 POSTED = "A reply from the stub, after its failures."
 
