@@ -349,10 +349,10 @@ def test_served_model_uses_the_server_void_serve_url_names_and_rolls_back_when_i
     assert serve.versions() == [] and not serve.current.exists() and not serve.server_state.exists()
 
     monkeypatch.setenv("VOID_SERVE_API_KEY", KEY)
-    other = serve_evaluated(evaluated(tmp_path / "other-base", latest, base_model="/models/another-base"))
+    other = serve_evaluated(evaluated(tmp_path / "other-base", latest, base_model="/models/another-llama-base"))
     assert not other.success
     failure = failure_text(other)
-    assert f"{server.url} serves another base model than /models/another-base" in failure, failure
+    assert f"{server.url} serves another base model than /models/another-llama-base" in failure, failure
     assert not (tmp_path / "other-base" / "agents" / "void" / "serve" / "current.json").exists()
     assert not (tmp_path / "other-base" / "agents" / "void" / "serve" / "smoke-server.log").exists()
 
