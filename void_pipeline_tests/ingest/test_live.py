@@ -148,6 +148,7 @@ def test_new_posts_reach_raw_records_within_two_ticks_and_a_killed_daemon_resume
             "--partition", POST)  # fmt: skip
     first = world.records()
     dagster(world, "sensor", "start", SENSOR, "-w", "workspace.yaml")
+    dagster(world, "schedule", "start", "daily_ingest", "-w", "workspace.yaml")  # switched on, as in the UI
     daemon = start_daemon(world)
     try:
         with dg.DagsterInstance.from_config(str(world.home)) as instance:
@@ -185,6 +186,10 @@ def test_new_posts_reach_raw_records_within_two_ticks_and_a_killed_daemon_resume
             assert len(keys) == len(set(keys)), f"a run was launched twice for one revision: {keys}"
             assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
             assert saved_seq(instance) > cursor_before, "the cursor moved on"
+            # schedules keep their state: the one switched on before the kill is on, the other is still off
+            schedules = {s.name: s.status.value for s in instance.all_instigator_state() if s.name != SENSOR}
+            assert schedules.get("daily_ingest") == "RUNNING", schedules
+            assert schedules.get("retrain_on_growth", "STOPPED") == "STOPPED", schedules
 
             # two runs of one partition through the queue (as the schedule, the sensor and the UI launch them):
             # the instance's limit of one run per partition key makes the second wait for the first

@@ -6,6 +6,7 @@ engine processes ``serve down`` stops."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -18,22 +19,31 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import httpx
 import polars as pl
 import pytest
 
+from void_pipeline.defs.serve.assets import served_model
 from void_pipeline.lib.curate.reply_tool import REPLY_TOOL
 from void_pipeline.lib.curate.request import direct_profile
+from void_pipeline.lib.evaluate.generations import GENERATION_SCHEMA
+from void_pipeline.lib.handoffs import EvaluationPointer, TrainingOutcome
+from void_pipeline.lib.ingest.agent import record_agent
 from void_pipeline.lib.ingest.xrpc import XrpcClient
-from void_pipeline.lib.layout import REPO_ROOT, DataLayout
+from void_pipeline.lib.layout import REPO_ROOT, DataLayout, EvaluationPaths
 from void_pipeline.lib.processes import group_members, pid_alive
-from void_pipeline.lib.serve.bundle import Promotion, add_bundle, make_current
+from void_pipeline.lib.serve.bundle import Promotion, add_bundle, current_version, make_current
 from void_pipeline.lib.serve.client import Endpoint, EndpointDown, EndpointRefused, Sampling, agent_loop, chat, reply
 from void_pipeline.lib.serve.managed import ServerState
 from void_pipeline.lib.serve.vllm_server import ServerFailed, free_port, load_adapter
+from void_pipeline.resources.server import InferenceServer
+from void_pipeline.resources.storage import PipelineStorage
+from void_pipeline.resources.trainer import Trainer
 from void_pipeline.testworld.devnet import DevnetInfo
 from void_pipeline.testworld.seeding import SeedResult
 from void_pipeline_tests.support.adapters import scaled_adapter
+from void_pipeline_tests.support.runs import failure_text
 from void_pipeline_tests.support.trainer import Trained
 
 pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
@@ -256,6 +266,91 @@ def test_reply_prints_then_posts_a_reply_thread_on_the_devnet(
 def split(uri: str) -> dict[str, str]:
     repo, collection, rkey = uri.removeprefix("at://").split("/")
     return {"repo": repo, "collection": collection, "rkey": rkey}
+
+
+@pytest.mark.integration
+def test_the_key_reaches_vllm_in_its_environment_and_never_on_a_command_line(
+    server: ServerState, world: dict[str, Any]
+) -> None:
+    commands = titles(server.pid)  # the server and its engine processes, as the OS shows their argv
+    assert server.pid in commands and len(commands) > 1
+    assert not [pid for pid, argv in commands.items() if KEY.encode() in argv]
+    assert f"VLLM_API_KEY={KEY}".encode() in Path(f"/proc/{server.pid}/environ").read_bytes().split(b"\0")
+    assert KEY not in world["serve"].server_state.read_text()
+
+
+def evaluated(root: Path, latest: TrainingOutcome) -> PipelineStorage:
+    """``root`` as served_model finds it after a passing evaluation of the session's adapter: the agent recorded,
+    the training latest, and an evaluation whose gates passed with one valid answer to smoke-test. The evaluation's
+    sampling allows one token, so the smoke answer is surely no valid call."""
+    storage = PipelineStorage(root=str(root))
+    layout = storage.agent_layout
+    record_agent(layout, "did:plc:" + "v" * 24, "void.comind.test", "http://127.0.0.1:9", "http://127.0.0.1:9")
+    layout.train.write_latest(dataclasses.replace(latest, model_version=None))
+    heldout = pl.read_parquet(Path(latest.dataset) / "heldout.parquet")
+    folder = EvaluationPaths(root / "evaluation")
+    folder.root.mkdir(parents=True, exist_ok=True)
+    answer = {"example_id": heldout["example_id"][0], "model": "tuned", "sample": 0, "posts": ["a valid reply"],
+              "invalid_calls": 0, "content": "", "steps": 2, "finish_reason": "stop", "prompt_tokens": 10,
+              "completion_tokens": 5, "latency_s": 0.1, "seed": 1, "raw": "[]", "error": None}  # fmt: skip
+    pl.DataFrame([answer], schema=GENERATION_SCHEMA).write_parquet(folder.generations)
+    folder.settings.write_text(json.dumps({"sampling": {"temperature": 0.0, "max_tokens": 1, "max_posts": 1}}))
+    folder.report.write_text(json.dumps({"blocking": {"tool_call_validity": {"passed": True, "why": "0.9 ≥ 0.9"}}}))
+    layout.evaluate.write_latest(EvaluationPointer.of(folder.root, latest))
+    return storage
+
+
+def serve_evaluated(storage: PipelineStorage) -> dg.ExecuteInProcessResult:
+    resources = {"storage": storage, "server": InferenceServer(cpu=True, max_model_len=4096), "trainer": Trainer()}
+    return dg.materialize([served_model], resources=resources, raise_on_error=False)
+
+
+@pytest.mark.integration
+def test_served_model_loads_into_the_running_server_and_rolls_back_when_the_smoke_answer_fails(
+    server: ServerState, world: dict[str, Any], curated: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VOID_SERVE_API_KEY", KEY)
+    monkeypatch.delenv("VOID_SERVE_URL", raising=False)
+    serve = world["serve"]
+    previous, answered = current_version(serve), greedy_text(server, "void")
+    assert previous is not None
+    versions = serve.versions()
+    latest = curated["storage"].agent_layout.train.read_latest()
+    assert latest is not None
+    result = serve_evaluated(evaluated(world["root"], latest))
+
+    assert not result.success
+    failure = failure_text(result)
+    failed = max(versions) + 1
+    assert f"bundle v{failed:04d} gave no valid smoke answer" in failure, failure
+    assert f"v{previous:04d} is current again" in failure and KEY not in failure
+    # it was loaded into the managed server in place: vLLM logged the new bundle's adapter, nothing else started
+    assert str(serve.bundle(failed).adapter) in Path(server.log).read_text()
+    assert not (serve.root / "smoke-server.log").exists()
+    assert ServerState.read(serve).pid == server.pid and pid_alive(server.pid)  # type: ignore[union-attr]
+    # rolled back: the failed bundle is gone, the previous one current and served again
+    assert serve.versions() == versions and current_version(serve) == previous
+    assert served_bundle(world) == (previous, str(serve.bundle(previous).adapter))
+    assert greedy_text(server, "void") == answered
+
+
+@pytest.mark.integration
+def test_served_model_uses_the_server_void_serve_url_names_and_rolls_back_when_it_cannot_load(
+    server: ServerState, curated: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A server this machine did not start (another data root, no managed server there) that refuses the key:
+    the step fails naming that server, and no bundle is left current."""
+    latest = curated["storage"].agent_layout.train.read_latest()
+    assert latest is not None
+    monkeypatch.setenv("VOID_SERVE_URL", f"{server.url}/v1")
+    monkeypatch.setenv("VOID_SERVE_API_KEY", "wrong-key")
+    storage = evaluated(tmp_path / "elsewhere", latest)
+    refused = serve_evaluated(storage)
+    assert not refused.success
+    failure = failure_text(refused)
+    assert f"{server.url}/v1/models answered 401" in failure and "no bundle is current" in failure, failure
+    serve = storage.agent_layout.serve
+    assert serve.versions() == [] and not serve.current.exists() and not serve.server_state.exists()
 
 
 def test_a_server_killed_mid_request_is_a_clear_error_and_serve_down_stops_the_engines_it_left(

@@ -5,6 +5,7 @@ around it. One run per collection: the CAR of a revision is downloaded once and 
 """
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
@@ -47,12 +48,15 @@ def sensor_cursor(raw: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def revisions_to_export(record: AgentRecord, changes: RepoChanges, seq: int | None) -> dict[str, str]:
+def revisions_to_export(
+    record: AgentRecord, changes: RepoChanges, seq: int | None, say: Callable[[str], object]
+) -> dict[str, str]:
     """The collections to export and the revision each run is keyed by. Without a cursor (the first tick, another
     agent, a quiet PDS) or when the PDS no longer holds the events after it, changes may have been missed: every
     collection is exported again, incrementally, keyed by the repo's latest revision, so nothing is lost and an
     unchanged repo launches nothing twice."""
-    if changes.cursor is None or seq is None or changes.outdated_cursor or "*" in changes.collections:
+    if catch_up := changes.catch_up_reason(resumed=seq is not None):
+        say(f"every collection is caught up: {catch_up}")
         try:
             with XrpcClient(record.pds_url, timeout=10.0) as pds:
                 rev = latest_rev(pds, record.did)
@@ -88,7 +92,7 @@ def agent_repo_sensor(context: dg.SensorEvaluationContext, storage: PipelineStor
         raise dg.Failure(f"cannot follow {record.did} on {record.pds_url}: {changes.stopped_by}")
     if changes.account_status:
         context.log.warning(f"the agent's account says {changes.account_status}: exports may fail")
-    wanted = revisions_to_export(record, changes, seq)
+    wanted = revisions_to_export(record, changes, seq, context.log.info)
     ignored = sorted(set(changes.collections) - set(COLLECTIONS) - {"*"})
     if ignored:
         context.log.info(f"changes in collections not exported: {', '.join(ignored)}")

@@ -155,7 +155,7 @@ def roll_back(serve: ServePaths, server: InferenceServer, bundle: Bundle, previo
     removed (nobody can promote it later); then fail the step."""
     if previous is not None:
         make_current(serve, previous)
-        with contextlib.suppress(ServerFailed, EndpointError, OSError):
+        with contextlib.suppress(ServerFailed, EndpointError, OSError, managed.AlreadyRunning):
             restore_previous(serve, server, previous)
     else:
         serve.current.unlink(missing_ok=True)
@@ -226,8 +226,16 @@ def smoke(url: str, key: str | None, bundle: Bundle, case: SmokeCase) -> tuple[A
 
 
 def restore_previous(serve: ServePaths, server: InferenceServer, previous: int) -> None:
-    url, _ = managed.running_endpoint(serve, server.endpoint_url)
+    url, is_managed = managed.running_endpoint(serve, server.endpoint_url)
     earlier = read_bundle(serve.bundle(previous))
-    if url is not None and earlier.adapter and served_base(url, server.api_key()) == earlier.base_model:
+    if url is None or not earlier.adapter:
+        return
+    if served_base(url, server.api_key()) == earlier.base_model:
         load_adapter(url, server.api_key(), earlier.served_model_name, earlier.adapter)
         managed.record_loaded(serve, url, earlier.served_model_name, earlier.adapter, previous)
+    elif is_managed:  # the failed bundle restarted it on its own base: back on the previous bundle's
+        dtype, env, arguments = server.engine()
+        port = int(url.rsplit(":", 1)[1])
+        spec = server_spec(earlier, dtype, env, server.context_length(), tuple(arguments), port=port)
+        managed.down(serve)
+        managed.up(serve, server.interpreter(), spec, server.api_key(), previous, server.startup_timeout_s)

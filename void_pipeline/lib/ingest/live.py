@@ -50,6 +50,38 @@ class RepoChanges:
     def caught_up(self) -> bool:
         return self.stopped_by == "idle"
 
+    def take(self, message: object) -> None:
+        """Count one parsed stream message: its seq moves the cursor; the agent's commits name collections."""
+        self.events += 1
+        seq = getattr(message, "seq", None)
+        if isinstance(seq, int):
+            self.cursor = seq if self.cursor is None else max(self.cursor, seq)
+        if isinstance(message, subscribe_repos.Info):
+            if message.name == "OutdatedCursor":
+                self.outdated_cursor = True
+        elif isinstance(message, subscribe_repos.Commit) and message.repo == self.did:
+            self.commits += 1
+            for op in message.ops:
+                collection = op.path.split("/", 1)[0]
+                self.collections[collection] = max(self.collections.get(collection, ""), message.rev)
+        elif isinstance(message, subscribe_repos.Sync) and message.did == self.did:
+            self.collections["*"] = message.rev  # the repo was re-synced: every collection may have changed
+        elif isinstance(message, subscribe_repos.Account) and message.did == self.did and not message.active:
+            self.account_status = message.status or "inactive"
+
+    def catch_up_reason(self, resumed: bool) -> str | None:
+        """Why every collection must be exported again, because changes may have been missed — or None when the
+        collections read are all that changed. ``resumed``: the read started from a cursor saved for this agent."""
+        if not resumed:
+            return "no saved cursor for this agent (a first tick, or another agent)"
+        if self.cursor is None:
+            return "the PDS said nothing live"
+        if self.outdated_cursor:
+            return "OutdatedCursor: the PDS no longer holds the events after the saved cursor"
+        if "*" in self.collections:
+            return "the repo was re-synced (#sync)"
+        return None
+
 
 def firehose_uri(pds_url: str) -> str:
     """The websocket base of a PDS's XRPC endpoint (http → ws, https → wss)."""
@@ -83,22 +115,7 @@ def read_changes(
         message = parse_subscribe_repos_message(frame)
         with lock:
             last_event[0] = time.monotonic()
-            changes.events += 1
-            seq = getattr(message, "seq", None)
-            if isinstance(seq, int):
-                changes.cursor = seq if changes.cursor is None else max(changes.cursor, seq)
-            if isinstance(message, subscribe_repos.Info):
-                if message.name == "OutdatedCursor":
-                    changes.outdated_cursor = True
-            elif isinstance(message, subscribe_repos.Commit) and message.repo == did:
-                changes.commits += 1
-                for op in message.ops:
-                    collection = op.path.split("/", 1)[0]
-                    changes.collections[collection] = max(changes.collections.get(collection, ""), message.rev)
-            elif isinstance(message, subscribe_repos.Sync) and message.did == did:
-                changes.collections["*"] = message.rev  # the repo was re-synced: every collection may have changed
-            elif isinstance(message, subscribe_repos.Account) and message.did == did and not message.active:
-                changes.account_status = message.status or "inactive"
+            changes.take(message)
             if changes.events >= max_events:
                 changes.stopped_by = "max_events"
                 client.stop()
