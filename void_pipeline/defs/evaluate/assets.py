@@ -27,7 +27,7 @@ from void_pipeline.lib.files import write_text_atomic
 from void_pipeline.lib.layout import DatasetPaths, EvaluationPaths, RunPaths
 from void_pipeline.lib.report import markdown_table
 from void_pipeline.lib.serve.client import Sampling
-from void_pipeline.lib.serve.vllm_server import ServerFailed, vllm_server
+from void_pipeline.lib.serve.vllm_server import ServerFailed
 from void_pipeline.lib.train import tracking
 from void_pipeline.lib.train.tracking import default_uri
 from void_pipeline.resources.server import InferenceServer
@@ -92,9 +92,7 @@ def eval_generations(
 
     with processes.bound_to_run_worker(record_dead_worker(context)):
         try:
-            with vllm_server(
-                server.interpreter(), spec, paths.server_log, server.startup_timeout_s, context.log.info
-            ) as running:
+            with server.serving(spec, paths.server_log, context.log.info) as running:
                 context.log.info(f"vLLM up in {running.started_s:.0f} s at {running.url}: {running.models}")
                 run = generate(
                     paths,
