@@ -66,11 +66,12 @@ def test_the_story_names_each_stage_once_and_each_asset_with_its_key_numbers(
         result = job.execute_in_process(run_config={"loggers": {"demo": {}}}, raise_on_error=False)
     assert not result.success
     lines = capfd.readouterr().out.splitlines()
-    assert lines[0] == "[demo] curate:"
-    assert lines[1].startswith("  chat_dataset (") and lines[1].endswith("): train 1,062, validation 21")
-    assert lines[2] == "[demo] train:"
+    assert lines[0] == "[demo] curate: starting (chat_dataset)"
+    assert lines[1].startswith("  curate   chat_dataset (") and lines[1].endswith("): train 1,062, validation 21")
+    assert lines[2] == "[demo] train: starting (lora_adapter)"
+    assert lines[3].startswith("  train    lora_adapter (")
     assert lines[3].endswith("): steps 24, validation loss 4.241 → 2.27")
-    assert lines[4].startswith("  merged_model FAILED")
+    assert lines[4].startswith("  train    merged_model FAILED after ")
     assert len(lines) == 5  # no Dagster event lines, no library lines
 
 

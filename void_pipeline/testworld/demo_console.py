@@ -137,14 +137,14 @@ def key_numbers(asset: str, metadata: Mapping[str, Any]) -> str:
 
 
 class StoryHandler(logging.Handler):
-    """Dagster's structured events, told on the terminal: a stage's first step starting, each materialization with
-    its key numbers and how long its step took, each failure's message."""
+    """Dagster's structured events, told on the terminal: each stage as its first step starts, each asset as it
+    is materialized (its stage, how long its step took, its key numbers), each step that fails."""
 
     def __init__(self, terminal: Terminal, groups: Mapping[str, str]) -> None:
         super().__init__(logging.DEBUG)
         self.terminal = terminal
         self.groups = groups  # asset name → group (the stage)
-        self.stage: str | None = None
+        self.stages: set[str] = set()
         self.started: dict[str, float] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -152,23 +152,23 @@ class StoryHandler(logging.Handler):
         event = meta.get("dagster_event")
         if event is None or event.step_key is None:
             return
-        step = event.step_key
-        kind = event.event_type_value
+        step, kind = event.step_key, event.event_type_value
+        stage = self.groups.get(step, "")
+        took = time.monotonic() - self.started.get(step, time.monotonic())
         if kind == "STEP_START":
             self.started[step] = time.monotonic()
-            stage = self.groups.get(step, step)
-            if stage != self.stage:
-                self.stage = stage
-                self.terminal.say(f"[demo] {stage}:")
+            if stage not in self.stages:
+                self.stages.add(stage)
+                self.terminal.say(f"[demo] {stage}: starting ({step})")
         elif kind == "ASSET_MATERIALIZATION":
             materialization = event.event_specific_data.materialization
             asset = materialization.asset_key.to_user_string()
             partition = f" [{materialization.partition}]" if materialization.partition else ""
-            took = time.monotonic() - self.started.get(step, time.monotonic())
             numbers = key_numbers(asset, materialization.metadata)
-            self.terminal.say(f"  {asset}{partition} ({took:.0f} s)" + (f": {numbers}" if numbers else ""))
+            line = f"  {stage:<8} {asset}{partition} ({took:.0f} s)"
+            self.terminal.say(line + (f": {numbers}" if numbers else ""))
         elif kind == "STEP_FAILURE":
-            self.terminal.say(f"  {step} FAILED ({time.monotonic() - self.started.get(step, time.monotonic()):.0f} s)")
+            self.terminal.say(f"  {stage:<8} {step} FAILED after {took:.0f} s")
 
 
 def story_logger(terminal: Terminal, groups: Mapping[str, str]) -> dg.LoggerDefinition:

@@ -85,7 +85,7 @@ def test_a_run_starts_one_server_for_its_steps_only_when_asked_to_keep_it(
     monkeypatch.setattr(server_module, "vllm_server", fake.vllm_server)
     monkeypatch.setattr(server_module, "load_adapter", fake.load_adapter)
     listed = httpx.Response(200, json={"data": [{"id": "base"}, {"id": "tuned"}, {"id": "void-demo"}]})
-    monkeypatch.setattr(server_module.httpx, "get", lambda *a, **k: listed)
+    monkeypatch.setattr(httpx, "get", lambda *a, **k: listed)
     evaluation = evaluation_spec(tmp_path)
     smoke = replace(evaluation, adapters={"void-demo": str(tmp_path / "bundle")})
     seen: list[list[str]] = []
