@@ -97,7 +97,7 @@ def test_the_evaluation_table_shows_intervals_and_says_which_rows_count_per_1000
         "0.492]",
         "1.000",
     ]
-    assert lines[2].split() == ["empty_answer", "per", "1,000", "↓", "1,000", "583", "0.000"]
+    assert lines[2].split() == ["empty_answer", "per", "1,000", "↓", "1,000", "583", "0"]
     assert lines[3].split() == ["heldout_loss", "↓", "4.500", "2.521", "-"]
     assert len(lines) == 4  # rows no model has are left out
 

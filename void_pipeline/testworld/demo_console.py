@@ -206,7 +206,8 @@ def evaluation_table(report: Mapping[str, Any]) -> str:
         cells = []
         for column in columns:
             value = scores[column].get(metric)
-            text = "-" if value is None or value != value else _number(float(value))
+            per_1000 = metric in PER_1000  # counts of answers: whole numbers
+            text = "-" if value is None or value != value else f"{value:,.0f}" if per_1000 else _number(float(value))
             interval = intervals.get(column, {}).get(metric)
             if text != "-" and interval and all(v == v for v in interval):
                 text += f" [{_number(interval[0])}, {_number(interval[1])}]"
