@@ -59,7 +59,13 @@ def test_the_story_names_each_stage_once_and_each_asset_with_its_key_numbers(
     def merged_model() -> None:
         raise ValueError("no space left on device")
 
-    defs = dg.Definitions(assets=[chat_dataset, lora_adapter, merged_model])
+    @dg.asset_check(asset=chat_dataset)
+    def chat_dataset_has_no_split_leak() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=True)
+
+    defs = dg.Definitions(
+        assets=[chat_dataset, lora_adapter, merged_model], asset_checks=[chat_dataset_has_no_split_leak]
+    )
     with output_to_log(tmp_path / "demo.log") as terminal:
         groups = {"chat_dataset": "curate", "lora_adapter": "train", "merged_model": "train"}
         job = defs.resolve_implicit_global_asset_job_def().with_logger_defs({"demo": story_logger(terminal, groups)})
@@ -72,7 +78,7 @@ def test_the_story_names_each_stage_once_and_each_asset_with_its_key_numbers(
     assert lines[3].startswith("  train    lora_adapter (")
     assert lines[3].endswith("): steps 24, validation loss 4.241 → 2.27")
     assert lines[4].startswith("  train    merged_model FAILED after ")
-    assert len(lines) == 5  # no Dagster event lines, no library lines
+    assert len(lines) == 5  # no Dagster event lines, no library lines, no stage line for the check's step
 
 
 def test_the_evaluation_table_shows_intervals_and_says_which_rows_count_per_1000() -> None:

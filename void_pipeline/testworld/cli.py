@@ -216,9 +216,10 @@ def materialize_all(env_overrides: dict[str, str], terminal: Terminal) -> int:
         return 0
     groups = {key.to_user_string(): graph.get(key).group_name or "" for key in order}
     job = defs.resolve_implicit_global_asset_job_def().with_logger_defs({"demo": story_logger(terminal, groups)})
+    # One vLLM server per run: the server resource's own settings, keep_running on (run config replaces them all)
     server = (defs.resources or {}).get("server")
-    assert server is None or isinstance(server, InferenceServer)
-    shared_server = InferenceServer(**{**server.model_dump(), "keep_running": True}) if server else None
+    assert isinstance(server, InferenceServer)
+    resources = {"server": {"config": {**server.model_dump(), "keep_running": True}}}
     steps: list[tuple[list[dg.AssetKey], str | None]] = []
     for key in order:
         partitions = graph.get(key).partitions_def
@@ -239,16 +240,22 @@ def materialize_all(env_overrides: dict[str, str], terminal: Terminal) -> int:
             started = time.monotonic()
             ops = {name: {"config": DEMO_RUN_CONFIG[name]} for name in names if name in DEMO_RUN_CONFIG}
             result = job.execute_in_process(
-                run_config={"ops": ops, "loggers": {"demo": {}}},  # no logger named: Dagster's console one
+                # no logger named: Dagster's console one
+                run_config={"ops": ops, "loggers": {"demo": {}}, "resources": resources},
                 instance=instance,
                 partition_key=partition,
                 asset_selection=keys,
                 raise_on_error=False,
                 tags={"void/trigger": "demo"},
-                resources={"server": shared_server} if shared_server else None,
             )
             if not result.success:
-                failures = [e.message or "" for e in result.all_events if e.is_failure]
+                failures = [  # a step's own error (a Failure's description), not only "step failed"
+                    f"{e.step_key}: {e.step_failure_data.error.message.strip()}"
+                    if e.is_step_failure and e.step_failure_data.error
+                    else e.message or ""
+                    for e in result.all_events
+                    if e.is_failure
+                ]
                 took = time.monotonic() - started
                 terminal.fail(
                     "\n".join(failures)[-4000:] + f"\n[demo] {label} failed (run {result.run_id}, {took:.0f} s)"

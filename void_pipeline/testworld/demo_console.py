@@ -157,7 +157,7 @@ class StoryHandler(logging.Handler):
         took = time.monotonic() - self.started.get(step, time.monotonic())
         if kind == "STEP_START":
             self.started[step] = time.monotonic()
-            if stage not in self.stages:
+            if stage and stage not in self.stages:  # an asset's step (a check's has no stage)
                 self.stages.add(stage)
                 self.terminal.say(f"[demo] {stage}: starting ({step})")
         elif kind == "ASSET_MATERIALIZATION":
@@ -168,7 +168,7 @@ class StoryHandler(logging.Handler):
             line = f"  {stage:<8} {asset}{partition} ({took:.0f} s)"
             self.terminal.say(line + (f": {numbers}" if numbers else ""))
         elif kind == "STEP_FAILURE":
-            self.terminal.say(f"  {stage:<8} {step} FAILED after {took:.0f} s")
+            self.terminal.say(f"  {stage or 'check':<8} {step} FAILED after {took:.0f} s")
 
 
 def story_logger(terminal: Terminal, groups: Mapping[str, str]) -> dg.LoggerDefinition:
