@@ -76,7 +76,7 @@ def test_the_story_names_each_stage_once_and_each_asset_with_its_key_numbers(
     assert lines[1].startswith("  curate   chat_dataset (") and lines[1].endswith("): train 1,062, validation 21")
     assert lines[2] == "[demo] train: starting (lora_adapter)"
     assert lines[3].startswith("  train    lora_adapter (")
-    assert lines[3].endswith("): steps 24, validation loss 4.241 → 2.27")
+    assert lines[3].endswith("): steps 24, validation loss 4.241 → 2.270")
     assert lines[4].startswith("  train    merged_model FAILED after ")
     assert len(lines) == 5  # no Dagster event lines, no library lines, no stage line for the check's step
 

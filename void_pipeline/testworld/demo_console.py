@@ -124,7 +124,7 @@ def key_numbers(asset: str, metadata: Mapping[str, Any]) -> str:
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             continue
         if isinstance(value, float):
-            text = f"{value:,.3f}".rstrip("0").rstrip(".") if abs(value) < 1000 else f"{value:,.0f}"
+            text = f"{value:.3f}" if abs(value) < 1000 else f"{value:,.0f}"
         elif isinstance(value, int):
             text = f"{value:,}"
         else:
