@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from void_pipeline.testworld.cli import post_to_answer
+from void_pipeline.testworld.cli import post_to_answer, seeding_progress
 from void_pipeline.testworld.demo_console import evaluation_table, output_to_log, story_logger
 
 
@@ -112,3 +112,11 @@ def test_the_post_to_answer_is_the_line_after_the_handlers_marker() -> None:
     prompt = 'A Bluesky post from @hana.bsky.test mentions you.\n\nTHE POST TO ANSWER:\n"is it getting worse?"\n\nmore'
     assert post_to_answer(prompt) == '"is it getting worse?"'
     assert post_to_answer("x" * 150) == "x" * 97 + "..."  # no marker: the prompt, shortened
+
+
+def test_seeding_progress_goes_to_the_log_and_its_counts_to_the_console(capsys: pytest.CaptureFixture[str]) -> None:
+    for line in ("[seed] 1,336/5,784 records (34/s)", "[seed] 5,784 records written, 12 deleted in 83.4s"):
+        seeding_progress(line)
+    printed = capsys.readouterr()
+    assert printed.out == "[seed] 5,784 records written, 12 deleted in 83.4s\n"
+    assert printed.err == "[seed] 1,336/5,784 records (34/s)\n"  # stderr: the log, within output_to_log

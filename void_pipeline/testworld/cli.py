@@ -16,11 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,7 @@ from void_pipeline.testworld.seeding import seed_corpus
 from void_pipeline.testworld.tiny_tokenizer import train_tokenizer
 
 DEMO_AGENT_POSTS = 2000
+SEED_PROGRESS = re.compile(r"\[seed\] [\d,]+/[\d,]+ records")
 DEMO_AGENT = "void-demo"  # the demo's agent folder: apart from the real agent's
 
 
@@ -84,14 +87,14 @@ def endpoints(info: DevnetInfo, health: DevnetHealth) -> dict[str, object]:
     }
 
 
-def devnet_seed(state_dir: Path, agent_posts: int, seed: int) -> str:
+def devnet_seed(state_dir: Path, agent_posts: int, seed: int, progress: Callable[[str], None] = print) -> str:
     """Generate and seed the corpus; returns the agent's handle. Also trains the corpus tokenizer for the demo."""
     info = DevnetInfo.load(state_dir)
     spec = CorpusSpec(seed=seed, agent_posts=agent_posts)
     corpus = generate(spec)
     print(f"[seed] generated {len(corpus.records):,} records for {len(corpus.accounts)} accounts (seed {seed})")
     out = seed_dir(state_dir)
-    result = seed_corpus(info, corpus, out_dir=out)
+    result = seed_corpus(info, corpus, out_dir=out, progress=progress)
     counts = result.manifest.group_by("collection").len().sort("collection")
     for collection in COLLECTIONS:
         n = counts.filter(counts["collection"] == collection)["len"].sum()
@@ -340,7 +343,7 @@ def demo(agent_posts: int, seed: int, keep_devnet: bool) -> int:
             pass
         info = devnet_up(state_dir, None, None)
         try:
-            agent = devnet_seed(state_dir, agent_posts, seed)
+            agent = devnet_seed(state_dir, agent_posts, seed, seeding_progress)
             settings = devnet_environment(info, agent)
             code = materialize_all(settings, terminal)
             if code == 0:
@@ -357,6 +360,11 @@ def demo(agent_posts: int, seed: int, keep_devnet: bool) -> int:
                 print("devnet stopped")
     print(f"[demo] {'done' if code == 0 else 'FAILED'} in {time.monotonic() - started:.0f} s; every line is in {log}")
     return code
+
+
+def seeding_progress(line: str) -> None:
+    """The demo's seeding: its counts on the console, its running progress in the log."""
+    print(line, file=sys.stderr if SEED_PROGRESS.match(line) else sys.stdout)
 
 
 def show_adapter(layout: AgentLayout) -> None:
