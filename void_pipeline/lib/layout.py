@@ -515,6 +515,11 @@ class DataLayout:
         """The VOID_* settings `make demo` used, for `make ui` to open on the demo's agent and data."""
         return self.root / "demo.env"
 
+    @property
+    def demo_log(self) -> Path:
+        """`make demo`'s log: every line of the libraries, converters and servers it runs (its console tells the story)."""
+        return self.root / "demo.log"
+
     def earlier_layout_exports(self) -> list[Path]:
         """Folders of the layout before agents/ (``<data>/ingest/did_*``): reported, never read."""
         legacy = self.root / "ingest"

@@ -16,17 +16,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from void_pipeline.lib import environments
 from void_pipeline.lib.curate.dataset import answer_messages
 from void_pipeline.lib.curate.reply_tool import REPLY_TOOL
+from void_pipeline.lib.evaluate.report import call_validity_verdict
 from void_pipeline.lib.files import write_text_atomic
 from void_pipeline.lib.layout import (
     REPO_ROOT,
@@ -41,6 +44,7 @@ from void_pipeline.lib.layout import (
 from void_pipeline.lib.train import training
 from void_pipeline.testworld.agent_file import DEMO_AGENT_FILE, write_demo_agent_file
 from void_pipeline.testworld.corpus import AGENT_NAME, COLLECTIONS, POST, Corpus, CorpusSpec, generate, record_text
+from void_pipeline.testworld.demo_console import Terminal, evaluation_table, output_to_log, story_logger
 from void_pipeline.testworld.devnet import (
     Devnet,
     DevnetError,
@@ -55,6 +59,7 @@ from void_pipeline.testworld.seeding import seed_corpus
 from void_pipeline.testworld.tiny_tokenizer import train_tokenizer
 
 DEMO_AGENT_POSTS = 2000
+SEED_PROGRESS = re.compile(r"\[seed\] [\d,]+/[\d,]+ records")
 DEMO_AGENT = "void-demo"  # the demo's agent folder: apart from the real agent's
 
 
@@ -91,14 +96,14 @@ def endpoints(info: DevnetInfo, health: DevnetHealth) -> dict[str, object]:
     }
 
 
-def devnet_seed(state_dir: Path, agent_posts: int, seed: int) -> str:
+def devnet_seed(state_dir: Path, agent_posts: int, seed: int, progress: Callable[[str], None] = print) -> str:
     """Generate and seed the corpus; returns the agent's handle. Also trains the corpus tokenizer for the demo."""
     info = DevnetInfo.load(state_dir)
     spec = CorpusSpec(seed=seed, agent_posts=agent_posts)
     corpus = generate(spec)
     print(f"[seed] generated {len(corpus.records):,} records for {len(corpus.accounts)} accounts (seed {seed})")
     out = seed_dir(state_dir)
-    result = seed_corpus(info, corpus, out_dir=out)
+    result = seed_corpus(info, corpus, out_dir=out, progress=progress)
     counts = result.manifest.group_by("collection").len().sort("collection")
     for collection in COLLECTIONS:
         n = counts.filter(counts["collection"] == collection)["len"].sum()
@@ -200,10 +205,11 @@ DEMO_SEQUENCE_LEN = 4096
 PRETRAIN_STEPS = 400  # the tiny base's own training (full, on other authors' posts and tool-call chats)
 
 
-def materialize_all(env_overrides: dict[str, str]) -> int:
+def materialize_all(env_overrides: dict[str, str], terminal: Terminal) -> int:
     """Materialize every asset in dependency order, in this one process (the code location loaded once, each run
     recorded in the instance, so the runs show in the UI): a partitioned asset runs once per partition;
-    consecutive unpartitioned assets run together."""
+    consecutive unpartitioned assets run together. Dagster's lines go to the demo's log, its story to the
+    terminal; the run's steps share one vLLM server (evaluation's, reused by the smoke test)."""
     os.environ.update(env_overrides)  # the code location reads its settings when it is imported, below
     home = dagster_home()
     home.mkdir(parents=True, exist_ok=True)
@@ -213,13 +219,19 @@ def materialize_all(env_overrides: dict[str, str]) -> int:
     import dagster as dg
 
     from void_pipeline.definitions import defs
+    from void_pipeline.resources.server import InferenceServer
 
     graph = defs.resolve_asset_graph()
     order = graph.toposorted_asset_keys
     if not order:
         print("no assets are defined yet: nothing to materialize")
         return 0
-    job = defs.resolve_implicit_global_asset_job_def()
+    groups = {key.to_user_string(): graph.get(key).group_name or "" for key in order}
+    job = defs.resolve_implicit_global_asset_job_def().with_logger_defs({"demo": story_logger(terminal, groups)})
+    # One vLLM server per run: the server resource's own settings, keep_running on (run config replaces them all)
+    server = (defs.resources or {}).get("server")
+    assert isinstance(server, InferenceServer)
+    resources = {"server": {"config": {**server.model_dump(), "keep_running": True}}}
     steps: list[tuple[list[dg.AssetKey], str | None]] = []
     for key in order:
         partitions = graph.get(key).partitions_def
@@ -230,6 +242,7 @@ def materialize_all(env_overrides: dict[str, str]) -> int:
                 steps.append(([key], None))
         else:
             steps.extend(([key], partition) for partition in partitions.get_partition_keys())
+    started_all = time.monotonic()
     with dg.DagsterInstance.get() as instance:
         # One GPU job at a time: the training step runs in the "gpu" pool.
         instance.event_log_storage.set_concurrency_slots("gpu", 1)
@@ -239,22 +252,29 @@ def materialize_all(env_overrides: dict[str, str]) -> int:
             started = time.monotonic()
             ops = {name: {"config": DEMO_RUN_CONFIG[name]} for name in names if name in DEMO_RUN_CONFIG}
             result = job.execute_in_process(
-                # the assets' progress lines, not Dagster's step-by-step events (those stay in the UI)
-                run_config={"ops": ops, "loggers": {"console": {"config": {"log_level": "INFO"}}}},
+                # no logger named: Dagster's console one
+                run_config={"ops": ops, "loggers": {"demo": {}}, "resources": resources},
                 instance=instance,
                 partition_key=partition,
                 asset_selection=keys,
                 raise_on_error=False,
                 tags={"void/trigger": "demo"},
             )
-            took = time.monotonic() - started
             if not result.success:
-                failures = [e.message or "" for e in result.all_events if e.is_failure]
-                print("\n".join(failures)[-8000:], file=sys.stderr)
-                print(f"[demo] {label} failed (run {result.run_id}, {took:.0f}s)", file=sys.stderr)
+                failures = [  # a step's own error (a Failure's description), not only "step failed"
+                    f"{e.step_key}: {e.step_failure_data.error.message.strip()}"
+                    if e.is_step_failure and e.step_failure_data.error
+                    else e.message or ""
+                    for e in result.all_events
+                    if e.is_failure
+                ]
+                took = time.monotonic() - started
+                terminal.fail(
+                    "\n".join(failures)[-4000:] + f"\n[demo] {label} failed (run {result.run_id}, {took:.0f} s)"
+                )
                 return 1
-            print(f"[demo] materialized {label} in {took:.1f}s")
-    print(f"[demo] {len(order)} assets materialized; runs are in {home} (make ui)")
+    took_all = time.monotonic() - started_all
+    print(f"[demo] {len(order)} assets materialized in {took_all:.0f} s; runs are in {home} (make ui)")
     return 0
 
 
@@ -278,8 +298,21 @@ def devnet_environment(info: DevnetInfo, agent_handle: str) -> dict[str, str]:
     return env
 
 
+def post_to_answer(prompt: str) -> str:
+    """The post a handler prompt asks to answer (the line after "THE POST TO ANSWER:"), shortened for the console."""
+    lines = prompt.splitlines()
+    marker = next((i for i, line in enumerate(lines) if line.strip() == "THE POST TO ANSWER:"), None)
+    post = next((line for line in lines[marker + 1 :] if line.strip()), "") if marker is not None else prompt
+    return shorten(post.strip())
+
+
+def shorten(text: str, limit: int = 100) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def show_example(layout: AgentLayout) -> None:
-    """Print one training example of the demo's chat dataset, as the model will see it."""
+    """One training example of the demo's chat dataset: the post answered and the start of the agent's reply."""
     train = layout.curate.chat_dataset("openai") / "train.jsonl"
     lines = train.read_text().splitlines() if train.exists() else []
     if not lines:
@@ -287,9 +320,11 @@ def show_example(layout: AgentLayout) -> None:
     row = json.loads(lines[0])
     user = next(m["content"] for m in row["messages"] if m["role"] == "user")
     calls = [c["function"]["arguments"]["text"] for m in row["messages"] for c in m.get("tool_calls", [])]
-    print(f"\n[demo] one training example ({train}):\n--- user ---\n{user}\n--- assistant: tool calls ---")
-    for number, text in enumerate(calls, 1):
-        print(f"{number}. add_post_to_bluesky_reply_thread(text={text!r})")
+    print(f"\n[demo] one of {len(lines):,} training examples (the first line of {train}):")
+    print(f"  the post:    {post_to_answer(user)}")
+    print(
+        f"  void's reply ({len(calls)} reply call{'s' if len(calls) != 1 else ''}): {shorten(calls[0] if calls else '')}"
+    )
 
 
 def save_demo_settings(env: dict[str, str]) -> Path:
@@ -302,31 +337,43 @@ def save_demo_settings(env: dict[str, str]) -> Path:
 
 
 def demo(agent_posts: int, seed: int, keep_devnet: bool) -> int:
-    state_dir = DataLayout(data_root()).devnet
-    try:
-        existing = DevnetInfo.load(state_dir)
-        if any(is_service_alive(p) for p in existing.processes()):
-            stop_devnet(existing)
-    except DevnetError:
-        pass
-    info = devnet_up(state_dir, None, None)
-    try:
-        agent = devnet_seed(state_dir, agent_posts, seed)
-        settings = devnet_environment(info, agent)
-        code = materialize_all(settings)
-        if code == 0:
-            layout = DataLayout(data_root()).agent(DEMO_AGENT)
-            show_example(layout)
-            show_adapter(layout)
-            show_evaluation(layout)
-            show_serving(layout)
-            print(f"[demo] settings for `make ui` (the demo's agent and data): {save_demo_settings(settings)}")
-            print("[demo] the runs, lineage and metadata: `make ui`, then open http://127.0.0.1:3000")
-    finally:
-        if not keep_devnet:
-            stop_devnet(info)
-            print("devnet stopped")
+    data = DataLayout(data_root())
+    state_dir = data.devnet
+    log = data.demo_log
+    log.unlink(missing_ok=True)  # this run's lines only
+    print(f"[demo] the libraries', converters' and servers' lines go to {log}")
+    started = time.monotonic()
+    with output_to_log(log) as terminal:
+        try:
+            existing = DevnetInfo.load(state_dir)
+            if any(is_service_alive(p) for p in existing.processes()):
+                stop_devnet(existing)
+        except DevnetError:
+            pass
+        info = devnet_up(state_dir, None, None)
+        try:
+            agent = devnet_seed(state_dir, agent_posts, seed, seeding_progress)
+            settings = devnet_environment(info, agent)
+            code = materialize_all(settings, terminal)
+            if code == 0:
+                layout = data.agent(DEMO_AGENT)
+                show_example(layout)
+                show_adapter(layout)
+                show_evaluation(layout)
+                show_serving(layout)
+                print(f"[demo] settings for `make ui` (the demo's agent and data): {save_demo_settings(settings)}")
+                print("[demo] the runs, lineage and metadata: `make ui`, then open http://127.0.0.1:3000")
+        finally:
+            if not keep_devnet:
+                stop_devnet(info)
+                print("devnet stopped")
+    print(f"[demo] {'done' if code == 0 else 'FAILED'} in {time.monotonic() - started:.0f} s; every line is in {log}")
     return code
+
+
+def seeding_progress(line: str) -> None:
+    """The demo's seeding: its counts on the console, its running progress in the log."""
+    print(line, file=sys.stderr if SEED_PROGRESS.match(line) else sys.stdout)
 
 
 def show_adapter(layout: AgentLayout) -> None:
@@ -362,11 +409,12 @@ def show_serving(layout: AgentLayout) -> None:
         event = instance.get_latest_materialization_event(dg.AssetKey("served_model"))
     metadata = event.asset_materialization.metadata if event and event.asset_materialization else {}
     if "smoke_answer" in metadata:
-        prompt, answer = metadata["smoke_prompt"].value, metadata["smoke_answer"].value
-        print(f"\n[demo] one held-out thread, as the handler sends it:\n{str(prompt).strip('`').strip()}")
-        print(f"[demo] the served model's reply, through the reference client (lib/serve/client.py):\n{answer}")
+        prompt, answer = str(metadata["smoke_prompt"].value), str(metadata["smoke_answer"].value)
+        print("[demo] its smoke test, a held-out thread asked as the handler asks (lib/serve/client.py):")
+        print(f"  the post:  {post_to_answer(prompt.strip('`'))}")
+        print(f"  its reply: {shorten(answer)}")
     print(
-        f"\n[demo] serve it: VOID_SERVE_API_KEY=... python -m void_pipeline serve up --agent {DEMO_AGENT}; ask it: python -m "
+        f"[demo] serve it: VOID_SERVE_API_KEY=... python -m void_pipeline serve up --agent {DEMO_AGENT}; ask it: python -m "
         f"void_pipeline reply <at://post> --agent {DEMO_AGENT} --appview-url <an AppView>"
     )
 
@@ -376,9 +424,15 @@ def show_evaluation(layout: AgentLayout) -> None:
     latest = layout.evaluate.read_latest()
     if latest is None:
         return
-    report = EvaluationPaths(latest.folder).report_markdown
-    if report.exists():
-        print(f"\n[demo] evaluation on held-out threads ({report}):\n{report.read_text()}")
+    files = EvaluationPaths(latest.folder)
+    if not files.report.exists():
+        return
+    report = json.loads(files.report.read_text())
+    print(
+        f"\n[demo] evaluation on {report.get('examples', '?')} held-out threads (every metric: {files.report_markdown}):"
+    )
+    print(evaluation_table(report))
+    print(f"[demo] {call_validity_verdict(report)}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,7 @@ from void_pipeline.lib.files import write_text_atomic
 from void_pipeline.lib.handoffs import EvaluationPointer, HandoffError
 from void_pipeline.lib.layout import AgentLayout, DatasetPaths, EvaluationPaths, RunPaths
 from void_pipeline.lib.serve.client import Sampling
-from void_pipeline.lib.serve.vllm_server import ServerFailed, ServerSpec, vllm_server
+from void_pipeline.lib.serve.vllm_server import ServerFailed, ServerSpec
 from void_pipeline.lib.settings import JUDGE_API_KEY_ENV
 from void_pipeline.lib.train import tracking
 from void_pipeline.lib.train.tracking import default_uri
@@ -66,9 +66,7 @@ def generate_on_vllm(
     profile = dataset_profile(files.request, files.system_prompt, files.tools)
     with bound_to_run_worker(context):
         try:
-            with vllm_server(
-                server.interpreter(), spec, paths.server_log, server.startup_timeout_s, context.log.info
-            ) as running:
+            with server.serving(spec, paths.server_log, context.log.info) as running:
                 context.log.info(f"vLLM up in {running.started_s:.0f} s at {running.url}: {running.models}")
                 return generate(
                     paths,

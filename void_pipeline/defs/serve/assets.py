@@ -36,7 +36,7 @@ from void_pipeline.lib.serve.bundle import (
 )
 from void_pipeline.lib.serve.client import Answer, Endpoint, EndpointError, Sampling, agent_loop
 from void_pipeline.lib.serve.metadata import served_metadata
-from void_pipeline.lib.serve.vllm_server import ServerFailed, ServerSpec, load_adapter, vllm_server
+from void_pipeline.lib.serve.vllm_server import ServerFailed, ServerSpec, load_adapter
 from void_pipeline.lib.train import tracking
 from void_pipeline.lib.train.tracking import default_uri
 from void_pipeline.resources.server import InferenceServer
@@ -202,9 +202,7 @@ def serve_and_smoke(
             raise ServerFailed(f"{url} serves another base model than {bundle.base_model}: restart it with serve up")
         answer, models = smoke(url, key, bundle, case)
         return ServingOutcome(url, True, how, answer, models)
-    with vllm_server(
-        server.interpreter(), spec, serve.root / "smoke-server.log", server.startup_timeout_s, context.log.info
-    ) as running:
+    with server.serving(spec, serve.root / "smoke-server.log", context.log.info) as running:
         answer, models = smoke(running.url, running.api_key, bundle, case)
     how = "no server was running: smoke-tested on a temporary one (void-pipeline serve up keeps one running)"
     return ServingOutcome(running.url, False, how, answer, models)

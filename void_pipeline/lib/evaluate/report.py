@@ -228,6 +228,28 @@ def build_report(
     return report
 
 
+def call_validity_verdict(report: Mapping[str, Any]) -> str:
+    """One line on whether the tuned model answers in the handler's shape (valid reply calls) more often than the
+    base, from a report's ``as_dict()``: a difference is claimed only where the two 95% intervals do not overlap."""
+    shares = {}
+    for model in ("tuned", "base"):
+        rate = report.get("scores", {}).get(model, {}).get("call_validity")
+        interval = report.get("intervals", {}).get(model, {}).get("call_validity")
+        if rate is None or not interval or any(math.isnan(v) for v in interval):
+            return f"no verdict on call validity: the {model} model's answers were not scored"
+        shares[model] = (float(rate), float(interval[0]), float(interval[1]))
+    (tuned, tuned_low, tuned_high), (base, base_low, base_high) = shares["tuned"], shares["base"]
+    numbers = f"{tuned:.2f} [{tuned_low:.2f}, {tuned_high:.2f}] vs {base:.2f} [{base_low:.2f}, {base_high:.2f}]"
+    if tuned_low > base_high:
+        return f"tuned answers in the handler's shape more often than base: {numbers} (95% intervals apart)"
+    if base_low > tuned_high:
+        return f"tuned answers in the handler's shape LESS often than base: {numbers} (95% intervals apart)"
+    return (
+        f"no clear difference in answering in the handler's shape, tuned vs base: {numbers}; the 95% intervals "
+        "overlap, so this sample shows no learning of the reply format"
+    )
+
+
 def judge_gates(report: EvalReport) -> None:
     gates = report.gates
     tuned = report.scores.get("tuned")

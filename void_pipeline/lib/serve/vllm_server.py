@@ -79,6 +79,28 @@ class ServerSpec:
     port: int | None = None  # None: a free port
 
 
+def serves_like(running: ServerSpec, wanted: ServerSpec) -> bool:
+    """Whether a server started for ``running`` can stand in for one started for ``wanted`` once wanted's adapters
+    are loaded into it at runtime: the same base model, engine, parser and chat template (compared by content: a
+    bundle holds its own copy), a LoRA slot at least as large, and no fixed port asked for."""
+    return (
+        running.model == wanted.model
+        and running.tool_call_parser == wanted.tool_call_parser
+        and _file_bytes(running.chat_template) == _file_bytes(wanted.chat_template)
+        and (running.dtype, running.max_model_len, running.extra_args)
+        == (wanted.dtype, wanted.max_model_len, wanted.extra_args)
+        and dict(running.env) == dict(wanted.env)
+        and running.host == wanted.host
+        and wanted.port is None
+        and bool(running.adapters) >= bool(wanted.adapters)
+        and (not wanted.adapters or lora_rank_slot(wanted.lora_rank) <= lora_rank_slot(running.lora_rank))
+    )
+
+
+def _file_bytes(path: str | None) -> bytes | None:
+    return Path(path).read_bytes() if path else None
+
+
 def lora_rank_slot(rank: int) -> int:
     for slot in LORA_RANK_SLOTS:
         if slot >= rank:
