@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from void_pipeline.lib.ingest.records import DEFAULT_COLLECTIONS, collection_error
+from void_pipeline.lib.ingest.collections import DEFAULT_COLLECTIONS, collection_error
 from void_pipeline.lib.layout import agent_name_error, default_agent_name
 from void_pipeline.lib.model import choose_model
 

@@ -8,7 +8,6 @@ arguments as JSON in ``tool_args``). Nothing is dropped silently: ``inputs == ke
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,39 +15,46 @@ from typing import Any
 import polars as pl
 
 from void_pipeline.lib.curate.reply_tool import grapheme_count
-from void_pipeline.lib.ingest.repo_car import to_json_value
-
-POST = "app.bsky.feed.post"
-REASONING = "stream.thought.reasoning"
-MEMORY = "stream.thought.memory"
-TOOL_CALL = "stream.thought.tool.call"
-TEXT_FIELD = {POST: "text", REASONING: "reasoning", MEMORY: "content", TOOL_CALL: "tool_name"}
-DEFAULT_COLLECTIONS = tuple(TEXT_FIELD)
-MAX_POST_GRAPHEMES = 300  # app.bsky.feed.post lexicon: maxGraphemes 300, maxLength 3000 (bytes)
-MAX_POST_BYTES = 3000
-MAX_RECORD_BYTES = 1_000_000  # anything bigger is not a record we can train on
-
-# A collection is an NSID (atproto.com/specs/nsid): a reversed domain, then a name of letters and digits.
-# Validated before it names a file or a partition: path characters never reach the file system.
-NSID = re.compile(
-    r"^[a-zA-Z]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)+\.[a-zA-Z][a-zA-Z0-9]{0,62}$"
+from void_pipeline.lib.ingest.collections import (  # re-exported: where callers have looked for them
+    DEFAULT_COLLECTIONS as DEFAULT_COLLECTIONS,
 )
-MAX_NSID_LENGTH = 317
-
-
-def collection_error(name: str) -> str | None:
-    """Why ``name`` is not a valid collection NSID, or None when it is."""
-    if len(name) <= MAX_NSID_LENGTH and NSID.match(name):
-        return None
-    return f"{name!r} is not a valid collection NSID (dot-separated, like app.bsky.feed.post or stream.thought.memory)"
-
-
-def require_collection(name: str) -> str:
-    error = collection_error(name)
-    if error:
-        raise ValueError(error)
-    return name
-
+from void_pipeline.lib.ingest.collections import (
+    MAX_NSID_LENGTH as MAX_NSID_LENGTH,
+)
+from void_pipeline.lib.ingest.collections import (
+    MAX_POST_BYTES as MAX_POST_BYTES,
+)
+from void_pipeline.lib.ingest.collections import (
+    MAX_POST_GRAPHEMES as MAX_POST_GRAPHEMES,
+)
+from void_pipeline.lib.ingest.collections import (
+    MAX_RECORD_BYTES as MAX_RECORD_BYTES,
+)
+from void_pipeline.lib.ingest.collections import (
+    MEMORY as MEMORY,
+)
+from void_pipeline.lib.ingest.collections import (
+    NSID as NSID,
+)
+from void_pipeline.lib.ingest.collections import (
+    POST as POST,
+)
+from void_pipeline.lib.ingest.collections import (
+    REASONING as REASONING,
+)
+from void_pipeline.lib.ingest.collections import (
+    TEXT_FIELD as TEXT_FIELD,
+)
+from void_pipeline.lib.ingest.collections import (
+    TOOL_CALL as TOOL_CALL,
+)
+from void_pipeline.lib.ingest.collections import (
+    collection_error as collection_error,
+)
+from void_pipeline.lib.ingest.collections import (
+    require_collection as require_collection,
+)
+from void_pipeline.lib.ingest.repo_car import to_json_value
 
 RAW_SCHEMA: dict[str, pl.DataType] = {
     "uri": pl.String(),
