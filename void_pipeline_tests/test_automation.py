@@ -7,10 +7,6 @@ tested with each stage); the conditions, schedules and their decisions are the r
 from __future__ import annotations
 
 import datetime
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import dagster as dg
@@ -20,7 +16,7 @@ from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
 from void_pipeline.definitions import defs
 from void_pipeline.defs.ingest.assets import COLLECTIONS
 from void_pipeline.defs.train.automation import RETRAIN_MIN_NEW_EXAMPLES, retrain_on_growth
-from void_pipeline.lib.layout import REPO_ROOT
+from void_pipeline_tests.support.cli import fresh_process_json
 
 WAITS = f"retraining waits for {RETRAIN_MIN_NEW_EXAMPLES:,}"
 CURATE = {"thread_context", "context_window", "filtered_records", "chat_dataset"}
@@ -155,16 +151,7 @@ def automation_statuses(env: dict[str, str]) -> dict[str, str]:
         "import json; from void_pipeline.definitions import defs; r = defs.get_repository_def(); "
         "print(json.dumps({d.name: d.default_status.value for d in [*r.schedule_defs, *r.sensor_defs]}))"
     )
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("VOID_")}
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        env={**clean, **env, "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+    return dict(fresh_process_json(script, env, timeout=120))
 
 
 @pytest.mark.integration

@@ -5,15 +5,11 @@ defaults are checked in a process without VOID_* variables, changed values in on
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 
-from void_pipeline.lib.layout import REPO_ROOT
+from void_pipeline_tests.support.cli import fresh_process_json
 
 # The code location's schedules and sensors, and one retrain tick on an instance where chat_dataset's train split
 # has 160 examples and the adapter was trained on 100 (it grew by 60).
@@ -37,17 +33,7 @@ print(json.dumps({
 
 
 def built_with(env: dict[str, str]) -> dict[str, Any]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("VOID_", "DAGSTER_"))}
-    result = subprocess.run(
-        [sys.executable, "-c", PROBE],
-        env={**clean, **env, "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+    return dict(fresh_process_json(PROBE, env, drop=("VOID_", "DAGSTER_")))
 
 
 @pytest.fixture(scope="module")
