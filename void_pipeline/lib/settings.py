@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from void_pipeline.lib.accelerator import ACCELERATOR_ENV, choice_error
 from void_pipeline.lib.ingest.collections import DEFAULT_COLLECTIONS, collection_error
 from void_pipeline.lib.layout import agent_name_error, default_agent_name
 from void_pipeline.lib.model import choose_model
@@ -66,6 +67,7 @@ class Settings:
     retrain_min_new_examples: int = 500  # the weekly retrain runs only when the training set grew by this many
     live_interval_s: int = 30  # seconds between agent_repo_sensor's ticks
     executor: str | None = None  # "k8s": each step a Kubernetes Job; None: Dagster's default
+    accelerator: str = "auto"  # auto | cuda | cpu: lib/accelerator.resolve() turns it into cuda or cpu
     serve_url: str | None = None  # a serving endpoint this machine did not start; None: the managed server
     serve_api_key: str | None = field(default=None, repr=False)
     app_password: str | None = field(default=None, repr=False)  # the agent's app password (ingest, reply --post)
@@ -210,6 +212,10 @@ def from_environment(env: Mapping[str, str] | None = None) -> Settings:
     if executor is not None and executor not in EXECUTORS:
         problems.append(f"VOID_EXECUTOR={executor!r} must be k8s or unset (Dagster's default executor)")
         executor = None
+    accelerator = env.get(ACCELERATOR_ENV, "").strip().lower() or Settings.accelerator
+    if error := choice_error(accelerator):
+        problems.append(error)
+        accelerator = Settings.accelerator
     tracking_uri = env.get("VOID_MLFLOW_TRACKING_URI") or None
     if tracking_uri is None and env.get(MLFLOW_CLIENT_URI_ENV):
         tracking_uri = env[MLFLOW_CLIENT_URI_ENV]
@@ -235,6 +241,7 @@ def from_environment(env: Mapping[str, str] | None = None) -> Settings:
         retrain_min_new_examples=retrain_min or Settings.retrain_min_new_examples,
         live_interval_s=live_interval or Settings.live_interval_s,
         executor=executor,
+        accelerator=accelerator,
         serve_url=env.get(SERVE_URL_ENV) or None,
         serve_api_key=env.get(SERVE_API_KEY_ENV) or None,
         app_password=env.get(APP_PASSWORD_ENV) or None,
