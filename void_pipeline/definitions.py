@@ -59,6 +59,7 @@ def resources_from_environment(chosen: Settings | None = None) -> dict[str, obje
         overlays=list(chosen.trainer_overlays),
         local_path=chosen.base_model_path,
         sequence_len=chosen.sequence_len,
+        accelerator=chosen.accelerator,
     )
     trainer = Trainer(
         overrides={"max_steps": chosen.trainer_max_steps} if chosen.trainer_max_steps else {},

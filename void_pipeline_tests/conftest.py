@@ -110,7 +110,7 @@ def curated(
     resources = {
         "endpoint": devnet_endpoint,
         "storage": storage,
-        # the model choice the tests train with: the CPU overlay, counted with the tiny model's tokenizer
+        # the model choice the tests train with: the tiny overlay (cpu first, on a CPU), counted with the tiny model's tokenizer
         "model": model_choice(local_path=str(corpus_tokenizer)),
     }
     metadata: dict[str, Any] = {"storage": storage, "resources": resources, "checks": {}, "filtered_checks": {}}

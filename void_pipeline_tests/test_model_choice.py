@@ -23,7 +23,7 @@ def test_each_config_names_the_model_it_trains(config: str) -> None:
 
 def test_choosing_qwen_trains_qwen_with_a_local_copy_and_an_override(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
-    chosen = choose_model("qwen2.5-7b-instruct", ["cpu-tiny"], str(tmp_path), 2048)
+    chosen = choose_model("qwen2.5-7b-instruct", ["tiny"], str(tmp_path), 2048)
     assert (chosen.name, chosen.weights, chosen.sequence_len) == ("Qwen/Qwen2.5-7B-Instruct", str(tmp_path), 2048)
     assert chosen.identity()["model_family"] == "qwen" and chosen.identity()["model_config"] == "qwen2.5-7b-instruct"
     # a local copy's config.json decides the family whatever the folder is called
@@ -46,11 +46,11 @@ def test_an_unknown_config_is_a_settings_problem_and_the_old_variable_is_refused
 
 
 def test_a_dataset_built_for_another_choice_is_refused_line_by_line(corpus_tokenizer: Path, tmp_path: Path) -> None:
-    built = choose_model("llama-3.1-8b-instruct", ["cpu-tiny"], str(corpus_tokenizer), 4096).identity()
+    built = choose_model("llama-3.1-8b-instruct", ["tiny"], str(corpus_tokenizer), 4096).identity()
     assert built["vocabulary"] and built["vocabulary"] == vocabulary_fingerprint(corpus_tokenizer)
-    same = choose_model("llama-3.1-8b-instruct", ["cpu-tiny"], str(corpus_tokenizer), 4096)
+    same = choose_model("llama-3.1-8b-instruct", ["tiny"], str(corpus_tokenizer), 4096)
     assert mismatch(built, same) == []
-    longer = choose_model("llama-3.1-8b-instruct", ["cpu-tiny"], str(corpus_tokenizer), 8192)
+    longer = choose_model("llama-3.1-8b-instruct", ["tiny"], str(corpus_tokenizer), 8192)
     assert mismatch(built, longer) == [
         "the dataset was built for sequence_len 4096 and this training uses 8192: rebuild chat_dataset (it takes "
         "sequence_len from the same model choice)"
@@ -66,7 +66,7 @@ def test_a_dataset_built_for_another_choice_is_refused_line_by_line(corpus_token
     (first, one), (second, two) = sorted(vocab["model"]["vocab"].items(), key=lambda kv: kv[1])[-2:]
     vocab["model"]["vocab"].update({first: two, second: one})  # two tokens trade ids: another tokenizer
     (other / "tokenizer.json").write_text(json.dumps(vocab))
-    retokenized = mismatch(built, choose_model("llama-3.1-8b-instruct", ["cpu-tiny"], str(other), 4096))
+    retokenized = mismatch(built, choose_model("llama-3.1-8b-instruct", ["tiny"], str(other), 4096))
     assert retokenized == [
         "the dataset's token counts come from another tokenizer than the training model's: rebuild chat_dataset"
     ]

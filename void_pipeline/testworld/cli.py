@@ -291,7 +291,7 @@ def devnet_environment(info: DevnetInfo, agent_handle: str) -> dict[str, str]:
     if (tiny / "config.json").exists():
         env.update(
             VOID_BASE_MODEL_PATH=str(tiny),
-            VOID_TRAINER_OVERLAYS="cpu-tiny",
+            VOID_TRAINER_OVERLAYS="tiny",
             VOID_TRAINER_MAX_STEPS=str(DEMO_TRAINING_STEPS),
             VOID_SEQUENCE_LEN=str(DEMO_SEQUENCE_LEN),
         )

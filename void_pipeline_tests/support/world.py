@@ -27,6 +27,7 @@ def agent_ingest(data_root: Path, agent: str = "void") -> IngestPaths:
 
 
 def model_choice(**changes: Any) -> ModelChoice:
-    """The tests' model choice: the default config with the CPU overlay at sequence_len 4096, ``changes`` on top."""
-    fields: dict[str, Any] = {"overlays": ["cpu-tiny"], "sequence_len": 4096, **changes}
+    """The tests' model choice: the default config with the tiny overlay (the cpu one first, on a CPU) at
+    sequence_len 4096, ``changes`` on top."""
+    fields: dict[str, Any] = {"overlays": ["tiny"], "sequence_len": 4096, **changes}
     return ModelChoice(**fields)

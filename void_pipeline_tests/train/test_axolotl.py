@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from void_pipeline.lib.curate.reply_tool import REPLY_TOOL, REPLY_TOOL_NAME
-from void_pipeline.lib.train.axolotl_config import CANDIDATES, CPU_OVERLAY, effective_config, write
+from void_pipeline.lib.train.axolotl_config import CANDIDATES, CPU_OVERLAY, TINY_OVERLAY, effective_config, write
 from void_pipeline.testworld.corpus import Corpus, record_text
 from void_pipeline_tests.support.trainer import run_trainer
 
@@ -66,9 +66,17 @@ def test_the_tiny_model_renders_tools_and_tool_calls(trainer_bin: Path, tiny_mod
 def test_every_candidate_config_passes_axolotl_validation_and_an_unknown_key_fails(
     trainer_bin: Path, tiny_model: Path, tiny_dataset: Path, tmp_path: Path
 ) -> None:
-    configs = [effective_config(c, [CPU_OVERLAY], str(tiny_model), tiny_dataset, tmp_path / c) for c in CANDIDATES]
+    configs = [
+        effective_config(c, [CPU_OVERLAY, TINY_OVERLAY], str(tiny_model), tiny_dataset, tmp_path / c)
+        for c in CANDIDATES
+    ]
     typo = effective_config(
-        CANDIDATES[0], [CPU_OVERLAY], str(tiny_model), tiny_dataset, tmp_path / "typo", extra={"lora_rank": 8}
+        CANDIDATES[0],
+        [CPU_OVERLAY, TINY_OVERLAY],
+        str(tiny_model),
+        tiny_dataset,
+        tmp_path / "typo",
+        extra={"lora_rank": 8},
     )
     *candidates, unknown = validate(trainer_bin, [*configs, typo], tmp_path)
     expected = {"valid": True, "base_model": str(tiny_model), "adapter": "qlora", "sequence_len": 8192}

@@ -41,7 +41,7 @@ def test_the_adapter_trains_learns_is_tracked_registered_and_merged(
     meta = result.asset_materializations_for_node("lora_adapter")[0].metadata
     adapter = Path(str(value(meta, "adapter_path")))
     assert (adapter / "adapter_model.safetensors").stat().st_size > 0 and value(meta, "steps") == 12
-    lora = json.loads((adapter / "adapter_config.json").read_text())  # the cpu-tiny overlay's LoRA on every projection
+    lora = json.loads((adapter / "adapter_config.json").read_text())  # the tiny overlay's LoRA on every projection
     assert lora["r"] == 8 and {"q_proj", "k_proj", "v_proj", "o_proj", "down_proj"} <= set(lora["target_modules"])
     assert sorted(p.name for p in adapter.glob("checkpoint-*")) == ["checkpoint-12", "checkpoint-6"]
     assert value(meta, "base_model") == str(tiny_model) and "| 12 |" in str(value(meta, "loss_curve"))
@@ -141,8 +141,8 @@ def test_killing_the_run_worker_stops_the_trainer_and_the_next_run_resumes(
         "VOID_APPVIEW_URL": endpoint.appview_url,
         "VOID_BASE_MODEL_PATH": str(tiny_model),
         "VOID_SEQUENCE_LEN": "4096",
-        "VOID_TRAINER_OVERLAYS": "cpu-tiny",
-        "VOID_TRAINER_MAX_STEPS": "10",  # cpu-tiny saves every 5 steps: killed after checkpoint-5, resumed there
+        "VOID_TRAINER_OVERLAYS": "tiny",
+        "VOID_TRAINER_MAX_STEPS": "10",  # tiny saves every 5 steps: killed after checkpoint-5, resumed there
     }
     command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "void_pipeline.definitions"]
     worker = subprocess.Popen(

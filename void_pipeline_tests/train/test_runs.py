@@ -28,7 +28,7 @@ def setup(curated: dict[str, Any], corpus_tokenizer: Path, tmp_path: Path) -> tu
     model.mkdir()
     shutil.copy(corpus_tokenizer / "tokenizer.json", model / "tokenizer.json")
     (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    chosen = choose_model("llama-3.1-8b-instruct", ["cpu-tiny"], str(model), 4096)
+    chosen = choose_model("llama-3.1-8b-instruct", ["cpu", "tiny"], str(model), 4096)
     return dataset, chosen, DataLayout(tmp_path / "data").agent("void").train
 
 
@@ -82,7 +82,7 @@ def test_what_refuses_a_run_before_it_starts(setup: tuple[Path, ChosenModel, Any
     shutil.copytree(dataset, sharegpt)
     with pytest.raises(runs.CannotTrain, match="latest chat_dataset is in the sharegpt format"):
         runs.plan_training(train, sharegpt, chosen, {}, "run-a")
-    qwen = choose_model("qwen2.5-7b-instruct", ["cpu-tiny"], None, 2048)
+    qwen = choose_model("qwen2.5-7b-instruct", ["cpu", "tiny"], None, 2048)
     with pytest.raises(runs.CannotTrain) as refused:
         runs.plan_training(train, dataset, qwen, {}, "run-a")
     errors = refused.value.errors  # one line per problem

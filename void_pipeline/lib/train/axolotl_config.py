@@ -1,4 +1,7 @@
-"""axolotl configs: one versioned base per model candidate plus an overlay, made into the effective config of a run.
+"""axolotl configs: one versioned base per model candidate plus overlays, made into the effective config of a run.
+
+On a CPU the ``cpu`` overlay comes first (``accelerator_overlays``): fp32, sdpa, no CUDA kernels or optimizers; on
+CUDA the base config's own settings (bf16, the GPU batch) run as written.
 
 Pure: reads and writes YAML; axolotl's own validation runs in the trainer environment
 (``python -m void_pipeline.external.validate_axolotl``).
@@ -16,7 +19,8 @@ from void_pipeline.lib.layout import REPO_ROOT
 
 CONFIG_DIR = REPO_ROOT / "axolotl_configs"
 CANDIDATES = ("llama-3.1-8b-instruct", "mistral-7b-v0.3-instruct", "llama-3.2-3b-instruct", "qwen2.5-7b-instruct")
-CPU_OVERLAY = "cpu-tiny"
+CPU_OVERLAY = "cpu"  # what training on a CPU needs, whatever the model
+TINY_OVERLAY = "tiny"  # the tiny test model's short run (tests, make demo)
 
 
 def load(name: str, folder: Path = CONFIG_DIR) -> dict[str, Any]:
@@ -28,6 +32,11 @@ def load(name: str, folder: Path = CONFIG_DIR) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise ValueError(f"{path} is not a mapping of config keys")
     return loaded
+
+
+def accelerator_overlays(accelerator: str) -> tuple[str, ...]:
+    """The overlays an accelerator (cuda | cpu, lib/accelerator.resolve) puts before the operator's."""
+    return (CPU_OVERLAY,) if accelerator == "cpu" else ()
 
 
 def effective_config(
