@@ -1,7 +1,9 @@
 """Train a LoRA adapter with axolotl, reporting to Dagster through Pipes (runs in the trainer environment).
 
-Extras from the asset: ``config`` (the effective axolotl config file), ``run_dir``, ``output_dir`` and
-``start_step`` (the checkpoint's step when resuming). Two stages, each a process of its own:
+Extras from the asset: ``config`` (the effective axolotl config file), ``run_dir``, ``output_dir``, ``start_step``
+(the checkpoint's step when resuming) and ``accelerator`` (cuda | cpu, what the config was made for). On cuda the GPU
+is checked first (lib/train/gpu_memory.py): no GPU, or too little memory for the base, is one line before anything
+loads. Then two stages, each a process of its own:
 
 1. ``prepare_data``: axolotl's config validation, the base model, and the tokenized datasets (zero trainable
    examples stop here, before any training);
@@ -32,11 +34,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
 from dagster_pipes import PipesContext, open_dagster_pipes
 
+from void_pipeline.lib.accelerator import gpu_memory_mib
 from void_pipeline.lib.files import Busy, OwnerLock, acquire_owner, write_text_atomic
 from void_pipeline.lib.layout import RunPaths
 from void_pipeline.lib.processes import exit_when_gone, pid_alive, spawn_group, stop_group
+from void_pipeline.lib.train.gpu_memory import training_fit
 
 METRICS_PATH_ENV = "VOID_METRICS_PATH"  # where the trainer's callback appends (external/axolotl_metrics.py)
 # The run folder's lock, held for the life of this process (a lock object that is garbage collected is released);
@@ -175,9 +180,27 @@ def prepare(pipes: PipesContext, config: Path, failure_path: Path) -> dict[str, 
     return result
 
 
+def gpu_fits(pipes: PipesContext, config: Path, failure_path: Path) -> bool:
+    """The GPU is there and holds the base for QLoRA (else the failure file says so, in one line)."""
+    fits, line = training_fit(str(yaml.safe_load(config.read_text())["base_model"]), gpu_memory_mib())
+    if not fits:
+        fail(pipes, failure_path, "gpu", [line])
+    else:
+        pipes.log.info(line)
+    return fits
+
+
 def train(
-    pipes: PipesContext, config: Path, run: RunPaths, output_dir: Path, start_step: int, failure_path: Path
+    pipes: PipesContext,
+    config: Path,
+    run: RunPaths,
+    output_dir: Path,
+    start_step: int,
+    failure_path: Path,
+    accelerator: str = "cpu",
 ) -> int:
+    if accelerator == "cuda" and not gpu_fits(pipes, config, failure_path):
+        return 2
     if lock_run_folder(pipes, run, failure_path, f"training, Dagster run {pipes.run_id}") is None:
         return 3
     data = prepare(pipes, config, failure_path)
@@ -231,6 +254,7 @@ def main() -> None:
             Path(str(pipes.get_extra("output_dir"))),
             int(pipes.get_extra("start_step") or 0),
             Path(str(pipes.get_extra("failure_path"))),
+            str(pipes.get_extra("accelerator") or "cpu"),
         )
     )
 

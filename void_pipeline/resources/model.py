@@ -22,10 +22,14 @@ class ModelChoice(dg.ConfigurableResource):
     )
     sequence_len: int | None = Field(default=None, description="overrides the config's sequence_len")
 
-    def chosen(self) -> ChosenModel:
+    def resolved_accelerator(self) -> str:
+        """cuda or cpu: what the training config is made for (``auto``: what nvidia-smi sees here)."""
         if error := accelerator.choice_error(self.accelerator):
             raise dg.Failure(error, allow_retries=False)
-        first = accelerator_overlays(accelerator.resolve(self.accelerator))
+        return accelerator.resolve(self.accelerator)
+
+    def chosen(self) -> ChosenModel:
+        first = accelerator_overlays(self.resolved_accelerator())
         overlays = [*first, *(o for o in self.overlays if o not in first)]
         try:
             return choose_model(self.config, overlays, self.local_path, self.sequence_len)

@@ -19,12 +19,18 @@ from void_pipeline.resources.trainer import Trainer
 
 
 def train(
-    context: dg.AssetExecutionContext, client: dg.PipesSubprocessClient, trainer: Trainer, plan: runs.TrainingPlan
+    context: dg.AssetExecutionContext,
+    client: dg.PipesSubprocessClient,
+    trainer: Trainer,
+    plan: runs.TrainingPlan,
+    accelerator: str,
 ) -> dict[str, Any]:
-    """The planned run trained by axolotl in the trainer environment; a failed one is recorded as failed (unless the
-    trainer refused it for another's lock: that folder's state is its holder's). The metadata it reported."""
+    """The planned run trained by axolotl in the trainer environment (on ``accelerator``: cuda | cpu); a failed one
+    is recorded as failed (unless the trainer refused it for another's lock: that folder's state is its holder's).
+    The metadata it reported."""
     runs.begin(plan, context.run.run_id)
     extras = {"config": str(plan.run.config), "output_dir": str(plan.output_dir), "start_step": plan.start_step}
+    extras["accelerator"] = accelerator
     try:
         return reported_metadata(
             run_external(context, client, trainer, "void_pipeline.external.train_lora", plan.run, extras)
@@ -66,7 +72,7 @@ def lora_adapter(
     if plan.resumed:
         context.log.info(f"resuming {plan.run.root.name} from {plan.resumed.checkpoint.name} (step {plan.start_step})")
     context.log.info(f"training {chosen.config} (+{list(chosen.overlays)}) on {plan.dataset}; config {plan.run.config}")
-    reported = train(context, pipes_subprocess_client, trainer, plan)
+    reported = train(context, pipes_subprocess_client, trainer, plan, model.resolved_accelerator())
     summary = runs.finish(
         plan,
         layout.train,
