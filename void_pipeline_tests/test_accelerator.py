@@ -108,3 +108,21 @@ def test_cuda_environments_decline_the_local_wheel_folder_that_holds_cpu_torch(
     assert not any(spec.local_wheels for spec in environments.CUDA_ENVIRONMENTS.values())
     cpu_trainer = environments.ENVIRONMENTS["trainer"]
     assert isinstance(cpu_trainer, environments.PythonEnv) and cpu_trainer.local_wheels  # its torch+cpu is there
+
+
+@pytest.mark.skipif(accelerator.has_gpu(), reason="this host has a GPU")
+def test_a_training_step_asked_for_cuda_without_a_gpu_fails_with_the_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dagster as dg
+
+    from void_pipeline.resources.trainer import Trainer
+
+    monkeypatch.setenv("VOID_ACCELERATOR", "cuda")
+    monkeypatch.setenv("VOID_PIPELINE_CACHE", str(tmp_path))
+    with pytest.raises(dg.Failure) as failed:
+        Trainer().interpreter()
+    assert failed.value.description is not None
+    assert failed.value.description.startswith("VOID_ACCELERATOR=cuda but nvidia-smi lists no GPU on this host")
+    assert not (tmp_path / "envs").exists() or not any((tmp_path / "envs").iterdir())
+    assert Trainer(python="/opt/trainer/bin/python").interpreter() == "/opt/trainer/bin/python"  # an image's: no check

@@ -25,4 +25,9 @@ class Trainer(dg.ConfigurableResource):
     )
 
     def interpreter(self) -> str:
-        return self.python or str(environments.ensure("trainer") / "bin" / "python")
+        """The image's interpreter, or the cached trainer environment of this host's accelerator (CUDA asked of a
+        host without a GPU: one line, no retry)."""
+        try:
+            return self.python or str(environments.ensure("trainer") / "bin" / "python")
+        except environments.SetupError as err:
+            raise dg.Failure(str(err), allow_retries=False) from err
