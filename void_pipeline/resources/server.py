@@ -47,7 +47,10 @@ class InferenceServer(dg.ConfigurableResource):
     _kept_server: tuple[ServerSpec, RunningServer] | None = PrivateAttr(default=None)
 
     def interpreter(self) -> str:
-        return self.python or str(environments.ensure("server") / "bin" / "python")
+        try:
+            return self.python or str(environments.ensure("server") / "bin" / "python")
+        except environments.SetupError as err:  # CUDA asked of a host without a GPU: one line, no retry
+            raise dg.Failure(str(err), allow_retries=False) from err
 
     def on_cpu(self) -> bool:
         return accelerator.resolve(settings().accelerator) == "cpu" if self.cpu is None else self.cpu
