@@ -246,7 +246,8 @@ CUDA_ENVIRONMENTS: dict[str, PythonEnv] = {
 
 def accelerator() -> str:
     """cuda or cpu. VOID_ACCELERATOR is read here from the environment, not through lib/settings.py (the one exception
-    to "settings only"): setup runs before the environment settings need exists; both validate it the same way."""
+    to "settings only"): setup runs before the orchestrator environment that settings import from exists. Both
+    validate it with lib/accelerator.py."""
     choice = os.environ.get(ACCELERATOR_ENV, "").strip().lower() or "auto"
     if error := choice_error(choice):
         raise SetupError(error)
