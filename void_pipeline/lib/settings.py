@@ -40,7 +40,12 @@ APP_PASSWORD_ENV = "VOID_APP_PASSWORD"  # Dagster reads it at run time (EnvVar):
 SERVE_API_KEY_ENV = "VOID_SERVE_API_KEY"  # the endpoint's key, for the server and for every client
 JUDGE_API_KEY_ENV = "VOID_JUDGE_API_KEY"  # the evaluation judge's key (another variable can be named in run config)
 SERVE_URL_ENV = "VOID_SERVE_URL"  # a server this machine did not start (another container): its base URL
-EXECUTORS = ("k8s",)  # VOID_EXECUTOR; unset: Dagster's default executor
+EXECUTORS = ("docker", "k8s")  # VOID_EXECUTOR; unset: Dagster's default executor
+CONTAINER_DEFAULTS = {  # what docker/compose.yaml and deploy/helm/values.yaml name (a test reads both)
+    "trainer_image": "void-pipeline/trainer",
+    "data_volume": "void-pipeline-data",
+    "docker_network": "void-pipeline",
+}
 MLFLOW_CLIENT_URI_ENV = "MLFLOW_TRACKING_URI"  # the MLflow client's own name: the fallback for ours
 
 
@@ -66,6 +71,11 @@ class Settings:
     retrain_min_new_examples: int = 500  # the weekly retrain runs only when the training set grew by this many
     live_interval_s: int = 30  # seconds between agent_repo_sensor's ticks
     executor: str | None = None  # "k8s": each step a Kubernetes Job; None: Dagster's default
+    # docker/k8s: the Pipes steps' container: the trainer image, the data volume (Docker) or claim (Kubernetes)
+    # mounted at the data folder's path, the Docker network
+    trainer_image: str = CONTAINER_DEFAULTS["trainer_image"]
+    data_volume: str = CONTAINER_DEFAULTS["data_volume"]
+    docker_network: str = CONTAINER_DEFAULTS["docker_network"]
     serve_url: str | None = None  # a serving endpoint this machine did not start; None: the managed server
     serve_api_key: str | None = field(default=None, repr=False)
     app_password: str | None = field(default=None, repr=False)  # the agent's app password (ingest, reply --post)
@@ -208,7 +218,9 @@ def from_environment(env: Mapping[str, str] | None = None) -> Settings:
     live_interval = positive_int(env, "VOID_LIVE_INTERVAL_S", "seconds between the firehose sensor's ticks", problems)
     executor = env.get("VOID_EXECUTOR", "").strip() or None
     if executor is not None and executor not in EXECUTORS:
-        problems.append(f"VOID_EXECUTOR={executor!r} must be k8s or unset (Dagster's default executor)")
+        problems.append(
+            f"VOID_EXECUTOR={executor!r} must be docker, k8s or unset (Dagster's default executor, no containers)"
+        )
         executor = None
     tracking_uri = env.get("VOID_MLFLOW_TRACKING_URI") or None
     if tracking_uri is None and env.get(MLFLOW_CLIENT_URI_ENV):
@@ -235,6 +247,9 @@ def from_environment(env: Mapping[str, str] | None = None) -> Settings:
         retrain_min_new_examples=retrain_min or Settings.retrain_min_new_examples,
         live_interval_s=live_interval or Settings.live_interval_s,
         executor=executor,
+        trainer_image=env.get("VOID_TRAINER_IMAGE") or Settings.trainer_image,
+        data_volume=env.get("VOID_DATA_VOLUME") or Settings.data_volume,
+        docker_network=env.get("VOID_DOCKER_NETWORK") or Settings.docker_network,
         serve_url=env.get(SERVE_URL_ENV) or None,
         serve_api_key=env.get(SERVE_API_KEY_ENV) or None,
         app_password=env.get(APP_PASSWORD_ENV) or None,
