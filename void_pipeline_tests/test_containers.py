@@ -67,6 +67,7 @@ def test_docker_container_runs_the_step_in_the_trainer_image_on_one_gpu_with_the
         "shm_size": "8gb",
         "network": "void-pipeline",
         "init": True,
+        "labels": {"void-pipeline.step": module},
     }
 
 
@@ -149,6 +150,7 @@ def test_run_external_hands_the_docker_client_exactly_our_container(
         {"Driver": "nvidia", "Count": 1, "Capabilities": [["gpu"]]}
     ]
     assert (host["ShmSize"], host["NetworkMode"], host["Init"]) == (8 * 1024**3, "void-pipeline", True)
+    assert created["labels"] == {"void-pipeline.step": "void_pipeline.external.merge_lora"}
     assert engine.calls == ["start", "wait", "stop"]
     # what our entry points read through open_dagster_pipes(): the run's paths, and no host pid to watch
     assert extras == {

@@ -20,6 +20,7 @@ GPU_TOLERATIONS = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSche
 SHM_SIZE = "8gb"  # Docker's spelling, as compose's shm_size
 SHM_SIZE_K8S = "8Gi"
 DATA_VOLUME = "pipeline-data"  # the pod's name for the claim (the Helm values' volumes use the same)
+STEP_LABEL = "void-pipeline.step"  # on each Docker container: the step's module
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ def docker_container_kwargs(step: StepContainer, network: str) -> dict[str, Any]
         "shm_size": SHM_SIZE,
         "network": network,
         "init": True,  # a small init as pid 1 reaps the trainer's process groups and forwards the stop signal
+        "labels": {STEP_LABEL: step.module},  # finished containers are kept (their logs): found and pruned by it
     }
 
 
