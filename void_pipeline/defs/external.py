@@ -108,8 +108,8 @@ def run_in_container(
 ) -> dg.PipesClientCompletedInvocation:
     """The step through dagster-docker's or dagster-k8s's Pipes client (context in an environment variable, messages
     read from the container's log), by VOID_EXECUTOR; the client library is imported only when chosen."""
-    step = trainer_container(module, run)
-    if settings().executor == "docker":
+    step, chosen = trainer_container(module, run), settings()
+    if chosen.executor == "docker":
         from dagster_docker import PipesDockerClient
 
         return PipesDockerClient().run(
@@ -117,7 +117,7 @@ def run_in_container(
             image=step.image,
             command=step.command,
             env=step.env,
-            container_kwargs=containers.docker_container_kwargs(step, settings().docker_network),
+            container_kwargs=containers.docker_container_kwargs(step, chosen.docker_network),
             extras=extras,
         )
     from dagster_k8s import PipesK8sClient

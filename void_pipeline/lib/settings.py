@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,11 +42,8 @@ SERVE_API_KEY_ENV = "VOID_SERVE_API_KEY"  # the endpoint's key, for the server a
 JUDGE_API_KEY_ENV = "VOID_JUDGE_API_KEY"  # the evaluation judge's key (another variable can be named in run config)
 SERVE_URL_ENV = "VOID_SERVE_URL"  # a server this machine did not start (another container): its base URL
 EXECUTORS = ("docker", "k8s")  # VOID_EXECUTOR; unset: Dagster's default executor
-CONTAINER_DEFAULTS = {  # what docker/compose.yaml and deploy/helm/values.yaml name (a test reads both)
-    "trainer_image": "void-pipeline/trainer",
-    "data_volume": "void-pipeline-data",
-    "docker_network": "void-pipeline",
-}
+# A Docker volume and a Kubernetes claim both accept this (a DNS-1123 name)
+VOLUME_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 MLFLOW_CLIENT_URI_ENV = "MLFLOW_TRACKING_URI"  # the MLflow client's own name: the fallback for ours
 
 
@@ -70,12 +68,12 @@ class Settings:
     automation: bool = False  # schedules, sensors and automation conditions start running (else: off until switched on)
     retrain_min_new_examples: int = 500  # the weekly retrain runs only when the training set grew by this many
     live_interval_s: int = 30  # seconds between agent_repo_sensor's ticks
-    executor: str | None = None  # "k8s": each step a Kubernetes Job; None: Dagster's default
-    # docker/k8s: the Pipes steps' container: the trainer image, the data volume (Docker) or claim (Kubernetes)
-    # mounted at the data folder's path, the Docker network
-    trainer_image: str = CONTAINER_DEFAULTS["trainer_image"]
-    data_volume: str = CONTAINER_DEFAULTS["data_volume"]
-    docker_network: str = CONTAINER_DEFAULTS["docker_network"]
+    executor: str | None = None  # "k8s": each step a Kubernetes Job; "docker"; both: Pipes steps in containers
+    # the Pipes steps' container (docker/k8s): the trainer image, the data volume (Docker) or claim (Kubernetes)
+    # mounted at the data folder's path, the Docker network; the defaults are compose's and the Helm values' names
+    trainer_image: str = "void-pipeline/trainer"
+    data_volume: str = "void-pipeline-data"
+    docker_network: str = "void-pipeline"
     serve_url: str | None = None  # a serving endpoint this machine did not start; None: the managed server
     serve_api_key: str | None = field(default=None, repr=False)
     app_password: str | None = field(default=None, repr=False)  # the agent's app password (ingest, reply --post)
@@ -222,6 +220,12 @@ def from_environment(env: Mapping[str, str] | None = None) -> Settings:
             f"VOID_EXECUTOR={executor!r} must be docker, k8s or unset (Dagster's default executor, no containers)"
         )
         executor = None
+    data_volume = env.get("VOID_DATA_VOLUME") or Settings.data_volume
+    if not VOLUME_NAME.match(data_volume):
+        problems.append(
+            f"VOID_DATA_VOLUME={data_volume!r} is not a volume or claim name (lowercase letters, digits, -)"
+        )
+        data_volume = Settings.data_volume
     tracking_uri = env.get("VOID_MLFLOW_TRACKING_URI") or None
     if tracking_uri is None and env.get(MLFLOW_CLIENT_URI_ENV):
         tracking_uri = env[MLFLOW_CLIENT_URI_ENV]
@@ -248,7 +252,7 @@ def from_environment(env: Mapping[str, str] | None = None) -> Settings:
         live_interval_s=live_interval or Settings.live_interval_s,
         executor=executor,
         trainer_image=env.get("VOID_TRAINER_IMAGE") or Settings.trainer_image,
-        data_volume=env.get("VOID_DATA_VOLUME") or Settings.data_volume,
+        data_volume=data_volume,
         docker_network=env.get("VOID_DOCKER_NETWORK") or Settings.docker_network,
         serve_url=env.get(SERVE_URL_ENV) or None,
         serve_api_key=env.get(SERVE_API_KEY_ENV) or None,
