@@ -4,11 +4,9 @@ FROM python:3.11-slim
 
 WORKDIR /opt/void-pipeline
 COPY envs/orchestrator.txt envs/orchestrator.txt
+# The pins hold Postgres storage (dagster-postgres), the Kubernetes run launcher/executor and Pipes client
+# (dagster-k8s) and the Docker Pipes client (dagster-docker): the GPU steps run in the trainer image through them.
 RUN pip install --no-cache-dir --no-deps -r envs/orchestrator.txt
-# The Kubernetes run launcher/executor (the Helm chart) and its few dependencies the orchestrator pins lack;
-# Postgres storage (dagster-postgres) is in the pins: the tests run it against a real PostgreSQL server.
-RUN pip install --no-cache-dir --no-deps dagster-k8s==0.29.27 \
-    kubernetes==36.0.3 durationpy==0.11 websocket-client==1.9.2 requests-oauthlib==2.0.0 oauthlib==4.0.1
 
 COPY pyproject.toml README.md workspace.yaml ./
 COPY docker/workspace.yaml docker/workspace.yaml

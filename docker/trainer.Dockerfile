@@ -1,8 +1,11 @@
-# The trainer (GPU role): axolotl, CUDA torch, bitsandbytes and dagster-pipes, the same pins as the local trainer
-# environment (envs/trainer.txt) with torch's CUDA build instead of the CPU one. The lora_adapter and merged_model
-# assets run `python -m void_pipeline.external.train_lora` / `merge_lora` in it through a Docker or Kubernetes
-# Pipes client (or point Trainer.python at this image's interpreter); benchmarks/gpu_train_bench.sh runs here too.
+# The trainer (GPU role): axolotl, torch's CUDA build, bitsandbytes and dagster-pipes, pinned by envs/trainer-cuda.txt
+# (the CPU lockfile's pins with the default Linux torch wheels of the same version). With VOID_EXECUTOR=docker or k8s
+# the GPU steps (lora_adapter, merged_model, eval_report's model measures, gguf_export) run
+# `python -m void_pipeline.external.<step>` in it through dagster-docker's or dagster-k8s's Pipes client
+# (defs/external.py, lib/containers.py); benchmarks/gpu_train_bench.sh runs here too.
 # Build from the repo root: docker build -f docker/trainer.Dockerfile -t void-pipeline/trainer .
+# (compose: docker compose -f docker/compose.yaml build trainer)
+# torch's wheels bring their own CUDA 13 libraries (nvidia-*-cu13), so the host's driver must support CUDA 13.
 FROM nvidia/cuda:12.8.1-cudnn-devel-ubuntu22.04
 
 ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1
@@ -14,11 +17,9 @@ RUN apt-get update && apt-get install -y --no-install-recommends software-proper
 ENV PATH=/opt/trainer/bin:$PATH
 
 WORKDIR /opt/void-pipeline
-COPY envs/trainer.txt envs/trainer.txt
-# The local pins carry torch's CPU build; here the CUDA 12.8 build of the same version.
-RUN sed 's/^torch==\(.*\)+cpu$/torch==\1/' envs/trainer.txt > /tmp/trainer-cuda.txt \
-    && pip install --extra-index-url https://download.pytorch.org/whl/cu128 --no-deps -r /tmp/trainer-cuda.txt \
-    && (pip install --no-build-isolation flash-attn || echo "flash-attn unavailable: configs fall back to sdpa")
+COPY envs/trainer-cuda.txt envs/trainer-cuda.txt
+# Every pin, nothing resolved here: torch's default Linux wheels are the CUDA build (no separate index).
+RUN pip install --no-deps -r envs/trainer-cuda.txt
 
 COPY void_pipeline void_pipeline
 COPY axolotl_configs axolotl_configs

@@ -15,6 +15,7 @@ Environment (all optional; the defaults point at the real network):
                                                              leaves unset (make ui: the demo's, a devnet's)
     VOID_MLFLOW_TRACKING_URI                                 MLflow (default: SQLite under the data folder)
     VOID_EXECUTOR, VOID_SERVE_URL, VOID_SERVE_API_KEY        k8s steps; a serving endpoint; its key
+    VOID_TRAINER_IMAGE, VOID_DATA_VOLUME, VOID_DOCKER_NETWORK  docker/k8s: the GPU steps' trainer container
 Every one is parsed once, by lib/settings.py (``python -m void_pipeline settings`` shows them).
 """
 
@@ -87,7 +88,8 @@ STAGES: list[dg.Definitions] = [ingest.defs, curate.defs, train.defs, evaluate.d
 
 def executor_from_environment() -> dg.ExecutorDefinition | None:
     """VOID_EXECUTOR=k8s (the Helm values set it): each step a Kubernetes Job, GPU steps on GPU nodes by their tags.
-    dagster-k8s is only in the code-location image, so it is imported only then."""
+    docker keeps Dagster's default executor: only the Pipes steps run in containers (defs/external.py). dagster-k8s
+    is imported only when chosen."""
     if settings().executor == "k8s":
         from dagster_k8s import k8s_job_executor
 

@@ -14,7 +14,9 @@ from urllib.parse import urlparse
 import dagster as dg
 import yaml
 
+from void_pipeline.lib import containers
 from void_pipeline.lib.layout import REPO_ROOT
+from void_pipeline.lib.settings import Settings
 
 DOCKER = REPO_ROOT / "docker"
 
@@ -63,18 +65,16 @@ def test_compose_services_point_at_existing_files() -> None:
     assert services["code-location"]["environment"]["VOID_APP_PASSWORD"].startswith("${")
 
 
-def test_trainer_image_installs_the_trainer_pins_with_cuda_torch() -> None:
+def test_trainer_image_installs_the_cuda_pins_as_they_are() -> None:
+    """envs/trainer-cuda.txt (the cuda work's lockfile): every pin with --no-deps, no index named, no rewriting."""
+    runs = [rest for word, rest in dockerfile_instructions(DOCKER / "trainer.Dockerfile") if word == "RUN"]
+    installs = [run for run in runs if "pip install" in run]
+    assert installs == ["pip install --no-deps -r envs/trainer-cuda.txt"]
     text = (DOCKER / "trainer.Dockerfile").read_text()
-    assert "envs/trainer.txt" in text and "whl/cu" in text
+    assert not re.search(r"index-url|find-links|https?://", text), "no package index named in the image"
     assert "void_pipeline.external.train_lora" in text and "axolotl_configs" in text
-    # the image's sed, applied to the real pins, swaps torch's CPU build for the CUDA one and nothing else
-    expression = re.search(r"sed '([^']+)' envs/trainer.txt", text)
-    assert expression, "the trainer image rewrites the torch pin with sed"
-    pins = REPO_ROOT / "envs" / "trainer.txt"
-    rewritten = subprocess.run(["sed", expression.group(1), str(pins)], capture_output=True, text=True, check=True)
-    before, after = pins.read_text().splitlines(), rewritten.stdout.splitlines()
-    changed = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
-    assert len(changed) == 1 and changed[0][0].endswith("+cpu") and changed[0][1] == changed[0][0].removesuffix("+cpu")
+    pins = REPO_ROOT / "envs" / "trainer-cuda.txt"
+    assert pin(pins, "dagster-pipes") and not pin(pins, "torch").endswith("+cpu")
 
 
 # --- the production shape: vLLM server image, compose on one GPU host, Dagster's Helm chart -------------------------
@@ -384,23 +384,20 @@ def test_dagster_instance_keeps_its_storage_in_postgres_with_credentials_from_th
         assert service["depends_on"]["postgres"]["condition"] == "service_healthy", name
 
 
-def test_code_location_image_has_dagster_postgres_and_k8s_for_the_pinned_dagster() -> None:
+def test_code_location_image_has_dagster_postgres_k8s_and_docker_for_the_pinned_dagster() -> None:
     pins = REPO_ROOT / "envs" / "orchestrator.txt"
     dagster = pin(pins, "dagster")
     major, minor, patch = (int(part) for part in dagster.split("."))
     assert major == 1
     runs = [rest for word, rest in dockerfile_instructions(DOCKER / "code-location.Dockerfile") if word == "RUN"]
-    extra = [run for run in runs if "dagster-k8s==" in run]
-    assert len(extra) == 1 and "--no-deps" in extra[0], "installed beside the pins, never re-resolving dagster"
-    orchestrator = pins.read_text().lower()
-    for requirement in re.findall(r"(\S+==\S+)", extra[0]):
-        package, _ = requirement.lower().split("==")
-        assert f"\n{package}==" not in f"\n{orchestrator}", f"{package} is pinned in envs/orchestrator.txt already"
-    # libraries 0.(minor+16).x go with dagster 1.minor.x; Postgres storage is in the pins (its test runs it)
-    for library in (pin(pins, "dagster-postgres"), re.findall(r"dagster-k8s==(\S+)", extra[0])[0]):
-        lib_major, lib_minor, lib_patch = (int(part) for part in library.split("."))
+    installs = [run for run in runs if "pip install" in run]
+    assert installs == ["pip install --no-cache-dir --no-deps -r envs/orchestrator.txt"], "the pins, and only them"
+    # libraries 0.(minor+16).x go with dagster 1.minor.x; their clients are pinned beside them
+    for library in ("dagster-postgres", "dagster-k8s", "dagster-docker"):
+        lib_major, lib_minor, lib_patch = (int(part) for part in pin(pins, library).split("."))
         assert (lib_major, lib_minor) == (0, minor + 16) and lib_patch <= patch, library
-    assert pin(pins, "psycopg2-binary")
+    for client in ("psycopg2-binary", "kubernetes", "docker"):
+        assert pin(pins, client)
 
 
 def test_helm_values_deploy_our_code_location_with_the_k8s_run_launcher_and_postgres() -> None:
@@ -428,20 +425,56 @@ def test_helm_values_deploy_our_code_location_with_the_k8s_run_launcher_and_post
     assert deployment["env"]["VOID_EXECUTOR"] == "k8s"  # each step a pod of its own, so GPU steps get GPU pods
 
 
-def test_gpu_steps_ask_kubernetes_for_a_gpu_node_through_their_k8s_tags() -> None:
-    """Every step in the "gpu" pool carries a dagster-k8s/config tag that asks for one GPU and selects and
-    tolerates the GPU node pool the Helm values document."""
+def test_gpu_steps_ask_kubernetes_for_a_gpu_node_once() -> None:
+    """A step whose GPU work is a Pipes step asks for no GPU itself (its trainer pod does, lib/containers.py); the
+    other steps of the "gpu" pool carry a dagster-k8s/config tag asking for one GPU on the GPU node pool that the
+    Helm values document. A step holding a GPU while its pod waits for another would deadlock a one-GPU node."""
     from void_pipeline.definitions import defs
 
-    gpu_steps = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition) and a.op.pool == "gpu"]
-    assert {"lora_adapter", "merged_model", "eval_generations"} <= {a.op.name for a in gpu_steps}
+    gpu_steps = {a.op.name: a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition) and a.op.pool == "gpu"}
+    assert {"lora_adapter", "merged_model", "eval_generations", "served_model"} <= set(gpu_steps)
     label, value = GPU_NODE_LABEL
     documented = HELM_VALUES.read_text()
     assert f"{label}={value}" in documented and f"{GPU_TAINT}:NoSchedule" in documented
-    for asset in gpu_steps:
-        config = json.loads(asset.op.tags["dagster-k8s/config"])  # op tags hold it as JSON
-        assert config["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "1", asset.op.name
+    assert {label: value} == containers.GPU_NODE_SELECTOR
+    assert [(t["key"], t["effect"]) for t in containers.GPU_TOLERATIONS] == [(GPU_TAINT, "NoSchedule")]
+    for name in ("lora_adapter", "merged_model"):
+        assert "dagster-k8s/config" not in gpu_steps[name].op.tags, name
+    for name in ("eval_generations", "served_model"):
+        config = json.loads(gpu_steps[name].op.tags["dagster-k8s/config"])  # op tags hold it as JSON
+        assert config["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "1", name
         pod = config.get("pod_spec_config", {})
-        assert pod.get("node_selector", {}).get(label) == value, f"{asset.op.name}: no GPU node selector"
+        assert pod.get("node_selector", {}).get(label) == value, f"{name}: no GPU node selector"
         tolerations = pod.get("tolerations", [])
-        assert any(t.get("key") == GPU_TAINT and t.get("effect") == "NoSchedule" for t in tolerations), asset.op.name
+        assert any(t.get("key") == GPU_TAINT and t.get("effect") == "NoSchedule" for t in tolerations), name
+
+
+def test_compose_and_helm_give_the_trainer_containers_what_the_settings_default_to() -> None:
+    """The names lib/containers.py uses by default (settings) are the ones compose and the Helm values create."""
+    defaults = Settings()
+    compose = load_yaml(COMPOSE)
+    trainer = services()["trainer"]
+    assert trainer["image"] == defaults.trainer_image and trainer["profiles"], "built, never started"
+    assert compose["volumes"]["pipeline-data"]["name"] == defaults.data_volume
+    assert compose["networks"]["default"]["name"] == defaults.docker_network
+    # the GPU and shared memory a trainer container gets, in compose's own words
+    step = containers.StepContainer("image", "module", {}, defaults.data_volume, "/data", "/data")
+    kwargs = containers.docker_container_kwargs(step, defaults.docker_network)
+    [request] = kwargs["device_requests"]
+    devices = trainer["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [
+        {"driver": request["driver"], "count": request["count"], "capabilities": request["capabilities"][0]}
+    ]
+    assert trainer["shm_size"] == kwargs["shm_size"] and mount_point(trainer, "pipeline-data") == "/data"
+    for name in ("code-location", "daemon"):  # the one that runs steps, the one that launches runs
+        service = services()[name]
+        assert "/var/run/docker.sock:/var/run/docker.sock" in service["volumes"], name
+        assert service["environment"]["VOID_EXECUTOR"] == "docker", name
+        assert service["environment"]["VOID_TRAINER_IMAGE"] == defaults.trainer_image, name
+    assert "/var/run/docker.sock:/var/run/docker.sock" not in services()["webserver"]["volumes"]
+    deployment = user_deployment()
+    assert deployment["env"]["VOID_EXECUTOR"] == "k8s"
+    assert deployment["env"]["VOID_TRAINER_IMAGE"].split(":")[0].endswith(defaults.trainer_image)
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in deployment["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == [defaults.data_volume]
+    assert containers.DATA_VOLUME in {v["name"] for v in deployment["volumes"]}

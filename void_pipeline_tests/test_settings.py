@@ -28,7 +28,8 @@ from void_pipeline.lib.settings import from_environment, settings
         ({"VOID_AUTOMATION": "yes"}, "VOID_AUTOMATION='yes' must be on or off"),
         ({"VOID_RETRAIN_MIN_NEW_EXAMPLES": "many"}, "VOID_RETRAIN_MIN_NEW_EXAMPLES='many' is not a whole number"),
         ({"VOID_LIVE_INTERVAL_S": "0"}, "VOID_LIVE_INTERVAL_S=0 must be at least 1"),
-        ({"VOID_EXECUTOR": "k9s"}, "VOID_EXECUTOR='k9s' must be k8s or unset"),
+        ({"VOID_EXECUTOR": "k9s"}, "VOID_EXECUTOR='k9s' must be docker, k8s or unset"),
+        ({"VOID_DATA_VOLUME": "Pipeline_Data"}, "VOID_DATA_VOLUME='Pipeline_Data' is not a volume or claim name"),
     ],
 )
 def test_a_bad_value_is_a_problem_naming_its_variable(env: dict[str, str], expected: str) -> None:

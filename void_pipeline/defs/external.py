@@ -1,5 +1,6 @@
-"""Work outside the orchestrator, once: the Dagster Pipes launch into the trainer environment, the binding that
-fails the run when its worker dies, and the tags that put a GPU step on a GPU node."""
+"""Work outside the orchestrator, once: the Dagster Pipes launch into the trainer environment (a subprocess locally;
+with VOID_EXECUTOR=docker or k8s a trainer-image container or pod on a GPU), the binding that fails the run when its
+worker dies, and the tags that put a GPU step on a GPU node."""
 
 import json
 from collections.abc import Iterator
@@ -10,18 +11,20 @@ from typing import Any
 import dagster as dg
 
 from void_pipeline.defs.run_slots import record_dead_worker
-from void_pipeline.lib import processes
-from void_pipeline.lib.layout import REPO_ROOT, RunPaths
+from void_pipeline.lib import containers, processes
+from void_pipeline.lib.layout import REPO_ROOT, RunPaths, data_root
+from void_pipeline.lib.settings import settings
 from void_pipeline.resources.trainer import Trainer
 
 # Under the Kubernetes executor (VOID_EXECUTOR=k8s, dagster-k8s) a step with these tags runs in a pod of its own on
-# a GPU node, asking for one GPU; other executors ignore them.
+# a GPU node, asking for one GPU; other executors ignore them. Steps whose GPU work is a Pipes step (run_external) go
+# without: their Pipes pod asks for the GPU (lib/containers.py), and the step's own pod needs none.
 GPU_STEP_TAGS = {
     "dagster-k8s/config": {
-        "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}},
+        "container_config": {"resources": {"limits": {containers.GPU_RESOURCE: "1"}}},
         "pod_spec_config": {
-            "node_selector": {"nvidia.com/gpu.present": "true"},
-            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "node_selector": dict(containers.GPU_NODE_SELECTOR),
+            "tolerations": [dict(t) for t in containers.GPU_TOLERATIONS],
         },
     }
 }
@@ -62,12 +65,17 @@ def run_external(
     run: RunPaths,
     extras: dict[str, Any],
 ) -> dg.PipesClientCompletedInvocation:
-    """A Pipes step (``python -m module``) in the trainer environment, bound to this run. A failure it explained
-    (its failure file) becomes a clear dg.Failure."""
+    """A Pipes step (``python -m module``) in the trainer environment, bound to this run: ``client``'s subprocess,
+    or with VOID_EXECUTOR=docker/k8s a trainer-image container/pod on a GPU. A failure it explained (its failure
+    file) becomes a clear dg.Failure."""
     failure = run.failure(context.run.run_id)
     failure.unlink(missing_ok=True)
     with bound_to_run_worker(context) as watch_pids:
         try:
+            if settings().executor in ("docker", "k8s"):
+                # host pids mean nothing in a container: the client stops it when this step ends
+                extras = {**extras, "run_dir": str(run.root), "failure_path": str(failure), "watch_pids": []}
+                return run_in_container(context, module, run, extras)
             return client.run(
                 context=context,
                 command=[trainer.interpreter(), "-m", module],
@@ -80,6 +88,41 @@ def run_external(
                 raise
             explained = json.loads(failure.read_text())
             raise TrainerFailure(explained["stage"], explained["errors"], run.root) from err
+
+
+def trainer_container(module: str, run: RunPaths) -> containers.StepContainer:
+    """The trainer-image container of a Pipes step: the data volume/claim at the data folder's own path."""
+    chosen = settings()
+    return containers.StepContainer(
+        image=chosen.trainer_image,
+        module=module,
+        env=dict(OFFLINE),
+        data_volume=chosen.data_volume,
+        data_path=str(data_root()),
+        working_dir=str(run.root),
+    )
+
+
+def run_in_container(
+    context: dg.AssetExecutionContext, module: str, run: RunPaths, extras: dict[str, Any]
+) -> dg.PipesClientCompletedInvocation:
+    """The step through dagster-docker's or dagster-k8s's Pipes client (context in an environment variable, messages
+    read from the container's log), by VOID_EXECUTOR; the client library is imported only when chosen."""
+    step, chosen = trainer_container(module, run), settings()
+    if chosen.executor == "docker":
+        from dagster_docker import PipesDockerClient
+
+        return PipesDockerClient().run(
+            context=context,
+            image=step.image,
+            command=step.command,
+            env=step.env,
+            container_kwargs=containers.docker_container_kwargs(step, chosen.docker_network),
+            extras=extras,
+        )
+    from dagster_k8s import PipesK8sClient
+
+    return PipesK8sClient().run(context=context, base_pod_spec=containers.k8s_pod_spec(step), extras=extras)
 
 
 def reported_metadata(invocation: dg.PipesClientCompletedInvocation) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,7 +42,9 @@ APP_PASSWORD_ENV = "VOID_APP_PASSWORD"  # Dagster reads it at run time (EnvVar):
 SERVE_API_KEY_ENV = "VOID_SERVE_API_KEY"  # the endpoint's key, for the server and for every client
 JUDGE_API_KEY_ENV = "VOID_JUDGE_API_KEY"  # the evaluation judge's key (another variable can be named in run config)
 SERVE_URL_ENV = "VOID_SERVE_URL"  # a server this machine did not start (another container): its base URL
-EXECUTORS = ("k8s",)  # VOID_EXECUTOR; unset: Dagster's default executor
+EXECUTORS = ("docker", "k8s")  # VOID_EXECUTOR; unset: Dagster's default executor
+# A Docker volume and a Kubernetes claim both accept this (a DNS-1123 name)
+VOLUME_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 MLFLOW_CLIENT_URI_ENV = "MLFLOW_TRACKING_URI"  # the MLflow client's own name: the fallback for ours
 
 
@@ -66,7 +69,12 @@ class Settings:
     automation: bool = False  # schedules, sensors and automation conditions start running (else: off until switched on)
     retrain_min_new_examples: int = 500  # the weekly retrain runs only when the training set grew by this many
     live_interval_s: int = 30  # seconds between agent_repo_sensor's ticks
-    executor: str | None = None  # "k8s": each step a Kubernetes Job; None: Dagster's default
+    executor: str | None = None  # "k8s": each step a Kubernetes Job; "docker"; both: Pipes steps in containers
+    # the Pipes steps' container (docker/k8s): the trainer image, the data volume (Docker) or claim (Kubernetes)
+    # mounted at the data folder's path, the Docker network; the defaults are compose's and the Helm values' names
+    trainer_image: str = "void-pipeline/trainer"
+    data_volume: str = "void-pipeline-data"
+    docker_network: str = "void-pipeline"
     accelerator: str = "auto"  # auto | cuda | cpu: lib/accelerator.resolve() turns it into cuda or cpu
     serve_url: str | None = None  # a serving endpoint this machine did not start; None: the managed server
     serve_api_key: str | None = field(default=None, repr=False)
@@ -210,12 +218,20 @@ def from_environment(env: Mapping[str, str] | None = None) -> Settings:
     live_interval = positive_int(env, "VOID_LIVE_INTERVAL_S", "seconds between the firehose sensor's ticks", problems)
     executor = env.get("VOID_EXECUTOR", "").strip() or None
     if executor is not None and executor not in EXECUTORS:
-        problems.append(f"VOID_EXECUTOR={executor!r} must be k8s or unset (Dagster's default executor)")
+        problems.append(
+            f"VOID_EXECUTOR={executor!r} must be docker, k8s or unset (Dagster's default executor, no containers)"
+        )
         executor = None
     accelerator = env.get(ACCELERATOR_ENV, "").strip().lower() or Settings.accelerator
     if error := choice_error(accelerator):
         problems.append(error)
         accelerator = Settings.accelerator
+    data_volume = env.get("VOID_DATA_VOLUME") or Settings.data_volume
+    if not VOLUME_NAME.match(data_volume):
+        problems.append(
+            f"VOID_DATA_VOLUME={data_volume!r} is not a volume or claim name (lowercase letters, digits, -)"
+        )
+        data_volume = Settings.data_volume
     tracking_uri = env.get("VOID_MLFLOW_TRACKING_URI") or None
     if tracking_uri is None and env.get(MLFLOW_CLIENT_URI_ENV):
         tracking_uri = env[MLFLOW_CLIENT_URI_ENV]
@@ -242,6 +258,9 @@ def from_environment(env: Mapping[str, str] | None = None) -> Settings:
         live_interval_s=live_interval or Settings.live_interval_s,
         executor=executor,
         accelerator=accelerator,
+        trainer_image=env.get("VOID_TRAINER_IMAGE") or Settings.trainer_image,
+        data_volume=data_volume,
+        docker_network=env.get("VOID_DOCKER_NETWORK") or Settings.docker_network,
         serve_url=env.get(SERVE_URL_ENV) or None,
         serve_api_key=env.get(SERVE_API_KEY_ENV) or None,
         app_password=env.get(APP_PASSWORD_ENV) or None,

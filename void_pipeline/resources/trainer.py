@@ -10,9 +10,9 @@ from void_pipeline.lib import environments
 
 
 class Trainer(dg.ConfigurableResource):
-    """The training recipe. Locally the step runs as a subprocess in the cached trainer environment; in
-    production point ``python`` at the trainer image's interpreter (or swap the Pipes client for a Docker or
-    Kubernetes one) — the asset code stays the same."""
+    """The training recipe. Locally the step runs as a subprocess in the cached trainer environment (or ``python``,
+    an image's own interpreter); with VOID_EXECUTOR=docker or k8s in a trainer-image container or pod
+    (defs/external.py) — the asset code stays the same."""
 
     overrides: dict[str, Any] = Field(default_factory=dict, description="last-word config keys (e.g. max_steps)")
     python: str | None = Field(default=None, description="trainer interpreter; default: the cached trainer env")

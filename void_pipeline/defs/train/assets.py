@@ -7,7 +7,7 @@ import dagster as dg
 from void_pipeline.defs.agent import latest_training, recorded_agent
 from void_pipeline.defs.automation import AFTER_NEW_ADAPTER
 from void_pipeline.defs.curate.assets import chat_dataset
-from void_pipeline.defs.external import GPU_STEP_TAGS, TrainerFailure, reported_metadata, run_external
+from void_pipeline.defs.external import TrainerFailure, reported_metadata, run_external
 from void_pipeline.defs.metadata import OWNERS, as_metadata
 from void_pipeline.lib.layout import RunPaths
 from void_pipeline.lib.train import runs
@@ -49,8 +49,7 @@ def train(
     group_name="train",
     owners=OWNERS,
     kinds={"axolotl", "pytorch", "mlflow"},
-    pool="gpu",
-    op_tags=GPU_STEP_TAGS,
+    pool="gpu",  # its GPU work is a Pipes step: the trainer container or pod asks for the GPU
     description="A LoRA adapter trained by axolotl (QLoRA) on chat_dataset; a killed run resumes from its last "
     "checkpoint, a finished one is never written over.",
 )
@@ -91,8 +90,7 @@ def lora_adapter(
     group_name="train",
     owners=OWNERS,
     kinds={"axolotl", "safetensors"},
-    pool="gpu",
-    op_tags=GPU_STEP_TAGS,
+    pool="gpu",  # its GPU work is a Pipes step: the trainer container or pod asks for the GPU
     description="The latest adapter merged into its base model (axolotl merge-lora): a standalone model directory "
     "for vLLM and GGUF export.",
     automation_condition=AFTER_NEW_ADAPTER,
