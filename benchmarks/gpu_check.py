@@ -235,7 +235,7 @@ def generation_throughput(server: Any, model: str, concurrency: int, requests: i
         body.update(temperature=0.0, ignore_eos=True)  # a random model stops anywhere: every answer full length
         answer = client.post(f"{server.base_url}/completions", headers=server.headers(), json=body)
         if answer.status_code != 200:
-            raise PartFailed(f"{model}: HTTP {answer.status_code}: {one_line(answer.text)}")
+            raise PartFailed(f"{model}: HTTP {answer.status_code}: {one_line(answer.text)} (see {server.log_path})")
         return int(answer.json()["usage"]["completion_tokens"])
 
     with httpx.Client(timeout=600.0) as client, ThreadPoolExecutor(concurrency) as pool:
@@ -343,10 +343,12 @@ def main() -> int:
     if smi.get("error"):
         parts.append(Part("environment", "failed", f"nvidia-smi is on PATH but fails: {smi['error']}"))
     elif expected and not visible:
-        seen = "sees no GPU" if trainer.get("torch") else "is missing"
         reason = "VOID_ACCELERATOR=cuda" if accelerator == "cuda" else f"nvidia-smi lists {len(smi.get('gpus', []))}"
-        build = trainer.get("cuda", {}).get("torch_cuda") or "none (a CPU build)"
-        why = f"a GPU is expected ({reason}) but torch {trainer.get('torch')} in {sys.executable} {seen} (CUDA {build})"
+        build = trainer.get("cuda", {}).get("torch_cuda") or "none: a CPU build"
+        seen = f"torch {trainer['torch']} in {sys.executable} sees none (its CUDA build: {build})"
+        why = f"a GPU is expected ({reason}) but " + (
+            seen if trainer.get("torch") else f"{sys.executable} has no torch"
+        )
         parts.append(Part("environment", "failed", why))
     elif "error" in trainer:
         parts.append(Part("environment", "failed", trainer["error"]))
