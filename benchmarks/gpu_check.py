@@ -353,7 +353,7 @@ def main() -> int:
     elif "error" in trainer:
         parts.append(Part("environment", "failed", trainer["error"]))
     else:
-        parts.append(Part("environment", "passed", result=report))
+        parts.append(Part("environment", "passed"))
     on_gpu = visible and accelerator != "cpu"
     if expected and not on_gpu:  # a GPU host where the GPU cannot be used: nothing else is worth running
         for name, chosen in (("qlora-8b", "qlora"), ("vllm-lora-throughput", "vllm")):
@@ -376,12 +376,13 @@ def main() -> int:
                 needs_gpu.append("vllm-lora-throughput")
             elif not server.get("vllm"):
                 strict = args.require_all and expected
-                why = f"{'' if strict else 'skipped: '}vllm not installed in {args.server_python}"
+                missing = server.get("error") or f"vllm not installed in {args.server_python}"
+                why = f"{'' if strict else 'skipped: '}{missing}"
                 parts.append(Part("vllm-lora-throughput", "failed" if strict else "skipped", why))
             else:
                 parts.append(run_part("vllm-lora-throughput", lambda: serve(args, env, work, on_gpu, trained_model)))
 
-    summary = {**{k: v for k, v in report.items() if k != "interpreters"}, "interpreters": interpreters}
+    summary = dict(report)
     summary.update(parts={p.name: asdict(p) for p in parts}, needs_gpu=needs_gpu)
     summary["failed"] = [p.name for p in parts if p.status == "failed"]
     results = args.out / "gpu-check.json"
@@ -407,6 +408,8 @@ def run_part(name: str, work: Any) -> Part:
         result = work()
     except PartFailed as err:
         return Part(name, "failed", str(err))
+    except Exception as err:  # one part's surprise is its failure line; the other parts still run and report
+        return Part(name, "failed", f"{type(err).__name__}: {one_line(str(err))}")
     result["part_seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps({name: result}), flush=True)
     return Part(name, "passed", result=result)
