@@ -150,7 +150,10 @@ def main() -> None:
         "logging_steps": 1,
         "dataset_prepared_path": str(args.out / "prepared"),
     }
-    if args.attention == "sdpa":
+    # the base configs use sdpa (flash-attn has no wheel in the CUDA lockfile): flash only where it was installed
+    if args.attention == "flash":
+        overrides.update(flash_attention=True, attn_implementation="flash_attention_2")
+    else:
         overrides.update(flash_attention=False, attn_implementation="sdpa")
     overlays = [] if device == "cuda" else [CPU_OVERLAY]
     config = effective_config(
