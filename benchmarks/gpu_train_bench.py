@@ -151,10 +151,7 @@ def main() -> None:
         "dataset_prepared_path": str(args.out / "prepared"),
     }
     # the base configs use sdpa (flash-attn has no wheel in the CUDA lockfile): flash only where it was installed
-    if args.attention == "flash":
-        overrides.update(flash_attention=True, attn_implementation="flash_attention_2")
-    else:
-        overrides.update(flash_attention=False, attn_implementation="sdpa")
+    overrides["attn_implementation"] = "flash_attention_2" if args.attention == "flash" else "sdpa"
     overlays = [] if device == "cuda" else [CPU_OVERLAY]
     config = effective_config(
         "llama-3.1-8b-instruct", overlays, str(model_dir), train_path, args.out / "adapter", overrides
