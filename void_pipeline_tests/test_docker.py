@@ -428,7 +428,8 @@ def test_helm_values_deploy_our_code_location_with_the_k8s_run_launcher_and_post
 def test_gpu_steps_ask_kubernetes_for_a_gpu_node_once() -> None:
     """A step whose GPU work is a Pipes step asks for no GPU itself (its trainer pod does, lib/containers.py); the
     other steps of the "gpu" pool carry a dagster-k8s/config tag asking for one GPU on the GPU node pool that the
-    Helm values document. A step holding a GPU while its pod waits for another would deadlock a one-GPU node."""
+    Helm values document. A step holding a GPU while its pod waits for another would deadlock a one-GPU node;
+    served_model talks to the vLLM service (VOID_SERVE_URL in the Helm values) and holds none."""
     from void_pipeline.definitions import defs
 
     gpu_steps = {a.op.name: a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition) and a.op.pool == "gpu"}
@@ -438,9 +439,9 @@ def test_gpu_steps_ask_kubernetes_for_a_gpu_node_once() -> None:
     assert f"{label}={value}" in documented and f"{GPU_TAINT}:NoSchedule" in documented
     assert {label: value} == containers.GPU_NODE_SELECTOR
     assert [(t["key"], t["effect"]) for t in containers.GPU_TOLERATIONS] == [(GPU_TAINT, "NoSchedule")]
-    for name in ("lora_adapter", "merged_model"):
+    for name in ("lora_adapter", "merged_model", "served_model"):
         assert "dagster-k8s/config" not in gpu_steps[name].op.tags, name
-    for name in ("eval_generations", "served_model"):
+    for name in ("eval_generations",):
         config = json.loads(gpu_steps[name].op.tags["dagster-k8s/config"])  # op tags hold it as JSON
         assert config["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "1", name
         pod = config.get("pod_spec_config", {})

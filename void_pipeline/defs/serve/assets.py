@@ -15,7 +15,7 @@ from pydantic import Field
 from void_pipeline.defs.agent import recorded_agent
 from void_pipeline.defs.automation import WHEN_GATES_PASS
 from void_pipeline.defs.evaluate.assets import eval_report
-from void_pipeline.defs.external import GPU_STEP_TAGS, bound_to_run_worker
+from void_pipeline.defs.external import bound_to_run_worker
 from void_pipeline.defs.metadata import OWNERS, as_metadata
 from void_pipeline.lib.evaluate import evaluation
 from void_pipeline.lib.evaluate.evaluation import SmokeCase
@@ -59,7 +59,6 @@ class ServedModelConfig(dg.Config):
     owners=OWNERS,
     kinds={"vllm", "mlflow"},
     pool="gpu",
-    op_tags=GPU_STEP_TAGS,
     check_specs=[dg.AssetCheckSpec("smoke_answer_valid", asset="served_model")],
     description="The evaluated adapter, when it passed its blocking gates, promoted to a versioned serving bundle "
     "(adapter, chat template, prompt template, system prompt, tools, sampling), made current, aliased 'production' "
