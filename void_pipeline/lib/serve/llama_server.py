@@ -11,14 +11,20 @@ server does not parse tool calls out of the text, so the reference client does (
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import subprocess
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from void_pipeline.lib.files import write_text_atomic
 from void_pipeline.lib.layout import REPO_ROOT
+from void_pipeline.lib.processes import spawn_group, stop_group
+from void_pipeline.lib.serve.vllm_server import RunningServer, free_port, wait_until_up
 
 ENGINE = "llama.cpp"
 # The types `serve up --engine llama.cpp --quant` takes: F16 is the exported file as it is; the others are
@@ -105,6 +111,29 @@ def server_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     """The caller's environment without the names that would override the config file."""
     source = dict(os.environ if environ is None else environ)
     return {k: v for k, v in source.items() if k.upper() not in OVERRIDING_ENV} | {"PYTHONUNBUFFERED": "1"}
+
+
+@contextlib.contextmanager
+def llama_server(
+    python: str, spec: LlamaSpec, log_path: Path, startup_timeout_s: float = 600.0
+) -> Iterator[RunningServer]:
+    """A server for one block (benchmarks, tests), as vllm_server is: a free port, a key made for this start, stopped
+    with everything it started on the way out, whatever happens inside."""
+    port = spec.port or free_port()
+    api_key = secrets.token_urlsafe(24)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    config = write_config(log_path.with_name(f".{log_path.stem}-{os.getpid()}.json"), spec, port, api_key)
+    started = time.monotonic()
+    with open(log_path, "ab") as log:
+        process = spawn_group(server_command(python, config), stdout=log, stderr=subprocess.STDOUT, env=server_env())
+        try:
+            server = wait_until_up(process, f"http://127.0.0.1:{port}", api_key, log_path, started, startup_timeout_s,
+                                   None, log, "llama.cpp", "/v1/models")  # fmt: skip
+            config.unlink()
+            yield server
+        finally:
+            config.unlink(missing_ok=True)
+            stop_group(process)
 
 
 def is_llama_server(cmdline: bytes) -> bool:
