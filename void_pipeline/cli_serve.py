@@ -169,6 +169,7 @@ def up_llama_command(args: argparse.Namespace, serve: ServePaths, bundle: Bundle
     """llama-cpp-python's server on the CPU, on the bundle's GGUF quantized as --quant asks."""
     if args.also:
         raise ServeUsageError("--also is for vLLM: llama.cpp serves one GGUF")
+    key = endpoint_key(args)
     try:
         quant = quant_type(args.quant)
         gguf = bundle_gguf(serve, bundle, args.gguf)
@@ -176,7 +177,6 @@ def up_llama_command(args: argparse.Namespace, serve: ServePaths, bundle: Bundle
         served, made = quantize(python, gguf, quant)
     except QuantizeError as err:
         raise ServeUsageError(str(err)) from err
-    key = endpoint_key(args)
     spec = LlamaSpec(str(served), bundle.served_model_name, args.max_model_len or DEFAULT_CONTEXT, args.threads,
                      args.host, args.port)  # fmt: skip
     size = f"{int(str(made['bytes'])) / 1e6:.1f} MB"
@@ -337,7 +337,9 @@ def reply_command(args: argparse.Namespace) -> int:
         raise ServeUsageError(str(err)) from err
     serve = serve_paths(args)
     bundle = read_bundle(serve.bundle(version_number(args.bundle))) if args.bundle else the_current_bundle(serve)
-    url, _ = managed.running_endpoint(serve, args.endpoint or settings().serve_url)
+    url, is_managed = managed.running_endpoint(serve, args.endpoint or settings().serve_url)
+    state = managed.ServerState.read(serve) if is_managed else None
+    engine = state.engine if state is not None else args.engine
     if url is None:
         raise ServeUsageError(f"no endpoint: start one (serve up), or give --endpoint URL or ${SERVE_URL_ENV}")
     # the operator may name another variable; the default is a setting like every VOID_* one
@@ -349,7 +351,7 @@ def reply_command(args: argparse.Namespace) -> int:
         fetched = fetch_thread(XrpcClient(args.appview_url or settings().appview_url, client=http), args.uri)
     prompt = render_mention(fetched.thread, bundle.prompt_template(), handler=bundle.request().handler)
     endpoint = Endpoint(f"{url}/v1", settings().serve_api_key or "", args.model or bundle.served_model_name,
-                        timeout_s=args.timeout, retries=args.retries)  # fmt: skip
+                        timeout_s=args.timeout, retries=args.retries, engine=engine)  # fmt: skip
     sampling = bundle.sampling if args.seed is None else dataclasses.replace(bundle.sampling, seed=args.seed)
     with httpx.Client() as client:
         answer = reply(client, endpoint, bundle.request(), prompt, sampling, args.uri)
@@ -486,6 +488,8 @@ def add_commands(sub: Any) -> None:
     )
     answer.add_argument("--endpoint", default=None, help=f"the server (default ${SERVE_URL_ENV} or the managed one)")
     answer.add_argument("--model", default=None, help="served model name (default: the bundle's)")
+    answer.add_argument("--engine", choices=("vllm", LLAMA_ENGINE), default="vllm",
+                        help="what serves --endpoint (the managed server's is recorded)")  # fmt: skip
     answer.add_argument("--bundle", default=None, help="render with this bundle version (default: current)")
     answer.add_argument("--seed", type=int, default=None)
     answer.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
