@@ -110,7 +110,9 @@ def test_against_llama_cpp_calls_are_read_from_the_text_and_the_retry_is_a_gramm
     assert second["messages"][3]["role"] == "tool"
     assert forced.posts == ["forced post"]
     retry = bodies[2]
-    assert retry["grammar"].startswith('root ::= "{\\"text\\":\\"" first char{0,299} "\\"}"')
+    # {"text":"..."}: at most 8 punctuation marks, a word character, at most 290 more: never over 300, never "_" alone
+    assert retry["grammar"].startswith('root ::= "{\\"text\\":\\"" lead{0,8} word char{0,290} "\\"}"\n')
+    assert "word ::= [0-9A-Za-z]" in retry["grammar"]
     assert "structured_outputs" not in retry and retry["tool_choice"] == "none"
 
 

@@ -154,10 +154,18 @@ def chat(client: httpx.Client, endpoint: Endpoint, body: Mapping[str, Any]) -> d
 _CHAR = r'(?:[^"\\\x00-\x1f]|\\["\\/bfnrt])'
 _FIRST = r'(?:[^"\\\x00-\x20]|\\["\\/])'
 FORCED_ARGUMENTS = r'\{"text":"' + _FIRST + _CHAR + "{0," + str(MAX_POST_GRAPHEMES - 1) + r'}"\}'
-# The same language as a GBNF grammar, for llama.cpp's server (its ``grammar`` request field).
+# The same for llama.cpp's server, as a GBNF grammar (its ``grammar`` request field), and stricter: a word character
+# (an ASCII letter or digit, or a letter-range code point) after at most 8 ASCII punctuation marks, so the forced
+# post is never punctuation alone ("_", which post_problems refuses, is what the tiny model wrote greedily).
+_LEAD_MAX = 8
 FORCED_GRAMMAR = (
-    'root ::= "{\\"text\\":\\"" first char{0,' + str(MAX_POST_GRAPHEMES - 1) + '} "\\"}"\n'
-    'first ::= [^"\\\\\\x00-\\x20] | "\\\\" ["\\\\/]\n'
+    'root ::= "{\\"text\\":\\"" lead{0,'
+    + str(_LEAD_MAX)
+    + "} word char{0,"
+    + str(MAX_POST_GRAPHEMES - 2 - _LEAD_MAX)
+    + '} "\\"}"\n'
+    "lead ::= [!#-/:-@[\\]-`{-~]\n"
+    "word ::= [0-9A-Za-z] | [\\u00C0-\\u1FFF] | [\\u2100-\\U0010FFFF]\n"
     'char ::= [^"\\\\\\x00-\\x1f] | "\\\\" ["\\\\/bfnrt]\n'
 )
 LLAMA_CPP = "llama.cpp"
