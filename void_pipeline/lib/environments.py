@@ -72,10 +72,16 @@ class PythonEnv:
     # The machine's local wheel folders (pip's find-links) are offered to the installer; a CUDA environment declines
     # them: a folder holding torch's 2.13.0+cpu build would satisfy its torch==2.13.0.
     local_wheels: bool = True
+    # Variables for compiling the source archives among the pins (CMake flags): they change the binaries, so they
+    # are part of the key, and the installer's wheel cache (keyed by the archive alone) is not used.
+    build_env: tuple[tuple[str, str], ...] = ()
 
     def key(self) -> str:
         interpreter = f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
-        return content_key(self.pins.read_bytes(), interpreter.encode(), platform.machine().encode())
+        parts = [self.pins.read_bytes(), interpreter.encode(), platform.machine().encode()]
+        if self.build_env:
+            parts.append("\n".join(f"{name}={value}" for name, value in self.build_env).encode())
+        return content_key(*parts)
 
     def path(self) -> Path:
         return cache_root() / "envs" / f"{self.name}-{self.key()}"
@@ -85,19 +91,25 @@ class PythonEnv:
         same pins either way, every dependency pinned (``--no-deps``) and checked for consistency at the end."""
         python = str(target / "bin" / "python")
         uv = uv_binary()
+        env, no_cache = None, []
+        if self.build_env:
+            # CMake compiles on every core; the parallelism does not change the result, so it is not in the key.
+            cores = {"CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 1)}
+            env = {**os.environ, **cores, **dict(self.build_env)}
+            no_cache = ["--no-cache"] if uv is not None else ["--no-cache-dir"]
         if uv is not None:
             run([str(uv), "venv", "--quiet", "--python", BASE_PYTHON, str(target)])
             # Byte-compiled at install, like pip does: where PYTHONDONTWRITEBYTECODE is set, nothing is cached at
             # import, and every trainer process would compile torch and transformers again (~15 s each).
             install = [str(uv), "pip", "install", "--quiet", "--no-deps", "--compile-bytecode", "--python", python]
             install += pip_index_args(find_links=self.local_wheels)
-            run([*install, "-r", str(self.pins)])
+            run([*install, *no_cache, "-r", str(self.pins)], env=env)
             check([str(uv), "pip", "check", "--python", python], self.allowed_problems)
             return
         run([BASE_PYTHON, "-m", "venv", str(target)])
         pip = [python, "-m", "pip"]
         run([*pip, "install", "--quiet", "--upgrade", "pip"])
-        run([*pip, "install", "--quiet", "--no-deps", "-r", str(self.pins)])
+        run([*pip, "install", "--quiet", "--no-deps", *no_cache, "-r", str(self.pins)], env=env)
         check([*pip, "check"], self.allowed_problems)
 
 
@@ -219,6 +231,20 @@ ENVIRONMENTS: dict[str, PythonEnv | NodeEnv | SourceFiles] = {
             "vendor/llama.cpp/LICENSE",
         ),
         strip="vendor/llama.cpp/",
+    ),
+    # llama-cpp-python compiled for the CPU from its pinned source archive: the GGUF quantizer and the
+    # OpenAI-compatible server behind `serve up --engine llama.cpp` (lib/serve). Only the library is built: no
+    # llama.cpp tools, tests, examples or llava (several minutes less on two cores).
+    "llama-cpp": PythonEnv(
+        "llama-cpp",
+        ENVS_DIR / "llama-cpp.txt",
+        build_env=(
+            (
+                "CMAKE_ARGS",
+                "-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF "
+                "-DLLAMA_BUILD_SERVER=OFF",
+            ),
+        ),
     ),
     # A real Letta server (testworld/letta_server.py) and its PostgreSQL + pgvector (pgserver's binaries).
     "letta": PythonEnv("letta", ENVS_DIR / "letta.txt"),

@@ -6,7 +6,9 @@ each reply call gets the tool's result and the model is asked again until it ans
 types: until a call asks for no heartbeat), or reaches ``max_posts``. An answer that is not a valid call (no call, another
 tool, bad arguments, a post of 0 or over 300 graphemes) is asked once more with ``tool_choice: "required"`` on its
 first request as a structured output: the reply tool's arguments, pinned by a regular expression
-(``FORCED_ARGUMENTS``), taken as the call.
+(``FORCED_ARGUMENTS``; llama.cpp: the same as a grammar, ``FORCED_GRAMMAR``), taken as the call. llama.cpp's server
+renders ``tools`` with the model's chat template but returns the model's text as it is: the calls are read from it
+in the family's format (``text_tool_calls``).
 
 Transport failures and 5xx/429 answers are retried with backoff; an endpoint that is down, that refuses the key, or
 that keeps failing raises an ``EndpointError`` that says which.
@@ -53,6 +55,7 @@ class Endpoint:
     timeout_s: float = 120.0
     retries: int = 2  # more tries after a transport failure, 429 or 5xx
     backoff_s: float = 1.0
+    engine: str = "vllm"  # "llama.cpp": calls are read from the text, the retry is pinned by a grammar
 
     def headers(self) -> dict[str, str]:
         return auth_header(self.api_key)
@@ -151,6 +154,45 @@ def chat(client: httpx.Client, endpoint: Endpoint, body: Mapping[str, Any]) -> d
 _CHAR = r'(?:[^"\\\x00-\x1f]|\\["\\/bfnrt])'
 _FIRST = r'(?:[^"\\\x00-\x20]|\\["\\/])'
 FORCED_ARGUMENTS = r'\{"text":"' + _FIRST + _CHAR + "{0," + str(MAX_POST_GRAPHEMES - 1) + r'}"\}'
+# The same for llama.cpp's server, as a GBNF grammar (its ``grammar`` request field), and stricter: a word character
+# (an ASCII letter or digit, or a letter-range code point) after at most 8 ASCII punctuation marks, so the forced
+# post is never punctuation alone ("_", which post_problems refuses, is what the tiny model wrote greedily).
+_LEAD_MAX = 8
+FORCED_GRAMMAR = (
+    'root ::= "{\\"text\\":\\"" lead{0,'
+    + str(_LEAD_MAX)
+    + "} word char{0,"
+    + str(MAX_POST_GRAPHEMES - 2 - _LEAD_MAX)
+    + '} "\\"}"\n'
+    "lead ::= [!#-/:-@[\\]-`{-~]\n"
+    "word ::= [0-9A-Za-z] | [\\u00C0-\\u1FFF] | [\\u2100-\\U0010FFFF]\n"
+    'char ::= [^"\\\\\\x00-\\x1f] | "\\\\" ["\\\\/bfnrt]\n'
+)
+LLAMA_CPP = "llama.cpp"
+
+
+def text_tool_calls(text: str) -> list[dict[str, Any]]:
+    """The calls in a text written in the Llama 3 JSON tool-call format, read as vLLM's ``llama3_json`` parser reads
+    them (for servers that return the text as it is, llama.cpp's): an optional ``<|python_tag|>``, then JSON
+    objects with ``name`` and ``parameters`` (or ``arguments``), separated by ``;`` or blanks. Anything else in the
+    text: no calls (the text is the model's answer)."""
+    body = text.strip().removeprefix("<|python_tag|>").strip()
+    decoder = json.JSONDecoder()
+    calls: list[dict[str, Any]] = []
+    at = 0
+    while at < len(body):
+        try:
+            found, at = decoder.raw_decode(body, at)
+        except json.JSONDecodeError:
+            return []
+        if not isinstance(found, dict) or "name" not in found or not {"parameters", "arguments"} & found.keys():
+            return []
+        arguments = found.get("parameters", found.get("arguments"))
+        calls.append({"id": f"call_{len(calls)}", "type": "function",
+                      "function": {"name": str(found["name"]), "arguments": json.dumps(arguments, ensure_ascii=False)}})  # fmt: skip
+        while at < len(body) and body[at] in " \t\r\n;":
+            at += 1
+    return calls
 
 
 def agent_loop(
@@ -191,7 +233,9 @@ def agent_loop(
             "seed": request_seed(sampling, seed_key, sample, step),
             **request.request_options(),
         }
-        if forced:
+        if forced and endpoint.engine == LLAMA_CPP:
+            body["grammar"] = FORCED_GRAMMAR
+        elif forced:
             body["structured_outputs"] = {"regex": FORCED_ARGUMENTS}
         step += 1
         data = chat(client, endpoint, body)
@@ -204,6 +248,9 @@ def agent_loop(
         if message.get("content"):
             content.append(str(message["content"]))
         calls = message.get("tool_calls") or []
+        read_from_text = not forced and not calls and endpoint.engine == LLAMA_CPP
+        if read_from_text and (calls := text_tool_calls(str(message.get("content") or ""))):
+            content.pop()  # the text was the calls
         if forced and not calls and message.get("content"):  # the structured output is the call's arguments
             calls = [{"id": "call_forced", "type": "function",
                       "function": {"name": REPLY_TOOL_NAME, "arguments": str(message["content"])}}]  # fmt: skip
@@ -233,7 +280,7 @@ def agent_loop(
         if not heartbeat:  # memgpt agent types: a call without a heartbeat ends the turn
             finish = "stop"
             break
-        said = "" if forced else message.get("content") or ""
+        said = "" if forced or read_from_text else message.get("content") or ""
         messages.append({"role": "assistant", "content": said, "tool_calls": replies})
         messages += results
     return Answer(

@@ -1,9 +1,10 @@
-"""The managed server: a long-running vLLM server for the current bundle (``void-pipeline serve up|status|down``).
+"""The managed server: a long-running vLLM or llama.cpp server for the current bundle (``serve up|status|down``).
 
 Unlike the evaluation's server it outlives the command that starts it: it runs in a session of its own, and
 ``serve/server.json`` records its pid, process group, URL, models and log, so ``status`` and ``down`` find it and
 ``served_model`` can load a newly promoted adapter into it. The API key comes from the environment and is passed
-to vLLM in its environment; it is never written to the state file, a log or the command line.
+to vLLM in its environment (to llama.cpp in a 0600 config file deleted once it answers); it is never written to the
+state file, a log or the command line.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from void_pipeline.lib.files import locked, write_text_atomic
 from void_pipeline.lib.ingest.xrpc import auth_header
 from void_pipeline.lib.layout import ServePaths
 from void_pipeline.lib.processes import group_members, pid_alive
+from void_pipeline.lib.serve.llama_server import ENGINE as LLAMA_ENGINE
+from void_pipeline.lib.serve.llama_server import LlamaSpec, is_llama_server, write_config
+from void_pipeline.lib.serve.llama_server import server_command as llama_command
+from void_pipeline.lib.serve.llama_server import server_env as llama_env
 from void_pipeline.lib.serve.vllm_server import (
     ServerFailed,
     ServerSpec,
@@ -52,7 +57,8 @@ class ServerState:
     started: float  # time.time()
     bundle_version: int | None  # the current bundle served under its name (updated when one is hot-loaded)
     adapters: dict[str, str]  # served name → the adapter folder it answers with now
-    base_model: str
+    base_model: str  # vLLM: the base model; llama.cpp: the GGUF file
+    engine: str = "vllm"  # or "llama.cpp" (state files written before engines were recorded are vLLM's)
 
     @classmethod
     def read(cls, serve: ServePaths) -> ServerState | None:
@@ -67,24 +73,30 @@ class ServerState:
         write_text_atomic(serve.server_state, json.dumps(self.__dict__, indent=2))
 
     def alive(self) -> bool:
-        return pid_alive(self.pid) and is_vllm(self.pid)
+        return pid_alive(self.pid) and is_engine(self.pid, self.engine)
+
+
+def is_engine(pid: int, engine: str = "vllm") -> bool:
+    """The pid is still a process of the engine (not a recycled pid): vLLM's server runs ``-m
+    vllm.entrypoints...`` and titles its engine processes ``VLLM::EngineCore``, ``VLLM::Worker``; llama.cpp's runs
+    ``-m llama_cpp.server``."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return pid_alive(pid)  # no /proc: trust the pid
+    return is_llama_server(cmdline) if engine == LLAMA_ENGINE else b"vllm" in cmdline.lower()
 
 
 def is_vllm(pid: int) -> bool:
-    """The pid is still a vLLM process (not a recycled pid): the server runs ``-m vllm.entrypoints...``, its
-    engine processes are titled ``VLLM::EngineCore``, ``VLLM::Worker``."""
-    try:
-        return b"vllm" in Path(f"/proc/{pid}/cmdline").read_bytes().lower()
-    except OSError:
-        return pid_alive(pid)  # no /proc: trust the pid
+    return is_engine(pid, "vllm")
 
 
 def left_running(state: ServerState) -> list[int]:
-    """The vLLM processes of the server's process group that still run. A SIGKILLed server leaves its engine core
-    and workers behind (reparented to init, in the same group: its pgid is its pid); only vLLM processes count, so
-    a group whose number was recycled is left alone."""
+    """The engine's processes of the server's process group that still run. A SIGKILLed vLLM server leaves its
+    engine core and workers behind (reparented to init, in the same group: its pgid is its pid); only the engine's
+    processes count, so a group whose number was recycled is left alone."""
     me = os.getpid()
-    return sorted(pid for pid in group_members(state.pid) if pid != me and is_vllm(pid))
+    return sorted(pid for pid in group_members(state.pid) if pid != me and is_engine(pid, state.engine))
 
 
 def leftovers_note(pids: Sequence[int]) -> str:
@@ -125,40 +137,81 @@ def up(
     timeout_s: float = 900.0,
     on_progress: Callable[[str], None] | None = None,
 ) -> ServerState:
-    """Start the server in a session of its own and wait until it answers. ServerFailed (the server stopped
+    """Start the vLLM server in a session of its own and wait until it answers. ServerFailed (the server stopped
     again, nothing left running) when it does not come up."""
+    check_none_running(serve)
+    port = spec.port or DEFAULT_PORT
+    state = ServerState(0, connect_url(spec.host, port), [], str(serve.server_log), 0.0, bundle_version,
+                        dict(spec.adapters), spec.model)  # fmt: skip
+    return start(serve, server_command(python, spec, port), server_env(spec, api_key), state, api_key, timeout_s,
+                 on_progress)  # fmt: skip
+
+
+def up_llama(
+    serve: ServePaths,
+    python: str,
+    spec: LlamaSpec,
+    api_key: str | None,
+    bundle_version: int | None,
+    timeout_s: float = 900.0,
+    on_progress: Callable[[str], None] | None = None,
+) -> ServerState:
+    """Start llama-cpp-python's server on ``spec.gguf``; its config file (it holds the key) exists only until the
+    server answers or fails."""
+    check_none_running(serve)
+    port = spec.port or DEFAULT_PORT
+    serve.root.mkdir(parents=True, exist_ok=True)
+    config = write_config(serve.root / f".llama-server-{os.getpid()}.json", spec, port, api_key)
+    state = ServerState(0, connect_url(spec.host, port), [], str(serve.server_log), 0.0, bundle_version,
+                        {}, spec.gguf, LLAMA_ENGINE)  # fmt: skip
+    try:
+        return start(serve, llama_command(python, config), llama_env(), state, api_key, timeout_s, on_progress)
+    finally:
+        config.unlink(missing_ok=True)
+
+
+def check_none_running(serve: ServePaths) -> None:
     if (recorded := ServerState.read(serve)) is not None and recorded.alive():
         raise AlreadyRunning(f"a server already runs at {recorded.url} (pid {recorded.pid}): serve down first")
     if recorded is not None and (engines := left_running(recorded)):  # recording a new one would lose them
         raise AlreadyRunning(f"the last server (pid {recorded.pid}) is gone but {leftovers_note(engines)}: "
                              "serve down stops them")  # fmt: skip
-    port = spec.port or DEFAULT_PORT
-    spec_env = server_env(spec, api_key)
+
+
+def start(
+    serve: ServePaths,
+    command: list[str],
+    env: dict[str, str],
+    state: ServerState,
+    api_key: str | None,
+    timeout_s: float,
+    on_progress: Callable[[str], None] | None,
+) -> ServerState:
+    """Run ``command`` in a session of its own, record it, wait until it answers (``state`` gives the rest)."""
     serve.root.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with open(serve.server_log, "ab") as log:
         log.write(f"\n--- serve up {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
         log.flush()
         process = subprocess.Popen(
-            server_command(python, spec, port),
+            command,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=spec_env,
+            env=env,
             start_new_session=True,  # its own process group: it outlives this command, `down` stops all of it
         )
-        state = ServerState(
-            process.pid, connect_url(spec.host, port), [], str(serve.server_log), time.time(), bundle_version,
-            dict(spec.adapters), spec.model,
-        )  # fmt: skip
+        state = replace(state, pid=process.pid, started=time.time())
         state.write(serve)
         try:
-            running = wait_until_up(process, state.url, api_key, serve.server_log, started, timeout_s, on_progress, log)
+            name = "llama.cpp" if state.engine == LLAMA_ENGINE else "vLLM"
+            running = wait_until_up(process, state.url, api_key, serve.server_log, started, timeout_s, on_progress, log,
+                                    name, health_path(state.engine))  # fmt: skip
         except BaseException:
             stop_process_group(process.pid)
             serve.server_state.unlink(missing_ok=True)
             raise
-    state = ServerState(**{**state.__dict__, "models": running.models})
+    state = replace(state, models=running.models)
     state.write(serve)
     return state
 
@@ -221,7 +274,7 @@ def status(serve: ServePaths, api_key: str | None) -> dict[str, Any]:
     if state is None:
         return {"state": "down", "why": "no managed server is recorded (void-pipeline serve up)"}
     report: dict[str, Any] = {"url": state.url, "pid": state.pid, "log": state.log, "bundle": state.bundle_version,
-                              "adapters": state.adapters}  # fmt: skip
+                              "adapters": state.adapters, "engine": state.engine}  # fmt: skip
     if not state.alive():
         tail = log_tail(Path(state.log), 5)
         if engines := left_running(state):
@@ -230,11 +283,12 @@ def status(serve: ServePaths, api_key: str | None) -> dict[str, Any]:
         return {**report, "state": "down", "why": f"pid {state.pid} is gone; the log ends:\n{tail}"}
     report["uptime_s"] = round(time.time() - state.started)
     try:
-        health = httpx.get(f"{state.url}/health", timeout=5.0).status_code
+        health = httpx.get(f"{state.url}{health_path(state.engine)}", headers=auth_header(api_key), timeout=5.0)
+        health_code = health.status_code
     except httpx.HTTPError as err:
         return {**report, "state": "starting", "why": f"the process runs but {state.url} does not answer ({err})"}
-    if health != 200:
-        return {**report, "state": "unhealthy", "why": f"/health answered {health}"}
+    if health_code != 200 and not (state.engine == LLAMA_ENGINE and health_code in (401, 403)):  # the key: below
+        return {**report, "state": "unhealthy", "why": f"{health_path(state.engine)} answered {health_code}"}
     listed = httpx.get(f"{state.url}/v1/models", headers=auth_header(api_key), timeout=10.0)
     if listed.status_code == 200:
         report["models"] = [m["id"] for m in listed.json().get("data", [])]
@@ -242,6 +296,10 @@ def status(serve: ServePaths, api_key: str | None) -> dict[str, Any]:
         report["models"] = state.models
         report["note"] = f"/v1/models answered {listed.status_code}: is {API_KEY_ENV} the server's key?"
     return {**report, "state": "up"}
+
+
+def health_path(engine: str) -> str:
+    return "/v1/models" if engine == LLAMA_ENGINE else "/health"
 
 
 def foreground(process_pid: int) -> int:
@@ -257,4 +315,4 @@ def foreground(process_pid: int) -> int:
     return os.waitstatus_to_exitcode(status_code)
 
 
-__all__ = ["AlreadyRunning", "ServerFailed", "ServerState", "down", "foreground", "status", "up"]
+__all__ = ["AlreadyRunning", "ServerFailed", "ServerState", "down", "foreground", "status", "up", "up_llama"]

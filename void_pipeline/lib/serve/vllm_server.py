@@ -193,6 +193,8 @@ def wait_until_up(
     timeout_s: float,
     on_progress: Callable[[str], None] | None,
     log: IO[bytes],
+    engine: str = "vLLM",
+    health: str = "/health",  # llama.cpp's server has none: its /v1/models answers once the model is loaded
 ) -> RunningServer:
     headers = auth_header(api_key)
     next_note = started + 15
@@ -200,9 +202,9 @@ def wait_until_up(
         while True:
             if process.poll() is not None:
                 log.flush()
-                raise ServerFailed(f"the vLLM server exited with {process.returncode}:\n{log_tail(log_path)}")
+                raise ServerFailed(f"the {engine} server exited with {process.returncode}:\n{log_tail(log_path)}")
             with contextlib.suppress(httpx.HTTPError):
-                if client.get(f"{url}/health").status_code == 200:
+                if client.get(f"{url}{health}", headers=headers).status_code == 200:
                     listed = client.get(f"{url}/v1/models", headers=headers)
                     if listed.status_code == 200:
                         models = [m["id"] for m in listed.json().get("data", [])]
@@ -210,9 +212,11 @@ def wait_until_up(
                         return RunningServer(url, api_key or "", models, process.pid, log_path, up_s)
             now = time.monotonic()
             if now - started > timeout_s:
-                raise ServerFailed(f"the vLLM server did not answer within {timeout_s:.0f} s:\n{log_tail(log_path)}")
+                raise ServerFailed(
+                    f"the {engine} server did not answer within {timeout_s:.0f} s:\n{log_tail(log_path)}"
+                )
             if on_progress is not None and now >= next_note:
-                on_progress(f"[serve] waiting for vLLM ({now - started:.0f} s)")
+                on_progress(f"[serve] waiting for {engine} ({now - started:.0f} s)")
                 next_note = now + 15
             time.sleep(0.5)
 
