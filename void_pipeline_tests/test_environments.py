@@ -170,3 +170,15 @@ def test_pip_index_settings_reach_uv(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert ["--find-links", str(wheels)] == args[args.index(str(wheels)) - 1 : args.index(str(wheels)) + 1]
     assert str(tmp_path / "missing") not in args  # a folder that is not there is left out
     assert args[args.index("--index-url") + 1] == "https://mirror.example/simple"
+
+
+def test_pip_installs_a_partly_hashed_pin_file_in_two_runs() -> None:
+    """pip refuses a file where only some pins carry a hash (envs/llama-cpp.txt hashes its source archive alone):
+    the pip fallback installs the unhashed pins first, then the hashed ones, every pin exactly once."""
+    pins = "# a comment\nfoo==1.0\nbar==2.0 --hash=sha256:ab\n\nbaz==3.0\n"
+    assert environments.pip_requirement_groups(pins) == [["foo==1.0", "baz==3.0"], ["bar==2.0 --hash=sha256:ab"]]
+    assert environments.pip_requirement_groups("foo==1.0\n") == [["foo==1.0"]]
+    llama = (environments.ENVS_DIR / "llama-cpp.txt").read_text()
+    plain, hashed = environments.pip_requirement_groups(llama)
+    assert [line.split("==")[0] for line in hashed] == ["llama-cpp-python"]
+    assert all("--hash" not in line for line in plain) and len(plain) > 5

@@ -109,8 +109,22 @@ class PythonEnv:
         run([BASE_PYTHON, "-m", "venv", str(target)])
         pip = [python, "-m", "pip"]
         run([*pip, "install", "--quiet", "--upgrade", "pip"])
-        run([*pip, "install", "--quiet", "--no-deps", *no_cache, "-r", str(self.pins)], env=env)
+        for part, lines in enumerate(pip_requirement_groups(self.pins.read_text())):
+            requirements = target / f".requirements-{part}.txt"
+            requirements.write_text("".join(f"{line}\n" for line in lines))
+            run([*pip, "install", "--quiet", "--no-deps", *no_cache, "-r", str(requirements)], env=env)
+            requirements.unlink()
         check([*pip, "check"], self.allowed_problems)
+
+
+def pip_requirement_groups(pins: str) -> list[list[str]]:
+    """The pins as pip installs them: those without ``--hash`` first, then those with one. pip checks hashes for
+    every requirement of an install once one carries a hash, so a file that hashes only some (the compiled source
+    archive) is installed in two runs; uv checks the hashes that are given and takes the file whole."""
+    requirements = [line.strip() for line in pins.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    plain = [line for line in requirements if "--hash" not in line]
+    hashed = [line for line in requirements if "--hash" in line]
+    return [group for group in (plain, hashed) if group]
 
 
 @dataclass(frozen=True)
