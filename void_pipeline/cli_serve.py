@@ -127,13 +127,7 @@ def up_command(args: argparse.Namespace) -> int:
     python = args.python or str(environments.ensure("server") / "bin" / "python")
     print(f"starting vLLM for bundle v{bundle.version:04d} ({bundle.base_model}) on {args.host}:{args.port} ...")
     state = managed.up(serve, python, spec, key, bundle.version, args.timeout, print)
-    print(f"up at {state.url}/v1 (pid {state.pid}); models: {', '.join(state.models)}; log: {state.log}")
-    if args.foreground:
-        try:
-            return managed.foreground(state.pid)
-        finally:
-            serve.server_state.unlink(missing_ok=True)
-    return 0
+    return report_up(serve, state, args.foreground)
 
 
 def endpoint_key(args: argparse.Namespace) -> str | None:
@@ -183,8 +177,13 @@ def up_llama_command(args: argparse.Namespace, serve: ServePaths, bundle: Bundle
     print(f"starting llama.cpp for bundle v{bundle.version:04d} on {served.name} ({quant}, {size}) at "
           f"{args.host}:{args.port} ...")  # fmt: skip
     state = managed.up_llama(serve, python, spec, key, bundle.version, args.timeout, print)
+    return report_up(serve, state, args.foreground)
+
+
+def report_up(serve: ServePaths, state: managed.ServerState, foreground: bool) -> int:
+    """Say where the started server answers; with ``foreground``, stay until it stops (a container's main process)."""
     print(f"up at {state.url}/v1 (pid {state.pid}); models: {', '.join(state.models)}; log: {state.log}")
-    if args.foreground:
+    if foreground:
         try:
             return managed.foreground(state.pid)
         finally:
