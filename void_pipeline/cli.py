@@ -1,4 +1,4 @@
-"""``python -m void_pipeline``: the pipeline's own commands, without Dagster.
+"""``void-pipeline`` (``python -m void_pipeline``): the pipeline's own commands, without Dagster.
 
 python -m void_pipeline export ACTOR     export an agent's repo and thread context to Parquet
 python -m void_pipeline prompt --thread FILE | --uri AT_URI [--template FILE] [--handler PROFILE]
@@ -17,7 +17,7 @@ python -m void_pipeline ui [--port N]    the Dagster UI (dg dev) on a port check
 python -m void_pipeline free-slots [--fail-run RUN_ID]
                                          give back the pool slots ("gpu") that dead runs hold ($DAGSTER_HOME)
 
-The local AT Protocol world and the demo are the test world's: ``python -m void_pipeline.testworld --help``.
+The local AT Protocol world and the demo are the test world's: ``./void-pipeline testworld --help``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from void_pipeline.lib.layout import DataLayout, agent_name_error, data_root, de
 from void_pipeline.lib.model import TokenCounter
 from void_pipeline.lib.settings import DEFAULT_APPVIEW_URL, DEFAULT_PLC_URL
 
-TEST_WORLD_COMMANDS = ("devnet", "demo")
+TEST_WORLD_COMMANDS = ("devnet", "demo", "testworld")
 
 
 class UsageError(ValueError):
@@ -194,12 +194,14 @@ def context_command(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in TEST_WORLD_COMMANDS:
-        print(
-            f"error: `{argv[0]}` belongs to the test world: python -m void_pipeline.testworld {' '.join(argv)}",
-            file=sys.stderr,
-        )
+        words = argv[1:] if argv[0] == "testworld" else argv  # the launcher's passthrough, reached without it
+        print(f"error: `{argv[0]}` belongs to the test world: ./void-pipeline testworld {' '.join(words)}", file=sys.stderr)
         return 2
-    parser = argparse.ArgumentParser(prog="python -m void_pipeline", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="void-pipeline",
+        description=__doc__.split("\n")[0],
+        epilog="the local AT Protocol world and the demo: void-pipeline testworld --help",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     export = sub.add_parser("export", help="export an agent's repo and thread context to Parquet, without Dagster")
     export.add_argument("actor", help="handle or DID")

@@ -111,7 +111,7 @@ def free_slots_command(args: argparse.Namespace) -> int:
     for slot in report.still_held:
         print(
             f"held: {slot.pool} slot of run {slot.run_id} ({slot.status}), step {slot.step_key}; if its worker is "
-            f"gone: python -m void_pipeline free-slots --fail-run {slot.run_id}"
+            f"gone: ./void-pipeline free-slots --fail-run {slot.run_id}"
         )
     if not report.freed and not report.still_held:
         print("no pool slot is held")

@@ -1,4 +1,4 @@
-"""``python -m void_pipeline serve up|status|down|list|promote`` and ``reply``: the served model, from a shell.
+"""``void-pipeline serve up|status|down|list|promote`` and ``reply``: the served model, from a shell.
 
 serve up       a long-running vLLM server for the current bundle (loopback, key from $VOID_SERVE_API_KEY);
                --engine llama.cpp [--quant Q4_K_M]: llama-cpp-python's server on the bundle's GGUF, on the CPU
@@ -578,6 +578,6 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str]) -> int:
     """``serve``, ``reply`` and ``export-adapter`` without the rest of the CLI's imports: the server image runs
     ``serve up`` with only vLLM's packages (httpx, pyyaml), no polars, atproto or dagster."""
-    parser = argparse.ArgumentParser(prog="python -m void_pipeline", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="void-pipeline", description=__doc__.split("\n")[0])
     add_commands(parser.add_subparsers(dest="command", required=True))
     return run(parser.parse_args(argv))

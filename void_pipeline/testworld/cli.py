@@ -1,4 +1,4 @@
-"""``python -m void_pipeline.testworld``: the local AT Protocol world (devnet) and the end-to-end demo.
+"""``void-pipeline testworld`` (``python -m void_pipeline.testworld``): the local AT Protocol world (devnet) and the end-to-end demo.
 
 devnet up        start a PLC and two PDSes on loopback (detached; state in .data/devnet)
 devnet seed      generate the synthetic void corpus and seed it (manifest in .data/devnet/seed)
@@ -414,8 +414,8 @@ def show_serving(layout: AgentLayout) -> None:
         print(f"  the post:  {post_to_answer(prompt.strip('`'))}")
         print(f"  its reply: {shorten(answer)}")
     print(
-        f"[demo] serve it: VOID_SERVE_API_KEY=... python -m void_pipeline serve up --agent {DEMO_AGENT}; ask it: python -m "
-        f"void_pipeline reply <at://post> --agent {DEMO_AGENT} --appview-url <an AppView>"
+        f"[demo] serve it: VOID_SERVE_API_KEY=... ./void-pipeline serve up --agent {DEMO_AGENT}; ask it: ./void-pipeline "
+        f"reply <at://post> --agent {DEMO_AGENT} --appview-url <an AppView>"
     )
 
 
@@ -436,7 +436,7 @@ def show_evaluation(layout: AgentLayout) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m void_pipeline.testworld", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="void-pipeline testworld", description=__doc__.split("\n")[0])
     parser.add_argument("--state-dir", type=Path, default=None, help="devnet state folder (default <data>/devnet)")
     sub = parser.add_subparsers(dest="command", required=True)
     devnet = sub.add_parser("devnet", help="the local AT Protocol world")
