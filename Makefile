@@ -8,8 +8,10 @@ export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
 
 .PHONY: setup setup-trainer setup-server setup-demo setup-all setup-system prune-envs demo test test-fast lint format typecheck unit ui mlflow-ui devnet-up devnet-seed devnet-down bench gpu-check
 
-setup:  ## build (or reuse) the cached environments: orchestrator (Python) and devnet (Node)
+setup:  ## build (or reuse) the cached environments: orchestrator (Python) and devnet (Node); .venv links to the orchestrator's
 	@$(ENVS) ensure orchestrator devnet >/dev/null
+	@# for editors and `source .venv/bin/activate`: re-pointed as pins change; a .venv of the operator's own is left alone
+	@if [ -L .venv ] || [ ! -e .venv ]; then ln -sfn "$(ORCH)" .venv; else echo "note: .venv is not the link make setup makes: left as it is" >&2; fi
 
 prune-envs:  ## delete cached environments of pins that are no longer current (they pile up as pins change)
 	@$(ENVS) prune
