@@ -195,7 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in TEST_WORLD_COMMANDS:
         words = argv[1:] if argv[0] == "testworld" else argv  # the launcher's passthrough, reached without it
-        print(f"error: `{argv[0]}` belongs to the test world: ./void-pipeline testworld {' '.join(words)}", file=sys.stderr)
+        print(
+            f"error: `{argv[0]}` belongs to the test world: ./void-pipeline testworld {' '.join(words)}",
+            file=sys.stderr,
+        )
         return 2
     parser = argparse.ArgumentParser(
         prog="void-pipeline",

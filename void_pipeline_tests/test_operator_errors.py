@@ -235,23 +235,26 @@ PLACEHOLDERS |= {"AT_URI": "at://did:plc:x/app.bsky.feed.post/x", "ACTOR": "void
 
 
 ALTERNATIVES = re.compile(r"^[a-z-]+([|/][a-z-]+)+$")  # up|status|down, up/status/down
-SHORT_FORMS = {"devnet": "python -m void_pipeline.testworld", "serve": "python -m void_pipeline"}
+SHORT_FORMS = {"devnet": "./void-pipeline testworld", "serve": "./void-pipeline"}
 
 
 def readme_command_lines() -> list[tuple[str, list[str]]]:
     """(module, argv) of every command the README and docs/ spell in code, ``a|b`` (``a/b``) alternatives and ``[--optional X]``
     parts spelled out; prose after the command (``export: the exporter``) is cut at the punctuation."""
     readme = "\n".join(p.read_text() for p in [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))])
-    code = re.findall(r"```[a-z]*\n(.*?)```", readme, re.S) + re.findall(r"`([^`\n]+)`", readme)
+    code = re.findall(r"```(?:bash|sh|shell|console)\n(.*?)```", readme, re.S) + re.findall(r"`([^`\n]+)`", readme)
     # prose shortens `python -m void_pipeline.testworld devnet up` to `devnet up`, and so for serve and reply
     code = [f"{SHORT_FORMS[s.split()[0]]} {s}" if s.split()[0] in SHORT_FORMS else s for s in code if s.strip()]
     commands: list[tuple[str, list[str]]] = []
     for match in (m for span in code for m in README_COMMAND.finditer(span)):
         module = "testworld" if match[1] or match[2] == "testworld" else "pipeline"
-        if "…" in match[3] or "..." in match[3]:
+        rest = match[3]
+        if "…" in rest or "..." in rest or re.search(r"(^|\s)--help\b", rest):
             continue
+        if module == "pipeline" and re.match(r"testworld\b", rest):  # the launcher's passthrough
+            module, rest = "testworld", rest.removeprefix("testworld")
         words: list[str] = []
-        for word in match[3].replace("[", " ").replace("]", " ").split():
+        for word in rest.replace("[", " ").replace("]", " ").split():
             words.append(PLACEHOLDERS.get(word.rstrip(",:;)"), word.rstrip(",:;)")))
             if word[-1] in ",:;)":
                 break

@@ -456,8 +456,7 @@ def instructions(checked: CheckedAdapter, name: str) -> str:
     head = [
         f"{target.title}: upload this LoRA adapter and serve it ({name})",
         "",
-        f"Exported from {checked.source} on {datetime.now(UTC).date().isoformat()} by "
-        "`void-pipeline export-adapter`.",
+        f"Exported from {checked.source} on {datetime.now(UTC).date().isoformat()} by `void-pipeline export-adapter`.",
         f"Base model: {checked.base_model} ({target.title}: {checked.host_base_model or '<BASE_MODEL_ID>, see below'})",
         f"LoRA rank {checked.rank}; target modules {', '.join(checked.target_modules)}.",
         "Nothing below was run against the real service by this project: the commands are from the host's",
