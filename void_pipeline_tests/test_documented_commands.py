@@ -4,7 +4,6 @@ launcher (``./void-pipeline``) in a fresh shell's environment, make targets that
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from void_pipeline.lib.layout import REPO_ROOT
-from void_pipeline_tests.support.documented import LAUNCHER, DocumentedCommand, documented_commands
+from void_pipeline_tests.support.documented import (
+    LAUNCHER,
+    by_program,
+    fresh_shell_environment,
+    leading_words,
+    makefile_targets,
+)
 
 # Programs the docs name that run elsewhere or are the shell's own, and why they are not run here.
 ELSEWHERE = {
@@ -26,26 +31,20 @@ MIN_LAUNCHER_LINES = 30
 MIN_MAKE_LINES = 70
 
 
-def fresh_shell_environment() -> dict[str, str]:
-    """What a new login shell has: HOME and a PATH whose python3 is the interpreter the environments were built
-    with; no PYTHONPATH, no virtual environment."""
-    base_python = Path(getattr(sys, "_base_executable", sys.executable))
-    return {"HOME": os.environ.get("HOME", "/root"), "PATH": f"{base_python.parent}:/usr/local/bin:/usr/bin:/bin"}
+def test_the_launcher_is_the_command_itself_from_any_folder(tmp_path: Path) -> None:
+    """From another folder, in a fresh shell's environment: the command's exit status (serve status: 3 when down),
+    its output and nothing of the launcher's, as the package's own module gives them."""
+    argv = ["serve", "status", "--data", str(tmp_path / "data")]
+    launched = subprocess.run([str(REPO_ROOT / "void-pipeline"), *argv], cwd=tmp_path, env=fresh_shell_environment(tmp_path),
+                              capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    direct = subprocess.run([sys.executable, "-m", "void_pipeline", *argv], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=120, check=False)  # fmt: skip
+    assert launched.returncode == 3, launched.stderr
+    assert launched.stdout.startswith("down\n")
+    assert (launched.stdout, launched.stderr) == (direct.stdout, direct.stderr)
 
 
-def makefile_targets() -> set[str]:
-    text = (REPO_ROOT / "Makefile").read_text()
-    return {t for line in re.findall(r"^([A-Za-z0-9_. -]+):(?!=)", text, re.M) for t in line.split()}
-
-
-def by_program() -> dict[str, list[DocumentedCommand]]:
-    grouped: dict[str, list[DocumentedCommand]] = {}
-    for command in documented_commands():
-        grouped.setdefault(command.words[0], []).append(command)
-    return grouped
-
-
-def test_the_docs_name_only_make_targets_scripts_and_programs_that_exist() -> None:
+def test_the_docs_name_only_make_targets_scripts_and_programs_that_exist(tmp_path: Path) -> None:
     grouped = by_program()
     assert len(grouped.get(LAUNCHER, [])) >= MIN_LAUNCHER_LINES
     assert len(grouped.get("make", [])) >= MIN_MAKE_LINES
@@ -61,7 +60,7 @@ def test_the_docs_name_only_make_targets_scripts_and_programs_that_exist() -> No
         if program == "python3":  # the machine's own interpreter: a standard-library script or module of ours
             for command in commands:
                 argv = list(command.words[1:3] if command.words[1] == "-m" else command.words[1:2])
-                ran = subprocess.run(["python3", *argv, "--help"], cwd=REPO_ROOT, env=fresh_shell_environment(),
+                ran = subprocess.run(["python3", *argv, "--help"], cwd=REPO_ROOT, env=fresh_shell_environment(tmp_path),
                                      capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
                 if ran.returncode != 0:
                     wrong.append(f"{command.where}: python3 {' '.join(argv)} --help: {ran.stderr.strip()[-300:]}")
@@ -73,17 +72,8 @@ def test_the_docs_name_only_make_targets_scripts_and_programs_that_exist() -> No
     assert wrong == []
 
 
-def leading_words(words: list[str]) -> list[str]:
-    taken: list[str] = []
-    for word in words:
-        if not re.fullmatch(r"[a-z][a-z0-9-]*", word):
-            break
-        taken.append(word)
-    return taken
-
-
 @pytest.mark.integration  # ~20 launcher runs, each importing the pipeline's CLI (the test world's: ~6 s each here)
-def test_each_documented_command_shows_its_help_through_the_launcher() -> None:
+def test_each_documented_command_shows_its_help_through_the_launcher(tmp_path: Path) -> None:
     """``./void-pipeline SUBCOMMAND… --help`` for each documented line (its arguments dropped), in a fresh shell's
     environment: exit 0 and the usage line of that subcommand. A renamed subcommand exits 2 (argparse's invalid
     choice); a wrong interpreter cannot import the package. Leading lower-case words that are a positional value
@@ -92,7 +82,7 @@ def test_each_documented_command_shows_its_help_through_the_launcher() -> None:
     assert ("serve", "up") in paths and ("testworld", "devnet", "env") in paths
 
     def show_help(path: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([LAUNCHER, *path, "--help"], cwd=REPO_ROOT, env=fresh_shell_environment(),
+        return subprocess.run([LAUNCHER, *path, "--help"], cwd=REPO_ROOT, env=fresh_shell_environment(tmp_path),
                               capture_output=True, text=True, timeout=180, check=False)  # fmt: skip
 
     with ThreadPoolExecutor(max_workers=4) as pool:  # each one mostly imports: as many at once as there are cores
@@ -106,6 +96,6 @@ def test_each_documented_command_shows_its_help_through_the_launcher() -> None:
         usage = leading_words(ran.stdout.split()[2:]) if ran.stdout.startswith("usage: void-pipeline") else None
         if usage is None:
             wrong.append(f"{shown}: no `usage: void-pipeline` line: {ran.stdout[:200]!r}")
-        elif path[: len(usage)] != tuple(usage) or (path and not usage):
+        elif path[: len(usage)] != usage or (path and not usage):
             wrong.append(f"{shown}: usage shows `void-pipeline {' '.join(usage)}`")
     assert wrong == []

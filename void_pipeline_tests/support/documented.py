@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,12 +36,17 @@ class DocumentedCommand:
     @property
     def subcommand_path(self) -> tuple[str, ...]:
         """Our command's leading subcommand words (``serve up``), up to the first option, placeholder or value."""
-        path: list[str] = []
-        for word in self.words[1:]:
-            if not re.fullmatch(r"[a-z][a-z0-9-]*", word):
-                break
-            path.append(word)
-        return tuple(path)
+        return leading_words(self.words[1:])
+
+
+def leading_words(words: Iterable[str]) -> tuple[str, ...]:
+    """The words up to the first that is not a lower-case name: ``serve up`` of ``serve up [-h] --data DATA``."""
+    taken: list[str] = []
+    for word in words:
+        if not re.fullmatch(r"[a-z][a-z0-9-]*", word):
+            break
+        taken.append(word)
+    return tuple(taken)
 
 
 def doc_files() -> list[Path]:
@@ -98,3 +106,25 @@ def documented_commands() -> list[DocumentedCommand]:
                 for command in shell_commands(code)[:1]:
                     found.append(DocumentedCommand(f"{name}:{line_of(span.start(), prose)}", tuple(command)))
     return found
+
+
+def by_program() -> dict[str, list[DocumentedCommand]]:
+    grouped: dict[str, list[DocumentedCommand]] = {}
+    for command in documented_commands():
+        grouped.setdefault(command.words[0], []).append(command)
+    return grouped
+
+
+def makefile_targets() -> set[str]:
+    text = (REPO_ROOT / "Makefile").read_text()
+    return {t for line in re.findall(r"^([A-Za-z0-9_. -]+):(?!=)", text, re.M) for t in line.split()}
+
+
+def fresh_shell_environment(folder: Path) -> dict[str, str]:
+    """What a new login shell has: HOME and a PATH whose python3 is the interpreter the environments were built with
+    (a link in ``folder``); no PYTHONPATH, no virtual environment."""
+    bin_dir = folder / "fresh-shell-bin"
+    bin_dir.mkdir(exist_ok=True)
+    if not (bin_dir / "python3").exists():
+        (bin_dir / "python3").symlink_to(getattr(sys, "_base_executable", None) or sys.executable)
+    return {"HOME": os.environ.get("HOME", "/root"), "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin"}
