@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import dagster as dg
+import pytest
 import yaml
 
 from void_pipeline.lib import containers
@@ -228,13 +229,22 @@ def test_server_image_runs_serve_up_on_the_official_vllm_image_with_only_our_pac
     assert f"127.0.0.1:{port}/health" in instruction(SERVER_DOCKERFILE, "HEALTHCHECK")
 
 
-def test_serve_entry_point_starts_without_the_orchestrator_packages() -> None:
+# the image's python3 -m void_pipeline, and the console script a pip install makes (pyproject's [project.scripts])
+CONSOLE_SCRIPT = """import tomllib
+module, _, function = tomllib.load(open("pyproject.toml", "rb"))["project"]["scripts"]["void-pipeline"].partition(":")
+sys.exit(getattr(importlib.import_module(module), function)())"""
+
+
+@pytest.mark.parametrize(
+    "launch", ['runpy.run_module("void_pipeline", run_name="__main__", alter_sys=True)', CONSOLE_SCRIPT]
+)
+def test_serve_entry_point_starts_without_the_orchestrator_packages(launch: str) -> None:
     """The vLLM image has httpx and pyyaml but none of dagster, polars, atproto or mlflow: the image's command (and
     what compose appends to it) must get as far as its argument parser with those unimportable, and the parser must
-    know every flag it is given."""
+    know every flag it is given. The console script dispatches the same way."""
     blocked = ("dagster", "polars", "atproto", "libipld", "mlflow")
     script = f"""
-import importlib.abc, runpy, sys
+import importlib, importlib.abc, runpy, sys
 class NotInTheServerImage(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0].startswith({blocked!r}):
@@ -242,7 +252,7 @@ class NotInTheServerImage(importlib.abc.MetaPathFinder):
         return None
 sys.meta_path.insert(0, NotInTheServerImage())
 sys.argv = ["void_pipeline", *sys.argv[1:]]
-runpy.run_module("void_pipeline", run_name="__main__", alter_sys=True)
+{launch}
 """
     arguments = [*server_entrypoint()[3:], *services()["vllm"].get("command", []), "--help"]
     done = subprocess.run(
