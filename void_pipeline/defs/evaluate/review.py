@@ -13,12 +13,15 @@ from void_pipeline.lib.handoffs import HandoffError
 from void_pipeline.lib.layout import EvaluationPaths
 from void_pipeline.resources.storage import PipelineStorage
 
+WAITS_ON_RATERS = {"void/waits_on": "raters"}  # the demo leaves it out: it needs a person's ratings first
+
 
 @dg.asset(
     deps=[eval_report],
     group_name="evaluate",
     owners=OWNERS,
     kinds={"python"},
+    tags=WAITS_ON_RATERS,
     description="The blind review's results: the key applied to each rater's scores (voice, substance, would post "
     "it; 1-5) of the latest evaluation's pack; means with 95% t-intervals, tuned-over-base preference (Wilson).",
 )
