@@ -15,12 +15,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pytest
 
+from void_pipeline.defs.evaluate.review import review_results
 from void_pipeline.lib.evaluate import review
 from void_pipeline.lib.evaluate.review import RatingBook, Ratings, ReviewError, ReviewPack, apply_key
 from void_pipeline.lib.evaluate.review_page import ReviewServer
+from void_pipeline.lib.handoffs import EvaluationPointer
+from void_pipeline.lib.layout import AgentRecord
+from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline_tests.support.review import MARKS, review_frames, synthetic_review
+from void_pipeline_tests.support.runs import failure_text
 
 
 def model_of(text: str) -> str:
@@ -212,3 +218,26 @@ def test_the_page_server_saves_each_score_before_answering_and_resumes_at_the_fi
         status, results = call(again, "/api/finish", {})
         assert status == 200 and results["pooled"]["items"] == 1 and results["threads"] == 3
         assert results["rows"][0]["measure"] == "base voice" and results["rows"][0]["value"] == 4.0
+
+
+def test_review_results_asks_for_ratings_then_shows_the_table_and_numbers(tmp_path: Path) -> None:
+    storage = PipelineStorage(root=str(tmp_path / "data"), agent="void")
+    layout = storage.agent_layout
+    layout.write_record(AgentRecord.now("void", "did:plc:synthetic", "void.test", "http://pds", "http://plc"))
+    paths = synthetic_review(layout.evaluate.root, threads=2)
+    unused = tmp_path / "unused"
+    layout.evaluate.write_latest(EvaluationPointer(paths.root, unused, "tiny", unused, unused))
+    first = dg.materialize([review_results], resources={"storage": storage}, raise_on_error=False)
+    assert not first.success
+    assert "no ratings yet" in failure_text(first) and "./void-pipeline review" in failure_text(first)
+    pack = ReviewPack.read(paths.review / "pack.json")
+    rate_all(RatingBook(paths.review, pack, "alice"), review.read_key(paths.review, pack),
+             {"base": [(2, 2, 2)] * 2, "tuned": [(4, 4, 5), (4, 4, 2)]})  # fmt: skip
+    done = dg.materialize([review_results], resources={"storage": storage})
+    metadata = done.asset_materializations_for_node("review_results")[0].metadata
+    assert metadata["tuned_would_post_mean_score_1to5"].value == 3.5
+    assert metadata["base_voice_mean_score_1to5"].value == 2.0
+    assert metadata["tuned_preferred_share"].value == 0.5 and metadata["raters"].value == 1
+    assert metadata["would_post_wins_ties_losses"].value == [1, 1, 0]
+    rows = metadata["results"].value.records  # type: ignore[attr-defined]
+    assert len(rows) == 14 and rows[-1].data["measure"] == "tuned preferred (would post it)"

@@ -94,6 +94,8 @@ class ReviewPack:
     @staticmethod
     def read(path: Path, evaluation: str | None = None) -> ReviewPack:
         """The pack at ``path``; with ``evaluation``, one written for another evaluation is refused naming both."""
+        if not path.exists():
+            raise ReviewError(f"{path} is missing: eval_report writes the review pack (materialize it, or give --pack)")
         data = read_json(path, "review pack")
         try:
             items = [ReviewItem(**{**i, "answers": dict(i["answers"])}) for i in data["items"]]
