@@ -239,5 +239,7 @@ def test_review_results_asks_for_ratings_then_shows_the_table_and_numbers(tmp_pa
     assert metadata["base_voice_mean_score_1to5"].value == 2.0
     assert metadata["tuned_preferred_share"].value == 0.5 and metadata["raters"].value == 1
     assert metadata["would_post_wins_ties_losses"].value == [1, 1, 0]
-    rows = metadata["results"].value.records  # type: ignore[attr-defined]
+    table = metadata["results"]
+    assert isinstance(table, dg.TableMetadataValue)
+    rows = table.records
     assert len(rows) == 14 and rows[-1].data["measure"] == "tuned preferred (would post it)"
