@@ -271,6 +271,8 @@ function complete(item) {
   return review.labels.every((l) => review.dimensions.every((d) => Number.isInteger((g[l] || {})[d.key])));
 }
 function firstUnrated() { return review.items.map((i) => i.item).find((i) => !complete(i)); }
+let typing = null;  // notes are saved a moment after the last keystroke, and when the rater leaves them
+$("notes").addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(saveNotes, 600); });
 $("notes").addEventListener("blur", saveNotes);
 $("prev").onclick = () => show(current - 1); $("next").onclick = () => show(current + 1);
 $("finish").onclick = finish; $("finish-now").onclick = finish;
