@@ -5,8 +5,11 @@ land in $VOID_TEST_ARTIFACTS (default <repo>/.data/test-artifacts/review)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,6 +39,11 @@ def rate_with_the_keyboard(page: Page, position: int) -> None:
             page.keyboard.press(digit)
     expect(page.locator("#status")).to_have_text("saved")
     expect(page.locator(".row button.on")).to_have_count(6)
+    if position == 3:  # a note, typed after e, left with Esc
+        page.keyboard.press("e")
+        page.keyboard.type("answer 1 rambles")
+        page.keyboard.press("Escape")
+        expect(page.locator("#status")).to_have_text("saved")
     if position < THREADS:
         page.keyboard.press("n")
 
@@ -85,7 +93,14 @@ def test_rate_kill_the_server_resume_and_read_the_results(tmp_path: Path) -> Non
                 expect(page.locator("#results")).to_contain_text(f"{THREADS} rated threads of {THREADS}")
         context.close()
     assert outside == []
-    results = review.review_results(paths.review)  # the key applied to the file the page wrote
+    printed = subprocess.run(  # the key applied by the command, then read back from the file the page wrote
+        [sys.executable, "-m", "void_pipeline", "review", "--results", "--pack", str(pack)],
+        cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "| pooled | tuned would post it | 7 | 4.00 |" in printed and "| alice | base voice | 7 | 2.00 |" in printed
+    notes = json.loads((paths.review / "ratings" / "alice.json").read_text())["items"]["3"]["notes"]
+    assert notes == "answer 1 rambles"
+    results = review.review_results(paths.review)
     assert results.pooled.items == THREADS and [r.rater for r in results.per_rater] == ["alice"]
     for model, typed in SCORES.items():
         means = {d: results.pooled.scores[model][d].mean for d in review.DIMENSIONS}
