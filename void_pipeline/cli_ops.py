@@ -143,23 +143,27 @@ def review_command(args: argparse.Namespace) -> int:
     from void_pipeline.lib.evaluate import review
     from void_pipeline.lib.evaluate.review_page import ReviewServer
 
+    usage = None
+    if not 0 <= args.port < 65536:
+        usage = f"--port {args.port} is not a TCP port (0 for a free one, or 1-65535)"
+    elif args.rater is None and not args.results:
+        usage = "--rater NAME is required: your ratings are saved under that name"
+    elif args.rater is not None and (error := review.rater_error(args.rater)):
+        usage = f"--rater: {error}"
+    if usage:
+        print(f"error: {usage}", file=sys.stderr)
+        return 2
     try:
-        if not 0 <= args.port < 65536:
-            raise ValueError(f"--port {args.port} is not a TCP port (0 for a free one, or 1-65535)")
-        if args.rater is None and not args.results:
-            raise ValueError("--rater NAME is required: your ratings are saved under that name")
-        if args.rater is not None and (error := review.rater_error(args.rater)):
-            raise ValueError(f"--rater: {error}")
         pack = (args.pack or latest_pack()).resolve()
         if args.results:
             print(review.review_results(pack.parent, pack).markdown())
             print(f"written: {review.results_path(pack.parent)}")
             return 0
+        if not review.ReviewPack.read(pack).items:
+            raise ValueError(f"{pack} holds no thread: the evaluation has none that both models answered")
         folder = review.ratings_folder(pack.parent)
         with acquire_owner(folder / f".{args.rater}.lock", "review page", f"rater {args.rater}'s ratings"):
             server = ReviewServer(pack.parent, pack, args.rater, args.port)
-            if not server.pack.items:
-                raise ValueError(f"{pack} holds no thread: the evaluation answered none both models could be shown")
             resume = server.book.ratings.first_unrated(server.pack)
             where = f"resuming at thread {resume}" if resume else "every thread is rated: press f to finish"
             print(f"review page: {server.url} ({server.pack.identity}, rater {args.rater}, {where})", flush=True)
@@ -169,9 +173,9 @@ def review_command(args: argparse.Namespace) -> int:
                 print("stopped: every acknowledged score is saved", flush=True)
             finally:
                 server.server_close()
-    except (ValueError, Busy, OSError) as err:  # ReviewError is a ValueError: a bad pack, key or ratings file
+    except (ValueError, Busy, OSError) as err:  # ReviewError and HandoffError are ValueErrors
         print(f"error: {err}", file=sys.stderr)
-        return 2 if str(err).startswith("--") else 1
+        return 1
     return 0
 
 
