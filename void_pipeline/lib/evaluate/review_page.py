@@ -7,7 +7,6 @@ Finish applies the key (results.json) and shows the results."""
 from __future__ import annotations
 
 import json
-import math
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,6 +19,7 @@ from void_pipeline.lib.evaluate.review import (
     RatingBook,
     ReviewError,
     ReviewPack,
+    finite,
     item_dict,
     review_results,
 )
@@ -86,8 +86,7 @@ class ReviewHandler(BaseHTTPRequestHandler):
                 book.note(int(body["item"]), str(body["notes"]))
             elif self.path == "/api/finish":
                 results = review_results(self.server.folder, self.server.pack_file)
-                rows = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}
-                        for r in results.rows()]  # fmt: skip
+                rows = [finite(row) for row in results.rows()]
                 self.send_json(HTTPStatus.OK, {"rows": rows, **results.as_dict()})
                 return
             else:
