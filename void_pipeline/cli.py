@@ -16,6 +16,8 @@ python -m void_pipeline settings [--json]  every VOID_* setting in force and whe
 python -m void_pipeline ui [--port N]    the Dagster UI (dg dev) on a port checked free first (make ui)
 python -m void_pipeline free-slots [--fail-run RUN_ID]
                                          give back the pool slots ("gpu") that dead runs hold ($DAGSTER_HOME)
+python -m void_pipeline review --rater NAME [--pack FILE] [--port N] | --results
+                                         the blind review page over the latest evaluation's pack (loopback)
 
 The local AT Protocol world and the demo are the test world's: ``./void-pipeline testworld --help``.
 """

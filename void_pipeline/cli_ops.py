@@ -1,10 +1,11 @@
-"""Operator commands around the Dagster instance: ``settings``, ``ui`` and ``free-slots``.
+"""Operator commands around the Dagster instance: ``settings``, ``ui`` and ``free-slots``; and ``review``.
 
 settings     every VOID_* setting in force and where it came from (the environment, or $VOID_SETTINGS_FILE)
 ui           the Dagster web UI and daemon (``dg dev``) on a port that is checked free first (make ui)
 free-slots   give back the pool slots ("gpu") that dead runs hold: a run whose worker was killed can leave its step's
              slot claimed, and every later step of the pool then waits in the queue ("blocked by global concurrency
              limits"). The daemon's run monitoring frees a finished run's slots by itself after a minute.
+review       the blind review page over the latest evaluation's review pack, on loopback (docs/evaluate.md)
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ import os
 import shutil
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
+from void_pipeline.lib.files import Busy, acquire_owner
+from void_pipeline.lib.layout import DataLayout, EvaluationPaths, data_root
 from void_pipeline.lib.settings import settings
 
 DEFAULT_UI_PORT = 3000
@@ -34,6 +38,11 @@ def add_commands(sub: Any) -> None:
         "--fail-run", default=None, metavar="RUN_ID",
         help="first mark this run failed (its worker is gone but it still shows STARTED), then free its slots",
     )  # fmt: skip
+    review = sub.add_parser("review", help="the blind review page over the latest evaluation's review pack")
+    review.add_argument("--rater", default=None, help="your name: your ratings go to review/ratings/NAME.json")
+    review.add_argument("--pack", type=Path, default=None, help="a pack.json (default: the agent's latest evaluation)")
+    review.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default 0: a free one)")
+    review.add_argument("--results", action="store_true", help="apply the key to every rater's file and print it")
 
 
 def settings_command(args: argparse.Namespace) -> int:
@@ -118,4 +127,61 @@ def free_slots_command(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"settings": settings_command, "ui": ui_command, "free-slots": free_slots_command}
+def latest_pack() -> Path:
+    """The review pack of the current agent's latest evaluation (evaluate/latest.json)."""
+    from void_pipeline.lib.evaluate.review import pack_path
+
+    layout = DataLayout(data_root()).agent(settings().agent)
+    latest = layout.evaluate.read_latest()
+    if latest is None:
+        raise ValueError(f"no evaluation yet in {layout.evaluate.root}: materialize eval_report (or give --pack)")
+    return pack_path(EvaluationPaths(latest.folder).review)
+
+
+def review_command(args: argparse.Namespace) -> int:
+    """Serve the review page until interrupted, or (``--results``) apply the key and print the results."""
+    from void_pipeline.lib.evaluate import review
+    from void_pipeline.lib.evaluate.review_page import ReviewServer
+
+    usage = None
+    if not 0 <= args.port < 65536:
+        usage = f"--port {args.port} is not a TCP port (0 for a free one, or 1-65535)"
+    elif args.rater is None and not args.results:
+        usage = "--rater NAME is required: your ratings are saved under that name"
+    elif args.rater is not None and (error := review.rater_error(args.rater)):
+        usage = f"--rater: {error}"
+    if usage:
+        print(f"error: {usage}", file=sys.stderr)
+        return 2
+    try:
+        pack = (args.pack or latest_pack()).resolve()
+        if args.results:
+            print(review.review_results(pack.parent, pack).markdown())
+            print(f"written: {review.results_path(pack.parent)}")
+            return 0
+        if not review.ReviewPack.read(pack).items:
+            raise ValueError(f"{pack} holds no thread: the evaluation has none that both models answered")
+        folder = review.ratings_folder(pack.parent)
+        with acquire_owner(folder / f".{args.rater}.lock", "review page", f"rater {args.rater}'s ratings"):
+            server = ReviewServer(pack.parent, pack, args.rater, args.port)
+            resume = server.book.ratings.first_unrated(server.pack)
+            where = f"resuming at thread {resume}" if resume else "every thread is rated: press f to finish"
+            print(f"review page: {server.url} ({server.pack.identity}, rater {args.rater}, {where})", flush=True)
+            try:
+                server.serve_forever()
+            except KeyboardInterrupt:
+                print("stopped: every acknowledged score is saved", flush=True)
+            finally:
+                server.server_close()
+    except (ValueError, Busy, OSError) as err:  # ReviewError and HandoffError are ValueErrors
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+COMMANDS = {
+    "settings": settings_command,
+    "ui": ui_command,
+    "free-slots": free_slots_command,
+    "review": review_command,
+}

@@ -349,7 +349,9 @@ class EvaluationPaths:
         return self.root / "metrics.png"
 
     @property
-    def review(self) -> Path:  # the blind review pack: review.md, review.csv, review_key.csv
+    def review(
+        self,
+    ) -> Path:  # the blind review: pack.json, key.json, review.md/.csv, ratings/<rater>.json, results.json
         return self.root / "review"
 
 

@@ -222,7 +222,7 @@ def materialize_all(env_overrides: dict[str, str], terminal: Terminal) -> int:
     from void_pipeline.resources.server import InferenceServer
 
     graph = defs.resolve_asset_graph()
-    order = graph.toposorted_asset_keys
+    order = [k for k in graph.toposorted_asset_keys if "void/waits_on" not in graph.get(k).tags]  # not review_results
     if not order:
         print("no assets are defined yet: nothing to materialize")
         return 0

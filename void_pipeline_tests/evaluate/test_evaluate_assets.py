@@ -81,11 +81,11 @@ def test_held_out_threads_are_answered_reported_tracked_and_gated(
     assert all(-1 <= report["scores"][model]["semantic_similarity"] <= 1 for model in answered)
     for name in ("report.md", "lengths.png", "metrics.png"):
         assert (paths.root / name).stat().st_size > 0
-    key = (paths.review / "review_key.csv").read_text().splitlines()
-    assert len(key) == 1 + 4 and all(sorted(line.split(",")[2:]) == ["base", "real", "tuned"] for line in key[1:])
-    review = (paths.review / "review.md").read_text()
-    assert all(f"**{label}.**" in review for label in "ABC")
-    assert (paths.review / "review.csv").read_text().splitlines()[0] == "item,example_id,thread,A,B,C"
+    pack, key = (json.loads((paths.review / name).read_text()) for name in ("pack.json", "key.json"))
+    assert len(pack["items"]) == 4 and (key["evaluation"], key["digest"]) == (paths.root.name, pack["digest"])
+    assert all(sorted(labels.values()) == ["base", "tuned"] for labels in key["items"].values())
+    assert all(f"**{label}.**" in (paths.review / "review.md").read_text() for label in ("real", "1", "2"))
+    assert (paths.review / "review.csv").read_text().splitlines()[0] == "item,example_id,thread,real,1,2"
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks["tool_call_validity"] is False and checks["character_sheet_rate"]
     assert not result.asset_materializations_for_node("served_model")

@@ -16,7 +16,7 @@ SERVER_PROGRAMS = {
     "node", "postgres", "pg_ctl", "initdb", "chromium", "chromium-browser", "letta", "vllm",
     "dagster_webserver", "dagster-webserver", "dagster-daemon", "dagster_daemon", "vllm.entrypoints.openai.api_server",
 }  # fmt: skip
-SERVER_SUBCOMMANDS = {("dagster", "dev"), ("dg", "dev"), ("void_pipeline", "ui")}
+SERVER_SUBCOMMANDS = {("dagster", "dev"), ("dg", "dev"), ("void_pipeline", "ui"), ("void_pipeline", "review")}
 # the cached environments other than the orchestrator's (trainer, server, letta, devnet, ...): read once, as tests
 # point the cache elsewhere to build throwaway environments of their own
 ENVS = environments.cache_root() / "envs"

@@ -1,8 +1,10 @@
-"""Evaluate: held-out generations through a real vLLM server, and the report with the gates serving waits on."""
+"""Evaluate: held-out generations through a real vLLM server, and the report with the gates serving waits on; the
+blind review's results once people have rated its pack."""
 
 import dagster as dg
 
 from void_pipeline.defs.evaluate.assets import eval_generations, eval_report
+from void_pipeline.defs.evaluate.review import review_results
 from void_pipeline.defs.metadata import with_code_references
 
-defs = dg.Definitions(assets=with_code_references([eval_generations, eval_report]))
+defs = dg.Definitions(assets=with_code_references([eval_generations, eval_report, review_results]))

@@ -1,11 +1,9 @@
 """What an evaluation asks and of whom: the held-out prompts, the server that answers them (the base model and the
-trained adapter, as the training left them), the authorship classifier's training posts, and the blind review pack.
+trained adapter, as the training left them), the authorship classifier's training posts (the review pack: review.py).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import random
 from collections.abc import Mapping, Sequence
@@ -104,40 +102,6 @@ def authorship_corpus(dataset: Path, thread_context: pl.DataFrame, agent_did: st
         .unique("uri")
     )
     return agent, ancestors["text"].to_list()
-
-
-def review_pack(
-    heldout: pl.DataFrame, generations: pl.DataFrame, folder: Path, threads: int = 50, seed: int = 0
-) -> int:
-    """A blind review: ``threads`` random held-out threads, each with the real reply, the base answer and the tuned
-    one under shuffled labels A/B/C (review.md, review.csv); which is which in review_key.csv. Returns the count."""
-    first = generations.filter(pl.col("sample") == 0)
-    answers = {(e, m): posts for e, m, posts in first.select("example_id", "model", "posts").iter_rows()}
-    ids = sorted({e for e, _ in answers if (e, "base") in answers and (e, "tuned") in answers})
-    rng = random.Random(seed)
-    chosen = sorted(rng.sample(ids, min(threads, len(ids))))
-    prompts = dict(zip(heldout["example_id"].to_list(), heldout["prompt"].to_list(), strict=True))
-    real = real_answers(heldout)
-    markdown = ["# Blind review", "", "For each thread, which answer is the agent's own? Which would you post?", ""]
-    table, key = io.StringIO(), io.StringIO()
-    rows, keys = csv.writer(table), csv.writer(key)
-    rows.writerow(["item", "example_id", "thread", "A", "B", "C"])
-    keys.writerow(["item", "example_id", "A", "B", "C"])
-    for item, example_id in enumerate(chosen, 1):
-        candidates = [("real", real.get(example_id, [])), ("base", answers[(example_id, "base")])]
-        candidates.append(("tuned", answers[(example_id, "tuned")]))
-        rng.shuffle(candidates)
-        texts = ["\n\n".join(posts) or "(no answer)" for _, posts in candidates]
-        markdown += [f"## {item}. {example_id}", "", "```", prompts.get(example_id, ""), "```", ""]
-        for label, text in zip("ABC", texts, strict=True):
-            markdown += [f"**{label}.**", "", *(f"> {line}" for line in text.splitlines()), ""]
-        rows.writerow([item, example_id, prompts.get(example_id, ""), *texts])
-        keys.writerow([item, example_id, *(name for name, _ in candidates)])
-    folder.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(folder / "review.md", "\n".join(markdown))
-    write_text_atomic(folder / "review.csv", table.getvalue())
-    write_text_atomic(folder / "review_key.csv", key.getvalue())
-    return len(chosen)
 
 
 def model_measure_inputs(paths: EvaluationPaths, heldout: pl.DataFrame, generations: pl.DataFrame) -> tuple[Path, Path]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from void_pipeline.lib.evaluate import evaluation
+from void_pipeline.lib.evaluate import evaluation, review
 from void_pipeline.lib.evaluate.authorship import AuthorshipClassifier
 from void_pipeline.lib.evaluate.judge import Judge, judge_answers
 from void_pipeline.lib.evaluate.metrics import (
@@ -329,7 +329,7 @@ def write_report(
     real = [posts for e, posts in evaluation.real_answers(heldout).items() if e in set(generations["example_id"])]
     length_plot(generations, real, paths.length_plot)
     metric_plot(report, paths.metric_plot)
-    reviewed = evaluation.review_pack(heldout, generations, paths.review, review_threads, seed)
+    reviewed = review.write_review_pack(heldout, generations, paths, review_threads, seed)
     if judge is None:
         return reviewed, None
     threads, answers = evaluation.judge_inputs(heldout, generations, judge_threads)
