@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 import tomllib
 from collections.abc import Iterator
@@ -58,11 +60,14 @@ def artifacts() -> Path:
 
 
 @pytest.fixture(scope="module")
-def ui(
-    devnet: DevnetInfo, agent: Agent, artifacts: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[webui.WebUI]:
+def ui_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("webui")
+
+
+@pytest.fixture(scope="module")
+def ui_env(devnet: DevnetInfo, agent: Agent, ui_root: Path) -> dict[str, str]:
+    """The code location's environment under the UI (and the demo's runs made for it)."""
     assert devnet.appview_url
-    root = tmp_path_factory.mktemp("webui")
     # the operator's own settings stay out; automation stays off (the demo's default): no run but ours
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOID_") and k != "DAGSTER_HOME"}
     env.update(
@@ -70,11 +75,16 @@ def ui(
         VOID_ACTOR=agent.handle,
         VOID_PLC_URL=devnet.plc_url,
         VOID_APPVIEW_URL=devnet.appview_url,
-        VOID_PIPELINE_DATA=str(root / "data"),
+        VOID_PIPELINE_DATA=str(ui_root / "data"),
     )
-    log = root / "dagster-dev.log"
+    return env
+
+
+@pytest.fixture(scope="module")
+def ui(ui_env: dict[str, str], ui_root: Path, artifacts: Path) -> Iterator[webui.WebUI]:
+    log = ui_root / "dagster-dev.log"
     try:
-        with webui.running(webui.prepare_home(root / "home"), env, log) as running:
+        with webui.running(webui.prepare_home(ui_root / "home"), ui_env, log) as running:
             yield running
     finally:
         if log.exists():
@@ -194,6 +204,77 @@ def test_the_asset_graph_shows_every_stage_its_assets_and_their_lineage(
         for source, target in sorted(lineage):
             assert any(connects(e, boxes[source], boxes[target]) for e in edges), f"no edge {source} → {target}"
         assert len(edges) == len(lineage), f"{len(edges)} edges drawn for {len(lineage)} dependencies"
+
+
+# A run made the demo's way (testworld/location_runs.py, as `make demo` makes each of its runs), in a process of its
+# own over the UI's instance and settings: its run id on the last line.
+DEMO_RUN = """
+import sys
+import dagster as dg
+from void_pipeline.testworld.location_runs import location_runs, project_target
+with dg.DagsterInstance.get() as instance, location_runs(instance, project_target()) as runs:
+    run = runs.materialize([dg.AssetKey("raw_records")], {}, partition=sys.argv[1], tags={"void/trigger": "demo"})
+print(run.run_id)
+"""
+
+
+def wait_for_end(page: Page) -> None:
+    """Until the run's page shows how it ended (a queued run waits for the daemon to start it)."""
+    ended = [page.get_by_text(status, exact=True) for status in ("Success", "Failure", "Canceled")]
+    ended[0].or_(ended[1]).or_(ended[2]).first.wait_for(timeout=RUN_TIMEOUT_S * 1000)
+
+
+def run_errors(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    return [e.message for e in instance.all_logs(run_id) if e.dagster_event and e.dagster_event.is_failure]
+
+
+# Before the test that launches a run from the UI (tests run in file order): the Timeline then has only the demo's.
+def test_a_demo_run_re_executes_from_its_page_and_shows_on_the_timeline(
+    ui: webui.WebUI, ui_env: dict[str, str], page: Page, artifacts: Path
+) -> None:
+    made = subprocess.run(
+        [sys.executable, "-c", DEMO_RUN, POST],
+        env={**ui_env, "DAGSTER_HOME": str(ui.home)},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr[-3000:]
+    parent_id = made.stdout.split()[-1]
+    with dg.DagsterInstance.from_config(str(ui.home)) as instance:
+        parent = instance.get_run_by_id(parent_id)
+        assert parent is not None and parent.status == dg.DagsterRunStatus.SUCCESS, run_errors(instance, parent_id)
+        assert parent.remote_job_origin is not None
+        assert parent.remote_job_origin.location_name == location_name()
+        assert [r.run_id for r in instance.get_runs()] == [parent_id]  # the Timeline below has only this one
+
+    page.goto(f"{ui.url}/overview/activity/timeline")
+    with recorded(page, artifacts, "timeline"):
+        # the job's row (the location's asset job) or the empty state, once the runs have loaded
+        row = page.get_by_text("Jobless asset materializations").first
+        empty = page.get_by_text(re.compile(r"^No runs.* in this time period\.$"))
+        row.or_(empty).first.wait_for()
+        expect(empty).to_have_count(0)
+        expect(row).to_be_visible()
+
+    page.goto(f"{ui.url}/runs/{parent_id}")
+    with recorded(page, artifacts, "re-executed-run"):
+        wait_for_end(page)
+        # "Re-execute all (*)" (or "Re-execute"): a new run of the same job, then its page
+        page.get_by_role("button").filter(has_text=re.compile(r"^Re-execute")).first.click()
+        page.wait_for_url(lambda url: re.search(r"/runs/[0-9a-f-]{36}", url) is not None and parent_id not in url)
+        opened = re.search(r"/runs/([0-9a-f-]{36})", page.url)
+        assert opened, page.url
+        child_id = opened.group(1)
+        wait_for_end(page)
+        with dg.DagsterInstance.from_config(str(ui.home)) as instance:
+            child = instance.get_run_by_id(child_id)
+            assert child is not None and child.parent_run_id == parent_id
+            assert child.status == dg.DagsterRunStatus.SUCCESS, f"run {child_id}: {run_errors(instance, child_id)}"
+            assert child.tags.get("dagster/partition") == POST and child.tags.get("void/trigger") == "demo"
+        expect(page.get_by_text("Success", exact=True).first).to_be_visible()
 
 
 def test_a_partition_of_raw_records_launched_from_the_ui_succeeds(

@@ -11,8 +11,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from void_pipeline.lib.layout import REPO_ROOT
 from void_pipeline.testworld.cli import post_to_answer, seeding_progress
-from void_pipeline.testworld.demo_console import evaluation_table, output_to_log, story_logger
+from void_pipeline.testworld.demo_console import Story, evaluation_table, output_to_log
+from void_pipeline.testworld.location_runs import LocationTarget, location_runs
 
 
 def test_library_and_child_lines_go_to_the_log_and_the_story_to_the_terminal(
@@ -46,31 +48,16 @@ def test_an_error_shows_the_end_of_the_log_and_where_it_is(tmp_path: Path, capfd
 def test_the_story_names_each_stage_once_and_each_asset_with_its_key_numbers(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    @dg.asset(group_name="curate")
-    def chat_dataset() -> dg.MaterializeResult[None]:
-        dg.get_dagster_logger().info("a line for the log only")
-        return dg.MaterializeResult(metadata={"train_examples": 1062, "val_examples": 21, "dataset_bytes": 7435647})
-
-    @dg.asset(group_name="train", deps=[chat_dataset])
-    def lora_adapter() -> dg.MaterializeResult[None]:
-        return dg.MaterializeResult(metadata={"steps": 24, "val_loss_before": 4.2414, "val_loss_after": 2.2699})
-
-    @dg.asset(group_name="train", deps=[lora_adapter])
-    def merged_model() -> None:
-        raise ValueError("no space left on device")
-
-    @dg.asset_check(asset=chat_dataset)
-    def chat_dataset_has_no_split_leak() -> dg.AssetCheckResult:
-        return dg.AssetCheckResult(passed=True)
-
-    defs = dg.Definitions(
-        assets=[chat_dataset, lora_adapter, merged_model], asset_checks=[chat_dataset_has_no_split_leak]
-    )
-    with output_to_log(tmp_path / "demo.log") as terminal:
-        groups = {"chat_dataset": "curate", "lora_adapter": "train", "merged_model": "train"}
-        job = defs.resolve_implicit_global_asset_job_def().with_logger_defs({"demo": story_logger(terminal, groups)})
-        result = job.execute_in_process(run_config={"loggers": {"demo": {}}}, raise_on_error=False)
-    assert not result.success
+    target = LocationTarget("void_pipeline_tests.support.story_location", "story", REPO_ROOT)
+    assets = [dg.AssetKey(name) for name in ("chat_dataset", "lora_adapter", "merged_model")]
+    groups = {"chat_dataset": "curate", "lora_adapter": "train", "merged_model": "train"}
+    with (
+        output_to_log(tmp_path / "demo.log") as terminal,
+        dg.instance_for_test(temp_dir=str(tmp_path)) as instance,
+        location_runs(instance, target) as runs,
+    ):
+        run = runs.materialize(assets, {}, on_event=Story(terminal, groups).tell)
+    assert run.status == dg.DagsterRunStatus.FAILURE
     lines = capfd.readouterr().out.splitlines()
     assert lines[0] == "[demo] curate: starting (chat_dataset)"
     assert lines[1].startswith("  curate   chat_dataset (") and lines[1].endswith("): train 1,062, validation 21")

@@ -44,7 +44,7 @@ from void_pipeline.lib.layout import (
 from void_pipeline.lib.train import training
 from void_pipeline.testworld.agent_file import DEMO_AGENT_FILE, write_demo_agent_file
 from void_pipeline.testworld.corpus import AGENT_NAME, COLLECTIONS, POST, Corpus, CorpusSpec, generate, record_text
-from void_pipeline.testworld.demo_console import Terminal, evaluation_table, output_to_log, story_logger
+from void_pipeline.testworld.demo_console import Story, Terminal, evaluation_table, output_to_log
 from void_pipeline.testworld.devnet import (
     Devnet,
     DevnetError,
@@ -206,10 +206,11 @@ PRETRAIN_STEPS = 400  # the tiny base's own training (full, on other authors' po
 
 
 def materialize_all(env_overrides: dict[str, str], terminal: Terminal) -> int:
-    """Materialize every asset in dependency order, in this one process (the code location loaded once, each run
-    recorded in the instance, so the runs show in the UI): a partitioned asset runs once per partition;
-    consecutive unpartitioned assets run together. Dagster's lines go to the demo's log, its story to the
-    terminal; the run's steps share one vLLM server (evaluation's, reused by the smoke test)."""
+    """Materialize every asset in dependency order, in this one process: a partitioned asset runs once per
+    partition; consecutive unpartitioned assets run together. Each is an ordinary run of the code location's asset
+    job, as `make ui` loads the location (re-executable there, on its Timeline). Dagster's lines go to the demo's
+    log, each run's story to the terminal as its events arrive; the steps share one vLLM server (evaluation's,
+    reused by the smoke test)."""
     os.environ.update(env_overrides)  # the code location reads its settings when it is imported, below
     home = dagster_home()
     home.mkdir(parents=True, exist_ok=True)
@@ -220,6 +221,7 @@ def materialize_all(env_overrides: dict[str, str], terminal: Terminal) -> int:
 
     from void_pipeline.definitions import defs
     from void_pipeline.resources.server import InferenceServer
+    from void_pipeline.testworld.location_runs import location_runs, project_target
 
     graph = defs.resolve_asset_graph()
     order = [k for k in graph.toposorted_asset_keys if "void/waits_on" not in graph.get(k).tags]  # not review_results
@@ -227,7 +229,6 @@ def materialize_all(env_overrides: dict[str, str], terminal: Terminal) -> int:
         print("no assets are defined yet: nothing to materialize")
         return 0
     groups = {key.to_user_string(): graph.get(key).group_name or "" for key in order}
-    job = defs.resolve_implicit_global_asset_job_def().with_logger_defs({"demo": story_logger(terminal, groups)})
     # One vLLM server per run: the server resource's own settings, keep_running on (run config replaces them all)
     server = (defs.resources or {}).get("server")
     assert isinstance(server, InferenceServer)
@@ -242,8 +243,9 @@ def materialize_all(env_overrides: dict[str, str], terminal: Terminal) -> int:
                 steps.append(([key], None))
         else:
             steps.extend(([key], partition) for partition in partitions.get_partition_keys())
+    story = Story(terminal, groups)  # one for the demo: each stage is told once
     started_all = time.monotonic()
-    with dg.DagsterInstance.get() as instance:
+    with dg.DagsterInstance.get() as instance, location_runs(instance, project_target()) as runs:
         # One GPU job at a time: the training step runs in the "gpu" pool.
         instance.event_log_storage.set_concurrency_slots("gpu", 1)
         for keys, partition in steps:
@@ -251,27 +253,24 @@ def materialize_all(env_overrides: dict[str, str], terminal: Terminal) -> int:
             label = ",".join(names) + (f" [{partition}]" if partition else "")
             started = time.monotonic()
             ops = {name: {"config": DEMO_RUN_CONFIG[name]} for name in names if name in DEMO_RUN_CONFIG}
-            result = job.execute_in_process(
-                # no logger named: Dagster's console one
-                run_config={"ops": ops, "loggers": {"demo": {}}, "resources": resources},
-                instance=instance,
-                partition_key=partition,
-                asset_selection=keys,
-                raise_on_error=False,
+            run = runs.materialize(
+                keys,
+                {"ops": ops, "resources": resources},  # no logger named: Dagster's console one (fd 2: the log)
+                partition=partition,
                 tags={"void/trigger": "demo"},
+                on_event=story.tell,
             )
-            if not result.success:
+            if run.status != dg.DagsterRunStatus.SUCCESS:
+                events = [entry.dagster_event for entry in instance.all_logs(run.run_id) if entry.dagster_event]
                 failures = [  # a step's own error (a Failure's description), not only "step failed"
                     f"{e.step_key}: {e.step_failure_data.error.message.strip()}"
                     if e.is_step_failure and e.step_failure_data.error
                     else e.message or ""
-                    for e in result.all_events
+                    for e in events
                     if e.is_failure
                 ]
                 took = time.monotonic() - started
-                terminal.fail(
-                    "\n".join(failures)[-4000:] + f"\n[demo] {label} failed (run {result.run_id}, {took:.0f} s)"
-                )
+                terminal.fail("\n".join(failures)[-4000:] + f"\n[demo] {label} failed (run {run.run_id}, {took:.0f} s)")
                 return 1
     took_all = time.monotonic() - started_all
     print(f"[demo] {len(order)} assets materialized in {took_all:.0f} s; runs are in {home} (make ui)")

@@ -4,7 +4,6 @@ numbers), and every line of the libraries, converters and servers it runs in one
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 import time
@@ -136,21 +135,18 @@ def key_numbers(asset: str, metadata: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
-class StoryHandler(logging.Handler):
-    """Dagster's structured events, told on the terminal: each stage as its first step starts, each asset as it
+class Story:
+    """A run's events, told on the terminal as they arrive: each stage as its first step starts, each asset as it
     is materialized (its stage, how long its step took, its key numbers), each step that fails."""
 
     def __init__(self, terminal: Terminal, groups: Mapping[str, str]) -> None:
-        super().__init__(logging.DEBUG)
         self.terminal = terminal
         self.groups = groups  # asset name → group (the stage)
         self.stages: set[str] = set()
         self.started: dict[str, float] = {}
 
-    def emit(self, record: logging.LogRecord) -> None:
-        meta = getattr(record, "dagster_meta", None) or {}
-        event = meta.get("dagster_event")
-        if event is None or event.step_key is None:
+    def tell(self, event: dg.DagsterEvent) -> None:
+        if event.step_key is None:
             return
         step, kind = event.step_key, event.event_type_value
         stage = self.groups.get(step, "")
@@ -161,7 +157,7 @@ class StoryHandler(logging.Handler):
                 self.stages.add(stage)
                 self.terminal.say(f"[demo] {stage}: starting ({step})")
         elif kind == "ASSET_MATERIALIZATION":
-            materialization = event.event_specific_data.materialization
+            materialization = event.step_materialization_data.materialization
             asset = materialization.asset_key.to_user_string()
             partition = f" [{materialization.partition}]" if materialization.partition else ""
             numbers = key_numbers(asset, materialization.metadata)
@@ -169,25 +165,6 @@ class StoryHandler(logging.Handler):
             self.terminal.say(line + (f": {numbers}" if numbers else ""))
         elif kind == "STEP_FAILURE":
             self.terminal.say(f"  {stage or 'check':<8} {step} FAILED after {took:.0f} s")
-
-
-def story_logger(terminal: Terminal, groups: Mapping[str, str]) -> dg.LoggerDefinition:
-    """The demo's one Dagster logger: every line to the log file (as Dagster's console logger writes them), the
-    story to the terminal."""
-    import dagster as dg
-
-    story = StoryHandler(terminal, groups)
-
-    def demo_logger(_init_context: dg.InitLoggerContext) -> logging.Logger:
-        logger = logging.Logger("void_pipeline.demo", logging.DEBUG)
-        to_log = logging.StreamHandler(sys.stderr)  # file descriptor 2: the log, within output_to_log
-        to_log.setLevel(logging.INFO)
-        to_log.setFormatter(logging.Formatter("%(asctime)s - dagster - %(levelname)s - %(message)s"))
-        logger.addHandler(to_log)
-        logger.addHandler(story)
-        return logger
-
-    return dg.LoggerDefinition(demo_logger, description="the demo's: lines to its log file, the story to the terminal")
 
 
 def evaluation_table(report: Mapping[str, Any]) -> str:
