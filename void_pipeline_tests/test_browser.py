@@ -16,19 +16,19 @@ import sys
 import time
 import tomllib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from void_pipeline.lib.ingest.records import COLUMN_DOCS
 from void_pipeline.lib.layout import REPO_ROOT
 from void_pipeline.testworld import webui
 from void_pipeline.testworld.corpus import POST
 from void_pipeline.testworld.devnet import DevnetInfo
+from void_pipeline_tests.support.browser import chromium, recorded
 from void_pipeline_tests.support.world import Agent
 
 pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
@@ -93,17 +93,8 @@ def ui(ui_env: dict[str, str], ui_root: Path, artifacts: Path) -> Iterator[webui
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.fail("chromium is not installed: `make setup-system` installs it (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        # no sandbox: it cannot start as root in a container; no /dev/shm: a container's is often too small
-        flags = ["--no-sandbox", "--disable-dev-shm-usage"]
-        launched = playwright.chromium.launch(executable_path=chromium, headless=True, args=flags)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
@@ -116,18 +107,6 @@ def page(browser: Browser) -> Iterator[Page]:
         yield context.new_page()
     finally:
         context.close()
-
-
-@contextmanager
-def recorded(page: Page, artifacts: Path, name: str) -> Iterator[None]:
-    """A screenshot of the page when the block ends; on a failure also its HTML, then the failure goes on."""
-    try:
-        yield
-    except BaseException:
-        page.screenshot(path=artifacts / f"{name}-failed.png", full_page=True)
-        (artifacts / f"{name}-failed.html").write_text(page.content())
-        raise
-    page.screenshot(path=artifacts / f"{name}.png", full_page=True)
 
 
 # The graph is SVG: every node, group box and label is a <foreignObject>, every edge a <path> with an arrowhead.
