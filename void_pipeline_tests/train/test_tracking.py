@@ -36,6 +36,7 @@ def test_a_training_is_a_classic_training_run_and_its_evaluation_links_to_run_an
     assert client.get_experiment(tracked.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     # what the UI's experiment page asks for (search runs): a run with a model output is a training run
     (run,) = client.search_runs([tracked.experiment_id])
+    assert run.outputs is not None and run.inputs is not None
     (output,) = run.outputs.model_outputs
     logged = client.get_logged_model(output.model_id)
     assert output.step == 2 and logged.source_run_id == run.info.run_id and logged.params["lora_r"] == "8"
@@ -43,7 +44,7 @@ def test_a_training_is_a_classic_training_run_and_its_evaluation_links_to_run_an
     assert used.dataset.digest == "abc123" and dataset.as_uri() in used.dataset.source
     assert {t.key: t.value for t in used.tags}["mlflow.data.context"] == "training"
     version = client.get_model_version("void-lora-test", tracked.model_version)
-    assert version.tags["logged_model"] == output.model_id and version.source.endswith("/adapter")
+    assert version.tags["logged_model"] == output.model_id and str(version.source).endswith("/adapter")
 
     evaluated = tracking.record_evaluation(
         uri, run.info.run_id, "void-lora-test", tracked.model_version, {"call_validity": 0.75}, [], "candidate"
@@ -65,5 +66,7 @@ def test_links_point_at_a_tracking_server_itself_and_quote_the_model_name() -> N
     link = tracking.model_version_link("https://mlflow.example.org/", "void lora/a", 3)
     assert link == "https://mlflow.example.org/#/models/void%20lora%2Fa/versions/3?workflowType=machine_learning"
     run = tracking.TrackedRun("r1", "7", "file:///tmp/mlruns", "m", "1")
-    assert run.link(page="model-metrics").endswith("/#/experiments/7/runs/r1/model-metrics?workflowType=machine_learning")
+    assert run.link(page="model-metrics").endswith(
+        "/#/experiments/7/runs/r1/model-metrics?workflowType=machine_learning"
+    )
     assert run.link().startswith(tracking.LOCAL_MLFLOW_UI)  # a file store: the UI make mlflow-ui serves

@@ -164,7 +164,8 @@ def training_input(dataset: Path, sha256: str | None) -> MetaDataset:
     with warnings.catch_warnings():  # MLflow registers its local source under two schemes and warns that it chose
         warnings.filterwarnings("ignore", "The specified dataset source can be interpreted in multiple ways")
         source = resolve_dataset_source(dataset.resolve().as_uri())
-    return MetaDataset(source, name=f"{dataset.parent.name}/{dataset.name}", digest=sha256)
+    name = f"{dataset.parent.name}/{dataset.name}"
+    return MetaDataset(source, name=name, digest=sha256)  # type: ignore[abstract]  # MLflow's own class; not an ABC
 
 
 def log_adapter_model(
