@@ -175,11 +175,11 @@ class EvalReport:
     def headline_numbers(self) -> dict[str, float]:
         """The headline as numbers named with their unit (``tuned_call_validity_share``), and the tuned model's mean
         post length over the real replies' (``post_length_ratio_tuned_to_real``): one series each across runs."""
-        numbers = {f"tuned_{unit_name(k)}": float(v) for k, v in self.headline().items()}
+        numbers = {f"tuned_{unit_name(k)}": shown(v) for k, v in self.headline().items()}
         tuned, real = (self.scores[m].values.get("post_length_mean", math.nan) if m in self.scores else math.nan
                        for m in ("tuned", REAL))  # fmt: skip
         if not math.isnan(tuned) and not math.isnan(real) and real > 0:
-            numbers["post_length_ratio_tuned_to_real"] = tuned / real
+            numbers["post_length_ratio_tuned_to_real"] = shown(tuned / real)
         return numbers
 
     def gate_numbers(self, gate: str) -> dict[str, float]:
@@ -191,12 +191,12 @@ class EvalReport:
         if math.isnan(measured):
             return {}
         unit = unit_name(metric).removeprefix(metric + "_")
-        return {f"{direction}_{unit}": float(getattr(self.gates, threshold)), f"measured_{unit}": float(measured)}
+        return {f"{direction}_{unit}": float(getattr(self.gates, threshold)), f"measured_{unit}": shown(measured)}
 
     def comparison_numbers(self, metric: str) -> dict[str, float]:
         """Base and tuned on one metric, named with its unit (a warning's numbers)."""
         values = {m: self.scores[m].values.get(metric, math.nan) for m in ("base", "tuned") if m in self.scores}
-        return {f"{m}_{unit_name(metric)}": float(v) for m, v in values.items() if not math.isnan(v)}
+        return {f"{m}_{unit_name(metric)}": shown(v) for m, v in values.items() if not math.isnan(v)}
 
     def better(self, metric: str) -> str | None:
         base, tuned = self.scores.get("base"), self.scores.get("tuned")
@@ -246,6 +246,11 @@ class EvalReport:
             "warnings": {k: {"passed": p, "why": w} for k, (p, w) in self.warnings.items()},
             "tuned_wins": self.wins(),
         }
+
+
+def shown(value: float) -> float:
+    """A number as metadata shows it: 4 decimals (0.8333, 33.3333), the precision the report's table has too."""
+    return round(float(value), 4)
 
 
 def _number(value: float) -> str:
