@@ -176,8 +176,8 @@ class EvalReport:
         """The headline as numbers named with their unit (``tuned_call_validity_share``), and the tuned model's mean
         post length over the real replies' (``post_length_ratio_tuned_to_real``): one series each across runs."""
         numbers = {f"tuned_{unit_name(k)}": shown(v) for k, v in self.headline().items()}
-        tuned, real = (self.scores[m].values.get("post_length_mean", math.nan) if m in self.scores else math.nan
-                       for m in ("tuned", REAL))  # fmt: skip
+        lengths = {model: scores.values.get("post_length_mean", math.nan) for model, scores in self.scores.items()}
+        tuned, real = lengths.get("tuned", math.nan), lengths.get(REAL, math.nan)
         if not math.isnan(tuned) and not math.isnan(real) and real > 0:
             numbers["post_length_ratio_tuned_to_real"] = shown(tuned / real)
         return numbers
@@ -249,7 +249,7 @@ class EvalReport:
 
 
 def shown(value: float) -> float:
-    """A number as metadata shows it: 4 decimals (0.8333, 33.3333), the precision the report's table has too."""
+    """A number as metadata shows it: 4 decimals (0.8333, 33.3333), not float noise."""
     return round(float(value), 4)
 
 
