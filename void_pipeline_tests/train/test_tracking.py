@@ -10,6 +10,10 @@ from mlflow.tracking import MlflowClient
 
 from void_pipeline.lib.train import tracking
 
+SHA256 = (
+    "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"  # a real hash is longer than a digest may be
+)
+
 
 def test_a_training_is_a_classic_training_run_and_its_evaluation_links_to_run_and_version(tmp_path: Path) -> None:
     store, uri = tmp_path / "mlflow", f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
@@ -28,7 +32,7 @@ def test_a_training_is_a_classic_training_run_and_its_evaluation_links_to_run_an
         output_dir=adapter,
         history=[{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}],
         summary={},
-        tags={"dataset_sha256": "abc123"},
+        tags={"dataset_sha256": SHA256},
         registered_model="void-lora-test",
         dataset=dataset,
     )
@@ -41,7 +45,7 @@ def test_a_training_is_a_classic_training_run_and_its_evaluation_links_to_run_an
     logged = client.get_logged_model(output.model_id)
     assert output.step == 2 and logged.source_run_id == run.info.run_id and logged.params["lora_r"] == "8"
     (used,) = run.inputs.dataset_inputs
-    assert used.dataset.digest == "abc123" and dataset.as_uri() in used.dataset.source
+    assert SHA256.startswith(used.dataset.digest) and dataset.as_uri() in used.dataset.source
     assert {t.key: t.value for t in used.tags}["mlflow.data.context"] == "training"
     version = client.get_model_version("void-lora-test", tracked.model_version)
     assert version.tags["logged_model"] == output.model_id and str(version.source).endswith("/adapter")

@@ -159,13 +159,17 @@ def log_training(
     return TrackedRun(run.info.run_id, experiment_id, uri, registered_model, str(version.version))
 
 
+DIGEST_CHARS = 12  # of the dataset's sha256: MLflow stores a digest of at most 36 characters
+
+
 def training_input(dataset: Path, sha256: str | None) -> MetaDataset:
-    """The chat dataset as a run input: where it lies and its hash (no rows are copied into MLflow)."""
+    """The chat dataset as a run input: where it lies and the start of its hash (no rows are copied into MLflow; the
+    whole hash is the run's ``dataset_sha256`` tag)."""
     with warnings.catch_warnings():  # MLflow registers its local source under two schemes and warns that it chose
         warnings.filterwarnings("ignore", "The specified dataset source can be interpreted in multiple ways")
         source = resolve_dataset_source(dataset.resolve().as_uri())
     name = f"{dataset.parent.name}/{dataset.name}"
-    return MetaDataset(source, name=name, digest=sha256)  # type: ignore[abstract]  # MLflow's own class; not an ABC
+    return MetaDataset(source, name=name, digest=sha256[:DIGEST_CHARS] if sha256 else None)  # type: ignore[abstract]  # MLflow's own class; not an ABC
 
 
 def log_adapter_model(
