@@ -41,5 +41,6 @@ def training_metadata(
         "loss_chart": Url(tracked.link(ui_url, "model-metrics")),
         "mlflow_run_id": tracked.run_id,
         "registered_model": f"{tracked.model_name} v{tracked.model_version}",
+        "mlflow_model_version": Url(tracked.version_link(ui_url)),
         "settings": settings or {"none": "no VOID_* variable set: defaults"},
     }
