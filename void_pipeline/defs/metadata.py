@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 
 from void_pipeline.lib.ingest.records import COLUMN_DOCS
-from void_pipeline.lib.report import Markdown, Url
+from void_pipeline.lib.report import Markdown, Table, Url
 
 OWNERS = ["team:void-pipeline"]  # shown on every asset in the UI
 
@@ -49,7 +49,7 @@ def table_preview(frame: pl.DataFrame, columns: Sequence[str], rows: int = 10) -
 
 def as_metadata(values: Mapping[str, Any]) -> dict[str, Any]:
     """A stage's plain metadata (lib/<stage>/metadata.py) as the UI shows it: Path → path, Markdown → markdown,
-    Url → link, dict or list → JSON; numbers, strings and Dagster's own values as they are."""
+    Url → link, Table → table, dict or list → JSON; numbers, strings and Dagster's own values as they are."""
 
     def shown(value: Any) -> Any:
         if isinstance(value, Path):
@@ -58,6 +58,8 @@ def as_metadata(values: Mapping[str, Any]) -> dict[str, Any]:
             return dg.MetadataValue.md(str(value))
         if isinstance(value, Url):
             return dg.MetadataValue.url(str(value))
+        if isinstance(value, Table):
+            return table_preview(value.frame, value.frame.columns, rows=value.frame.height)
         if isinstance(value, dict | list):
             return dg.MetadataValue.json(value)
         return value

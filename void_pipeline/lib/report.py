@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
@@ -40,6 +41,13 @@ class Markdown(str):
 
 class Url(str):
     """Metadata text that the UI shows as a link."""
+
+
+@dataclass(frozen=True)
+class Table:
+    """Metadata rows that the UI shows as a table, every row of ``frame`` (keep it short, its text cells cut)."""
+
+    frame: pl.DataFrame
 
 
 def fenced(text: str, language: str = "") -> Markdown:

@@ -28,6 +28,7 @@ from typing import Any
 
 from void_pipeline.lib import environments
 from void_pipeline.lib.curate.dataset import answer_messages
+from void_pipeline.lib.curate.prompt import post_answered
 from void_pipeline.lib.curate.reply_tool import REPLY_TOOL
 from void_pipeline.lib.evaluate.report import call_validity_verdict
 from void_pipeline.lib.files import write_text_atomic
@@ -299,10 +300,7 @@ def devnet_environment(info: DevnetInfo, agent_handle: str) -> dict[str, str]:
 
 def post_to_answer(prompt: str) -> str:
     """The post a handler prompt asks to answer (the line after "THE POST TO ANSWER:"), shortened for the console."""
-    lines = prompt.splitlines()
-    marker = next((i for i, line in enumerate(lines) if line.strip() == "THE POST TO ANSWER:"), None)
-    post = next((line for line in lines[marker + 1 :] if line.strip()), "") if marker is not None else prompt
-    return shorten(post.strip())
+    return shorten(post_answered(prompt))
 
 
 def shorten(text: str, limit: int = 100) -> str:

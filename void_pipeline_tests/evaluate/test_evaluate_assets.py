@@ -102,6 +102,19 @@ def test_held_out_threads_are_answered_reported_tracked_and_gated(
     assert float(version.tags["eval.call_validity"]) == 0.0
     artifacts = [a.path for a in client.list_artifacts(str(latest.mlflow_run), "evaluation")]
     assert "evaluation/report.json" in artifacts
+    # what the UI shows: the threads as a table, numbers named with their unit, links to the run and the version
+    shown = result.asset_materializations_for_node("eval_report")[0].metadata
+    table = shown["threads"]
+    assert isinstance(table, dg.TableMetadataValue) and len(table.records) == 5
+    assert not any(r.data["tuned_valid"] for r in table.records)  # no valid call, as the scores say
+    assert isinstance(shown["tuned_call_validity_share"], dg.FloatMetadataValue)
+    assert shown["tuned_call_validity_share"].value == 0.0
+    assert isinstance(shown["mlflow_run"], dg.UrlMetadataValue) and str(latest.mlflow_run) in str(
+        shown["mlflow_run"].value
+    )
+    assert str(shown["mlflow_model_version"].value).split("?")[0].endswith(f"/versions/{latest.model_version}")
+    gate = next(c for c in result.get_asset_check_evaluations() if c.check_name == "tool_call_validity")
+    assert (gate.metadata["min_share"].value, gate.metadata["measured_share"].value) == (0.04, 0.0)
 
     alone = run(curated, trainer_bin, [served_model], lenient)  # a later run, whatever launched it, is refused too
     assert not alone.success and "did not pass its blocking gates" in failure_text(alone)

@@ -9,7 +9,6 @@ import polars as pl
 import pytest
 
 from void_pipeline.lib.evaluate.authorship import AuthorshipClassifier
-from void_pipeline.lib.evaluate.generations import GENERATION_SCHEMA
 from void_pipeline.lib.evaluate.metrics import (
     bootstrap_ci,
     call_validity,
@@ -21,6 +20,7 @@ from void_pipeline.lib.evaluate.metrics import (
     share_ci,
 )
 from void_pipeline.lib.evaluate.report import Gates, build_report
+from void_pipeline_tests.support.evaluation import generations
 
 
 def test_identical_distributions_are_at_distance_zero_and_disjoint_ones_far() -> None:
@@ -100,19 +100,6 @@ def test_a_classifier_tells_two_separable_authors_apart() -> None:
     assert classifier.pass_rate([author("other", rng) for _ in range(30)]) <= 0.1
     with pytest.raises(ValueError, match="at least 5 posts"):
         AuthorshipClassifier.fit(agent[:3], others)
-
-
-def generations(answers: dict[str, dict[str, list[str]]], invalid: dict[str, int] | None = None) -> pl.DataFrame:
-    rows = []
-    for model, by_example in answers.items():
-        for example_id, posts in by_example.items():
-            rows.append(
-                {"example_id": example_id, "model": model, "sample": 0, "posts": posts,
-                 "invalid_calls": (invalid or {}).get(model, 0), "content": "", "steps": len(posts) + 1,
-                 "finish_reason": "stop", "prompt_tokens": 10, "completion_tokens": 10, "latency_s": 0.1, "seed": 1,
-                 "raw": "[]", "error": None}
-            )  # fmt: skip
-    return pl.DataFrame(rows, schema=GENERATION_SCHEMA)
 
 
 def test_the_report_prefers_the_model_that_answers_like_the_agent_and_gates_the_tuned_one() -> None:

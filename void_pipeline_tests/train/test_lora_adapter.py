@@ -54,8 +54,8 @@ def test_the_adapter_trains_learns_is_tracked_registered_and_merged(
     assert png.startswith(b"\x89PNG\r\n") and Path(plot.split("`")[-2]).read_bytes() == png
     run_id = str(value(meta, "mlflow_run_id"))  # links into the MLflow UI, the run and its charts
     assert str(value(meta, "mlflow_run")).startswith("http://127.0.0.1:5000/#/experiments/")
-    assert str(value(meta, "mlflow_run")).endswith(f"/runs/{run_id}")
-    assert str(value(meta, "loss_chart")) == f"{value(meta, 'mlflow_run')}/model-metrics"
+    assert str(value(meta, "mlflow_run")).endswith(f"/runs/{run_id}?workflowType=machine_learning")  # classic view
+    assert str(value(meta, "loss_chart")) == str(value(meta, "mlflow_run")).replace("?", "/model-metrics?")
     assert value(meta, "dataset_train_examples") > 0
     messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
     assert any("step 12: loss" in m for m in messages)  # the external process's progress, in Dagster's log

@@ -22,7 +22,13 @@ from void_pipeline.lib.evaluate import evaluation
 from void_pipeline.lib.evaluate.authorship import AuthorshipClassifier
 from void_pipeline.lib.evaluate.generations import GenerationRun, Prompt, fingerprint, generate, settings_record
 from void_pipeline.lib.evaluate.judge import Judge
-from void_pipeline.lib.evaluate.metadata import MODELS, generations_metadata, report_metadata
+from void_pipeline.lib.evaluate.metadata import (
+    MODELS,
+    generations_metadata,
+    report_metadata,
+    thread_table,
+    tracking_metadata,
+)
 from void_pipeline.lib.evaluate.report import EvalReport, Gates, build_report, write_report
 from void_pipeline.lib.files import write_text_atomic
 from void_pipeline.lib.handoffs import EvaluationPointer, HandoffError
@@ -141,6 +147,15 @@ class EvalReportConfig(dg.Config):
     judge_threads: int = Field(default=50, description="held-out threads the judge compares")
 
 
+# Each check's description in the UI; the thresholds are eval_report's config, shown with each result.
+CHECK_DESCRIPTIONS = {
+    "tool_call_validity": "Blocking gate: the share of the tuned model's answers that hold only valid reply calls "
+    "(at least one, each post postable) is at least min_call_validity (default 0.9). served_model waits on it.",
+    "character_sheet_rate": "Blocking gate: tuned answers with character-sheet content (the loop failure) per 1,000 "
+    "answers are at most max_character_sheet_per_1000 (default 5). served_model waits on it.",
+    "tuned_beats_base": "Warning: the tuned model beats the base on the authorship classifier's pass share (higher) "
+    "and on the held-out loss of the agent's real replies (lower).",
+}
 GATE_CHECKS = ("tool_call_validity", "character_sheet_rate")
 
 
@@ -150,8 +165,11 @@ GATE_CHECKS = ("tool_call_validity", "character_sheet_rate")
     owners=OWNERS,
     kinds={"mlflow", "scikitlearn"},
     check_specs=[
-        *(dg.AssetCheckSpec(name, asset="eval_report", blocking=True) for name in GATE_CHECKS),
-        dg.AssetCheckSpec("tuned_beats_base", asset="eval_report"),
+        *(
+            dg.AssetCheckSpec(name, asset="eval_report", blocking=True, description=CHECK_DESCRIPTIONS[name])
+            for name in GATE_CHECKS
+        ),
+        dg.AssetCheckSpec("tuned_beats_base", asset="eval_report", description=CHECK_DESCRIPTIONS["tuned_beats_base"]),
     ],
     description="Base vs tuned vs the agent's real replies on the held-out threads: tool-call validity, length and "
     "lexical distances, authorship, failure modes; gates that serving waits on; a blind review pack.",
@@ -189,7 +207,9 @@ def eval_report(
     )
     tracked = track(latest, report.headline(), report, paths, trainer, storage)
     context.log.info("\n" + report.markdown())
-    yield dg.MaterializeResult(metadata=as_metadata(report_metadata(report, paths, why_not, reviewed, tracked, judged)))
+    threads = thread_table(generations, heldout)
+    metadata = report_metadata(report, paths, threads, why_not, reviewed, tracked, judged)
+    yield dg.MaterializeResult(metadata=as_metadata(metadata))
     yield from gate_results(report)
 
 
@@ -230,13 +250,16 @@ def gate_results(report: EvalReport) -> Iterator[dg.AssetCheckResult]:
     """The blocking gates serving waits on, then the warnings (tuned beats base) as one warning check."""
     for name in GATE_CHECKS:
         passed, why = report.blocking.get(name, (False, "not measured"))
-        yield dg.AssetCheckResult(check_name=name, passed=passed, metadata={"why": why})
+        yield dg.AssetCheckResult(check_name=name, passed=passed, metadata={"why": why, **report.gate_numbers(name)})
     warnings = report.warnings
+    numbers = {
+        k: v for metric in report.gates.tuned_must_beat_base for k, v in report.comparison_numbers(metric).items()
+    }
     yield dg.AssetCheckResult(
         check_name="tuned_beats_base",
         passed=all(passed for passed, _ in warnings.values()),
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={name: why for name, (_, why) in warnings.items()} or {"why": "nothing to compare"},
+        metadata={**({name: why for name, (_, why) in warnings.items()} or {"why": "nothing to compare"}), **numbers},
     )
 
 
@@ -278,14 +301,15 @@ def track(
     paths: EvaluationPaths,
     trainer: Trainer,
     storage: PipelineStorage,
-) -> str:
+) -> dict[str, Any]:
     """The report's files as artifacts of the training's MLflow run; the headline metrics as tags of its registered
-    model version, with the alias ``champion`` when every blocking gate passes, ``candidate`` otherwise."""
+    model version, with the alias ``champion`` when every blocking gate passes, ``candidate`` otherwise. Returns
+    what the metadata says of it, with links to the run and the version."""
     if not latest.mlflow_run:
-        return "no MLflow run recorded for this adapter"
+        return tracking_metadata(None, "no MLflow run recorded for this adapter", trainer.ui_url)
     passed = all(p for p, _ in report.blocking.values())
     alias = "champion" if passed else "candidate"
-    tracking.record_evaluation(
+    tracked = tracking.record_evaluation(
         trainer.tracking_uri or default_uri(storage.layout.mlflow),
         latest.mlflow_run,
         trainer.registered_model,
@@ -294,4 +318,5 @@ def track(
         [paths.report, paths.report_markdown, paths.length_plot, paths.metric_plot],
         alias,
     )
-    return f"run {latest.mlflow_run}, {trainer.registered_model} v{latest.model_version} → {alias}"
+    summary = f"run {latest.mlflow_run}, {trainer.registered_model} v{latest.model_version} → {alias}"
+    return tracking_metadata(tracked, summary, trainer.ui_url)

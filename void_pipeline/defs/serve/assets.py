@@ -22,6 +22,7 @@ from void_pipeline.lib.evaluate.evaluation import SmokeCase
 from void_pipeline.lib.handoffs import HandoffError, ServingOutcome, TrainingOutcome
 from void_pipeline.lib.ingest.xrpc import auth_header
 from void_pipeline.lib.layout import DatasetPaths, EvaluationPaths, ServePaths
+from void_pipeline.lib.report import Url
 from void_pipeline.lib.serve import managed
 from void_pipeline.lib.serve.bundle import (
     Bundle,
@@ -59,7 +60,14 @@ class ServedModelConfig(dg.Config):
     owners=OWNERS,
     kinds={"vllm", "mlflow"},
     pool="gpu",
-    check_specs=[dg.AssetCheckSpec("smoke_answer_valid", asset="served_model")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "smoke_answer_valid",
+            asset="served_model",
+            description="The promoted bundle, served, answers a held-out thread it answered validly in evaluation "
+            "with a valid reply again (same sampling and seed); an invalid answer rolls back to the previous bundle.",
+        )
+    ],
     description="The evaluated adapter, when it passed its blocking gates, promoted to a versioned serving bundle "
     "(adapter, chat template, prompt template, system prompt, tools, sampling), made current, aliased 'production' "
     "in MLflow, loaded into the running server without a restart, and smoke-tested through the reference client.",
@@ -99,7 +107,8 @@ def served_model(
             serve, server, bundle, previous, f"gave no valid smoke answer ({'; '.join(problems)}: {said[:200]!r})"
         )
     production = mark_production(training, bundle, trainer)
-    yield dg.MaterializeResult(metadata=as_metadata(served_metadata(bundle, previous, served, case, production)))
+    metadata = served_metadata(bundle, previous, served, case, production, layout)
+    yield dg.MaterializeResult(metadata=as_metadata(metadata))
     yield dg.AssetCheckResult(
         check_name="smoke_answer_valid",
         passed=True,  # an invalid one failed the step above, with the previous bundle current again
@@ -139,14 +148,15 @@ def promotion(
     )
 
 
-def mark_production(training: TrainingOutcome, bundle: Bundle, trainer: Trainer) -> str | None:
-    """The adapter's registered model version aliased ``production`` in MLflow (None when it has none)."""
+def mark_production(training: TrainingOutcome, bundle: Bundle, trainer: Trainer) -> dict[str, Any]:
+    """The adapter's registered model version aliased ``production`` in MLflow, and a link to it in the MLflow UI
+    (the metadata's ``mlflow`` entries)."""
     if not training.model_version:
-        return None
-    tracking.set_alias(
-        bundle.source["tracking_uri"], trainer.registered_model, str(training.model_version), "production"
-    )
-    return f"{trainer.registered_model} v{training.model_version} → production"
+        return {"mlflow": "no registered model version for this adapter"}
+    uri, name, version = bundle.source["tracking_uri"], trainer.registered_model, str(training.model_version)
+    tracking.set_alias(uri, name, version, "production")
+    link = tracking.model_version_link(uri, name, version, trainer.ui_url)
+    return {"mlflow": f"{name} v{version} → production", "mlflow_model_version": Url(link)}
 
 
 def roll_back(serve: ServePaths, server: InferenceServer, bundle: Bundle, previous: int | None, why: str) -> NoReturn:

@@ -132,3 +132,16 @@ def render_mention(
 ) -> str:
     """The prompt for answering ``thread[-1]`` (the mention), with ``thread`` root first."""
     return template.render(**mention_variables(thread, "tree_view" in template.used, items, handler, quoted))
+
+
+POST_TO_ANSWER = "THE POST TO ANSWER:"  # the default template's marker (prompts/mention.txt)
+
+
+def post_answered(prompt: str) -> str:
+    """The post a prompt of the default template asks to answer (the line after its marker, quotes included); the
+    whole prompt when it has no marker (another template)."""
+    lines = prompt.splitlines()
+    marker = next((i for i, line in enumerate(lines) if line.strip() == POST_TO_ANSWER), None)
+    if marker is None:
+        return prompt
+    return next((line.strip() for line in lines[marker + 1 :] if line.strip()), "")

@@ -65,6 +65,43 @@ LOWER_IS_BETTER = {
 }
 # Descriptive numbers with no better direction (their distance to the real replies is what is compared).
 DESCRIPTIVE = {"posts_per_answer", "post_length_mean", "distinct_1", "distinct_2"}
+# Each metric's unit: its name where a unit must show (numeric metadata keys), and in words (the report's column).
+# Shares are 0-1, failure modes count answers per 1,000: the two never share a name.
+UNITS: dict[str, tuple[str, str]] = {
+    "call_validity": ("call_validity_share", "share of answers"),
+    "no_call": ("no_call_share", "share of answers"),
+    "invalid_call": ("invalid_call_share", "share of answers"),
+    "truncated": ("truncated_share", "share of answers"),
+    "posts_per_answer": ("mean_posts_per_answer", "posts"),
+    "post_length_mean": ("post_length_mean_graphemes", "graphemes"),
+    "post_length_wasserstein": ("post_length_wasserstein_graphemes", "graphemes"),
+    "post_length_ks": ("post_length_ks_statistic", "KS statistic, 0-1"),
+    "posts_per_answer_wasserstein": ("posts_per_answer_wasserstein_posts", "posts"),
+    "unigram_jsd": ("unigram_jsd_bits", "bits, 0-1"),
+    "bigram_jsd": ("bigram_jsd_bits", "bits, 0-1"),
+    "distinct_1": ("distinct_1_share", "share of n-grams"),
+    "distinct_2": ("distinct_2_share", "share of n-grams"),
+    "authorship_pass_rate": ("authorship_pass_share", "share of posts"),
+    "semantic_similarity": ("semantic_similarity_cosine", "cosine"),
+    "heldout_loss": ("heldout_loss_nats_per_token", "nats per token"),
+    "character_sheet": ("character_sheet_per_1000", "per 1,000 answers"),
+    "voice_break": ("voice_break_per_1000", "per 1,000 answers"),
+    "empty_answer": ("empty_answer_per_1000", "per 1,000 answers"),
+    "repetition_loop": ("repetition_loop_per_1000", "per 1,000 answers"),
+    "over_length": ("over_length_per_1000", "per 1,000 answers"),
+    "hashtag_rate_gap": ("hashtag_gap_per_post", "per post"),
+    "emoji_rate_gap": ("emoji_gap_per_post", "per post"),
+}
+# The blocking gates: the metric each measures, its threshold's field in Gates, and which way it must hold.
+GATES: dict[str, tuple[str, str, str]] = {
+    "tool_call_validity": ("call_validity", "min_call_validity", "min"),
+    "character_sheet_rate": ("character_sheet", "max_character_sheet_per_1000", "max"),
+}
+
+
+def unit_name(metric: str) -> str:
+    """The metric's name with its unit (``call_validity_share``, ``character_sheet_per_1000``)."""
+    return UNITS[metric][0] if metric in UNITS else metric
 
 
 @dataclass
@@ -135,6 +172,32 @@ class EvalReport:
         tuned = self.scores.get("tuned")
         return {k: v for k, v in (tuned.values if tuned else {}).items() if isinstance(v, float) and not math.isnan(v)}
 
+    def headline_numbers(self) -> dict[str, float]:
+        """The headline as numbers named with their unit (``tuned_call_validity_share``), and the tuned model's mean
+        post length over the real replies' (``post_length_ratio_tuned_to_real``): one series each across runs."""
+        numbers = {f"tuned_{unit_name(k)}": shown(v) for k, v in self.headline().items()}
+        lengths = {model: scores.values.get("post_length_mean", math.nan) for model, scores in self.scores.items()}
+        tuned, real = lengths.get("tuned", math.nan), lengths.get(REAL, math.nan)
+        if not math.isnan(tuned) and not math.isnan(real) and real > 0:
+            numbers["post_length_ratio_tuned_to_real"] = shown(tuned / real)
+        return numbers
+
+    def gate_numbers(self, gate: str) -> dict[str, float]:
+        """A blocking gate's threshold and the tuned model's measure, named with their unit (``min_share``,
+        ``measured_share``); {} for a gate that was not measured."""
+        metric, threshold, direction = GATES[gate]
+        tuned = self.scores.get("tuned")
+        measured = tuned.values.get(metric, math.nan) if tuned else math.nan
+        if math.isnan(measured):
+            return {}
+        unit = unit_name(metric).removeprefix(metric + "_")
+        return {f"{direction}_{unit}": float(getattr(self.gates, threshold)), f"measured_{unit}": shown(measured)}
+
+    def comparison_numbers(self, metric: str) -> dict[str, float]:
+        """Base and tuned on one metric, named with its unit (a warning's numbers)."""
+        values = {m: self.scores[m].values.get(metric, math.nan) for m in ("base", "tuned") if m in self.scores}
+        return {f"{m}_{unit_name(metric)}": shown(v) for m, v in values.items() if not math.isnan(v)}
+
     def better(self, metric: str) -> str | None:
         base, tuned = self.scores.get("base"), self.scores.get("tuned")
         if base is None or tuned is None:
@@ -153,7 +216,10 @@ class EvalReport:
     def markdown(self) -> str:
         columns = [name for name in ("base", "tuned", REAL) if name in self.scores]
         names = [k for k in self.scores[columns[0]].values]
-        lines = ["| metric | " + " | ".join(columns) + " | better |", "|---|" + "---:|" * len(columns) + "---|"]
+        lines = [
+            "| metric | unit | " + " | ".join(columns) + " | better |",
+            "|---|---|" + "---:|" * len(columns) + "---|",
+        ]
         for name in names:
             cells = []
             for column in columns:
@@ -164,7 +230,8 @@ class EvalReport:
                     text += f" [{_number(interval[0])}, {_number(interval[1])}]"
                 cells.append(text)
             arrow = "" if name in DESCRIPTIVE else " ↓" if name in LOWER_IS_BETTER else " ↑"
-            lines.append(f"| {name}{arrow} | " + " | ".join(cells) + f" | {self.better(name) or ''} |")
+            unit = UNITS[name][1] if name in UNITS else ""
+            lines.append(f"| {name}{arrow} | {unit} | " + " | ".join(cells) + f" | {self.better(name) or ''} |")
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:
@@ -179,6 +246,11 @@ class EvalReport:
             "warnings": {k: {"passed": p, "why": w} for k, (p, w) in self.warnings.items()},
             "tuned_wins": self.wins(),
         }
+
+
+def shown(value: float) -> float:
+    """A number as metadata shows it: 4 decimals (0.8333, 33.3333), not float noise."""
+    return round(float(value), 4)
 
 
 def _number(value: float) -> str:

@@ -2,19 +2,43 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from void_pipeline.lib.evaluate.evaluation import SmokeCase
 from void_pipeline.lib.handoffs import ServingOutcome
-from void_pipeline.lib.layout import ExportPaths, RunPaths
+from void_pipeline.lib.layout import AgentLayout, ExportPaths, RunPaths
 from void_pipeline.lib.report import Markdown, Url, fenced
 from void_pipeline.lib.serve.bundle import Bundle
 from void_pipeline.lib.serve.exports import WrittenModelfile
+from void_pipeline.lib.settings import SERVE_API_KEY_ENV
+
+
+def reply_command(served: ServingOutcome, bundle: Bundle, layout: AgentLayout) -> Markdown:
+    """The shell lines that ask the served model to answer a post, from the repository root: the endpoint, the served
+    model and this agent's data (the bundle renders the prompt); the key by its variable's name, never its value."""
+    where = f"--data {shlex.quote(str(layout.root.parent.parent))} --agent {shlex.quote(layout.name)}"
+    model = shlex.quote(bundle.served_model_name)
+    lines = [f"export {SERVE_API_KEY_ENV}=...  # the key the endpoint was started with"]
+    if served.kept:
+        lines.append(f"./void-pipeline reply AT_URI --endpoint {shlex.quote(served.url)} --model {model} {where}")
+    else:  # the smoke test's server was a temporary one
+        lines.append(f"./void-pipeline serve up {where}")
+        lines.append(f"./void-pipeline reply AT_URI --model {model} {where}")
+    text = "\n".join(lines)
+    return Markdown(f"AT_URI: the post to answer (`at://...`); a dry run unless `--post`\n\n```shell\n{text}\n```")
 
 
 def served_metadata(
-    bundle: Bundle, previous: int | None, served: ServingOutcome, case: SmokeCase, production: str | None
+    bundle: Bundle,
+    previous: int | None,
+    served: ServingOutcome,
+    case: SmokeCase,
+    production: dict[str, Any],
+    layout: AgentLayout,
 ) -> dict[str, Any]:
+    """The bundle, where it is served and how to ask it, its MLflow model version (``production``: the entries
+    mark_production made) and the smoke answer."""
     answer = served.answer
     return {
         "bundle_version": bundle.version,
@@ -26,7 +50,8 @@ def served_metadata(
         "how": served.how,
         "base_model": bundle.base_model,
         "tool_call_parser": bundle.tool_call_parser,
-        "mlflow": production or "no registered model version for this adapter",
+        "reply_command": reply_command(served, bundle, layout),
+        **production,
         "smoke_prompt": fenced(case.prompt),
         "smoke_example": case.example_id,
         # the same adapter, prompt, sampling and seed as in evaluation: on the same engine, the same posts

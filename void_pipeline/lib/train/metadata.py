@@ -11,12 +11,12 @@ from void_pipeline.lib.report import Markdown, Url
 from void_pipeline.lib.train.runs import TrainingPlan, TrainingSummary, train_examples
 
 
-def plot_markdown(plot: Path) -> Markdown:
+def plot_markdown(plot: Path, title: str = "loss") -> Markdown:
     """The plot itself in the UI (a PNG inline, as Dagster's markdown renders it), with where it lies."""
     if not plot.exists():
         return Markdown("_no plot_")
     image = base64.b64encode(plot.read_bytes()).decode()
-    return Markdown(f"![loss](data:image/png;base64,{image})\n\n`{plot}`")
+    return Markdown(f"![{title}](data:image/png;base64,{image})\n\n`{plot}`")
 
 
 def training_metadata(
@@ -41,5 +41,6 @@ def training_metadata(
         "loss_chart": Url(tracked.link(ui_url, "model-metrics")),
         "mlflow_run_id": tracked.run_id,
         "registered_model": f"{tracked.model_name} v{tracked.model_version}",
+        "mlflow_model_version": Url(tracked.version_link(ui_url)),
         "settings": settings or {"none": "no VOID_* variable set: defaults"},
     }

@@ -217,6 +217,7 @@ def finish(
         tags=tags,
         plot=plot,
         registered_model=registered_model,
+        dataset=plan.dataset,
     )
     training.write_state(
         plan.run, status=training.COMPLETE, mlflow_run=tracked.run_id, model_version=tracked.model_version
