@@ -82,6 +82,7 @@ ui: setup  ## the Dagster web UI on http://127.0.0.1:$(UI_PORT): on the demo's a
 	  VOID_SETTINGS_FILE="$$layer" PATH="$(ORCH)/bin:$$PATH" exec $(PY) -m void_pipeline ui --port $(UI_PORT)
 
 mlflow-ui: setup  ## the MLflow UI on http://127.0.0.1:5000 over the local store (.data/mlflow)
+	@echo "MLflow UI, classic training view: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
 	mkdir -p .data/mlflow && $(PY) -m mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/.data/mlflow/mlflow.db
 
 devnet-up: setup

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from void_pipeline.lib.curate.prompt import post_answered
-from void_pipeline.lib.evaluate import evaluation
+from void_pipeline.lib.evaluate import evaluation, review
 from void_pipeline.lib.evaluate.generations import GenerationRun
 from void_pipeline.lib.evaluate.metrics import valid_answer
 from void_pipeline.lib.evaluate.report import EvalReport
@@ -138,7 +138,8 @@ def report_metadata(
         "authorship": report.authorship or {"not_measured": not_measured},
         **tracked,
         "report_json": paths.report,
-        "review_pack": paths.review / "review.md",
+        "review_pack": review.pack_path(paths.review),
         "review_threads": review_threads,
+        "review_command": "./void-pipeline review --rater NAME  # the blind review page over this pack",
         "judge": judged or {"off": "set judge_url to compare answers with an LLM judge"},
     }
