@@ -430,6 +430,11 @@ def show_evaluation(layout: AgentLayout) -> None:
     )
     print(evaluation_table(report))
     print(f"[demo] {call_validity_verdict(report)}")
+    from void_pipeline.lib.evaluate import review  # scipy: only once there is an evaluation
+
+    pack = review.pack_path(files.review)
+    if pack.exists():
+        print(f"[demo] rate its blind review pack on a local page: ./void-pipeline review --rater NAME --pack {pack}")
 
 
 def main(argv: list[str] | None = None) -> int:
