@@ -387,9 +387,18 @@ def show_adapter(layout: AgentLayout) -> None:
         print(f"[demo] validation loss: {evals[0]:.4f} before training → {evals[-1]:.4f} after")
     if (run.merged / "config.json").exists():
         print(f"[demo] merged model: {run.merged}")
-    from void_pipeline.lib.train.tracking import LOCAL_MLFLOW_UI  # mlflow: imported only when there is a run
+    page = materialization_metadata("lora_adapter").get("mlflow_run")  # its run page, in MLflow's classic view
+    where = page.value if page is not None else "http://127.0.0.1:5000"
+    print(f"[demo] MLflow run {latest.mlflow_run}: `make mlflow-ui`, then open {where} (store {store})")
 
-    print(f"[demo] MLflow run {latest.mlflow_run}: `make mlflow-ui`, then open {LOCAL_MLFLOW_UI} (store {store})")
+
+def materialization_metadata(asset: str) -> dict[str, Any]:
+    """The metadata of the asset's latest materialization in the instance ({} when there is none)."""
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+    return dict(event.asset_materialization.metadata) if event and event.asset_materialization else {}
 
 
 def show_serving(layout: AgentLayout) -> None:
@@ -400,11 +409,7 @@ def show_serving(layout: AgentLayout) -> None:
     if bundle is None:
         return
     print(f"\n[demo] serving bundle v{bundle.version:04d} is current: {bundle.paths.root}")
-    import dagster as dg
-
-    with dg.DagsterInstance.get() as instance:
-        event = instance.get_latest_materialization_event(dg.AssetKey("served_model"))
-    metadata = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    metadata = materialization_metadata("served_model")
     if "smoke_answer" in metadata:
         prompt, answer = str(metadata["smoke_prompt"].value), str(metadata["smoke_answer"].value)
         print("[demo] its smoke test, a held-out thread asked as the handler asks (lib/serve/client.py):")
