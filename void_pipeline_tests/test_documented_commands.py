@@ -81,8 +81,10 @@ def test_each_documented_command_shows_its_help_through_the_launcher(tmp_path: P
     paths = sorted({c.subcommand_path for c in by_program()[LAUNCHER]})
     assert ("serve", "up") in paths and ("testworld", "devnet", "env") in paths
 
+    env = fresh_shell_environment(tmp_path)  # once, before the threads: making its python3 link is not thread-safe
+
     def show_help(path: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([LAUNCHER, *path, "--help"], cwd=REPO_ROOT, env=fresh_shell_environment(tmp_path),
+        return subprocess.run([LAUNCHER, *path, "--help"], cwd=REPO_ROOT, env=env,
                               capture_output=True, text=True, timeout=180, check=False)  # fmt: skip
 
     with ThreadPoolExecutor(max_workers=4) as pool:  # each one mostly imports: as many at once as there are cores
