@@ -132,6 +132,14 @@ class IngestPaths:
     def post_cache(self) -> Path:
         return self.root / "thread_context" / "post_cache.jsonl"
 
+    @property
+    def deletions(self) -> Path:  # the ledger of posts gone upstream (lib/ingest/deletions.py)
+        return self.root / "deletions" / "deleted_posts.parquet"
+
+    @property
+    def deletions_lock(self) -> Path:
+        return self.root / "deletions" / "ledger.lock"
+
 
 @dataclass(frozen=True)
 class ContextWindowPaths:
