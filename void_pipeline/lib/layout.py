@@ -364,6 +364,42 @@ class EvaluationPaths:
 
 
 @dataclass(frozen=True)
+class ShadowDayPaths(EvaluationPaths):
+    """One UTC day of the shadow run: the agent's replies that day, each answered by the served model and the
+    candidate (the generations files and the report are evaluation's, so its code reads them)."""
+
+    @property
+    def day(self) -> str:  # YYYY-MM-DD
+        return self.root.name
+
+    @property
+    def replies(self) -> Path:  # the day's turns as evaluation reads held-out ones: id, thread, time, prompt, calls
+        return self.root / "replies.parquet"
+
+    @property
+    def skipped(self) -> Path:  # {"reason": ...}: why this day was not answered (no served model, no reply)
+        return self.root / "skipped.json"
+
+    @property
+    def trend_plot(self) -> Path:  # the report's metrics day by day, up to this one
+        return self.root / "trend.png"
+
+
+@dataclass(frozen=True)
+class ShadowPaths:
+    """``shadow/``: a folder per UTC day (shadow_replies, shadow_report)."""
+
+    root: Path
+
+    def day(self, day: str) -> ShadowDayPaths:
+        return ShadowDayPaths(self.root / day)
+
+    def days(self) -> list[str]:
+        """The days with a folder, oldest first."""
+        return sorted(p.name for p in self.root.glob("????-??-??") if p.is_dir()) if self.root.exists() else []
+
+
+@dataclass(frozen=True)
 class EvaluatePaths:
     """``evaluate/``: a folder per set of settings, and ``latest.json`` naming the newest (EvaluationPointer)."""
 
@@ -481,6 +517,10 @@ class AgentLayout:
     @property
     def serve(self) -> ServePaths:
         return ServePaths(self.root / "serve")
+
+    @property
+    def shadow(self) -> ShadowPaths:
+        return ShadowPaths(self.root / "shadow")
 
     def read_record(self) -> AgentRecord | None:
         if not self.record_path.exists():
