@@ -378,7 +378,11 @@ class AncestorFetcher:
 
 
 def recheck_ancestors(
-    fetcher: AncestorFetcher, agent_did: str, paths: IngestPaths, log: Callable[[str], None] = print
+    fetcher: AncestorFetcher,
+    agent_did: str,
+    paths: IngestPaths,
+    log: Callable[[str], None] = print,
+    batch_size: int = RECHECK_BATCH,
 ) -> RecheckStats:
     """Ask again for every available ancestor of other authors the cache holds (in URI order, from the checkpoint
     on); the gone ones enter the ledger (source recheck) and the cache forgets them. Stops at the first batch whose
@@ -393,8 +397,8 @@ def recheck_ancestors(
         log(f"[recheck] resuming after {after}: {len(todo):,} of {len(held):,} ancestors left")
     calls_before = (fetcher.stats.get_posts_calls, fetcher.stats.get_record_calls)
     try:
-        for start in range(0, len(todo), RECHECK_BATCH):
-            batch = todo[start : start + RECHECK_BATCH]
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
             try:
                 gone, unanswered = fetcher.gone_among(batch)
             except (TransportFailure, XrpcError) as err:
