@@ -15,8 +15,10 @@ Every file is written atomically and the state last, so a killed run resumes wit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -388,7 +390,25 @@ def _export_collection(
     write_text_atomic(paths.state(collection), json.dumps(asdict(result), indent=2, default=str))
     if method == "list_records":
         shutil.rmtree(paths.listing(collection), ignore_errors=True)
+    prune_kept_nodes(paths)
     return result
+
+
+def prune_kept_nodes(paths: IngestPaths) -> None:
+    """Delete the kept MST nodes of revisions no collection's state names any more (a few MB each for a big repo;
+    the next diff of every collection starts from the revision its state names). Recent ones stay: a partition
+    running beside this one may have just written its own, before its state."""
+    named = set()
+    for state in paths.root.glob(str(paths.state("*").relative_to(paths.root))):
+        try:
+            named.add(json.loads(state.read_bytes()).get("rev"))
+        except (OSError, ValueError, AttributeError):
+            return  # a state that cannot be read: keep everything rather than guess
+    suffix = paths.mst_nodes("").name
+    for kept in paths.cars.glob(f"*{suffix}"):
+        with contextlib.suppress(FileNotFoundError):  # another partition pruned it first
+            if kept.name.removesuffix(suffix) not in named and kept.stat().st_mtime < time.time() - 3600:
+                kept.unlink()
 
 
 def merge_rows(
