@@ -78,8 +78,8 @@ def test_a_deleted_reply_and_a_deleted_parent_leave_the_export_into_the_ledger(
     assert threads["recheck_ancestors_checked"].value == 2 and threads["recheck_finished"].value is True
     print(  # the numbers the report quotes
         f"recheck: {threads['recheck_requests_per_1000_ancestors'].value} requests per 1,000 ancestors "
-        f"({threads['recheck_get_posts_calls'].value} getPosts, {threads['recheck_get_record_calls'].value} getRecord "
-        f"for 2); incremental export: car_bytes {exported['car_bytes'].value}, "
+        f"({threads['recheck_get_posts_calls'].value} getPosts, {threads['recheck_get_record_calls'].value} getRecord, "
+        f"{threads['recheck_http_requests'].value} requests in all for 2); incremental export: car_bytes {exported['car_bytes'].value}, "
         f"http_requests {exported['http_requests'].value}"
     )
 

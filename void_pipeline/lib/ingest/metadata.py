@@ -94,6 +94,7 @@ def recheck_metadata(recheck: RecheckStats) -> dict[str, Any]:
         "recheck_ancestors_checked": recheck.checked,
         "recheck_get_posts_calls": recheck.get_posts_calls,
         "recheck_get_record_calls": recheck.get_record_calls,
+        "recheck_http_requests": recheck.requests,
         "recheck_requests_per_1000_ancestors": recheck.requests_per_1000,
         "recheck_newly_gone": Markdown(counts_table(dict(recheck.gone))),
         "recheck_unanswered": recheck.unanswered,

@@ -222,6 +222,7 @@ class RecheckStats:
     checked: int = 0  # of them, re-checked by this run
     get_posts_calls: int = 0
     get_record_calls: int = 0
+    requests: int = 0  # every HTTP request it sent: the calls above, getRepoStatus, DID lookups, retries
     gone: Counter[str] = field(default_factory=Counter)  # newly in the ledger, by reason
     unanswered: int = 0  # left out by the AppView and their PDS could not say: not counted as gone
     resumed: bool = False  # went on from an earlier run's checkpoint
@@ -230,8 +231,7 @@ class RecheckStats:
 
     @property
     def requests_per_1000(self) -> float:
-        calls = self.get_posts_calls + self.get_record_calls
-        return round(1000 * calls / self.checked, 1) if self.checked else 0.0
+        return round(1000 * self.requests / self.checked, 1) if self.checked else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "gone": dict(self.gone), "requests_per_1000": self.requests_per_1000}
@@ -395,7 +395,7 @@ def recheck_ancestors(
     todo = [u for u in held if after is None or u > after]
     if after is not None:
         log(f"[recheck] resuming after {after}: {len(todo):,} of {len(held):,} ancestors left")
-    calls_before = (fetcher.stats.get_posts_calls, fetcher.stats.get_record_calls)
+    calls_before = (fetcher.stats.get_posts_calls, fetcher.stats.get_record_calls, fetcher.http.stats.requests)
     try:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
@@ -417,6 +417,7 @@ def recheck_ancestors(
     finally:
         stats.get_posts_calls = fetcher.stats.get_posts_calls - calls_before[0]
         stats.get_record_calls = fetcher.stats.get_record_calls - calls_before[1]
+        stats.requests = fetcher.http.stats.requests - calls_before[2]
 
 
 def read_recheck_checkpoint(paths: IngestPaths) -> str | None:
