@@ -52,7 +52,7 @@ recheck_job = dg.define_asset_job(
 
 @dg.schedule(
     job=recheck_job,
-    cron_schedule="0 6 * * *",
+    cron_schedule="30 5 * * *",
     execution_timezone="UTC",
     default_status=SCHEDULE_STATUS,
     description="Every morning after the ingest: are the other authors' posts thread_context holds still there? "
