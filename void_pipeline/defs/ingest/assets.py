@@ -34,7 +34,7 @@ class RawRecordsConfig(dg.Config):
     method: Literal["car", "list_records"] = "car"
     """car: one getRepo download per revision, shared by all partitions; list_records: 100 per page, resumable."""
     incremental: bool = True
-    """Fetch only what changed since the last materialization (getRepo?since=rev)."""
+    """Fetch only what changed since the last materialization (getRepo?since=rev), deleted records included."""
     full_refresh: bool = False
     """Export everything again; records deleted upstream leave the table (counted in metadata)."""
     fallback: bool = True

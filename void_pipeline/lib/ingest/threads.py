@@ -29,7 +29,7 @@ from typing import Any
 import polars as pl
 
 from void_pipeline.lib.files import write_text_atomic
-from void_pipeline.lib.ingest.deletions import REASONS, Gone, record_deletions
+from void_pipeline.lib.ingest.deletions import REASONS, Gone, Reason, record_deletions
 from void_pipeline.lib.ingest.identity import IdentityError, IdentityResolver
 from void_pipeline.lib.ingest.resilience import ResilientHttp, TransportFailure
 from void_pipeline.lib.ingest.xrpc import XrpcClient, XrpcError
@@ -274,7 +274,7 @@ class AncestorFetcher:
                 for post in pool.map(self._get_record, missing):
                     self.cache.add([post])
 
-    def gone_among(self, uris: list[str]) -> tuple[dict[str, str], int]:
+    def gone_among(self, uris: list[str]) -> tuple[dict[str, Reason], int]:
         """Which of ``uris`` (cached posts) are gone now: uri → deleted / taken_down / deactivated, and how many could
         not be told. getPosts first (25 a call; it leaves out what it cannot show); only those left out are asked of
         their PDS. A getPosts call that fails (429s beyond the retries, the AppView down) raises: nothing is decided."""
@@ -286,13 +286,10 @@ class AncestorFetcher:
                 for found in pool.map(self._present, chunks):
                     present |= found
             missing = [u for u in uris if u not in present]
-        gone: dict[str, str] = {}
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             answers = list(pool.map(self._get_record, missing))
-        for post in answers:
-            if not post.available and post.reason in REASONS:
-                gone[post.uri] = str(post.reason)
-        return gone, sum(1 for p in answers if not p.available and p.reason not in REASONS)
+        gone = {p.uri: r for p in answers for r in REASONS if r == p.reason}
+        return gone, sum(1 for p in answers if p.uri not in gone and not p.available)
 
     def _present(self, uris: list[str]) -> set[str]:
         assert self.appview is not None
@@ -405,8 +402,8 @@ def recheck_ancestors(
                 stats.stopped_by = f"{type(err).__name__}: {err}"
                 log(f"[recheck] stopped after {stats.checked:,} ancestors ({stats.stopped_by}); the next run resumes")
                 return stats
-            record_deletions(paths, (Gone(u, r, "recheck", own=False) for u, r in gone.items()))  # type: ignore[arg-type]
-            fetcher.cache.forget(gone)
+            record_deletions(paths, (Gone(u, r, "recheck", own=False) for u, r in gone.items()))
+            fetcher.cache.forget(dict(gone))
             stats.gone.update(gone.values())
             stats.checked += len(batch)
             stats.unanswered += unanswered
