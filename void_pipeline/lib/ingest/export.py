@@ -329,6 +329,7 @@ def _export_collection(
             kept.append(outcome)
 
     gone: set[str] = set()
+    removals_known = True  # False when part of the tree could not be read: what is missing may be there
     if method == "car":
         since = state.get("rev") if incremental and state else None
         try:
@@ -336,7 +337,8 @@ def _export_collection(
             result.rev, result.car_bytes, result.car_downloaded = snapshot.rev, snapshot.size, snapshot.downloaded
             if incremental and walk is not None and snapshot.since is None:
                 incremental, result.full = False, True  # fetched whole: exported in full
-            if incremental and walk is not None and existing is not None:
+            removals_known = walk is None or walk.keys_complete
+            if incremental and walk is not None and existing is not None and removals_known:
                 gone = {u for u in existing["uri"] if u.removeprefix(f"at://{did}/") not in walk.keys}
             if walk is not None:
                 for record in walk.in_collection(collection):
@@ -356,6 +358,7 @@ def _export_collection(
             kept.clear()
             rejected.clear()
             gone.clear()
+            removals_known = True
 
     if method == "list_records":
         result.rev = latest_rev(pds, did)
@@ -372,7 +375,9 @@ def _export_collection(
     fresh = rows_frame(kept)
     result.fetched, result.kept, result.quarantined = len(kept) + len(rejected), len(kept), len(rejected)
     merged = merge_rows(existing, fresh, result, full=not incremental, gone=gone)
-    if collection == POST:  # the ledger first: a run killed before the table is written finds them again
+    if not removals_known:
+        log(f"[export] {collection}: part of the repo tree is unreadable: nothing is recorded as deleted this run")
+    elif collection == POST:  # the ledger first: a run killed before the table is written finds them again
         own = [u for u in result.removed_uris if u.startswith(f"at://{did}/")]  # not another DID's old rows
         record_deletions(paths, (Gone(u, "deleted", "own_export", own=True) for u in own))
     old_rejected = (

@@ -52,6 +52,13 @@ class RepoWalk:
     def whole_tree(self) -> bool:
         return self.unknown_nodes == 0
 
+    @property
+    def keys_complete(self) -> bool:
+        """Every key of the repo is in ``keys``: no node missing, none unreadable (its subtree unseen)."""
+        return self.whole_tree and not any(
+            p.reason in ("malformed_mst_node", "malformed_mst_entry") for p in self.problems
+        )
+
     def in_collection(self, collection: str) -> Iterator[CarRecord]:
         return (r for r in self.records if r.collection == collection)
 
