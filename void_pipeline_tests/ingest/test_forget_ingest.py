@@ -15,6 +15,7 @@ import pytest
 from void_pipeline.defs.ingest.assets import raw_records, thread_context
 from void_pipeline.lib.ingest.deletions import read_deletions
 from void_pipeline.lib.ingest.identity import IdentityResolver
+from void_pipeline.lib.ingest.live import read_changes
 from void_pipeline.lib.ingest.records import POST
 from void_pipeline.lib.ingest.resilience import ResilientHttp, RetryPolicy
 from void_pipeline.lib.ingest.threads import AncestorFetcher, PostCache, recheck_ancestors
@@ -57,6 +58,8 @@ def test_a_deleted_reply_and_a_deleted_parent_leave_the_export_into_the_ledger(
 
     world.delete(world.agent, deleted_reply)
     world.delete(world.other, parent)
+    live = read_changes(world.agent.pds_url, world.agent.did, 0)  # the firehose from its start: the delete is a change
+    assert (live.deletes, POST in live.collections) == (1, True), live
     after = materialize(world, storage, recheck=True)
 
     exported, threads = after["raw_records"], after["thread_context"]
