@@ -18,6 +18,7 @@ from void_pipeline.lib.model import ChosenModel, mismatch
 from void_pipeline.lib.train import training
 from void_pipeline.lib.train.axolotl_config import effective_config, with_metrics_plugin, write
 from void_pipeline.lib.train.tracking import TrackedRun, log_training
+from void_pipeline.lib.train.training_set import TrainingSet, record_training_set
 
 # The axolotl configs read OpenAI-style messages (datasets[].type: chat_template): the format training can use.
 TRAINABLE_FORMAT = "openai"
@@ -167,6 +168,7 @@ class TrainingSummary:
     plot: Path
     tracked: TrackedRun
     tags: dict[str, str] = field(default_factory=dict)
+    training_set: TrainingSet | None = None
 
     @property
     def final_loss(self) -> float:
@@ -195,9 +197,11 @@ def finish(
     ``train/latest.json`` (the hand-off to merged_model and evaluate) written last."""
     history = training.History(training.read_metrics(plan.run))
     plot = training.loss_png(history.train, history.evals, plan.run.loss_plot)
+    trained_on = record_training_set(plan.dataset, plan.run.training_set)  # what the deletion checks count against
     tags = {
         "dagster_run_id": dagster_run,
         "dataset_sha256": plan.data_hash,
+        **({"source_uris_sha256": trained_on.digest} if trained_on.digest else {}),
         "config_fingerprint": plan.fingerprint,
         "axolotl_config": chosen.config,
         "overlays": ",".join(chosen.overlays),
@@ -230,9 +234,10 @@ def finish(
             config=plan.run.config,
             dataset=plan.dataset,
             dataset_sha256=plan.data_hash,
+            source_uris_sha256=trained_on.digest,
             mlflow_run=tracked.run_id,
             model_version=tracked.model_version,
             dagster_run=dagster_run,
         )
     )
-    return TrainingSummary(history, plot, tracked, tags)
+    return TrainingSummary(history, plot, tracked, tags, trained_on)
