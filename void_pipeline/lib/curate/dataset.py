@@ -107,7 +107,10 @@ def build_examples(
     # each post written once for all threads
     items = {uri: post_item(post, quoted, handler) for uri, post in posts_by_uri.items()}
     thoughts = _reasoning_index(reasoning)
-    gone = {**(gone or {}), **{p.uri: p.reason for p in posts_by_uri.values() if not p.available and p.reason in REASONS}}
+    gone = {
+        **(gone or {}),
+        **{p.uri: p.reason for p in posts_by_uri.values() if not p.available and p.reason in REASONS},
+    }
     embedded: dict[str, list[str]] = {}  # each post's shown quotes, found once for all threads
     examples = []
     for row in rows:

@@ -40,9 +40,9 @@ def record_training_set(dataset: Path, path: Path) -> TrainingSet:
     index = pl.read_parquet(DatasetPaths(dataset).index).filter(pl.col("split") == "train")
     known = "source_uris" in index.columns
     sources = index["source_uris"] if known else pl.Series("source_uris", [None] * index.height)
-    frame = pl.DataFrame(
-        {"example_id": index["example_id"], "source_uris": sources}, schema=TRAINING_SET_SCHEMA
-    ).sort("example_id")
+    frame = pl.DataFrame({"example_id": index["example_id"], "source_uris": sources}, schema=TRAINING_SET_SCHEMA).sort(
+        "example_id"
+    )
     write_parquet_atomic(frame, path)
     uris = frame["source_uris"].explode().drop_nulls().unique() if known else pl.Series([], dtype=pl.String)
     return TrainingSet(frame.height, uris.len(), uris_digest(uris.to_list()) if known else None)
@@ -73,6 +73,6 @@ def deleted_since(training_set: Path, ingest: IngestPaths) -> DeletedSince:
     hits = pairs.join(ledger, left_on="source_uris", right_on="uri", how="inner").sort("seen_at", "source_uris")
     first = hits.unique("example_id", keep="first")
     counts = dict(first.group_by("reason").len().iter_rows())
-    by_reason = {reason: int(counts[reason]) for reason in REASONS if reason in counts}
+    by_reason: dict[str, int] = {reason: int(counts[reason]) for reason in REASONS if reason in counts}
     uris = hits.unique("source_uris", keep="first", maintain_order=True)["source_uris"].to_list()
     return DeletedSince(first.height, frame.height, by_reason, uris, known)
