@@ -110,6 +110,21 @@ def test_new_records_curate_but_never_train_and_a_new_adapter_is_evaluated_and_s
     assert "served_model" in ticks.requested(), "the gates passed: served, though the tuned model lost to the base"
 
 
+def test_the_deletion_checks_run_again_after_ingest_without_retraining(instance: dg.DagsterInstance) -> None:
+    ticks = Ticks(instance)
+    checks = {"lora_adapter:lora_adapter_deleted_examples", "served_model:served_model_deleted_examples"}
+    materialized(instance, "thread_context")
+    assert not checks & ticks.requested(), "no adapter, nothing served: nothing to count"
+    materialized(instance, "lora_adapter")
+    materialized(instance, "served_model")
+    assert not checks & ticks.requested(), "a new adapter runs its checks in its own run"
+    materialized(instance, "thread_context")  # its re-check may have found deleted posts
+    assert checks <= ticks.requested()
+    assert not checks & ticks.requested(), "once per ingest"
+    materialized(instance, "raw_records", "app.bsky.feed.post")  # the agent's own deletions
+    assert checks <= ticks.requested()
+
+
 def test_daily_ingest_asks_for_every_collection_once_per_day() -> None:
     schedule = defs.get_schedule_def("daily_ingest")
     day = datetime.datetime(2026, 11, 30, 5, 0, tzinfo=datetime.UTC)
