@@ -49,6 +49,7 @@ def changed() -> dict[str, Any]:
 def test_schedules_run_at_the_documented_utc_times(default: dict[str, Any], changed: dict[str, Any]) -> None:
     assert default["schedules"] == {
         "daily_ingest": ["0 5 * * *", "UTC"],  # every day, 05:00 UTC
+        "recheck_deleted_posts": ["30 5 * * *", "UTC"],  # every day, 05:30 UTC: before a Monday's retrain
         "retrain_on_growth": ["0 6 * * 1", "UTC"],  # Mondays, 06:00 UTC
     }
     assert changed["schedules"] == default["schedules"]

@@ -104,6 +104,10 @@ class IngestPaths:
     def cars(self) -> Path:
         return self.root / "cars"
 
+    def mst_nodes(self, rev: str) -> Path:
+        """The repo tree's MST nodes at ``rev``: an incremental export walks the next diff CAR whole with them."""
+        return self.cars / f"{rev}.mst.cbor"
+
     def records(self, collection: str) -> Path:
         return self.root / "raw_records" / f"{collection}.parquet"
 
@@ -139,6 +143,10 @@ class IngestPaths:
     @property
     def deletions_lock(self) -> Path:
         return self.root / "deletions" / "ledger.lock"
+
+    @property
+    def recheck_checkpoint(self) -> Path:  # where thread context's re-check of the ancestors stopped
+        return self.root / "thread_context" / "recheck.json"
 
 
 @dataclass(frozen=True)

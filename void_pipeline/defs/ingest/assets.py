@@ -85,6 +85,12 @@ def raw_records(
     )
 
 
+class ThreadContextConfig(dg.Config):
+    recheck: bool = False
+    """First ask again whether the ancestors held are still there (batched getPosts): gone ones enter the deletions
+    ledger and leave the post cache; a run stopped by rate limits resumes there next time."""
+
+
 @dg.asset(
     deps=[dg.AssetDep(raw_records, partition_mapping=dg.SpecificPartitionsPartitionMapping([POST]))],
     group_name="ingest",
@@ -94,7 +100,7 @@ def raw_records(
     automation_condition=WHEN_INPUTS_CHANGE,
 )
 def thread_context(
-    context: dg.AssetExecutionContext, endpoint: AtprotoEndpoint, storage: PipelineStorage
+    context: dg.AssetExecutionContext, config: ThreadContextConfig, endpoint: AtprotoEndpoint, storage: PipelineStorage
 ) -> dg.MaterializeResult:
     with endpoint.http() as http:
         resolver, agent, _ = resolve_agent(context, endpoint, storage, http)
@@ -103,12 +109,21 @@ def thread_context(
             raise dg.Failure(f"raw_records[{POST}] has not been materialized for {agent.did}: materialize it first")
         try:
             run = write_thread_context(
-                http, endpoint.appview_url, resolver, paths, agent.handle, endpoint.concurrency, context.log.info
+                http,
+                endpoint.appview_url,
+                resolver,
+                paths,
+                agent.handle,
+                endpoint.concurrency,
+                context.log.info,
+                recheck=config.recheck,
             )
         except (CorruptState, Busy) as err:
             raise dg.Failure(str(err), allow_retries=False) from err
         resolver.save()
         requests = http.stats.as_dict()
+    if run.recheck is not None and run.recheck.stopped_by:
+        context.log.warning(f"the re-check stopped early, the next one resumes there: {run.recheck.stopped_by}")
     return dg.MaterializeResult(
         metadata={
             **as_metadata(thread_context_metadata(run, requests, paths)),

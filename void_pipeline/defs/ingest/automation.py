@@ -1,4 +1,5 @@
-"""raw_records refreshed by a daily schedule and by a sensor that follows the agent's repository live.
+"""raw_records refreshed by a daily schedule and by a sensor that follows the agent's repository live; the
+ancestors thread_context holds re-checked daily, so that posts deleted since leave it.
 
 Both only ask for runs of raw_records (incremental: getRepo?since=rev); the records land through the asset, never
 around it. One run per collection: the CAR of a revision is downloaded once and shared by the runs side by side.
@@ -12,7 +13,7 @@ import dagster as dg
 import httpx
 
 from void_pipeline.defs.automation import SCHEDULE_STATUS, SENSOR_STATUS
-from void_pipeline.defs.ingest.assets import COLLECTIONS, raw_records
+from void_pipeline.defs.ingest.assets import COLLECTIONS, raw_records, thread_context
 from void_pipeline.lib.ingest.export import latest_rev
 from void_pipeline.lib.ingest.live import RepoChanges, read_changes
 from void_pipeline.lib.ingest.xrpc import XrpcClient, XrpcError
@@ -38,6 +39,28 @@ ingest_job = dg.define_asset_job(
 def daily_ingest(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
     tick = context.scheduled_execution_time.strftime("%Y-%m-%d") if context.scheduled_execution_time else "manual"
     return [dg.RunRequest(run_key=f"{tick}:{c}", partition_key=c, tags={"void/trigger": "daily"}) for c in COLLECTIONS]
+
+
+recheck_job = dg.define_asset_job(
+    "recheck_deleted_posts_job",
+    selection=[thread_context],
+    config={"ops": {"thread_context": {"config": {"recheck": True}}}},
+    executor_def=dg.in_process_executor,
+    description="thread_context with recheck: the ancestors it holds asked for again; gone ones are forgotten.",
+)
+
+
+@dg.schedule(
+    job=recheck_job,
+    cron_schedule="30 5 * * *",
+    execution_timezone="UTC",
+    default_status=SCHEDULE_STATUS,
+    description="Every morning after the ingest: are the other authors' posts thread_context holds still there? "
+    "Deleted, taken down or deactivated ones enter the deletions ledger and leave the post cache.",
+)
+def recheck_deleted_posts(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    tick = context.scheduled_execution_time.strftime("%Y-%m-%d") if context.scheduled_execution_time else "manual"
+    return dg.RunRequest(run_key=f"recheck:{tick}", tags={"void/trigger": "recheck"})
 
 
 def sensor_cursor(raw: str | None) -> dict[str, Any]:
@@ -102,6 +125,8 @@ def agent_repo_sensor(context: dg.SensorEvaluationContext, storage: PipelineStor
         for c, rev in wanted.items()
     ]
     new_cursor = json.dumps({"did": record.did, "seq": changes.cursor})
+    if changes.deletes:  # a delete is a change of its collection: the run's export drops it and writes the ledger
+        context.log.info(f"{changes.deletes} delete op(s) of {record.did} in {changes.commits} commit(s)")
     if not requests:
         return dg.SensorResult(
             skip_reason=f"no change to {record.did} in {changes.events} events (cursor {changes.cursor})",

@@ -9,6 +9,7 @@ from typing import Any
 import polars as pl
 
 from void_pipeline.lib.files import acquire_owner, write_parquet_atomic
+from void_pipeline.lib.ingest.deletions import deleted_uris
 from void_pipeline.lib.ingest.export import (
     CollectionExport,
     ExportOptions,
@@ -24,8 +25,10 @@ from void_pipeline.lib.ingest.threads import (
     AncestorFetcher,
     FetchStats,
     PostCache,
+    RecheckStats,
     build_thread_context,
     own_posts_from_rows,
+    recheck_ancestors,
 )
 from void_pipeline.lib.ingest.xrpc import XrpcClient, XrpcError
 from void_pipeline.lib.layout import AgentLayout, AgentRecord, IngestPaths
@@ -86,6 +89,7 @@ class ThreadContextRun:
     replies: int
     cache_size_before: int
     cache_size_after: int
+    recheck: RecheckStats | None = None  # when the run re-checked the ancestors it holds
 
 
 def write_thread_context(
@@ -96,11 +100,13 @@ def write_thread_context(
     agent_handle: str | None,
     concurrency: int = 8,
     log: Callable[[str], None] = print,
+    recheck: bool = False,
 ) -> ThreadContextRun:
     """Every exported reply's ancestors (lib/ingest/threads.py), written to ``paths.thread_context`` by one writer at a
-    time (a second one raises ``Busy`` naming the first)."""
+    time (a second one raises ``Busy`` naming the first). ``recheck``: first ask again whether the ancestors held
+    are still there (recheck_ancestors)."""
     with acquire_owner(paths.thread_context_lock, "building thread context", "the thread context"):
-        return _write_thread_context(http, appview_url, resolver, paths, agent_handle, concurrency, log)
+        return _write_thread_context(http, appview_url, resolver, paths, agent_handle, concurrency, log, recheck)
 
 
 def _write_thread_context(
@@ -111,6 +117,7 @@ def _write_thread_context(
     agent_handle: str | None,
     concurrency: int,
     log: Callable[[str], None],
+    recheck: bool,
 ) -> ThreadContextRun:
     posts = read_parquet_output(paths.records(POST), f"export {POST} again with a full refresh")
     replies = posts.filter(pl.col("reply_parent_uri").is_not_null())
@@ -120,10 +127,14 @@ def _write_thread_context(
     before = len(cache)
     log(f"[threads] {replies.height:,} replies; post cache holds {before:,} posts from earlier runs")
     fetcher = AncestorFetcher(http, appview_url, resolver, cache, concurrency, log)
-    name = profile_display_name(http, resolver, str(posts["did"][0])) if posts.height else None
-    frame = build_thread_context(replies, own_posts_from_rows(posts, agent_handle, name), fetcher)
+    agent_did = str(posts["did"][0]) if posts.height else None
+    checked = recheck_ancestors(fetcher, agent_did or "", paths, log) if recheck else None
+    gone = deleted_uris(paths)
+    cache.forget(gone)  # whatever the ledger holds (the agent's own deletions too) keeps no text in the cache
+    name = profile_display_name(http, resolver, agent_did) if agent_did else None
+    frame = build_thread_context(replies, own_posts_from_rows(posts, agent_handle, name), fetcher, gone=gone)
     write_parquet_atomic(frame, paths.thread_context)
-    return ThreadContextRun(frame, fetcher.stats, replies.height, before, len(cache))
+    return ThreadContextRun(frame, fetcher.stats, replies.height, before, len(cache), checked)
 
 
 def record_agent(layout: AgentLayout, did: str, handle: str | None, pds_url: str, plc_url: str) -> str | None:

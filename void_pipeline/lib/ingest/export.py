@@ -15,9 +15,11 @@ Every file is written atomically and the state last, so a killed run resumes wit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +27,9 @@ from typing import Any, Literal
 import polars as pl
 
 from void_pipeline.lib.files import acquire_owner, locked, write_bytes_atomic, write_parquet_atomic, write_text_atomic
+from void_pipeline.lib.ingest.deletions import Gone, record_deletions
 from void_pipeline.lib.ingest.records import (
+    POST,
     Rejection,
     normalise_record,
     rejected_frame,
@@ -33,7 +37,7 @@ from void_pipeline.lib.ingest.records import (
     require_collection,
     rows_frame,
 )
-from void_pipeline.lib.ingest.repo_car import CarError, RepoWalk, read_repo_car
+from void_pipeline.lib.ingest.repo_car import CarError, RepoWalk, decode_nodes, encode_nodes, read_repo_car
 from void_pipeline.lib.ingest.resilience import TransportFailure
 from void_pipeline.lib.ingest.xrpc import XrpcClient, XrpcError
 from void_pipeline.lib.layout import IngestPaths
@@ -45,8 +49,8 @@ LIST_LIMIT = 100  # com.atproto.repo.listRecords maximum (101 → HTTP 400)
 @dataclass(frozen=True)
 class ExportOptions:
     method: Method = "car"
-    incremental: bool = True  # diff against the last exported revision (CAR: getRepo?since=)
-    full_refresh: bool = False  # export everything again and report records deleted upstream
+    incremental: bool = True  # diff against the last exported revision (CAR: getRepo?since=; sees deletions)
+    full_refresh: bool = False  # export everything again (sees deletions on either method)
     fallback: bool = True  # CAR failure → listRecords automatically
 
 
@@ -63,6 +67,7 @@ class CollectionExport:
     new: int = 0
     changed: int = 0
     removed: int = 0
+    removed_uris: list[str] = field(default_factory=list)  # gone from the repo since the last export
     total_rows: int = 0
     total_rejected: int = 0
     car_bytes: int = 0
@@ -134,21 +139,48 @@ def fetch_repo_car(pds: XrpcClient, did: str, cars_dir: Path, since: str | None)
     return CarSnapshot(path, rev, since, True, len(data))
 
 
+def kept_nodes(paths: IngestPaths, rev: str) -> dict[bytes, Any] | None:
+    """The MST nodes kept from the export at ``rev``; None when there are none (or they cannot be read)."""
+    path = paths.mst_nodes(rev)
+    try:
+        return decode_nodes(path.read_bytes()) if path.exists() else None
+    except CarError:
+        return None
+
+
 def walk_snapshot(
-    pds: XrpcClient, did: str, paths: IngestPaths, since: str | None
+    pds: XrpcClient, did: str, paths: IngestPaths, since: str | None, log: Callable[[str], None] = print
 ) -> tuple[CarSnapshot, RepoWalk | None]:
-    """Fetch and walk the CAR; a corrupt cached or downloaded CAR is fetched once more before giving up."""
-    for attempt in range(2):
+    """Fetch and walk the CAR; a corrupt cached or downloaded CAR is fetched once more before giving up.
+
+    A diff is walked together with the tree kept at ``since``, so the walk holds every key of the repo (deleted
+    records are the ones missing). Without that tree, or when the diff reuses a node it does not hold (a subtree
+    back to an older state), the whole repo is fetched instead: ``snapshot.since`` is then None.
+    """
+    known = kept_nodes(paths, since) if since is not None else None
+    if since is not None and known is None:
+        log(f"[export] no MST kept from revision {since}: fetching the whole repo once, to see what was deleted")
+        since = None
+    corrupt = 0
+    while True:
         snapshot = fetch_repo_car(pds, did, paths.cars, since)
         if snapshot.path is None:
             return snapshot, None
         try:
-            return snapshot, read_repo_car(snapshot.path.read_bytes(), expected_did=did, partial=since is not None)
+            walk = read_repo_car(snapshot.path.read_bytes(), did, partial=since is not None, known_nodes=known)
         except CarError:
             snapshot.path.unlink(missing_ok=True)
-            if attempt == 1:
+            corrupt += 1
+            if corrupt == 2:
                 raise
-    raise AssertionError("unreachable")
+            continue
+        if not walk.whole_tree:
+            log(f"[export] the diff since {since} reuses {walk.unknown_nodes} MST node(s) not kept: fetching it whole")
+            since, known = None, None
+            continue
+        if not paths.mst_nodes(walk.rev).exists():
+            write_bytes_atomic(paths.mst_nodes(walk.rev), encode_nodes(walk.nodes))
+        return snapshot, walk
 
 
 # --- the listRecords path ---------------------------------------------------------------------------------
@@ -296,11 +328,16 @@ def _export_collection(
         else:
             kept.append(outcome)
 
+    gone: set[str] = set()
     if method == "car":
         since = state.get("rev") if incremental and state else None
         try:
-            snapshot, walk = walk_snapshot(pds, did, paths, since)
+            snapshot, walk = walk_snapshot(pds, did, paths, since, log)
             result.rev, result.car_bytes, result.car_downloaded = snapshot.rev, snapshot.size, snapshot.downloaded
+            if incremental and walk is not None and snapshot.since is None:
+                incremental, result.full = False, True  # fetched whole: exported in full
+            if incremental and walk is not None and existing is not None:
+                gone = {u for u in existing["uri"] if u.removeprefix(f"at://{did}/") not in walk.keys}
             if walk is not None:
                 for record in walk.in_collection(collection):
                     take(f"at://{did}/{collection}/{record.rkey}", record.cid, record.value, record.rkey)
@@ -318,6 +355,7 @@ def _export_collection(
             method = result.method = "list_records"
             kept.clear()
             rejected.clear()
+            gone.clear()
 
     if method == "list_records":
         result.rev = latest_rev(pds, did)
@@ -333,7 +371,10 @@ def _export_collection(
 
     fresh = rows_frame(kept)
     result.fetched, result.kept, result.quarantined = len(kept) + len(rejected), len(kept), len(rejected)
-    merged = merge_rows(existing, fresh, result, full=not incremental)
+    merged = merge_rows(existing, fresh, result, full=not incremental, gone=gone)
+    if collection == POST:  # the ledger first: a run killed before the table is written finds them again
+        own = [u for u in result.removed_uris if u.startswith(f"at://{did}/")]  # not another DID's old rows
+        record_deletions(paths, (Gone(u, "deleted", "own_export", own=True) for u in own))
     old_rejected = (
         read_parquet_output(paths.rejected(collection), FULL_REFRESH_HINT)
         if incremental and paths.rejected(collection).exists()
@@ -349,13 +390,36 @@ def _export_collection(
     write_text_atomic(paths.state(collection), json.dumps(asdict(result), indent=2, default=str))
     if method == "list_records":
         shutil.rmtree(paths.listing(collection), ignore_errors=True)
+    prune_kept_nodes(paths)
     return result
 
 
+def prune_kept_nodes(paths: IngestPaths) -> None:
+    """Delete the kept MST nodes of revisions no collection's state names any more (a few MB each for a big repo;
+    the next diff of every collection starts from the revision its state names). Recent ones stay: a partition
+    running beside this one may have just written its own, before its state."""
+    named = set()
+    for state in paths.root.glob(str(paths.state("*").relative_to(paths.root))):
+        try:
+            named.add(json.loads(state.read_bytes()).get("rev"))
+        except (OSError, ValueError, AttributeError):
+            return  # a state that cannot be read: keep everything rather than guess
+    suffix = paths.mst_nodes("").name
+    for kept in paths.cars.glob(f"*{suffix}"):
+        with contextlib.suppress(FileNotFoundError):  # another partition pruned it first
+            if kept.name.removesuffix(suffix) not in named and kept.stat().st_mtime < time.time() - 3600:
+                kept.unlink()
+
+
 def merge_rows(
-    existing: pl.DataFrame | None, fresh: pl.DataFrame, result: CollectionExport, full: bool
+    existing: pl.DataFrame | None,
+    fresh: pl.DataFrame,
+    result: CollectionExport,
+    full: bool,
+    gone: Iterable[str] = (),
 ) -> pl.DataFrame:
-    """Upsert ``fresh`` into ``existing`` by uri (a full export replaces it); counts go into ``result``."""
+    """Upsert ``fresh`` into ``existing`` by uri, dropping the ``gone`` URIs (a full export replaces it: what it
+    lacks is gone); counts and the removed URIs go into ``result``."""
     if existing is None or existing.height == 0:
         result.new = fresh.height
         return fresh.sort("created_at", "uri")
@@ -365,7 +429,11 @@ def merge_rows(
         1 for uri, cid in zip(fresh["uri"], fresh["cid"], strict=True) if uri in old and old[uri] != cid
     )
     if full:
-        result.removed = len(set(old) - set(fresh["uri"]))
+        result.removed_uris = sorted(set(old) - set(fresh["uri"]))
+        result.removed = len(result.removed_uris)
         return fresh.sort("created_at", "uri")
-    kept_old = existing.filter(~pl.col("uri").is_in(fresh["uri"].implode()))
+    result.removed_uris = sorted(set(gone) & set(old))
+    result.removed = len(result.removed_uris)
+    dropped = pl.Series([*fresh["uri"], *result.removed_uris], dtype=pl.String())
+    kept_old = existing.filter(~pl.col("uri").is_in(dropped.implode()))
     return pl.concat([kept_old, fresh]).sort("created_at", "uri")

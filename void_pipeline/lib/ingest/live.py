@@ -41,6 +41,7 @@ class RepoChanges:
     cursor: int | None
     collections: dict[str, str] = field(default_factory=dict)
     commits: int = 0
+    deletes: int = 0  # delete ops among the agent's commits (raw_records' export sees which records went)
     events: int = 0
     outdated_cursor: bool = False  # the PDS no longer holds events that old: some changes may have been skipped
     stopped_by: str = ""  # "idle", "budget", "max_events" or "error: ..."
@@ -62,6 +63,7 @@ class RepoChanges:
         elif isinstance(message, subscribe_repos.Commit) and message.repo == self.did:
             self.commits += 1
             for op in message.ops:
+                self.deletes += op.action == "delete"
                 collection = op.path.split("/", 1)[0]
                 self.collections[collection] = max(self.collections.get(collection, ""), message.rev)
         elif isinstance(message, subscribe_repos.Sync) and message.did == self.did:
@@ -155,6 +157,7 @@ def read_changes(
     if log is not None:
         log(
             f"firehose {pds_url}: {changes.events:,} events from cursor {cursor}, {changes.commits} commits of {did} "
+            f"({changes.deletes} delete ops) "
             f"in {time.monotonic() - started:.1f}s, stopped by {changes.stopped_by}; next cursor {changes.cursor}"
         )
     return changes

@@ -9,6 +9,7 @@ import polars as pl
 
 from void_pipeline.lib.ingest.agent import ThreadContextRun
 from void_pipeline.lib.ingest.export import CollectionExport
+from void_pipeline.lib.ingest.threads import RecheckStats
 from void_pipeline.lib.layout import IngestPaths
 from void_pipeline.lib.report import Markdown, counts_table
 
@@ -28,6 +29,7 @@ def export_metadata(
         "rows_new": result.new,
         "rows_changed": result.changed,
         "rows_removed_upstream": result.removed,
+        "removed_uris": Markdown("\n".join(f"- `{u}`" for u in result.removed_uris[:5]) or "_none_"),
         "fetched_this_run": result.fetched,
         "quarantined_this_run": result.quarantined,
         "quarantined_total": result.total_rejected,
@@ -82,4 +84,21 @@ def thread_context_metadata(run: ThreadContextRun, requests: dict[str, Any], pat
         "post_cache_size": run.cache_size_after,
         "path": paths.thread_context,
         "deepest_chain": deepest_chain(frame),
+        **(recheck_metadata(run.recheck) if run.recheck is not None else {}),
+    }
+
+
+def recheck_metadata(recheck: RecheckStats) -> dict[str, Any]:
+    return {
+        "recheck_ancestors_held": recheck.held,
+        "recheck_ancestors_checked": recheck.checked,
+        "recheck_get_posts_calls": recheck.get_posts_calls,
+        "recheck_get_record_calls": recheck.get_record_calls,
+        "recheck_http_requests": recheck.requests,
+        "recheck_requests_per_1000_ancestors": recheck.requests_per_1000,
+        "recheck_newly_gone": Markdown(counts_table(dict(recheck.gone))),
+        "recheck_unanswered": recheck.unanswered,
+        "recheck_resumed": recheck.resumed,
+        "recheck_finished": recheck.finished,
+        "recheck_stopped_by": recheck.stopped_by,
     }

@@ -4,7 +4,8 @@ The CAR holds the signed commit (its root), the Merkle Search Tree nodes and the
 ``{"l": left subtree CID | None, "e": [{"p": shared prefix length, "k": key suffix, "v": record CID,
 "t": right subtree CID | None}, ...]}``; keys are ``collection/rkey``, each entry's key is the previous key's
 first ``p`` bytes plus ``k``. A diff CAR (``getRepo?since=rev``) carries only what changed since ``rev``: absent
-nodes and records there are unchanged, not missing.
+nodes and records there are unchanged, not missing. With the MST nodes of the tree at ``rev`` kept from the run
+before (``known_nodes``), the diff's new tree can be walked whole: its keys say which records are gone.
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ class RepoWalk:
     partial: bool
     records: list[CarRecord] = field(default_factory=list)
     problems: list[CarProblem] = field(default_factory=list)
+    keys: set[str] = field(default_factory=set)  # every collection/rkey in the walked tree
+    nodes: dict[bytes, Any] = field(default_factory=dict)  # the tree's MST nodes, CID → decoded node
+    unknown_nodes: int = 0  # nodes in neither the CAR nor known_nodes: ``keys`` is then incomplete
+
+    @property
+    def whole_tree(self) -> bool:
+        return self.unknown_nodes == 0
 
     def in_collection(self, collection: str) -> Iterator[CarRecord]:
         return (r for r in self.records if r.collection == collection)
@@ -75,8 +83,11 @@ def section_end(data: bytes) -> int:
     return offset
 
 
-def read_repo_car(data: bytes, expected_did: str | None = None, partial: bool = False) -> RepoWalk:
-    """Decode and walk a repo CAR. ``partial`` for a diff CAR. Raises CarError when the CAR is unusable.
+def read_repo_car(
+    data: bytes, expected_did: str | None = None, partial: bool = False, known_nodes: dict[bytes, Any] | None = None
+) -> RepoWalk:
+    """Decode and walk a repo CAR. ``partial`` for a diff CAR, ``known_nodes`` the MST nodes of its base revision.
+    Raises CarError when the CAR is unusable.
 
     A full CAR must hold its whole MST: a missing node hides every record under it, so that is an error (the export
     falls back to listRecords), while a missing record block is a problem reported for that one record.
@@ -107,13 +118,17 @@ def read_repo_car(data: bytes, expected_did: str | None = None, partial: bool = 
             continue
         seen.add(node_cid)
         node = blocks.get(node_cid)
+        if node is None and known_nodes is not None:
+            node = known_nodes.get(node_cid)
         if node is None:
+            walk.unknown_nodes += 1
             if not partial:
                 walk.problems.append(CarProblem("", cid_str(node_cid), "missing_mst_node"))
             continue
         if not isinstance(node, dict) or not isinstance(node.get("e"), list):
             walk.problems.append(CarProblem("", cid_str(node_cid), "malformed_mst_node"))
             continue
+        walk.nodes[node_cid] = node
         if node.get("l"):
             stack.append(node["l"])
         key = b""
@@ -124,6 +139,7 @@ def read_repo_car(data: bytes, expected_did: str | None = None, partial: bool = 
             except (KeyError, TypeError, ValueError):
                 walk.problems.append(CarProblem(key.decode(errors="replace"), "", "malformed_mst_entry"))
                 continue
+            walk.keys.add(key.decode(errors="replace"))
             _visit_entry(walk, blocks, key, value_cid, partial)
             if entry.get("t"):
                 stack.append(entry["t"])
@@ -131,6 +147,19 @@ def read_repo_car(data: bytes, expected_did: str | None = None, partial: bool = 
     if missing_nodes:
         raise CarError(f"{prefix}: {missing_nodes} MST node(s) missing, the records under them cannot be listed")
     return walk
+
+
+def encode_nodes(nodes: dict[bytes, Any]) -> bytes:
+    """MST nodes as one DAG-CBOR list of [cid, node] pairs (kept beside the CARs for the next diff)."""
+    return bytes(libipld.encode_dag_cbor([[cid, node] for cid, node in sorted(nodes.items())]))
+
+
+def decode_nodes(data: bytes) -> dict[bytes, Any]:
+    try:
+        pairs = libipld.decode_dag_cbor(data)
+        return {bytes(cid): node for cid, node in pairs}
+    except Exception as err:  # libipld raises plain ValueError variants for bad bytes
+        raise CarError(f"the kept MST nodes cannot be read: {err}") from err
 
 
 def _visit_entry(walk: RepoWalk, blocks: dict[bytes, Any], key: bytes, value_cid: bytes, partial: bool) -> None:

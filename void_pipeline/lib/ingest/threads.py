@@ -7,6 +7,11 @@ cache (JSON lines, appended and fsynced per batch) persists across runs, so re-m
 never seen; a killed run loses at most the batch in flight. Ancestors that cannot be had keep a reason:
 ``deleted``, ``not_found``, ``taken_down``, ``deactivated``, ``blocked``, ``pds_unreachable``,
 ``identity_unresolvable``, ``invalid_uri``.
+
+A re-check (``recheck_ancestors``) asks again for every available ancestor of other authors the cache holds, in
+getPosts batches; the few the AppView leaves out are asked of their PDS, which tells ``deleted``, ``taken_down`` and
+``deactivated`` apart. What is gone enters the deletions ledger and the cache forgets its text (the file is
+rewritten). A checkpoint after every batch lets a run stopped by rate limits, or killed, resume where it stopped.
 """
 
 from __future__ import annotations
@@ -24,11 +29,14 @@ from typing import Any
 import polars as pl
 
 from void_pipeline.lib.files import write_text_atomic
+from void_pipeline.lib.ingest.deletions import REASONS, Gone, record_deletions
 from void_pipeline.lib.ingest.identity import IdentityError, IdentityResolver
 from void_pipeline.lib.ingest.resilience import ResilientHttp, TransportFailure
 from void_pipeline.lib.ingest.xrpc import XrpcClient, XrpcError
+from void_pipeline.lib.layout import IngestPaths
 
 GET_POSTS_LIMIT = 25  # app.bsky.feed.getPosts lexicon maximum
+RECHECK_BATCH = GET_POSTS_LIMIT * 8  # URIs re-checked between two checkpoints
 TRANSIENT_REASONS = frozenset({"pds_unreachable", "identity_unresolvable"})  # retried on the next run
 TAKEDOWN_ERRORS = frozenset({"RepoTakendown", "RepoSuspended", "AccountTakedown"})
 DEACTIVATED_ERRORS = frozenset({"RepoDeactivated", "AccountDeactivated"})
@@ -165,6 +173,21 @@ class PostCache:
     def get(self, uri: str) -> Post | None:
         return self._posts.get(uri)
 
+    def posts(self) -> list[Post]:
+        with self._lock:
+            return list(self._posts.values())
+
+    def forget(self, gone: dict[str, str]) -> int:
+        """Keep only the reason of the posts in ``gone`` (uri → reason): their text leaves the file, which is
+        rewritten atomically. Returns how many cached posts lost their content."""
+        with self._lock:
+            held = [u for u in gone if (p := self._posts.get(u)) is not None and (p.available or p.reason != gone[u])]
+            for uri in held:
+                self._posts[uri] = unavailable(uri, gone[uri])
+            if held:
+                self._rewrite()
+        return len(held)
+
     def add(self, posts: Iterable[Post]) -> None:
         durable = [p for p in posts if p.reason not in TRANSIENT_REASONS]
         with self._lock:
@@ -191,6 +214,27 @@ class FetchStats:
 
     def as_dict(self) -> dict[str, Any]:
         return {**{k: v for k, v in asdict(self).items() if k != "unavailable"}, "unavailable": dict(self.unavailable)}
+
+
+@dataclass
+class RecheckStats:
+    held: int = 0  # available ancestors of other authors in the cache
+    checked: int = 0  # of them, re-checked by this run
+    get_posts_calls: int = 0
+    get_record_calls: int = 0
+    requests: int = 0  # every HTTP request it sent: the calls above, getRepoStatus, DID lookups, retries
+    gone: Counter[str] = field(default_factory=Counter)  # newly in the ledger, by reason
+    unanswered: int = 0  # left out by the AppView and their PDS could not say: not counted as gone
+    resumed: bool = False  # went on from an earlier run's checkpoint
+    finished: bool = False  # reached the end of the cache (the next run starts over)
+    stopped_by: str = ""  # why it stopped before the end; the next run resumes there
+
+    @property
+    def requests_per_1000(self) -> float:
+        return round(1000 * self.requests / self.checked, 1) if self.checked else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "gone": dict(self.gone), "requests_per_1000": self.requests_per_1000}
 
 
 class AncestorFetcher:
@@ -229,6 +273,33 @@ class AncestorFetcher:
             with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
                 for post in pool.map(self._get_record, missing):
                     self.cache.add([post])
+
+    def gone_among(self, uris: list[str]) -> tuple[dict[str, str], int]:
+        """Which of ``uris`` (cached posts) are gone now: uri → deleted / taken_down / deactivated, and how many could
+        not be told. getPosts first (25 a call; it leaves out what it cannot show); only those left out are asked of
+        their PDS. A getPosts call that fails (429s beyond the retries, the AppView down) raises: nothing is decided."""
+        present: set[str] = set()
+        missing = uris
+        if self.appview is not None:
+            chunks = [uris[i : i + GET_POSTS_LIMIT] for i in range(0, len(uris), GET_POSTS_LIMIT)]
+            with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+                for found in pool.map(self._present, chunks):
+                    present |= found
+            missing = [u for u in uris if u not in present]
+        gone: dict[str, str] = {}
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            answers = list(pool.map(self._get_record, missing))
+        for post in answers:
+            if not post.available and post.reason in REASONS:
+                gone[post.uri] = str(post.reason)
+        return gone, sum(1 for p in answers if not p.available and p.reason not in REASONS)
+
+    def _present(self, uris: list[str]) -> set[str]:
+        assert self.appview is not None
+        with self._stats_lock:
+            self.stats.get_posts_calls += 1
+        answer = self.appview.query("app.bsky.feed.getPosts", uris=uris)
+        return {str(view.get("uri")) for view in answer.get("posts", [])} & set(uris)
 
     def _get_posts(self, uris: list[str]) -> list[Post]:
         assert self.appview is not None
@@ -306,6 +377,59 @@ class AncestorFetcher:
         return reason
 
 
+def recheck_ancestors(
+    fetcher: AncestorFetcher,
+    agent_did: str,
+    paths: IngestPaths,
+    log: Callable[[str], None] = print,
+    batch_size: int = RECHECK_BATCH,
+) -> RecheckStats:
+    """Ask again for every available ancestor of other authors the cache holds (in URI order, from the checkpoint
+    on); the gone ones enter the ledger (source recheck) and the cache forgets them. Stops at the first batch whose
+    getPosts fails, leaving the checkpoint there."""
+    stats = RecheckStats()
+    held = sorted(p.uri for p in fetcher.cache.posts() if p.available and p.author_did != agent_did)
+    stats.held = len(held)
+    after = read_recheck_checkpoint(paths)
+    stats.resumed = after is not None
+    todo = [u for u in held if after is None or u > after]
+    if after is not None:
+        log(f"[recheck] resuming after {after}: {len(todo):,} of {len(held):,} ancestors left")
+    calls_before = (fetcher.stats.get_posts_calls, fetcher.stats.get_record_calls, fetcher.http.stats.requests)
+    try:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            try:
+                gone, unanswered = fetcher.gone_among(batch)
+            except (TransportFailure, XrpcError) as err:
+                stats.stopped_by = f"{type(err).__name__}: {err}"
+                log(f"[recheck] stopped after {stats.checked:,} ancestors ({stats.stopped_by}); the next run resumes")
+                return stats
+            record_deletions(paths, (Gone(u, r, "recheck", own=False) for u, r in gone.items()))  # type: ignore[arg-type]
+            fetcher.cache.forget(gone)
+            stats.gone.update(gone.values())
+            stats.checked += len(batch)
+            stats.unanswered += unanswered
+            write_text_atomic(paths.recheck_checkpoint, json.dumps({"after": batch[-1]}))
+        paths.recheck_checkpoint.unlink(missing_ok=True)
+        stats.finished = True
+        return stats
+    finally:
+        stats.get_posts_calls = fetcher.stats.get_posts_calls - calls_before[0]
+        stats.get_record_calls = fetcher.stats.get_record_calls - calls_before[1]
+        stats.requests = fetcher.http.stats.requests - calls_before[2]
+
+
+def read_recheck_checkpoint(paths: IngestPaths) -> str | None:
+    """The last URI an unfinished re-check got through; None to start from the beginning (also for a damaged file:
+    re-checking again is only a few requests more)."""
+    try:
+        after = json.loads(paths.recheck_checkpoint.read_bytes()).get("after")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return after if isinstance(after, str) else None
+
+
 def reason_for(err: XrpcError) -> str:
     if err.error == "RecordNotFound":
         return "deleted"
@@ -323,11 +447,16 @@ def build_thread_context(
     own_posts: dict[str, Post],
     fetcher: AncestorFetcher,
     max_depth: int = 1000,
+    gone: dict[str, str] | None = None,
 ) -> pl.DataFrame:
-    """``replies`` has uri, reply_parent_uri, reply_root_uri. Returns one THREAD_SCHEMA row per reply."""
+    """``replies`` has uri, reply_parent_uri, reply_root_uri; ``gone`` the ledger (uri → reason), whose posts are
+    shown unavailable with their reason and never fetched. Returns one THREAD_SCHEMA row per reply."""
     stats = fetcher.stats
+    gone = gone or {}
 
     def lookup(uri: str) -> Post:
+        if uri in gone:
+            return unavailable(uri, gone[uri])
         return own_posts.get(uri) or fetcher.cache.get(uri) or unavailable(uri, "not_found")
 
     parents = [u for u in replies["reply_parent_uri"].to_list() if u]
@@ -336,8 +465,8 @@ def build_thread_context(
     seen: set[str] = set()
     while frontier:
         stats.levels += 1
-        external = frontier - own_posts.keys()
-        stats.from_export += len(frontier) - len(external)
+        external = frontier - own_posts.keys() - gone.keys()
+        stats.from_export += len(frontier - gone.keys()) - len(external)
         fetcher.ensure(external)
         seen |= frontier
         frontier = {
