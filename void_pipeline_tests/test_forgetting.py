@@ -117,5 +117,6 @@ def test_a_deleted_parent_and_a_deleted_reply_leave_the_next_dataset_and_are_cou
         [verdict] = checked.get_asset_check_evaluations()
         assert not verdict.passed and verdict.severity == dg.AssetCheckSeverity.WARN
         assert verdict.metadata["deleted_examples"].value == 2
-        assert set(verdict.metadata["deleted_uris"].value) == {parent.uri, regretted.uri}
+        uris = verdict.metadata["deleted_uris"].value
+        assert isinstance(uris, list) and set(uris) == {parent.uri, regretted.uri}
         assert verdict.metadata["by_reason"].value == {"deleted": 2}

@@ -33,7 +33,8 @@ def when_ledger_changes(checked: dg.AssetKey) -> dg.AutomationCondition:
 def deletions_result(training_set: Path | None, ingest: IngestPaths, nothing: str) -> dg.AssetCheckResult:
     """The check's verdict: passed when no example of the training set shows or answers with a deleted post."""
     if training_set is None or not training_set.exists():
-        return dg.AssetCheckResult(passed=True, metadata={"deleted_examples": 0, "note": nothing})
+        note = nothing if training_set is None else f"{training_set} is missing: trained before training sets were kept"
+        return dg.AssetCheckResult(passed=True, metadata={"deleted_examples": 0, "note": note})
     found = deleted_since(training_set, ingest)
     return dg.AssetCheckResult(
         passed=found.examples == 0,
@@ -60,7 +61,7 @@ def deletions_result(training_set: Path | None, ingest: IngestPaths, nothing: st
 def lora_adapter_deleted_examples(storage: PipelineStorage) -> dg.AssetCheckResult:
     layout = recorded_agent(storage)[1]
     run = RunPaths(latest_training(layout).run_dir)
-    return deletions_result(run.training_set, layout.ingest, f"no training set recorded in {run.root}")
+    return deletions_result(run.training_set, layout.ingest, "no adapter")
 
 
 @dg.asset_check(

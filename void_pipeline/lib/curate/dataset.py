@@ -33,7 +33,7 @@ from void_pipeline.lib.curate.reply_tool import REPLY_TOOL_NAME, reply_call_erro
 from void_pipeline.lib.curate.request import DIRECT_PROFILE, RequestProfile
 from void_pipeline.lib.files import write_bytes_atomic, write_parquet_atomic, write_text_atomic
 from void_pipeline.lib.ingest.deletions import REASONS
-from void_pipeline.lib.ingest.embed_views import embed_view
+from void_pipeline.lib.ingest.embed_views import Resolver, embed_view
 from void_pipeline.lib.layout import DatasetPaths
 from void_pipeline.lib.model import TokenCounter
 
@@ -184,7 +184,7 @@ def _source_uris(
     turn: list[str],
     shown: list[ThreadPost],
     posts: Mapping[str, ThreadPost],
-    quoted: Any,
+    quoted: Resolver,
     embedded: dict[str, list[str]],
 ) -> list[str]:
     """The example's sources, each once: the shown thread (root first), the posts they quote as the prompt shows
@@ -197,7 +197,7 @@ def _source_uris(
     return list(dict.fromkeys(found + turn))
 
 
-def _shown_quotes(post: ThreadPost, quoted: Any) -> Iterator[str]:
+def _shown_quotes(post: ThreadPost, quoted: Resolver) -> Iterator[str]:
     """URIs of the posts whose content ``post``'s embed view shows (``#viewRecord``, nested quotes included)."""
     if post.embed_json:
         view: Any = json.loads(post.embed_json)
