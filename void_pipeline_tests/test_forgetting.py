@@ -28,7 +28,7 @@ from void_pipeline_tests.support.world import model_choice
 
 pytestmark = pytest.mark.integration  # every test here starts a server, a trainer or a devnet
 
-ASSETS = [raw_records, thread_context, filtered_records, context_window, chat_dataset, lora_adapter]
+ASSETS = [raw_records, thread_context, filtered_records, context_window, chat_dataset]
 # test_threads 0: the newest thread is validation, every older one is in the train split
 DATASET_CONFIG = {"ops": {"chat_dataset": {"config": {"test_threads": 0}}}}
 
@@ -89,7 +89,7 @@ def test_a_deleted_parent_and_a_deleted_reply_leave_the_next_dataset_and_are_cou
     }
     with dg.DagsterInstance.ephemeral() as instance:
         trained = dg.materialize(
-            [*ASSETS, lora_adapter_deleted_examples],
+            [*ASSETS, lora_adapter, lora_adapter_deleted_examples],
             selection=[lora_adapter.key],
             resources=training,
             instance=instance,
@@ -108,7 +108,7 @@ def test_a_deleted_parent_and_a_deleted_reply_leave_the_next_dataset_and_are_cou
         assert "deleted_upstream" in metadata["skipped"].value and parent.uri in metadata["deleted_upstream"].value
 
         checked = dg.materialize(  # the check alone: no training
-            [*ASSETS, lora_adapter_deleted_examples],
+            [*ASSETS, lora_adapter, lora_adapter_deleted_examples],
             selection=dg.AssetSelection.checks(lora_adapter_deleted_examples),
             resources=training,
             instance=instance,

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from void_pipeline.defs.agent import latest_training, recorded_agent
+from void_pipeline.defs.agent import recorded_agent
 from void_pipeline.defs.ingest.assets import raw_records, thread_context
 from void_pipeline.defs.train.assets import lora_adapter
+from void_pipeline.lib.handoffs import HandoffError
 from void_pipeline.lib.layout import IngestPaths, RunPaths
 from void_pipeline.lib.serve.bundle import BundleError, current_bundle
 from void_pipeline.lib.train.training_set import URIS_SHOWN, deleted_since
@@ -60,8 +61,12 @@ def deletions_result(training_set: Path | None, ingest: IngestPaths, nothing: st
 )
 def lora_adapter_deleted_examples(storage: PipelineStorage) -> dg.AssetCheckResult:
     layout = recorded_agent(storage)[1]
-    run = RunPaths(latest_training(layout).run_dir)
-    return deletions_result(run.training_set, layout.ingest, "no adapter")
+    try:
+        latest = layout.train.read_latest()
+    except HandoffError as err:
+        raise dg.Failure(str(err), allow_retries=False) from err
+    training_set = RunPaths(latest.run_dir).training_set if latest else None
+    return deletions_result(training_set, layout.ingest, "no adapter has been trained yet")
 
 
 @dg.asset_check(
