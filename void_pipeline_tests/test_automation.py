@@ -161,6 +161,43 @@ def test_retrain_on_growth_trains_only_when_the_training_set_grew_enough(
         assert requests[0].run_key  # one run per dataset materialization: a second tick does not train twice
 
 
+def test_retrain_on_growth_retrains_on_deleted_training_examples_once_the_dataset_forgot_them(
+    instance: dg.DagsterInstance,
+) -> None:
+    def counted(deleted: int) -> None:
+        check = "lora_adapter_deleted_examples"
+        evaluation = dg.AssetCheckEvaluation(
+            asset_key=dg.AssetKey("lora_adapter"),
+            check_name=check,
+            passed=False,
+            metadata={"deleted_examples": deleted},
+        )
+        instance.report_runless_asset_event(evaluation)
+
+    def tick() -> dg.RunRequest | str:
+        result = retrain_on_growth.evaluate_tick(dg.build_schedule_context(instance=instance))
+        return next(iter(result.run_requests or []), None) or str(result.skip_message)
+
+    counted(5)  # counted for an earlier adapter: not this one's
+    materialized(instance, "lora_adapter", dataset_train_examples=100)
+    dataset = {"train_examples": dg.MetadataValue.int(100)}
+    trained_on = dg.AssetMaterialization("chat_dataset", metadata=dataset, tags={"dagster/data_version": "v1"})
+    instance.report_runless_asset_event(trained_on)
+    assert tick() == f"the training set grew by 0 examples since the adapter (100 → 100); {WAITS}"
+
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization("lora_adapter", metadata={"dataset_train_examples": 100, "dataset_sha256": "v1"})
+    )
+    counted(2)
+    assert "chat_dataset is the one it was trained on: rebuild it" in str(tick())
+    rebuilt = dg.AssetMaterialization("chat_dataset", metadata=dataset, tags={"dagster/data_version": "v2"})
+    instance.report_runless_asset_event(rebuilt)
+    request = tick()
+    assert isinstance(request, dg.RunRequest), request
+    assert request.tags["void/retrain_cause"] == "deletions"
+    assert "2 examples of the adapter's training set were deleted since" in request.tags["void/retrain_reason"]
+
+
 def automation_statuses(env: dict[str, str]) -> dict[str, str]:
     script = (
         "import json; from void_pipeline.definitions import defs; r = defs.get_repository_def(); "
