@@ -110,6 +110,21 @@ def test_new_records_curate_but_never_train_and_a_new_adapter_is_evaluated_and_s
     assert "served_model" in ticks.requested(), "the gates passed: served, though the tuned model lost to the base"
 
 
+def test_the_deletion_checks_run_again_after_ingest_without_retraining(instance: dg.DagsterInstance) -> None:
+    ticks = Ticks(instance)
+    checks = {"lora_adapter:lora_adapter_deleted_examples", "served_model:served_model_deleted_examples"}
+    materialized(instance, "thread_context")
+    assert not checks & ticks.requested(), "no adapter, nothing served: nothing to count"
+    materialized(instance, "lora_adapter")
+    materialized(instance, "served_model")
+    assert not checks & ticks.requested(), "a new adapter runs its checks in its own run"
+    materialized(instance, "thread_context")  # its re-check may have found deleted posts
+    assert checks <= ticks.requested()
+    assert not checks & ticks.requested(), "once per ingest"
+    materialized(instance, "raw_records", "app.bsky.feed.post")  # the agent's own deletions
+    assert checks <= ticks.requested()
+
+
 def test_daily_ingest_asks_for_every_collection_once_per_day() -> None:
     schedule = defs.get_schedule_def("daily_ingest")
     day = datetime.datetime(2026, 11, 30, 5, 0, tzinfo=datetime.UTC)
@@ -144,6 +159,43 @@ def test_retrain_on_growth_trains_only_when_the_training_set_grew_enough(
         assert result.skip_message == skipped
     else:
         assert requests[0].run_key  # one run per dataset materialization: a second tick does not train twice
+
+
+def test_retrain_on_growth_retrains_on_deleted_training_examples_once_the_dataset_forgot_them(
+    instance: dg.DagsterInstance,
+) -> None:
+    def counted(deleted: int) -> None:
+        check = "lora_adapter_deleted_examples"
+        evaluation = dg.AssetCheckEvaluation(
+            asset_key=dg.AssetKey("lora_adapter"),
+            check_name=check,
+            passed=False,
+            metadata={"deleted_examples": deleted},
+        )
+        instance.report_runless_asset_event(evaluation)
+
+    def tick() -> dg.RunRequest | str:
+        result = retrain_on_growth.evaluate_tick(dg.build_schedule_context(instance=instance))
+        return next(iter(result.run_requests or []), None) or str(result.skip_message)
+
+    counted(5)  # counted for an earlier adapter: not this one's
+    materialized(instance, "lora_adapter", dataset_train_examples=100)
+    dataset = {"train_examples": dg.MetadataValue.int(100)}
+    trained_on = dg.AssetMaterialization("chat_dataset", metadata=dataset, tags={"dagster/data_version": "v1"})
+    instance.report_runless_asset_event(trained_on)
+    assert tick() == f"the training set grew by 0 examples since the adapter (100 → 100); {WAITS}"
+
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization("lora_adapter", metadata={"dataset_train_examples": 100, "dataset_sha256": "v1"})
+    )
+    counted(2)
+    assert "chat_dataset is the one it was trained on: rebuild it" in str(tick())
+    rebuilt = dg.AssetMaterialization("chat_dataset", metadata=dataset, tags={"dagster/data_version": "v2"})
+    instance.report_runless_asset_event(rebuilt)
+    request = tick()
+    assert isinstance(request, dg.RunRequest), request
+    assert request.tags["void/retrain_cause"] == "deletions"
+    assert "2 examples of the adapter's training set were deleted since" in request.tags["void/retrain_reason"]
 
 
 def automation_statuses(env: dict[str, str]) -> dict[str, str]:

@@ -28,6 +28,7 @@ from void_pipeline.lib.settings import from_environment, settings
         ({"VOID_AUTOMATION": "yes"}, "VOID_AUTOMATION='yes' must be on or off"),
         ({"VOID_RETRAIN_MIN_NEW_EXAMPLES": "many"}, "VOID_RETRAIN_MIN_NEW_EXAMPLES='many' is not a whole number"),
         ({"VOID_LIVE_INTERVAL_S": "0"}, "VOID_LIVE_INTERVAL_S=0 must be at least 1"),
+        ({"VOID_RETRAIN_ON_DELETIONS": "-2"}, "VOID_RETRAIN_ON_DELETIONS=-2 must be at least 1"),
         ({"VOID_EXECUTOR": "k9s"}, "VOID_EXECUTOR='k9s' must be docker, k8s or unset"),
         ({"VOID_DATA_VOLUME": "Pipeline_Data"}, "VOID_DATA_VOLUME='Pipeline_Data' is not a volume or claim name"),
     ],
@@ -50,6 +51,10 @@ def test_good_values_are_used_and_defaults_fill_the_rest() -> None:
     operating = from_environment({"VOID_AUTOMATION": "on", "VOID_RETRAIN_MIN_NEW_EXAMPLES": "50"})
     assert operating.automation and operating.retrain_min_new_examples == 50 and operating.problems == ()
     assert not from_environment({}).automation and from_environment({}).live_interval_s == 30
+    assert (
+        from_environment({}).retrain_on_deletions == 1
+        and from_environment({"VOID_RETRAIN_ON_DELETIONS": "0"}).retrain_on_deletions == 0
+    )
 
 
 @pytest.mark.integration

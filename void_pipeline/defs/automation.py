@@ -8,7 +8,8 @@ operator switches on what they want. A status switched in the UI is kept by the 
     daily_ingest          schedule  every collection of raw_records, incrementally, each morning
     agent_repo_sensor     sensor    the agent's PDS firehose: a raw_records run for each collection that changed
     recheck_deleted_posts schedule  daily: thread_context re-checks the ancestors it holds; gone ones are forgotten
-    retrain_on_growth     schedule  weekly: lora_adapter and its evaluation, only if chat_dataset grew enough
+    retrain_on_growth     schedule  weekly: lora_adapter and its evaluation, only if chat_dataset grew enough or
+                                    enough of the adapter's training examples were deleted since
     pipeline_automation   sensor    evaluates the conditions below every 30 s
 """
 

@@ -77,6 +77,7 @@ class TrainingOutcome(Handoff):
     mlflow_run: str | None = None
     model_version: str | None = None
     dagster_run: str | None = None
+    source_uris_sha256: str | None = None  # the training set's posts (lib/train/training_set.py uris_digest)
 
 
 @dataclass(frozen=True)

@@ -295,6 +295,10 @@ class RunPaths:
         return self.root / "loss_curve.png"
 
     @property
+    def training_set(self) -> Path:  # the train split's example ids and source URIs (lib/train/training_set.py)
+        return self.root / "training_set.parquet"
+
+    @property
     def merged(self) -> Path:  # the adapter merged into its base model
         return self.root / "merged"
 

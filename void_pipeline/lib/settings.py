@@ -68,6 +68,7 @@ class Settings:
     collections: tuple[str, ...] = DEFAULT_COLLECTIONS
     automation: bool = False  # schedules, sensors and automation conditions start running (else: off until switched on)
     retrain_min_new_examples: int = 500  # the weekly retrain runs only when the training set grew by this many
+    retrain_on_deletions: int = 1  # ... or when this many of the adapter's training examples were deleted (0: never)
     live_interval_s: int = 30  # seconds between agent_repo_sensor's ticks
     executor: str | None = None  # "k8s": each step a Kubernetes Job; "docker"; both: Pipes steps in containers
     # the Pipes steps' container (docker/k8s): the trainer image, the data volume (Docker) or claim (Kubernetes)
@@ -215,6 +216,14 @@ def from_environment(env: Mapping[str, str] | None = None) -> Settings:
     retrain_min = positive_int(
         env, "VOID_RETRAIN_MIN_NEW_EXAMPLES", "new training examples that make the weekly retrain run", problems
     )
+    deletions_raw = env.get("VOID_RETRAIN_ON_DELETIONS", "").strip()
+    retrain_deletions = (
+        0
+        if deletions_raw.isdigit() and int(deletions_raw) == 0  # 0: deletions never make the retrain run
+        else positive_int(
+            env, "VOID_RETRAIN_ON_DELETIONS", "deleted training examples that make the weekly retrain run", problems
+        )
+    )
     live_interval = positive_int(env, "VOID_LIVE_INTERVAL_S", "seconds between the firehose sensor's ticks", problems)
     executor = env.get("VOID_EXECUTOR", "").strip() or None
     if executor is not None and executor not in EXECUTORS:
@@ -255,6 +264,7 @@ def from_environment(env: Mapping[str, str] | None = None) -> Settings:
         collections=tuple(collections) or DEFAULT_COLLECTIONS,
         automation=automation_raw == "on",
         retrain_min_new_examples=retrain_min or Settings.retrain_min_new_examples,
+        retrain_on_deletions=Settings.retrain_on_deletions if retrain_deletions is None else retrain_deletions,
         live_interval_s=live_interval or Settings.live_interval_s,
         executor=executor,
         accelerator=accelerator,

@@ -3,14 +3,16 @@ a run before a GPU is spent, and what a finished run leaves (plot, MLflow, train
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 
-from void_pipeline.lib.layout import DataLayout
+from void_pipeline.lib.layout import DataLayout, DatasetPaths
 from void_pipeline.lib.model import ChosenModel, choose_model
 from void_pipeline.lib.train import runs, training
 from void_pipeline_tests.support.trainer import dataset_sha256
@@ -130,3 +132,10 @@ def test_a_finished_run_is_summarized_tracked_and_handed_on(
     client = mlflow.MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
     assert [m.value for m in client.get_metric_history(summary.tracked.run_id, "eval_loss")] == [7.5, 7.1]
     assert client.get_run(summary.tracked.run_id).data.tags["axolotl_config"] == "llama-3.1-8b-instruct"
+    # the training set by post: the train split's sources, digested as sha256 of the sorted distinct URIs
+    train_rows = pl.read_parquet(DatasetPaths(dataset).index).filter(pl.col("split") == "train")
+    uris = sorted({uri for row in train_rows["source_uris"].to_list() for uri in row})
+    digest = hashlib.sha256("\n".join(uris).encode()).hexdigest()
+    assert latest.source_uris_sha256 == digest
+    assert client.get_run(summary.tracked.run_id).data.tags["source_uris_sha256"] == digest
+    assert sorted(pl.read_parquet(plan.run.training_set)["example_id"]) == sorted(train_rows["example_id"])

@@ -49,6 +49,7 @@ from void_pipeline.lib.curate.request import (
 from void_pipeline.lib.curate.runtime import build_context
 from void_pipeline.lib.files import DiskFull, staged_dir, write_parquet_atomic, write_text_atomic
 from void_pipeline.lib.handoffs import ContextWindowReport, HandoffError
+from void_pipeline.lib.ingest.deletions import deleted_uris
 from void_pipeline.lib.ingest.export import CorruptState, read_parquet_output
 from void_pipeline.lib.ingest.records import POST
 from void_pipeline.lib.layout import AgentLayout, CuratePaths, DatasetPaths
@@ -231,13 +232,14 @@ def chat_dataset(
 ) -> dg.MaterializeResult:
     agent, layout = recorded_agent(storage)
     posts, reasoning, context_rows = dataset_inputs(layout, agent.did, config)
+    gone = deleted_uris(layout.ingest)  # posts deleted upstream: no example shows or answers with them
     window, profile = context_request(layout.curate, config)
     template_path = config.template_path or window.prompt_template or str(DEFAULT_TEMPLATE)
     try:  # a template that cannot render every thread is the operator's to fix: no retry, no dataset
         template = PromptTemplate.from_file(template_path)
         handler_profile(config.handler_profile)  # an unknown name fails here, naming the known ones
         examples, turns = build_examples(
-            posts, context_rows, template, agent.did, agent.handle, reasoning, handler=config.handler_profile
+            posts, context_rows, template, agent.did, agent.handle, reasoning, handler=config.handler_profile, gone=gone
         )
     except ValueError as err:
         raise dg.Failure(str(err), allow_retries=False) from err

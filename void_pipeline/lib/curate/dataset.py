@@ -5,6 +5,10 @@ replies to itself in that thread; it becomes one assistant message with one ``ad
 call per post, in order. The user message is the rendered mention prompt (lib/curate/prompt.py) for the thread up to
 the post being answered. The system prompt (the context window) is stored once per dataset, not per row.
 
+Forgetting: a turn whose posts, shown thread posts or shown quoted posts are gone upstream (in the deletions ledger,
+or unavailable in thread context for one of the ledger's reasons) is dropped as ``deleted_upstream``. Every example
+keeps the URIs it was made from (``source_uris``), so an adapter can tell later which of its examples were deleted.
+
 Split by thread root, time-ordered: the replies of the ``test_threads`` most recent threads are the test set,
 the next ~``val_share`` of threads validation, the rest training; no root is ever in two splits.
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -22,11 +27,13 @@ import orjson
 import polars as pl
 
 from void_pipeline.lib.bulk import gc_paused
-from void_pipeline.lib.curate.handler import ThreadPost, post_item, quoted_posts
+from void_pipeline.lib.curate.handler import ThreadPost, post_item, quoted_posts, visible_thread
 from void_pipeline.lib.curate.prompt import PromptTemplate, render_mention
 from void_pipeline.lib.curate.reply_tool import REPLY_TOOL_NAME, reply_call_errors
 from void_pipeline.lib.curate.request import DIRECT_PROFILE, RequestProfile
 from void_pipeline.lib.files import write_bytes_atomic, write_parquet_atomic, write_text_atomic
+from void_pipeline.lib.ingest.deletions import REASONS
+from void_pipeline.lib.ingest.embed_views import Resolver, embed_view
 from void_pipeline.lib.layout import DatasetPaths
 from void_pipeline.lib.model import TokenCounter
 
@@ -42,7 +49,12 @@ EXAMPLE_SCHEMA: dict[str, pl.DataType] = {
     "prompt": pl.String(),
     "calls": pl.List(pl.String()),
     "reasoning": pl.String(),
+    # the posts the example shows or answers with: the thread as the prompt shows it (root first), the posts those
+    # quote, then the agent's posts of the turn
+    "source_uris": pl.List(pl.String()),
 }
+LIST_COLUMNS = ("calls", "source_uris")
+DELETED_UPSTREAM = "deleted_upstream"  # the skip reason of examples whose sources are gone
 
 
 @dataclass
@@ -50,6 +62,15 @@ class TurnStats:
     turns: int = 0
     posts_in_turns: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
+    deleted: list[tuple[str, str, str]] = field(default_factory=list)  # (example, gone post, reason): the first few
+
+    def drop_deleted(self, example: str, gone_uri: str, reason: str) -> None:
+        self.skipped[DELETED_UPSTREAM] += 1
+        if len(self.deleted) < DELETED_SHOWN:
+            self.deleted.append((example, gone_uri, reason))
+
+
+DELETED_SHOWN = 20
 
 
 @gc_paused()
@@ -62,10 +83,12 @@ def build_examples(
     reasoning: pl.DataFrame | None = None,
     reasoning_window_s: float = 120.0,
     handler: str | None = None,
+    gone: Mapping[str, str] | None = None,
 ) -> tuple[pl.DataFrame, TurnStats]:
     """One row per turn (EXAMPLE_SCHEMA). ``posts``: the agent's kept posts (filtered, with ``text_norm``);
     ``context``: thread_context rows; ``reasoning``: kept ``stream.thought.reasoning`` rows to attach (optional);
-    ``handler``: the handler profile that shows the thread (lib/curate/handler.py; None: the default).
+    ``handler``: the handler profile that shows the thread (lib/curate/handler.py; None: the default); ``gone``:
+    the deletions ledger (uri → reason; lib/ingest/deletions.py ``deleted_uris``).
     """
     stats = TurnStats()
     rows = (
@@ -84,6 +107,11 @@ def build_examples(
     # each post written once for all threads
     items = {uri: post_item(post, quoted, handler) for uri, post in posts_by_uri.items()}
     thoughts = _reasoning_index(reasoning)
+    gone = {
+        **(gone or {}),
+        **{p.uri: p.reason for p in posts_by_uri.values() if not p.available and p.reason in REASONS},
+    }
+    embedded: dict[str, list[str]] = {}  # each post's shown quotes, found once for all threads
     examples = []
     for row in rows:
         parent = row["reply_parent_uri"]
@@ -91,13 +119,22 @@ def build_examples(
             stats.skipped["not_a_reply"] += 1
             continue
         if parent.startswith(f"at://{agent_did}/"):
-            if parent not in by_uri:
+            if parent in gone and parent not in by_uri:
+                stats.drop_deleted(row["uri"], parent, str(gone[parent]))  # the turn's earlier post was deleted
+            elif parent not in by_uri:
                 stats.skipped["chain_head_filtered"] += 1  # continues a turn whose first post was filtered out
             continue  # otherwise part of the turn started by an earlier post
         chain = [row]
         while chain[-1]["uri"] in children:
             chain.append(children[chain[-1]["uri"]][0])  # the agent's first continuation, by time
         thread = [posts_by_uri[uri] for uri in chains.get(row["uri"], [])]
+        # what the prompt would show had nothing been deleted: a deleted post does not hide the posts above it
+        shown = visible_thread([p._replace(available=True) if p.uri in gone else p for p in thread])
+        sources = _source_uris([c["uri"] for c in chain], shown, posts_by_uri, quoted, embedded)
+        hit = next((uri for uri in (parent, *sources) if uri in gone), None)
+        if hit is not None:
+            stats.drop_deleted(row["uri"], hit, str(gone[hit]))
+            continue
         if not thread or thread[-1].uri != parent or not thread[-1].available:
             stats.skipped["parent_unavailable"] += 1
             continue
@@ -114,6 +151,7 @@ def build_examples(
                 "prompt": render_mention(thread, template, items, handler, quoted),
                 "calls": calls,
                 "reasoning": _reasoning_before(thoughts, row["created_at"], reasoning_window_s),
+                "source_uris": sources,
             }
         )
         stats.turns += 1
@@ -124,22 +162,58 @@ def build_examples(
             f"prompt template {template.name} renders the same prompt for all {len(examples)} examples of "
             f"{len(threads)} threads: it must show each thread (mention_text, thread_context)"
         )
-    columns: dict[str, Any] = {name: [e[name] for e in examples] for name in EXAMPLE_SCHEMA if name != "calls"}
-    # The list column is built from a flat column (polars converts nested Python lists one row at a time).
+    columns: dict[str, Any] = {name: [e[name] for e in examples] for name in EXAMPLE_SCHEMA if name not in LIST_COLUMNS}
+    frame = pl.DataFrame(columns, schema={k: v for k, v in EXAMPLE_SCHEMA.items() if k not in LIST_COLUMNS})
+    lists = [_list_column(name, [e[name] for e in examples]) for name in LIST_COLUMNS]
+    return frame.with_columns(lists).select(list(EXAMPLE_SCHEMA)), stats
+
+
+def _list_column(name: str, values: list[list[str]]) -> pl.Series:
+    """A list column built from a flat column (polars converts nested Python lists one row at a time); every row
+    holds at least one item."""
+    if not values:
+        return pl.Series(name, [], dtype=pl.List(pl.String))
     flat = pl.DataFrame(
-        {
-            "row": [i for i, e in enumerate(examples) for _ in e["calls"]],
-            "call": [c for e in examples for c in e["calls"]],
-        },
-        schema={"row": pl.Int64, "call": pl.String},
+        {"row": [i for i, items in enumerate(values) for _ in items], name: [v for items in values for v in items]},
+        schema={"row": pl.Int64, name: pl.String},
     )
-    call_lists: pl.Series = (
-        flat.group_by("row", maintain_order=True).agg("call")["call"]
-        if examples
-        else pl.Series([], dtype=pl.List(pl.String))
-    )
-    frame = pl.DataFrame(columns, schema={k: v for k, v in EXAMPLE_SCHEMA.items() if k != "calls"})
-    return frame.with_columns(call_lists.alias("calls")).select(list(EXAMPLE_SCHEMA)), stats
+    return flat.group_by("row", maintain_order=True).agg(name)[name]
+
+
+def _source_uris(
+    turn: list[str],
+    shown: list[ThreadPost],
+    posts: Mapping[str, ThreadPost],
+    quoted: Resolver,
+    embedded: dict[str, list[str]],
+) -> list[str]:
+    """The example's sources, each once: the shown thread (root first), the posts they quote as the prompt shows
+    them, then the turn's own posts."""
+    found = [p.uri for p in shown]
+    for post in shown:
+        if post.uri not in embedded:
+            embedded[post.uri] = list(_shown_quotes(post, quoted)) if post.available else []
+        found += embedded[post.uri]
+    return list(dict.fromkeys(found + turn))
+
+
+def _shown_quotes(post: ThreadPost, quoted: Resolver) -> Iterator[str]:
+    """URIs of the posts whose content ``post``'s embed view shows (``#viewRecord``, nested quotes included)."""
+    if post.embed_json:
+        view: Any = json.loads(post.embed_json)
+    elif post.record_json and '"embed"' in post.record_json:
+        view = embed_view(json.loads(post.record_json).get("embed"), post.author_did or "", quoted)
+    else:
+        return
+    stack = [view]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("$type") == "app.bsky.embed.record#viewRecord" and isinstance(node.get("uri"), str):
+                yield node["uri"]
+            stack.extend(reversed(list(node.values())))
+        elif isinstance(node, list):
+            stack.extend(reversed(node))
 
 
 # ThreadPost's fields, in order, as thread context's ancestor struct names them.
@@ -431,8 +505,8 @@ def write_dataset(
         write_bytes_atomic(files.split(split), data)
         sizes[split] = (rows.height, len(data))
         copy_bytes += len(data) + rows.height * len(system.encode())
-    index = kept.select("example_id", "root_uri", "first_uri", "created_at", "split", "tokens")
-    write_parquet_atomic(index, files.index)  # which thread each row came from (split check)
+    index = kept.select("example_id", "root_uri", "first_uri", "created_at", "split", "tokens", "source_uris")
+    write_parquet_atomic(index, files.index)  # which thread and posts each row came from (split check, forgetting)
     heldout = kept.filter(pl.col("split") == "test").select("example_id", "root_uri", "created_at", "prompt", "calls")
     write_parquet_atomic(heldout.sort("created_at", "example_id"), files.heldout)  # what evaluation answers
     write_text_atomic(files.system_prompt, system)

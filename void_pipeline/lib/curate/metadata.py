@@ -9,7 +9,7 @@ from typing import Any
 import polars as pl
 
 from void_pipeline.lib.curate.context import ContextWindow, Snapshot
-from void_pipeline.lib.curate.dataset import TokenReport, TurnStats, WrittenDataset, leaked_roots
+from void_pipeline.lib.curate.dataset import DELETED_UPSTREAM, TokenReport, TurnStats, WrittenDataset, leaked_roots
 from void_pipeline.lib.curate.request import RequestProfile
 from void_pipeline.lib.handoffs import ContextWindowReport
 from void_pipeline.lib.report import Markdown, counts_table, fenced, markdown_table
@@ -55,6 +55,15 @@ def sample_markdown(kept: pl.DataFrame) -> Markdown:
     return Markdown(f"**user**\n\n{fenced(sample[0]['prompt'])}\n\n**assistant tool calls**\n\n{fenced(calls, 'json')}")
 
 
+def deleted_markdown(turns: TurnStats) -> str:
+    """The first examples dropped because a post they show or answer with is gone upstream."""
+    if not turns.deleted:
+        return "_none: no example shows a deleted post_"
+    rows = pl.DataFrame(turns.deleted, schema=["example", "gone post", "reason"], orient="row")
+    more = turns.skipped[DELETED_UPSTREAM] - len(turns.deleted)
+    return markdown_table(rows, rows=len(rows)) + (f"\n\n_and {more:,} more_" if more > 0 else "")
+
+
 def dataset_metadata(
     written: WrittenDataset, kept: pl.DataFrame, turns: TurnStats, tokens: TokenReport, fmt: str, folder: Path
 ) -> dict[str, Any]:
@@ -69,6 +78,7 @@ def dataset_metadata(
         "turns": turns.turns,
         "posts_in_turns": turns.posts_in_turns,
         "skipped": Markdown(counts_table(dict(turns.skipped))),
+        "deleted_upstream": Markdown(deleted_markdown(turns)),
         "over_sequence_len_dropped": tokens.over_length,
         "bytes_per_example": round(bytes_total / max(examples_total, 1)),
         "dataset_bytes": bytes_total,

@@ -36,6 +36,9 @@ def training_metadata(
         "effective_config": plan.run.config,
         "dataset_sha256": plan.data_hash,
         "dataset_train_examples": train_examples(plan.dataset),  # retrain_on_growth compares against it
+        "training_set": plan.run.training_set,  # example ids and source URIs: the deletion checks count against it
+        "source_uris_sha256": (summary.training_set and summary.training_set.digest) or "none: no source URIs",
+        "source_uris": summary.training_set.uris if summary.training_set else 0,
         "resumed_from": plan.resumed.checkpoint.name if plan.resumed else "none",
         "mlflow_run": Url(tracked.link(ui_url)),
         "loss_chart": Url(tracked.link(ui_url, "model-metrics")),

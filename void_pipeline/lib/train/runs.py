@@ -18,6 +18,7 @@ from void_pipeline.lib.model import ChosenModel, mismatch
 from void_pipeline.lib.train import training
 from void_pipeline.lib.train.axolotl_config import effective_config, with_metrics_plugin, write
 from void_pipeline.lib.train.tracking import TrackedRun, log_training
+from void_pipeline.lib.train.training_set import TrainingSet, record_training_set
 
 # The axolotl configs read OpenAI-style messages (datasets[].type: chat_template): the format training can use.
 TRAINABLE_FORMAT = "openai"
@@ -114,25 +115,44 @@ def plan_training(
 class RetrainDecision:
     retrain: bool
     reason: str
+    cause: str | None = None  # when it retrains: first_adapter | growth | deletions (the run's tag)
 
 
-def retrain_decision(dataset_examples: int | None, trained_examples: int | None, min_new: int) -> RetrainDecision:
+def retrain_decision(
+    dataset_examples: int | None,
+    trained_examples: int | None,
+    min_new: int,
+    deleted: int | None = None,
+    min_deleted: int = 0,
+    dataset_changed: bool = True,
+) -> RetrainDecision:
     """Whether a scheduled retrain should run: the training set (train split) grew by at least ``min_new`` examples
-    since the adapter there was trained, or there is no adapter yet."""
+    since the adapter there was trained, or at least ``min_deleted`` (0: never) of the adapter's training examples
+    were deleted since (``deleted``, the deletion check's count) and chat_dataset was rebuilt without them
+    (``dataset_changed``: its version is not the one the adapter was trained on), or there is no adapter yet."""
     if dataset_examples is None:
         return RetrainDecision(False, "no chat_dataset has been materialized yet: nothing to train on")
     if trained_examples is None:
-        return RetrainDecision(True, f"no adapter yet: training on {dataset_examples:,} examples")
+        return RetrainDecision(True, f"no adapter yet: training on {dataset_examples:,} examples", "first_adapter")
     grew = dataset_examples - trained_examples
-    if grew < min_new:
+    if grew >= min_new:
         return RetrainDecision(
-            False,
-            f"the training set grew by {grew:,} examples since the adapter ({trained_examples:,} → "
-            f"{dataset_examples:,}); retraining waits for {min_new:,}",
+            True, f"the training set grew by {grew:,} examples ({trained_examples:,} → {dataset_examples:,})", "growth"
         )
-    return RetrainDecision(
-        True, f"the training set grew by {grew:,} examples ({trained_examples:,} → {dataset_examples:,})"
+    waits = (
+        f"the training set grew by {grew:,} examples since the adapter ({trained_examples:,} → "
+        f"{dataset_examples:,}); retraining waits for {min_new:,}"
     )
+    if not min_deleted or not deleted:
+        return RetrainDecision(False, waits)
+    if deleted < min_deleted:
+        return RetrainDecision(False, f"{waits}, or {min_deleted:,} deleted examples ({deleted:,} so far)")
+    deleted_reason = (
+        f"{deleted:,} examples of the adapter's training set were deleted since (retrain at {min_deleted:,})"
+    )
+    if not dataset_changed:
+        return RetrainDecision(False, f"{deleted_reason}, but chat_dataset is the one it was trained on: rebuild it")
+    return RetrainDecision(True, deleted_reason, "deletions")
 
 
 def train_examples(dataset: Path) -> int:
@@ -167,6 +187,7 @@ class TrainingSummary:
     plot: Path
     tracked: TrackedRun
     tags: dict[str, str] = field(default_factory=dict)
+    training_set: TrainingSet | None = None
 
     @property
     def final_loss(self) -> float:
@@ -195,9 +216,11 @@ def finish(
     ``train/latest.json`` (the hand-off to merged_model and evaluate) written last."""
     history = training.History(training.read_metrics(plan.run))
     plot = training.loss_png(history.train, history.evals, plan.run.loss_plot)
+    trained_on = record_training_set(plan.dataset, plan.run.training_set)  # what the deletion checks count against
     tags = {
         "dagster_run_id": dagster_run,
         "dataset_sha256": plan.data_hash,
+        **({"source_uris_sha256": trained_on.digest} if trained_on.digest else {}),
         "config_fingerprint": plan.fingerprint,
         "axolotl_config": chosen.config,
         "overlays": ",".join(chosen.overlays),
@@ -230,9 +253,10 @@ def finish(
             config=plan.run.config,
             dataset=plan.dataset,
             dataset_sha256=plan.data_hash,
+            source_uris_sha256=trained_on.digest,
             mlflow_run=tracked.run_id,
             model_version=tracked.model_version,
             dagster_run=dagster_run,
         )
     )
-    return TrainingSummary(history, plot, tracked, tags)
+    return TrainingSummary(history, plot, tracked, tags, trained_on)
