@@ -159,13 +159,13 @@ class ShadowReport:
 
 def pair_scores(day: ShadowDay, cosines: Mapping[tuple[str, str, int], float] | None) -> dict[tuple[str, str], float]:
     """(example id, model) → how close its first answer came to the real reply: the cosine when the similarity was
-    measured, else the word overlap. An answer with no post scores 0."""
+    measured, else the word overlap. An answer with no post scores the measure's lowest (-1, 0): the worst."""
     real = evaluation.real_answers(day.replies)
     first = day.generations.filter(pl.col("sample") == 0)
     scores = {}
     for example_id, model, posts in first.select("example_id", "model", "posts").iter_rows():
         if cosines is not None:
-            scores[(example_id, model)] = cosines.get((example_id, model, 0), 0.0)
+            scores[(example_id, model)] = cosines.get((example_id, model, 0), -1.0)
         else:
             scores[(example_id, model)] = word_overlap(" ".join(posts or []), " ".join(real.get(example_id, [])))
     return scores
@@ -287,7 +287,8 @@ def trend_plot(trend: pl.DataFrame, path: Path) -> Path:
                     axis.plot(days, values, marker="o", label=model)
             axis.set_title(f"{metric} ({unit_name(metric).removeprefix(metric + '_') or metric})", fontsize=9)
             axis.tick_params(axis="x", labelrotation=45, labelsize=7)
-        axes[0].legend(fontsize=7)
+        if axes[0].get_legend_handles_labels()[0]:  # no line before the first scored day
+            axes[0].legend(fontsize=7)
     return path
 
 
