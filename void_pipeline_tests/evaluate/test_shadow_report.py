@@ -42,7 +42,8 @@ def materialize(root: Path, day: str, trainer_python: str | None = None, similar
 
 
 def check_result(result: Any) -> dg.AssetCheckEvaluation:
-    (evaluation,) = result.get_asset_check_evaluations()
+    evaluations: list[dg.AssetCheckEvaluation] = result.get_asset_check_evaluations()
+    (evaluation,) = evaluations
     return evaluation
 
 
