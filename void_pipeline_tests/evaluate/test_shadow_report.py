@@ -3,6 +3,7 @@ trend over three days, the worst pairs' order, the warning when the candidate is
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from void_pipeline.lib.layout import ServePaths, ShadowPaths
 from void_pipeline.resources.storage import PipelineStorage
 from void_pipeline.resources.trainer import Trainer
 from void_pipeline_tests.support.runs import failure_text
-from void_pipeline_tests.support.shadow import AGENT, recorded_storage, write_day, write_skipped
+from void_pipeline_tests.support.shadow import AGENT, recorded_storage, write_day, write_served_dataset, write_skipped
 
 SHEET = "Str 8, Dex 14, Con 12, Wis 10. Roll initiative."
 REAL = {
@@ -84,6 +85,33 @@ def test_a_day_is_scored_per_model_its_worst_pairs_listed_and_a_worse_candidate_
         check.metadata["why"].value == "candidate below production on call_validity: candidate 0.750 < production 1.000"
     )
     assert check.metadata["candidate_call_validity_share"].value == 0.75
+
+
+AGENT_STYLE = [f"the network remembers what node {n} forgot; memory is a commons, {n} echoes deep." for n in range(12)]
+OTHER_STYLE = [f"lol my cat #{n} just knocked my coffee over AGAIN!!! send help" for n in range(12)]
+
+
+def test_authorship_is_measured_with_the_served_bundles_training_dataset(tmp_path: Path) -> None:
+    layout = recorded_storage(tmp_path)
+    dataset = write_served_dataset(tmp_path / "datasets", layout, AGENT_STYLE[:10], OTHER_STYLE[:10])
+    paths = layout.agent(AGENT).shadow.day("2026-12-01")
+    real = {"e0": [AGENT_STYLE[10]], "e1": [AGENT_STYLE[11]]}
+    candidate = {"e0": [OTHER_STYLE[10]], "e1": [OTHER_STYLE[11]]}  # answers in another author's style
+    write_day(paths, real, {"production": real, "candidate": candidate}, {"dataset": str(dataset)})
+
+    result = materialize(tmp_path, "2026-12-01")
+
+    assert result.success, failure_text(result)
+    metadata = result.asset_materializations_for_node("shadow_report")[0].metadata
+    assert metadata["authorship"].value["trained_on_agent_posts"] == 10
+    assert metadata["authorship"].value["trained_on_other_posts"] == 10
+    assert metadata["production_authorship_pass_share"].value == 1.0
+    assert metadata["real_authorship_pass_share"].value == 1.0  # the ceiling: the agent's real replies
+    assert metadata["candidate_authorship_pass_share"].value == 0.0
+    check = check_result(result)
+    assert not check.passed and "authorship_pass_rate: candidate 0.000 < production 1.000" in str(
+        check.metadata["why"].value
+    )
 
 
 def test_a_skipped_day_reports_its_reason_and_an_empty_day_says_it_had_no_replies(tmp_path: Path) -> None:
@@ -174,20 +202,30 @@ def test_the_worst_ten_pairs_are_the_least_close_first_ties_by_id(tmp_path: Path
 
 def test_without_a_candidate_the_check_passes_saying_so_and_the_served_model_is_ranked(tmp_path: Path) -> None:
     paths = ShadowPaths(tmp_path).day("2026-12-01")
-    write_day(paths, REAL, {"production": CANDIDATE})
+    settings = {"models": ["production"], "shadow": {"candidate": {"none": "no evaluated adapter"}}}
+    write_day(paths, REAL, {"production": CANDIDATE}, settings)
 
     report = shadow.build_shadow_report(shadow.read_day(paths), None)
 
     assert shadow.candidate_verdict(report) == (True, "no candidate: only the served model answered", {})
     assert report.worst["example_id"].to_list() == ["e0", "e1", "e3", "e2"]
     assert "candidate_answer" not in report.worst.columns
-    assert report.why.endswith("No candidate: only the served model answered.")
+    assert report.why.endswith("No candidate (no evaluated adapter): only the served model answered.")
 
 
 def test_the_served_dataset_comes_from_the_day_settings_else_the_current_bundle(tmp_path: Path) -> None:
     serve = ServePaths(tmp_path / "serve")
     assert shadow.served_dataset({"dataset": "/data/ds/openai"}, serve) == Path("/data/ds/openai")
     assert shadow.served_dataset({}, serve) is None  # nothing promoted yet
+    for version, dataset in ((1, "/data/ds/one"), (2, "/data/ds/two")):
+        bundle = serve.bundle(version)
+        bundle.root.mkdir(parents=True)
+        manifest = {"version": version, "base_model": "tiny", "served_model_name": "void", "tool_call_parser": "hermes",
+                    "lora_rank": 8, "sampling": {}, "source": {"dataset": dataset}, "created": "2026-12-01T00:00:00"}  # fmt: skip
+        bundle.manifest.write_text(json.dumps(manifest))
+    serve.current.write_text('{"version": 2}')
+    assert shadow.served_dataset({"shadow": {"production": {"bundle": 1}}}, serve) == Path("/data/ds/one")
+    assert shadow.served_dataset({}, serve) == Path("/data/ds/two")  # the current bundle's
 
 
 MEMORY = "Collective memory is a property of the network, not of any single node."

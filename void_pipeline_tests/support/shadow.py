@@ -4,12 +4,14 @@ answers, its settings, or the reason it was skipped."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
 
-from void_pipeline.lib.layout import AgentRecord, DataLayout, ShadowDayPaths
+from void_pipeline.lib.ingest.threads import THREAD_SCHEMA
+from void_pipeline.lib.layout import AgentRecord, DataLayout, DatasetPaths, ShadowDayPaths
 from void_pipeline_tests.support.evaluation import generations
 
 AGENT = "shadowed"
@@ -23,7 +25,7 @@ def write_day(
     paths: ShadowDayPaths,
     real: dict[str, list[str]],
     answers: dict[str, dict[str, list[str]]],
-    settings: dict[str, object] | None = None,
+    settings: Mapping[str, object] | None = None,
 ) -> None:
     """``real``: example id → the agent's real posts; ``answers``: model → example id → its posts."""
     paths.root.mkdir(parents=True, exist_ok=True)
@@ -58,3 +60,30 @@ def recorded_storage(root: Path) -> DataLayout:
     )
     layout.agent(AGENT).write_record(record)
     return layout
+
+
+def write_served_dataset(root: Path, layout: DataLayout, agent_posts: list[str], other_posts: list[str]) -> Path:
+    """An openai-format dataset whose train split holds ``agent_posts`` as reply calls, each answering one of
+    ``other_posts`` (thread_context's ancestors for those replies): what the authorship classifier learns from."""
+    dataset = root / "openai"
+    dataset.mkdir(parents=True)
+    ids = [f"at://did:plc:shadowedagent/app.bsky.feed.post/t{i}" for i in range(len(agent_posts))]
+    rows = [
+        {"messages": [{"role": "user", "content": "a mention"},
+                      {"role": "assistant", "tool_calls": [{"function": {"name": "reply", "arguments": {"text": t}}}]}]}
+        for t in agent_posts
+    ]  # fmt: skip
+    DatasetPaths(dataset).split("train").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pl.DataFrame({"example_id": ids, "split": ["train"] * len(ids)}).write_parquet(DatasetPaths(dataset).index)
+    ancestors = [
+        [{"uri": f"at://did:plc:other/app.bsky.feed.post/p{i}", "author_did": "did:plc:other", "text": text,
+          "available": True}]
+        for i, text in enumerate(other_posts)
+    ]  # fmt: skip
+    context = pl.DataFrame(
+        {"uri": ids, "ancestors": ancestors}, schema_overrides={"ancestors": THREAD_SCHEMA["ancestors"]}
+    )
+    path = layout.agent(AGENT).ingest.thread_context
+    path.parent.mkdir(parents=True, exist_ok=True)
+    context.write_parquet(path)
+    return dataset

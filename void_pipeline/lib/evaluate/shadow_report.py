@@ -26,7 +26,7 @@ from void_pipeline.lib.files import write_text_atomic
 from void_pipeline.lib.layout import ServePaths, ShadowDayPaths, ShadowPaths
 from void_pipeline.lib.plots import png_figure
 from void_pipeline.lib.report import Markdown, Table
-from void_pipeline.lib.serve.bundle import BundleError, current_bundle
+from void_pipeline.lib.serve.bundle import BundleError, current_bundle, read_bundle
 from void_pipeline.lib.train.metadata import plot_markdown
 
 PRODUCTION, CANDIDATE = "production", "candidate"  # the served model (alias production) and the one to switch to
@@ -78,17 +78,23 @@ def read_day(paths: ShadowDayPaths) -> ShadowDay:
 
 
 def served_dataset(settings: Mapping[str, Any], serve: ServePaths) -> Path | None:
-    """The training dataset of the bundle that answered as production: the day's settings name it (``dataset``);
-    else the current bundle's source. None when neither does."""
-    named = settings.get("dataset")
-    if named:
-        return Path(str(named))
+    """The training dataset of the bundle that answered as production: the one the day's settings name (``dataset``,
+    or the bundle version under ``shadow.production.bundle``), else the current bundle's. None when none is known."""
+    if settings.get("dataset"):
+        return Path(str(settings["dataset"]))
+    version = (settings.get("shadow") or {}).get(PRODUCTION, {}).get("bundle")
     try:
-        bundle = current_bundle(serve)
-    except BundleError:
+        bundle = read_bundle(serve.bundle(int(version))) if version is not None else current_bundle(serve)
+    except (BundleError, ValueError, TypeError):
         return None
     source = bundle.source.get("dataset") if bundle else None
     return Path(str(source)) if source else None
+
+
+def no_candidate(settings: Mapping[str, Any]) -> str:
+    """Why the day had no candidate, as shadow_replies recorded it."""
+    why = (settings.get("shadow") or {}).get(CANDIDATE, {}).get("none")
+    return f"no candidate ({why})" if why else "no candidate"
 
 
 def similarity_inputs(day: ShadowDay, path: Path) -> list[tuple[str, str, int]]:
@@ -237,7 +243,7 @@ def build_shadow_report(
     errors = day.generations.filter(pl.col("error").is_not_null()).height
     why = f"{day.replies.height} agent replies on {day.day}, answered by {' and '.join(models)}."
     if CANDIDATE not in report.scores:
-        why += " No candidate: only the served model answered."
+        why += f" {no_candidate(day.settings).capitalize()}: only the served model answered."
     return ShadowReport(day.day, "reported", why, day.replies.height, report, pairs, measure, errors)
 
 
