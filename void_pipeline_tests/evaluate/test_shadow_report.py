@@ -74,7 +74,10 @@ def test_a_day_is_scored_per_model_its_worst_pairs_listed_and_a_worse_candidate_
     )
     assert "](data:image/png;base64,iVBOR" in metadata["trend_plot"].value  # the plot, inline
     assert [r.data["day"] for r in metadata["days"].records] == ["2026-12-01"]
-    assert "authorship" in metadata["authorship"].value["not_measured"]  # no served dataset known here
+    assert metadata["not_measured"].value == {
+        "authorship": "no training dataset of the served bundle is known",  # no dataset named, no bundle served
+        "similarity": "off (config similarity: false)",
+    }
     assert paths.trend_plot.exists() and paths.report.exists()
     assert "## The 4 worst pairs (word_overlap_jaccard)" in paths.report_markdown.read_text()
 

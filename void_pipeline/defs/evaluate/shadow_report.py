@@ -62,14 +62,15 @@ def shadow_report(
         day = shadow.read_day(paths)
     except shadow.ShadowInputMissing as err:
         raise dg.Failure(str(err), allow_retries=False) from err
-    classifier, not_measured = None, []
+    classifier, not_measured = None, dict[str, str]()
     if day.answered:
         dataset = shadow.served_dataset(day.settings, layout.serve)
         classifier, why_not = authorship(context, dataset, layout, record.did, config.seed) if dataset else (
             None, "no training dataset of the served bundle is known")  # fmt: skip
-        not_measured += [f"authorship: {why_not}"] if why_not else []
+        not_measured |= {"authorship": why_not} if why_not else {}
     measured = similarity(context, pipes_subprocess_client, trainer, paths, day) if config.similarity else {}
-    not_measured += [] if measured or not day.answered else ["similarity: off (config) or not measured"]
+    if day.answered and not measured:
+        not_measured["similarity"] = "off (config similarity: false)" if not config.similarity else "see the log"
     report = shadow.build_shadow_report(
         day, classifier, measured.get("similarity"), measured.get("cosines"), config.worst_pairs
     )

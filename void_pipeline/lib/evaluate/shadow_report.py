@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,10 @@ def read_day(paths: ShadowDayPaths) -> ShadowDay:
     replies.parquet (no rows: a day without agent replies) and generations.parquet beside it."""
     settings = json.loads(paths.settings.read_text()) if paths.settings.exists() else {}
     if paths.skipped.exists():
-        reason = str(json.loads(paths.skipped.read_text()).get("reason") or "no reason given")
+        try:
+            reason = str(json.loads(paths.skipped.read_text()).get("reason") or "no reason given")
+        except (ValueError, AttributeError) as err:
+            raise ShadowInputMissing(f"{paths.skipped} is damaged ({err}): materialize shadow_replies again") from err
         return ShadowDay(paths.day, pl.DataFrame(), pl.DataFrame(), settings, reason)
     if not paths.replies.exists():
         raise ShadowInputMissing(
@@ -266,7 +269,10 @@ def trend_frame(shadow: ShadowPaths, upto: str) -> pl.DataFrame:
         paths = shadow.day(day)
         if day > upto or not paths.report.exists():
             continue
-        data = json.loads(paths.report.read_text())
+        try:
+            data = json.loads(paths.report.read_text())
+        except ValueError:  # a damaged earlier report leaves a gap, not a failed day
+            data = {"status": f"unreadable {paths.report.name}"}
         scores = data.get("scores") or {}
         row: dict[str, Any] = {
             "day": day,
@@ -329,10 +335,10 @@ def days_table(trend: pl.DataFrame) -> Table:
 
 
 def shadow_metadata(
-    report: ShadowReport, paths: ShadowDayPaths, trend: pl.DataFrame, not_measured: Sequence[str]
+    report: ShadowReport, paths: ShadowDayPaths, trend: pl.DataFrame, not_measured: Mapping[str, str]
 ) -> dict[str, Any]:
     """The day's status and headline numbers first (charted across partitions), the worst pairs, the trend inline,
-    then the full table and where the files lie."""
+    then the full table, what was not measured and why, and where the files lie."""
     metadata: dict[str, Any] = {"status": report.status, "why": report.why, "replies": report.replies}
     metadata |= report.numbers()
     if report.evaluation is not None:
@@ -346,6 +352,8 @@ def shadow_metadata(
         metadata |= {
             "report": Markdown(report.evaluation.markdown()),
             "metric_plot": plot_markdown(paths.metric_plot, "metrics"),
-            "authorship": report.evaluation.authorship or {"not_measured": "; ".join(not_measured)},
+            "authorship": report.evaluation.authorship or {"not_measured": not_measured.get("authorship", "")},
         }
+    if not_measured:
+        metadata["not_measured"] = dict(not_measured)
     return metadata | {"report_json": paths.report, "report_markdown": paths.report_markdown}
