@@ -21,7 +21,16 @@ from void_pipeline.lib.evaluate import evaluation
 from void_pipeline.lib.evaluate.authorship import AuthorshipClassifier
 from void_pipeline.lib.evaluate.metadata import cut
 from void_pipeline.lib.evaluate.metrics import words
-from void_pipeline.lib.evaluate.report import REAL, EvalReport, build_report, length_plot, metric_plot, shown, unit_name
+from void_pipeline.lib.evaluate.report import (
+    REAL,
+    UNITS,
+    EvalReport,
+    build_report,
+    length_plot,
+    metric_plot,
+    shown,
+    unit_name,
+)
 from void_pipeline.lib.files import write_text_atomic
 from void_pipeline.lib.layout import ServePaths, ShadowDayPaths, ShadowPaths
 from void_pipeline.lib.plots import png_figure
@@ -293,11 +302,16 @@ def trend_plot(trend: pl.DataFrame, path: Path) -> Path:
     days = trend["day"].to_list()
     with png_figure(path, ncols=len(TREND), figsize=(4 * len(TREND), 3.2)) as (_, axes):
         for axis, metric in zip(axes, TREND, strict=True):
+            drawn = False
             for model in (PRODUCTION, CANDIDATE):
                 values = trend[f"{model}_{unit_name(metric)}"].to_list()
                 if any(not math.isnan(v) for v in values):
                     axis.plot(days, values, marker="o", label=model)
-            axis.set_title(f"{metric} ({unit_name(metric).removeprefix(metric + '_') or metric})", fontsize=9)
+                    drawn = True
+            if not drawn:
+                axis.text(0.5, 0.5, "not measured", ha="center", va="center", transform=axis.transAxes)
+                axis.set_xticks([])
+            axis.set_title(f"{metric} ({UNITS[metric][1]})", fontsize=9)
             axis.tick_params(axis="x", labelrotation=45, labelsize=7)
         if axes[0].get_legend_handles_labels()[0]:  # no line before the first scored day
             axes[0].legend(fontsize=7)
