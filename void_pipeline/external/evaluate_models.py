@@ -3,7 +3,9 @@ adapter on the agent's real answers, and the semantic similarity of each generat
 
 Extras from eval_report: ``base_model``, ``adapter``, ``rows`` (a JSON-lines file of the held-out examples as
 training rows: ``messages`` with the system prompt, ``tools``), ``answers`` (a JSON-lines file of generated answers:
-``model``, ``text``, ``real``), ``output`` (a JSON file for the result), ``failure_path``.
+``model``, ``text``, ``real``), ``output`` (a JSON file for the result), ``failure_path``. shadow_report passes
+``answers`` and ``output`` only: without ``rows`` the loss is not measured, only the similarity (and ``cosines``, one
+per answer in the file's order, for its worst pairs).
 
 Held-out loss: Each row is rendered with the adapter's own chat template (the one training used); the loss counts
 the assistant turns' tokens only (each assistant turn's span found by rendering the conversation up to it with and
@@ -84,13 +86,20 @@ def embed(texts: list[str], batch: int = 64) -> Any:
     return torch.cat(vectors) if vectors else torch.zeros(0, 384)
 
 
-def similarity(answers: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+def answer_cosines(answers: list[dict[str, Any]]) -> list[float]:
+    """Each answer's cosine similarity to its real reply, in order."""
+    if not answers:
+        return []
+    generated = embed([a["text"] for a in answers])
+    real = embed([a["real"] for a in answers])
+    return [float(c) for c in (generated * real).sum(-1).tolist()]
+
+
+def similarity(answers: list[dict[str, Any]], cosines: list[float] | None = None) -> dict[str, dict[str, float]]:
     """Per model: the mean cosine similarity of its answers to the real replies, and a 95% normal interval."""
     if not answers:
         return {}
-    generated = embed([a["text"] for a in answers])
-    real = embed([a["real"] for a in answers])
-    cosines = (generated * real).sum(-1).tolist()
+    cosines = answer_cosines(answers) if cosines is None else cosines
     by_model: dict[str, list[float]] = {}
     for answer, cosine in zip(answers, cosines, strict=True):
         by_model.setdefault(answer["model"], []).append(float(cosine))
@@ -108,11 +117,17 @@ def evaluate(pipes: PipesContext) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     failure_path = Path(str(pipes.get_extra("failure_path")))
-    base, adapter = str(pipes.get_extra("base_model")), Path(str(pipes.get_extra("adapter")))
-    rows_path = Path(str(pipes.get_extra("rows")))
     answers_path = Path(str(pipes.get_extra("answers")))
     output = Path(str(pipes.get_extra("output")))
     started = time.monotonic()
+    if pipes.extras.get("rows") is None:  # shadow_report: the similarity alone
+        try:
+            answers = [json.loads(line) for line in answers_path.read_text().splitlines() if line.strip()]
+        except Exception as err:  # a missing file: one clear failure
+            return fail(pipes, failure_path, "similarity", [f"{type(err).__name__}: {err}"])
+        return measure_similarity(pipes, answers, {}, output, started, keep_cosines=True)
+    base, adapter = str(pipes.get_extra("base_model")), Path(str(pipes.get_extra("adapter")))
+    rows_path = Path(str(pipes.get_extra("rows")))
     try:
         tokenizer = AutoTokenizer.from_pretrained(adapter if (adapter / "tokenizer_config.json").exists() else base)
         template = adapter / "chat_template.jinja"
@@ -134,8 +149,23 @@ def evaluate(pipes: PipesContext) -> int:
     result["heldout_loss"] = {"base": base_loss, "tuned": tuned_loss, "assistant_tokens": tokens}
     pipes.log.info(f"held-out loss: base {base_loss:.4f}, tuned {tuned_loss:.4f} ({tokens:,} tokens)")
     del tuned, model
+    return measure_similarity(pipes, answers, result, output, started)
+
+
+def measure_similarity(
+    pipes: PipesContext,
+    answers: list[dict[str, Any]],
+    result: dict[str, Any],
+    output: Path,
+    started: float,
+    keep_cosines: bool = False,
+) -> int:
+    """The similarity added to ``result``, written to ``output``; ``keep_cosines``: each answer's cosine too."""
     try:
-        result["similarity"] = similarity(answers)
+        cosines = answer_cosines(answers)
+        result["similarity"] = similarity(answers, cosines)
+        if keep_cosines:
+            result["cosines"] = cosines
     except Exception as err:  # the embedding model is optional: the loss stands without it
         result["similarity"], result["similarity_error"] = {}, f"{type(err).__name__}: {err}"
         pipes.log.warning(f"semantic similarity not measured: {result['similarity_error']}")

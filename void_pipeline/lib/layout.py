@@ -396,6 +396,14 @@ class ShadowDayPaths(EvaluationPaths):
     def trend_plot(self) -> Path:  # the report's metrics day by day, up to this one
         return self.root / "trend.png"
 
+    @property
+    def similarity_answers(self) -> Path:  # each answer beside its real reply, for the trainer-side similarity
+        return self.root / "answers.jsonl"
+
+    @property
+    def model_measures(self) -> Path:  # the similarity the trainer environment measured (per model, per answer)
+        return self.root / "model_measures.json"
+
 
 @dataclass(frozen=True)
 class ShadowPaths:

@@ -5,6 +5,7 @@ import dagster as dg
 
 from void_pipeline.defs.evaluate.assets import eval_generations, eval_report
 from void_pipeline.defs.evaluate.review import review_results
+from void_pipeline.defs.evaluate.shadow_report import shadow_report
 from void_pipeline.defs.metadata import with_code_references
 
-defs = dg.Definitions(assets=with_code_references([eval_generations, eval_report, review_results]))
+defs = dg.Definitions(assets=with_code_references([eval_generations, eval_report, review_results, shadow_report]))

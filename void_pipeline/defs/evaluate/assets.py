@@ -253,7 +253,9 @@ def gate_results(report: EvalReport) -> Iterator[dg.AssetCheckResult]:
         yield dg.AssetCheckResult(check_name=name, passed=passed, metadata={"why": why, **report.gate_numbers(name)})
     warnings = report.warnings
     numbers = {
-        k: v for metric in report.gates.tuned_must_beat_base for k, v in report.comparison_numbers(metric).items()
+        k: v
+        for metric in (report.gates.tuned_must_beat_base if report.gates else ())
+        for k, v in report.comparison_numbers(metric).items()
     }
     yield dg.AssetCheckResult(
         check_name="tuned_beats_base",

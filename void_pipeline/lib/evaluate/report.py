@@ -164,57 +164,61 @@ class EvalReport:
     examples: int
     samples: int
     authorship: dict[str, Any] | None
-    gates: Gates
+    gates: Gates | None  # None: no gates judged (the shadow run's report)
     blocking: dict[str, tuple[bool, str]] = field(default_factory=dict)  # name → (passed, why)
     warnings: dict[str, tuple[bool, str]] = field(default_factory=dict)
+    compared: tuple[str, str] = ("base", "tuned")  # the reference model and the one judged against it
 
     def headline(self) -> dict[str, float]:
-        tuned = self.scores.get("tuned")
+        tuned = self.scores.get(self.compared[1])
         return {k: v for k, v in (tuned.values if tuned else {}).items() if isinstance(v, float) and not math.isnan(v)}
 
     def headline_numbers(self) -> dict[str, float]:
         """The headline as numbers named with their unit (``tuned_call_validity_share``), and the tuned model's mean
         post length over the real replies' (``post_length_ratio_tuned_to_real``): one series each across runs."""
-        numbers = {f"tuned_{unit_name(k)}": shown(v) for k, v in self.headline().items()}
+        name = self.compared[1]
+        numbers = {f"{name}_{unit_name(k)}": shown(v) for k, v in self.headline().items()}
         lengths = {model: scores.values.get("post_length_mean", math.nan) for model, scores in self.scores.items()}
-        tuned, real = lengths.get("tuned", math.nan), lengths.get(REAL, math.nan)
+        tuned, real = lengths.get(name, math.nan), lengths.get(REAL, math.nan)
         if not math.isnan(tuned) and not math.isnan(real) and real > 0:
-            numbers["post_length_ratio_tuned_to_real"] = shown(tuned / real)
+            numbers[f"post_length_ratio_{name}_to_real"] = shown(tuned / real)
         return numbers
 
     def gate_numbers(self, gate: str) -> dict[str, float]:
         """A blocking gate's threshold and the tuned model's measure, named with their unit (``min_share``,
         ``measured_share``); {} for a gate that was not measured."""
         metric, threshold, direction = GATES[gate]
-        tuned = self.scores.get("tuned")
+        tuned = self.scores.get(self.compared[1])
         measured = tuned.values.get(metric, math.nan) if tuned else math.nan
-        if math.isnan(measured):
+        if self.gates is None or math.isnan(measured):
             return {}
         unit = unit_name(metric).removeprefix(metric + "_")
         return {f"{direction}_{unit}": float(getattr(self.gates, threshold)), f"measured_{unit}": shown(measured)}
 
     def comparison_numbers(self, metric: str) -> dict[str, float]:
-        """Base and tuned on one metric, named with its unit (a warning's numbers)."""
-        values = {m: self.scores[m].values.get(metric, math.nan) for m in ("base", "tuned") if m in self.scores}
+        """Base and tuned (the compared pair) on one metric, named with its unit (a warning's numbers)."""
+        values = {m: self.scores[m].values.get(metric, math.nan) for m in self.compared if m in self.scores}
         return {f"{m}_{unit_name(metric)}": shown(v) for m, v in values.items() if not math.isnan(v)}
 
     def better(self, metric: str) -> str | None:
-        base, tuned = self.scores.get("base"), self.scores.get("tuned")
+        """The better of the compared pair on ``metric`` (None: a tie, a descriptive metric, or not measured)."""
+        reference, judged = self.compared
+        base, tuned = self.scores.get(reference), self.scores.get(judged)
         if base is None or tuned is None:
             return None
         a, b = base.values.get(metric, math.nan), tuned.values.get(metric, math.nan)
         if metric in DESCRIPTIVE or math.isnan(a) or math.isnan(b) or a == b:
             return None
         lower = metric in LOWER_IS_BETTER
-        return "tuned" if (b < a) == lower else "base"
+        return judged if (b < a) == lower else reference
 
     def wins(self) -> list[str]:
-        """Metrics on which the tuned model is better than the base."""
+        """Metrics on which the tuned model (the judged one) is better than the base (the reference)."""
         names = sorted({k for s in self.scores.values() for k in s.values})
-        return [m for m in names if self.better(m) == "tuned"]
+        return [m for m in names if self.better(m) == self.compared[1]]
 
     def markdown(self) -> str:
-        columns = [name for name in ("base", "tuned", REAL) if name in self.scores]
+        columns = [name for name in (*self.compared, REAL) if name in self.scores]
         names = [k for k in self.scores[columns[0]].values]
         lines = [
             "| metric | unit | " + " | ".join(columns) + " | better |",
@@ -241,10 +245,10 @@ class EvalReport:
             "scores": {k: {"answers": s.answers, **s.values} for k, s in self.scores.items()},
             "intervals": {k: s.intervals for k, s in self.scores.items()},
             "authorship": self.authorship,
-            "gates": asdict(self.gates),
+            "gates": asdict(self.gates) if self.gates else None,
             "blocking": GateVerdict.as_json(self.blocking),  # what serving reads (handoffs.read_gates)
             "warnings": {k: {"passed": p, "why": w} for k, (p, w) in self.warnings.items()},
-            "tuned_wins": self.wins(),
+            f"{self.compared[1]}_wins": self.wins(),
         }
 
 
@@ -263,12 +267,14 @@ def build_report(
     generations: pl.DataFrame,
     real: Mapping[str, Answer],
     classifier: AuthorshipClassifier | None,
-    gates: Gates,
+    gates: Gates | None,
     heldout_loss: Mapping[str, float] | None = None,
     similarity: Mapping[str, Mapping[str, float]] | None = None,
+    compared: tuple[str, str] = ("base", "tuned"),
 ) -> EvalReport:
     """``real``: example id → the agent's real posts for every held-out example answered. ``heldout_loss``: model →
-    mean loss on the real answers' tokens; ``similarity``: model → {mean, low, high} cosine to the real replies."""
+    mean loss on the real answers' tokens; ``similarity``: model → {mean, low, high} cosine to the real replies.
+    ``compared``: the reference model and the one judged against it (the gates, when given, judge the latter)."""
     answered = set(generations["example_id"].to_list())
     real_answers = [list(real[e]) for e in sorted(answered) if e in real]
     scores = {}
@@ -295,8 +301,9 @@ def build_report(
             "ceiling_pass_rate_on_real_heldout": scores[REAL].values.get("authorship_pass_rate", math.nan),
         }
     samples = generations["sample"].n_unique()
-    report = EvalReport(scores, len(answered), samples, authorship, gates)
-    judge_gates(report)
+    report = EvalReport(scores, len(answered), samples, authorship, gates, compared=compared)
+    if gates is not None:
+        judge_gates(report)
     return report
 
 
@@ -325,6 +332,8 @@ def call_validity_verdict(report: Mapping[str, Any]) -> str:
 def judge_gates(report: EvalReport) -> None:
     gates = report.gates
     tuned = report.scores.get("tuned")
+    if gates is None:
+        return
     if tuned is None:
         report.blocking["tuned_answers"] = (False, "no answers of the tuned model")
         return
