@@ -2,7 +2,6 @@
 the runtime asked them, through a vLLM server started for the step; nothing is posted. The shadow job (with the
 report that reads it), its daily schedule and the sensor that shadows today sooner."""
 
-import json
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -29,6 +28,7 @@ from void_pipeline.lib.evaluate.shadow import (
     pending,
     shadow_metadata,
     shadow_models,
+    sooner,
     start_day,
     write_skipped,
 )
@@ -118,7 +118,6 @@ shadow_job = dg.define_asset_job(
     "shadow_job",
     # shadow_replies and the report that reads it (shadow_report): selected through the graph, not imported
     selection=dg.AssetSelection.assets(shadow_replies).downstream(depth=1),
-    partitions_def=shadow_days,
     description="One day's shadow run: the agent's replies answered by the served model and the candidate, then the "
     "day's report.",
 )
@@ -159,16 +158,11 @@ def shadow_sooner(context: dg.SensorEvaluationContext, storage: PipelineStorage)
     event = context.instance.get_latest_materialization_event(thread_context.key)
     if event is None:
         return dg.SkipReason("thread_context was never materialized: nothing to shadow")
-    cursor = json.loads(context.cursor) if context.cursor else {}
-    seen = f"{event.run_id}@{event.timestamp}"  # this materialization of thread_context
-    if seen == cursor.get("seen"):
-        return dg.SkipReason("no thread_context since the last shadow run was asked")
-    now = datetime.now(UTC)
-    hour = now.strftime("%Y-%m-%dT%H")
-    if hour == cursor.get("hour"):
-        return dg.SkipReason(f"a shadow run was asked this hour ({hour} UTC): the next waits for the next hour")
+    chosen = sooner(context.cursor, f"{event.run_id}@{event.timestamp}", datetime.now(UTC))
+    if isinstance(chosen, str):
+        return dg.SkipReason(chosen)
     if why := not_served(storage):
         return dg.SkipReason(why)
-    request = dg.RunRequest(run_key=f"shadow-{hour}", partition_key=now.strftime("%Y-%m-%d"),
-                            tags={"void/trigger": "shadow_sooner"})  # fmt: skip
-    return dg.SensorResult([request], cursor=json.dumps({"seen": seen, "hour": hour}))
+    day, run_key, cursor = chosen
+    request = dg.RunRequest(run_key=run_key, partition_key=day, tags={"void/trigger": "shadow_sooner"})
+    return dg.SensorResult([request], cursor=cursor)

@@ -101,7 +101,8 @@ def day_turns(
     replies = mine.filter((pl.col("created_at") < end) & pl.col("reply_parent_uri").is_not_null())
     heads = replies.filter(~pl.col("reply_parent_uri").str.starts_with(own))["uri"]
     missing = sorted(set(heads.to_list()) - set(context["uri"].to_list()))
-    asked = mine.filter(~pl.col("uri").is_in(missing)).with_columns(normalised_text(mine["text"]).alias("text_norm"))
+    asked = mine.filter(~pl.col("uri").is_in(missing))
+    asked = asked.with_columns(normalised_text(asked["text"]).alias("text_norm"))  # curate's, not its filters
     rows = context.filter(pl.col("uri").is_in(asked["uri"].implode()))  # the day's threads, not the whole history
     examples, stats = build_examples(asked, rows, template, agent_did, agent_handle, handler=handler)
     turns = (
@@ -226,6 +227,23 @@ def keep_turns(run: GenerationRun, paths: ShadowDayPaths, turns: pl.DataFrame) -
     if rows.height != run.rows.height:
         write_parquet_atomic(rows, paths.generations)
     return replace(run, rows=rows, reused=rows.height - run.generated)
+
+
+def sooner(cursor: str | None, seen: str, now: datetime) -> tuple[str, str, str] | str:
+    """The sensor that shadows today sooner: for thread_context materialization ``seen`` at ``now``, the day to shadow,
+    the run's key and the new cursor; or why not (the materialization it asked for already, or a run asked this
+    hour: at most one an hour, the changes in between wait for the next)."""
+    try:
+        last = json.loads(cursor) if cursor else {}
+    except ValueError:
+        last = {}
+    last = last if isinstance(last, dict) else {}
+    if seen == last.get("seen"):
+        return "no thread_context since the last shadow run was asked"
+    hour = now.astimezone(UTC).strftime("%Y-%m-%dT%H")
+    if hour == last.get("hour"):
+        return f"a shadow run was asked this hour ({hour} UTC): the next waits for the next hour"
+    return hour[:10], f"shadow-{hour}", json.dumps({"seen": seen, "hour": hour})
 
 
 def cut(text: str, width: int = TEXT_SHOWN) -> str:
