@@ -28,14 +28,19 @@ from void_pipeline.lib.evaluate.shadow import (
     start_day,
 )
 from void_pipeline.lib.handoffs import EvaluationPointer
-from void_pipeline.lib.ingest.records import RAW_SCHEMA
+from void_pipeline.lib.ingest.records import POST, RAW_SCHEMA
 from void_pipeline.lib.ingest.threads import ANCESTOR_STRUCT, THREAD_SCHEMA
 from void_pipeline.lib.layout import AgentLayout, AgentRecord, DataLayout, ShadowDayPaths
 from void_pipeline.lib.serve.bundle import Promotion, add_bundle, make_current
 from void_pipeline.lib.serve.client import Sampling
 from void_pipeline.resources.server import InferenceServer
 from void_pipeline.resources.storage import PipelineStorage
+from void_pipeline.testworld.devnet import DevnetInfo
+from void_pipeline_tests.support.adapters import scaled_adapter
 from void_pipeline_tests.support.bundles import adapter, dataset
+from void_pipeline_tests.support.fresh_agent import FreshWorld
+from void_pipeline_tests.support.ingest import list_all, materialize_ingest
+from void_pipeline_tests.support.trainer import Trained
 
 AGENT, OTHER = "did:plc:agent", "did:plc:other"
 DAY = "2026-03-02"
@@ -251,3 +256,65 @@ def test_the_schedule_shadows_yesterday_and_the_sensor_today_at_most_once_an_hou
         assert isinstance(result, dg.SensorResult) and len(result.run_requests or []) == 1
         asked: Any = (result.run_requests or [])[0]
         assert asked.partition_key == asked.run_key[len("shadow-") : len("shadow-") + 10]
+
+
+@pytest.mark.integration
+def test_a_fresh_agent_s_replies_today_are_answered_by_the_served_adapter_and_the_candidate_and_nothing_is_posted(
+    devnet: DevnetInfo, curated: dict[str, Any], trained: Trained, tmp_path: Path
+) -> None:
+    latest = curated["storage"].agent_layout.train.read_latest()  # the session's adapter, trained before these posts
+    assert latest is not None
+    now = datetime.now(UTC)
+    start = min(now, day_window(now.strftime("%Y-%m-%d"))[1] - timedelta(minutes=1))  # the posts stay on one day
+    world = FreshWorld.create(devnet, "shadow")
+    q1 = world.post(world.other, "what does a thermostat know?", created_at=start)
+    r1 = world.post(world.agent, "it knows one number.", reply_to=q1, created_at=start + timedelta(seconds=1))
+    world.post(world.agent, "and it acts on it.", reply_to=r1, created_at=start + timedelta(seconds=2))
+    q2 = world.post(world.other, "is memory a kind of entropy?", created_at=start + timedelta(seconds=3))
+    r2 = world.post(world.agent, "memory is low entropy, kept.", reply_to=q2, created_at=start + timedelta(seconds=4))
+    storage = PipelineStorage(root=str(tmp_path), agent="shadow")
+    materialize_ingest(world.endpoint(), storage)
+    layout = storage.agent_layout
+    sampling = Sampling(temperature=0.0, max_tokens=24, max_posts=2, seed=5)
+    promotion = Promotion(latest.base_model, latest.adapter, latest.dataset, "shadow", "llama3_json", 8, sampling)
+    make_current(layout.serve, add_bundle(layout.serve, promotion).version)
+    candidate = scaled_adapter(trained.adapter, tmp_path / "candidate", 4.0)  # its answers differ from the served
+    if (trained.adapter / "chat_template.jinja").exists():
+        (candidate / "chat_template.jinja").write_bytes((trained.adapter / "chat_template.jinja").read_bytes())
+    layout.evaluate.write_latest(evaluated(tmp_path, candidate, base=latest.base_model))
+    before = {
+        a.handle: (world.latest_rev(a), len(list_all(a.pds_url, a.did, POST))) for a in (world.agent, world.other)
+    }
+
+    day, server = start.strftime("%Y-%m-%d"), InferenceServer(cpu=True, max_model_len=4096)
+    resources = {"storage": storage, "server": server}
+    config = {"ops": {"shadow_replies": {"config": {"concurrency": 4}}}}
+    first = dg.materialize([shadow_replies], partition_key=day, resources=resources, run_config=config)
+    assert first.success
+    shown = first.asset_materializations_for_node("shadow_replies")[0].metadata
+    counts = {k: shown[k].value for k in ("replies", "turns", "answered_production", "answered_candidate", "errors")}
+    assert counts == {"replies": 3, "turns": 2, "answered_production": 2, "answered_candidate": 2, "errors": 0}
+    assert shown["generated_now"].value == 4 and isinstance(shown["seconds_per_100_replies"].value, float)
+    paths = layout.shadow.day(day)
+    replies = pl.read_parquet(paths.replies)
+    assert replies["example_id"].to_list() == [r1.uri, r2.uri]
+    assert replies["calls"].to_list() == [
+        ["it knows one number.", "and it acts on it."],
+        ["memory is low entropy, kept."],
+    ]
+    assert "what does a thermostat know?" in replies["prompt"][0] and world.other.handle in replies["prompt"][0]
+    rows = pl.read_parquet(paths.generations)
+    assert sorted(rows.select("example_id", "model").iter_rows()) == [
+        (r1.uri, "candidate"), (r1.uri, "production"), (r2.uri, "candidate"), (r2.uri, "production")
+    ]  # fmt: skip
+    raw = {(e, m): r for e, m, r in rows.select("example_id", "model", "raw").iter_rows()}
+    assert any(raw[(e, "production")] != raw[(e, "candidate")] for e in (r1.uri, r2.uri))  # two adapters answered
+    after = {a.handle: (world.latest_rev(a), len(list_all(a.pds_url, a.did, POST))) for a in (world.agent, world.other)}
+    assert after == before  # no record written to either repository: nothing was posted
+
+    again = dg.materialize([shadow_replies], partition_key=day, resources=resources, run_config=config)
+    assert again.success
+    resumed = again.asset_materializations_for_node("shadow_replies")[0].metadata
+    assert (resumed["generated_now"].value, resumed["kept_from_an_earlier_run"].value) == (0, 4)
+    assert resumed["server_start_s"].value == "no server started"
+    assert pl.read_parquet(paths.generations).sort("example_id", "model").equals(rows.sort("example_id", "model"))
