@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -17,10 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from void_pipeline.lib.curate.prompt import DEFAULT_TEMPLATE
-from void_pipeline.lib.curate.reply_tool import REPLY_TOOL
 from void_pipeline.lib.handoffs import EvaluationPointer, TrainingOutcome
-from void_pipeline.lib.layout import REPO_ROOT, DataLayout, DatasetPaths, EvaluationPaths, ServePaths
+from void_pipeline.lib.layout import REPO_ROOT, DataLayout, EvaluationPaths, ServePaths
 from void_pipeline.lib.processes import group_members, pid_alive
 from void_pipeline.lib.serve import managed
 from void_pipeline.lib.serve.bundle import (
@@ -35,32 +32,7 @@ from void_pipeline.lib.serve.bundle import (
     server_spec,
 )
 from void_pipeline.lib.serve.client import FORCED_ARGUMENTS, Answer, Sampling
-
-
-def dataset(folder: Path, template: bool = True) -> Path:
-    files = DatasetPaths(folder)
-    folder.mkdir(parents=True)
-    files.system_prompt.write_text("You are void.")
-    files.tools.write_text(json.dumps([REPLY_TOOL]))
-    if template:
-        files.prompt_template("format").write_text(DEFAULT_TEMPLATE.read_text())
-    return folder
-
-
-def safetensors(marker: bytes) -> bytes:
-    """A whole safetensors file: one 2-float tensor, ``marker`` in its metadata."""
-    header = json.dumps({"__metadata__": {"marker": marker.decode()},
-                         "w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()  # fmt: skip
-    return struct.pack("<Q", len(header)) + header + struct.pack("<2f", 1.0, 2.0)
-
-
-def adapter(folder: Path, marker: bytes) -> Path:
-    folder.mkdir(parents=True)
-    (folder / "adapter_config.json").write_text(json.dumps({"r": 8}))
-    (folder / "adapter_model.safetensors").write_bytes(safetensors(marker))
-    (folder / "chat_template.jinja").write_text("{{ messages }}")
-    (folder / "checkpoint-10").mkdir()  # training state stays with the run
-    return folder
+from void_pipeline_tests.support.bundles import adapter, dataset, safetensors
 
 
 def promotion(tmp_path: Path, name: str, base: str = "/models/tiny") -> Promotion:

@@ -17,7 +17,7 @@ from void_pipeline.defs.curate.assets import chat_dataset
 from void_pipeline.defs.external import GPU_STEP_TAGS, bound_to_run_worker, run_external
 from void_pipeline.defs.metadata import OWNERS, as_metadata
 from void_pipeline.defs.train.assets import lora_adapter
-from void_pipeline.lib.curate.request import dataset_profile
+from void_pipeline.lib.curate.request import RequestProfile, dataset_profile
 from void_pipeline.lib.evaluate import evaluation
 from void_pipeline.lib.evaluate.authorship import AuthorshipClassifier
 from void_pipeline.lib.evaluate.generations import GenerationRun, Prompt, fingerprint, generate, settings_record
@@ -62,14 +62,14 @@ def generate_on_vllm(
     server: InferenceServer,
     spec: ServerSpec,
     paths: EvaluationPaths,
-    dataset: Path,
+    profile: RequestProfile,
+    models: list[str],
     prompts: list[Prompt],
-    config: EvalGenerationsConfig,
+    sampling: Sampling,
+    concurrency: int,
 ) -> GenerationRun:
-    """The prompts answered by both models through a vLLM server started for this step (stopped after it, and with
-    it when the run worker dies); a server that fails to start fails the step naming its log."""
-    files = DatasetPaths(dataset)
-    profile = dataset_profile(files.request, files.system_prompt, files.tools)
+    """The prompts answered by ``models`` (as ``profile`` asks) through a vLLM server started for this step (stopped
+    after it, and with it when the run worker dies); a server that fails to start fails the step naming its log."""
     with bound_to_run_worker(context):
         try:
             with server.serving(spec, paths.server_log, context.log.info) as running:
@@ -78,11 +78,11 @@ def generate_on_vllm(
                     paths,
                     running.base_url,
                     running.api_key,
-                    list(MODELS),
+                    models,
                     profile,
                     prompts,
-                    config.sampling(),
-                    config.concurrency,
+                    sampling,
+                    concurrency,
                     context.log.info,
                 )
         except ServerFailed as err:
@@ -125,7 +125,11 @@ def eval_generations(
     paths.root.mkdir(parents=True, exist_ok=True)
     write_text_atomic(paths.settings, json.dumps(settings, indent=2))
     context.log.info(f"{len(prompts)} held-out prompts x {list(MODELS)} x {config.samples}; folder {paths.root}")
-    run = generate_on_vllm(context, server, spec, paths, latest.dataset, prompts, config)
+    files = DatasetPaths(latest.dataset)
+    profile = dataset_profile(files.request, files.system_prompt, files.tools)
+    run = generate_on_vllm(
+        context, server, spec, paths, profile, list(MODELS), prompts, config.sampling(), config.concurrency
+    )
     layout.evaluate.write_latest(EvaluationPointer.of(paths.root, latest))
     return dg.MaterializeResult(
         metadata=as_metadata(generations_metadata(run, heldout, paths, settings["sampling"], spec))
