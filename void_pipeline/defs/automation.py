@@ -10,6 +10,9 @@ operator switches on what they want. A status switched in the UI is kept by the 
     recheck_deleted_posts schedule  daily: thread_context re-checks the ancestors it holds; gone ones are forgotten
     retrain_on_growth     schedule  weekly: lora_adapter and its evaluation, only if chat_dataset grew enough or
                                     enough of the adapter's training examples were deleted since
+    shadow_daily          schedule  06:30 UTC: the shadow job (shadow_replies, shadow_report) for the previous UTC
+                                    day; skipped while no model is served
+    shadow_sooner         sensor    today's shadow job after thread_context changed, at most one run an hour
     pipeline_automation   sensor    evaluates the conditions below every 30 s
 """
 
