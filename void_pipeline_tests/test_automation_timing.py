@@ -51,15 +51,16 @@ def test_schedules_run_at_the_documented_utc_times(default: dict[str, Any], chan
         "daily_ingest": ["0 5 * * *", "UTC"],  # every day, 05:00 UTC
         "recheck_deleted_posts": ["30 5 * * *", "UTC"],  # every day, 05:30 UTC: before a Monday's retrain
         "retrain_on_growth": ["0 6 * * 1", "UTC"],  # Mondays, 06:00 UTC
+        "shadow_daily": ["30 6 * * *", "UTC"],  # every day, 06:30 UTC: after the morning ingest and re-check
     }
     assert changed["schedules"] == default["schedules"]
 
 
-def test_the_sensors_tick_every_30_s_and_the_repo_sensor_follows_void_live_interval_s(
+def test_the_sensors_tick_at_their_documented_intervals_and_the_repo_sensor_follows_void_live_interval_s(
     default: dict[str, Any], changed: dict[str, Any]
 ) -> None:
-    assert default["sensors"] == {"agent_repo_sensor": 30, "pipeline_automation": 30}
-    assert changed["sensors"] == {"agent_repo_sensor": 7, "pipeline_automation": 30}
+    assert default["sensors"] == {"agent_repo_sensor": 30, "pipeline_automation": 30, "shadow_sooner": 300}
+    assert changed["sensors"] == {"agent_repo_sensor": 7, "pipeline_automation": 30, "shadow_sooner": 300}
 
 
 def test_void_retrain_min_new_examples_changes_the_weekly_retrain_s_decision(

@@ -56,6 +56,7 @@ from void_pipeline.testworld.devnet import (
     seed_dir,
     stop_devnet,
 )
+from void_pipeline.testworld.live import post_new_replies
 from void_pipeline.testworld.seeding import seed_corpus
 from void_pipeline.testworld.tiny_tokenizer import train_tokenizer
 
@@ -203,12 +204,16 @@ DEMO_RUN_CONFIG: dict[str, dict[str, Any]] = {
 DEMO_TRAINING_STEPS = 24
 # The demo's longest example is ~3,100 tokens: 4096-token rows halve a step's work against the config's 8192.
 DEMO_SEQUENCE_LEN = 4096
+LIVE = "live"  # the demo's step that posts the agent's new replies (no run)
 PRETRAIN_STEPS = 400  # the tiny base's own training (full, on other authors' posts and tool-call chats)
 
 
-def materialize_all(env_overrides: dict[str, str], terminal: Terminal) -> int:
+def materialize_all(
+    env_overrides: dict[str, str], terminal: Terminal, live_replies: Callable[[], list[str]] | None = None
+) -> int:
     """Materialize every asset in dependency order, in this one process: a partitioned asset runs once per
-    partition; consecutive unpartitioned assets run together. Each is an ordinary run of the code location's asset
+    partition — a day-partitioned one (the shadow run) for today only, after ``live_replies`` posted the agent's
+    new replies and the post export and thread context took them in; consecutive unpartitioned assets run together. Each is an ordinary run of the code location's asset
     job, as `make ui` loads the location (re-executable there, on its Timeline). Dagster's lines go to the demo's
     log, each run's story to the terminal as its events arrive; the steps share one vLLM server (evaluation's,
     reused by the smoke test)."""
@@ -235,9 +240,15 @@ def materialize_all(env_overrides: dict[str, str], terminal: Terminal) -> int:
     assert isinstance(server, InferenceServer)
     resources = {"server": {"config": {**server.model_dump(), "keep_running": True}}}
     steps: list[tuple[list[dg.AssetKey], str | None]] = []
+    today = time.strftime("%Y-%m-%d", time.gmtime())
     for key in order:
         partitions = graph.get(key).partitions_def
-        if partitions is None:
+        if isinstance(partitions, dg.TimeWindowPartitionsDefinition):
+            if live_replies is not None and not any(p == today for _, p in steps):
+                # the agent keeps talking after its model was served: the day's new replies, ingested as usual
+                steps += [([], LIVE), ([dg.AssetKey("raw_records")], POST), ([dg.AssetKey("thread_context")], None)]
+            steps.append(([key], today))
+        elif partitions is None:
             if steps and steps[-1][1] is None:
                 steps[-1][0].append(key)
             else:
@@ -250,6 +261,10 @@ def materialize_all(env_overrides: dict[str, str], terminal: Terminal) -> int:
         # One GPU job at a time: the training step runs in the "gpu" pool.
         instance.event_log_storage.set_concurrency_slots("gpu", 1)
         for keys, partition in steps:
+            if partition == LIVE and live_replies is not None:
+                posted = live_replies()
+                print(f"[demo] the agent posted {len(posted)} new replies today: the shadow run answers them")
+                continue
             names = [k.to_user_string() for k in keys]
             label = ",".join(names) + (f" [{partition}]" if partition else "")
             started = time.monotonic()
@@ -351,7 +366,7 @@ def demo(agent_posts: int, seed: int, keep_devnet: bool) -> int:
         try:
             agent = devnet_seed(state_dir, agent_posts, seed, seeding_progress)
             settings = devnet_environment(info, agent)
-            code = materialize_all(settings, terminal)
+            code = materialize_all(settings, terminal, lambda: post_new_replies(info, agent))
             if code == 0:
                 layout = data.agent(DEMO_AGENT)
                 show_example(layout)

@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 from void_pipeline.defs.evaluate.shadow import shadow_daily, shadow_replies, shadow_sooner
+from void_pipeline.defs.evaluate.shadow_report import shadow_report
 from void_pipeline.lib.curate.prompt import PromptTemplate
 from void_pipeline.lib.evaluate.generations import GENERATION_SCHEMA, Prompt
 from void_pipeline.lib.evaluate.shadow import (
@@ -35,6 +36,7 @@ from void_pipeline.lib.serve.bundle import Promotion, add_bundle, make_current
 from void_pipeline.lib.serve.client import Sampling
 from void_pipeline.resources.server import InferenceServer
 from void_pipeline.resources.storage import PipelineStorage
+from void_pipeline.resources.trainer import Trainer
 from void_pipeline.testworld.devnet import DevnetInfo
 from void_pipeline_tests.support.adapters import scaled_adapter
 from void_pipeline_tests.support.bundles import adapter, dataset
@@ -124,7 +126,7 @@ def test_a_day_s_turns_are_the_replies_the_agent_began_that_day_rendered_as_chat
     ]  # fmt: skip
     assert day.replies == 7  # a1 a2 b1 c2 e1 h1 i1: g1 answers nobody, b2 and f1 are the next day's
     assert day.missing_context == [uri(AGENT, "e1")]
-    assert day.skipped == {"parent_unavailable": 1, "invalid_call": 1}
+    assert day.skipped == {"deleted_upstream": 1, "invalid_call": 1}  # h1 answers a deleted post
     assert day.prompts()[0] == Prompt(uri(AGENT, "a1"), day.turns["prompt"][0], at("2026-03-02T10:00:00"))
     with pytest.raises(ValueError, match="shadow day '2026-13-02' is not a date"):
         day_window("2026-13-02")
@@ -260,7 +262,7 @@ def test_the_schedule_shadows_yesterday_and_the_sensor_today_at_most_once_an_hou
 
 @pytest.mark.integration
 def test_a_fresh_agent_s_replies_today_are_answered_by_the_served_adapter_and_the_candidate_and_nothing_is_posted(
-    devnet: DevnetInfo, curated: dict[str, Any], trained: Trained, tmp_path: Path
+    devnet: DevnetInfo, curated: dict[str, Any], trained: Trained, trainer_bin: Path, tmp_path: Path
 ) -> None:
     latest = curated["storage"].agent_layout.train.read_latest()  # the session's adapter, trained before these posts
     assert latest is not None
@@ -318,3 +320,19 @@ def test_a_fresh_agent_s_replies_today_are_answered_by_the_served_adapter_and_th
     assert (resumed["generated_now"].value, resumed["kept_from_an_earlier_run"].value) == (0, 4)
     assert resumed["server_start_s"].value == "no server started"
     assert pl.read_parquet(paths.generations).sort("example_id", "model").equals(rows.sort("example_id", "model"))
+
+    # the day's report reads what shadow_replies wrote: both models scored against the real replies, similarity
+    # measured in the trainer environment through Pipes
+    reporting = {
+        "storage": storage,
+        "trainer": Trainer(python=str(trainer_bin / "python")),
+        "pipes_subprocess_client": dg.PipesSubprocessClient(),
+    }
+    report = dg.materialize([shadow_report], partition_key=day, resources=reporting)
+    assert report.success
+    scored = report.asset_materializations_for_node("shadow_report")[0].metadata
+    assert scored["status"].value == "reported" and scored["replies"].value == 2
+    assert len(scored["worst_pairs"].records) == 2 and paths.trend_plot.stat().st_size > 0
+    for model in ("production", "candidate"):
+        assert -1.0 <= scored[f"{model}_semantic_similarity_cosine"].value <= 1.0
+    assert [c.check_name for c in report.get_asset_check_evaluations()] == ["candidate_not_below_production"]

@@ -48,7 +48,7 @@ class ShadowRepliesConfig(dg.Config):
 
 @dg.asset(
     partitions_def=shadow_days,
-    deps=[raw_records, thread_context],
+    deps=[raw_records, thread_context, "served_model"],  # answered by the model served_model made current
     group_name="evaluate",
     owners=OWNERS,
     kinds={"vllm"},

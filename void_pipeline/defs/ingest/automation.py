@@ -43,7 +43,12 @@ def daily_ingest(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
 
 recheck_job = dg.define_asset_job(
     "recheck_deleted_posts_job",
-    selection=[thread_context],
+    # then the adapters' deletion counts (defs/train/checks.py, by key: train imports ingest), even with automation off
+    selection=dg.AssetSelection.assets(thread_context)
+    | dg.AssetSelection.checks(
+        dg.AssetCheckKey(dg.AssetKey("lora_adapter"), "lora_adapter_deleted_examples"),
+        dg.AssetCheckKey(dg.AssetKey("served_model"), "served_model_deleted_examples"),
+    ),
     config={"ops": {"thread_context": {"config": {"recheck": True}}}},
     executor_def=dg.in_process_executor,
     description="thread_context with recheck: the ancestors it holds asked for again; gone ones are forgotten.",
