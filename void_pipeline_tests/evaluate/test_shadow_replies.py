@@ -330,7 +330,7 @@ def test_a_fresh_agent_s_replies_today_are_answered_by_the_served_adapter_and_th
     }
     report = dg.materialize([shadow_report], partition_key=day, resources=reporting)
     assert report.success
-    scored = report.asset_materializations_for_node("shadow_report")[0].metadata
+    scored: Any = report.asset_materializations_for_node("shadow_report")[0].metadata
     assert scored["status"].value == "reported" and scored["replies"].value == 2
     assert len(scored["worst_pairs"].records) == 2 and paths.trend_plot.stat().st_size > 0
     for model in ("production", "candidate"):
