@@ -35,6 +35,8 @@ KEY_NUMBERS: dict[str, tuple[tuple[str, str], ...]] = {
     "eval_generations": (("answers", "answers"), ("errors", "errors")),
     "eval_report": (("examples", "held-out threads"),),
     "served_model": (("bundle_version", "bundle"), ("smoke_latency_s", "smoke answer s")),
+    "shadow_replies": (("turns", "turns"), ("answered_production", "served"), ("answered_candidate", "candidate")),
+    "shadow_report": (("status", "status"), ("production_call_validity_share", "served call validity")),
 }
 # The evaluation's rows a newcomer reads first (report.md has them all); per-1,000 ones say so.
 TABLE_ROWS = (

@@ -280,7 +280,8 @@ def test_a_fresh_agent_s_replies_today_are_answered_by_the_served_adapter_and_th
     sampling = Sampling(temperature=0.0, max_tokens=24, max_posts=2, seed=5)
     promotion = Promotion(latest.base_model, latest.adapter, latest.dataset, "shadow", "llama3_json", 8, sampling)
     make_current(layout.serve, add_bundle(layout.serve, promotion).version)
-    candidate = scaled_adapter(trained.adapter, tmp_path / "candidate", 4.0)  # its answers differ from the served
+    # scaled far from the served one: greedy answers of a 12-step adapter ×4 still tied with it now and then
+    candidate = scaled_adapter(trained.adapter, tmp_path / "candidate", 40.0)
     if (trained.adapter / "chat_template.jinja").exists():
         (candidate / "chat_template.jinja").write_bytes((trained.adapter / "chat_template.jinja").read_bytes())
     layout.evaluate.write_latest(evaluated(tmp_path, candidate, base=latest.base_model))
@@ -333,6 +334,10 @@ def test_a_fresh_agent_s_replies_today_are_answered_by_the_served_adapter_and_th
     scored: Any = report.asset_materializations_for_node("shadow_report")[0].metadata
     assert scored["status"].value == "reported" and scored["replies"].value == 2
     assert len(scored["worst_pairs"].records) == 2 and paths.trend_plot.stat().st_size > 0
-    for model in ("production", "candidate"):
-        assert -1.0 <= scored[f"{model}_semantic_similarity_cosine"].value <= 1.0
+    # similarity is reported for exactly the models whose answers held a post (the session's tiny model may write
+    # none), never made up for the others
+    answered = {m for m, posts in rows.select("model", "posts").iter_rows() if posts}
+    measured = {m for m in ("production", "candidate") if f"{m}_semantic_similarity_cosine" in scored}
+    assert measured == answered, (measured, answered)
+    assert all(-1.0 <= scored[f"{m}_semantic_similarity_cosine"].value <= 1.0 for m in measured)
     assert [c.check_name for c in report.get_asset_check_evaluations()] == ["candidate_not_below_production"]
