@@ -8,6 +8,9 @@ operator switches on what they want. A status switched in the UI is kept by the 
     daily_ingest          schedule  every collection of raw_records, incrementally, each morning
     agent_repo_sensor     sensor    the agent's PDS firehose: a raw_records run for each collection that changed
     retrain_on_growth     schedule  weekly: lora_adapter and its evaluation, only if chat_dataset grew enough
+    shadow_daily          schedule  06:30 UTC: the shadow job (shadow_replies, shadow_report) for the previous UTC
+                                    day; skipped while no model is served
+    shadow_sooner         sensor    today's shadow job after thread_context changed, at most one run an hour
     pipeline_automation   sensor    evaluates the conditions below every 30 s
 """
 
