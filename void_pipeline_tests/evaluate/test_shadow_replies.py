@@ -280,7 +280,7 @@ def test_a_fresh_agent_s_replies_today_are_answered_by_the_served_adapter_and_th
     sampling = Sampling(temperature=0.0, max_tokens=24, max_posts=2, seed=5)
     promotion = Promotion(latest.base_model, latest.adapter, latest.dataset, "shadow", "llama3_json", 8, sampling)
     make_current(layout.serve, add_bundle(layout.serve, promotion).version)
-    # scaled far from the served one: greedy answers of a 12-step adapter ×4 still tied with it now and then
+    # scaled far from the served one: greedy answers of a 12-step adapter scaled by 4 still tied with it now and then
     candidate = scaled_adapter(trained.adapter, tmp_path / "candidate", 40.0)
     if (trained.adapter / "chat_template.jinja").exists():
         (candidate / "chat_template.jinja").write_bytes((trained.adapter / "chat_template.jinja").read_bytes())
