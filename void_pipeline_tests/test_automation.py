@@ -208,8 +208,8 @@ def automation_statuses(env: dict[str, str]) -> dict[str, str]:
 
 @pytest.mark.integration
 def test_schedules_and_sensors_start_stopped_unless_automation_is_switched_on() -> None:
-    names = {"daily_ingest", "retrain_on_growth", "agent_repo_sensor", "pipeline_automation", "shadow_daily",
-             "shadow_sooner"}  # fmt: skip
+    names = {"daily_ingest", "recheck_deleted_posts", "retrain_on_growth", "agent_repo_sensor", "pipeline_automation",
+             "shadow_daily", "shadow_sooner"}  # fmt: skip
     off = automation_statuses({})
     assert set(off) == names and set(off.values()) == {"STOPPED"}
     on = automation_statuses({"VOID_AUTOMATION": "on"})
