@@ -48,7 +48,11 @@ class ShadowRepliesConfig(dg.Config):
 
 @dg.asset(
     partitions_def=shadow_days,
-    deps=[raw_records, thread_context, "served_model"],  # answered by the model served_model made current
+    deps=[
+        dg.AssetDep(raw_records, partition_mapping=dg.SpecificPartitionsPartitionMapping([POST])),  # the posts
+        thread_context,
+        "served_model",  # answered by the model served_model made current
+    ],
     group_name="evaluate",
     owners=OWNERS,
     kinds={"vllm"},
