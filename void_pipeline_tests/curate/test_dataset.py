@@ -16,6 +16,7 @@ from void_pipeline.lib.curate.reply_tool import REPLY_TOOL, REPLY_TOOL_NAME, rep
 from void_pipeline.lib.curate.request import RequestProfile, direct_profile
 from void_pipeline.lib.ingest.threads import THREAD_SCHEMA
 from void_pipeline.lib.train.training import dataset_hash
+from void_pipeline_tests.support.curate import kept_posts
 from void_pipeline_tests.support.trainer import dataset_sha256
 
 AGENT = "did:plc:void"
@@ -51,18 +52,7 @@ def frames() -> tuple[pl.DataFrame, pl.DataFrame]:
         (uri(AGENT, "v4"), "A single reply to bob's question here.", root_b, root_b, 4),
         (uri(AGENT, "v5"), "A reply to a post that was deleted.", gone, gone, 5),
     ]
-    post_frame = pl.DataFrame(
-        [
-            {
-                "uri": u,
-                "text_norm": t,
-                "reply_parent_uri": p,
-                "reply_root_uri": r,
-                "created_at": START + timedelta(minutes=m),
-            }
-            for u, t, p, r, m in posts
-        ]
-    )
+    post_frame = kept_posts(posts, START)
     context = pl.DataFrame(
         [
             {

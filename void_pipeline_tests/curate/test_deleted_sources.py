@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from void_pipeline.lib.curate.prompt import PromptTemplate
 from void_pipeline.lib.curate.request import direct_profile
 from void_pipeline.lib.ingest.threads import THREAD_SCHEMA
 from void_pipeline.lib.layout import DatasetPaths
+from void_pipeline_tests.support.curate import kept_posts
 
 AGENT = "did:plc:void"
 START = datetime(2025, 6, 1, tzinfo=UTC)
@@ -63,19 +64,7 @@ def frames(reply_reason: str | None = None, without: tuple[str, ...] = ()) -> tu
         (V2, "The second part of void's answer to bob.", V1, ROOT, 2),
         (W1, "A single answer to ada's other question.", OTHER_ROOT, OTHER_ROOT, 3),
     ]
-    post_frame = pl.DataFrame(
-        [
-            {
-                "uri": u,
-                "text_norm": t,
-                "reply_parent_uri": p,
-                "reply_root_uri": r,
-                "created_at": START + timedelta(minutes=m),
-            }
-            for u, t, p, r, m in posts
-            if u not in without
-        ]
-    )
+    post_frame = kept_posts([row for row in posts if row[0] not in without], START)
     thread = [ancestor(ROOT, "ada starts a thread", embed=QUOTE_VIEW), ancestor(REPLY, "bob replies", reply_reason)]
     context = pl.DataFrame(
         [

@@ -65,9 +65,11 @@ def shadow_report(
     classifier, not_measured = None, dict[str, str]()
     if day.answered:
         dataset = shadow.served_dataset(day.settings, layout.serve)
-        classifier, why_not = authorship(context, dataset, layout, record.did, config.seed) if dataset else (
-            None, "no training dataset of the served bundle is known")  # fmt: skip
-        not_measured |= {"authorship": why_not} if why_not else {}
+        why_not: str | None = "no training dataset of the served bundle is known"
+        if dataset:
+            classifier, why_not = authorship(context, dataset, layout, record.did, config.seed)
+        if why_not:
+            not_measured["authorship"] = why_not
     measured = similarity(context, pipes_subprocess_client, trainer, paths, day) if config.similarity else {}
     if day.answered and not measured:
         not_measured["similarity"] = "off (config similarity: false)" if not config.similarity else "see the log"

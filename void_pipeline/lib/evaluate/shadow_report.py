@@ -31,6 +31,7 @@ from void_pipeline.lib.evaluate.report import (
     shown,
     unit_name,
 )
+from void_pipeline.lib.evaluate.shadow import CANDIDATE, PRODUCTION
 from void_pipeline.lib.files import write_text_atomic
 from void_pipeline.lib.layout import ServePaths, ShadowDayPaths, ShadowPaths
 from void_pipeline.lib.plots import png_figure
@@ -38,7 +39,6 @@ from void_pipeline.lib.report import Markdown, Table
 from void_pipeline.lib.serve.bundle import BundleError, current_bundle, read_bundle
 from void_pipeline.lib.train.metadata import plot_markdown
 
-PRODUCTION, CANDIDATE = "production", "candidate"  # the served model (alias production) and the one to switch to
 # What the check compares and the trend draws: all higher-is-better.
 HEADLINE = ("call_validity", "authorship_pass_rate", "semantic_similarity")
 TREND = (*HEADLINE, "character_sheet")
